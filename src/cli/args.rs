@@ -1,0 +1,217 @@
+//! The command line, as clap sees it.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cms",
+    version,
+    about = "Orchestrate many Claude Code sessions: spawn, send, pause, resume, fork, stop, batch",
+    long_about = "Orchestrate many Claude Code sessions from one place.\n\n\
+                  Each session is one long-lived `claude` process speaking stream-json. A CLI \
+                  command's session process ends with the command; the next `send` resumes the \
+                  same conversation (`--resume`, same id, same working directory).\n\n\
+                  State lives in $CMS_HOME (default ~/.claude-multi-session)."
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The Claude Code executable (default: `claude` on PATH).
+    #[arg(long, global = true, env = "CMS_CLAUDE_BIN", value_name = "PATH")]
+    pub claude_bin: Option<PathBuf>,
+
+    /// Where cms keeps its state.
+    #[arg(long, global = true, env = "CMS_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a new session with a prompt.
+    Spawn(SpawnArgs),
+    /// Send a follow-up message (resumes a stopped session).
+    Send(SendArgs),
+    /// Restore a stopped or paused session, optionally with a message.
+    Resume(ResumeArgs),
+    /// Refuse new messages until resumed.
+    Pause(NameArg),
+    /// Branch off into a new session that keeps the parent's context.
+    Fork(ForkArgs),
+    /// Stop gracefully (resumable later).
+    Stop(NameArg),
+    /// Force kill a session's process.
+    Kill(NameArg),
+    /// Interrupt the running turn of a session live in another cms process.
+    Interrupt(NameArg),
+    /// Show detailed session info.
+    Status(NameArg),
+    /// Print the last response text.
+    Output(OutputArgs),
+    /// List all sessions.
+    List,
+    /// Show every interaction with its cost.
+    History(NameArg),
+    /// Remove a session for good.
+    Delete(NameArg),
+    /// Spawn many sessions in parallel from a JSON file.
+    Batch(BatchArgs),
+    /// Remove sessions idle for more than N days.
+    Cleanup(CleanupArgs),
+    /// A tour of cms on the bundled simulator (no Claude account needed).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Session name.
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// Session name (1-64 of A-Z a-z 0-9 . _ -).
+    #[arg(long)]
+    pub name: String,
+    /// Initial prompt (`-` reads it from stdin).
+    #[arg(long)]
+    pub prompt: String,
+    /// Model: sonnet, opus, haiku, or a full model id.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Stop the session after the first response (one-shot).
+    #[arg(long)]
+    pub stop: bool,
+    /// Working directory for claude (default: the current directory).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Permission mode: default, acceptEdits, plan, dontAsk, bypassPermissions.
+    #[arg(long)]
+    pub permission_mode: Option<String>,
+    /// Tools allowed without asking, comma-separated (e.g. "Read,Grep,Bash(git *)").
+    #[arg(long)]
+    pub allowed_tools: Option<String>,
+    /// Tools removed from the session, comma-separated.
+    #[arg(long)]
+    pub disallowed_tools: Option<String>,
+    /// Text appended to Claude Code's system prompt.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Hard budget in USD for one claude process (`--max-budget-usd`).
+    #[arg(long, value_parser = non_negative_f64)]
+    pub max_budget: Option<f64>,
+    /// Agent turns allowed per message (`--max-turns`).
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// Use a specific agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Run in a git worktree of this name (`claude -w`).
+    #[arg(long)]
+    pub worktree: Option<String>,
+    /// Seconds one turn may take before it is interrupted.
+    #[arg(long, value_parser = positive_f64)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The message (`-` reads it from stdin).
+    #[arg(long)]
+    pub message: String,
+    /// Stop the session after the response.
+    #[arg(long)]
+    pub stop: bool,
+    /// Seconds the turn may take before it is interrupted.
+    #[arg(long, value_parser = positive_f64)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[arg(long)]
+    pub name: String,
+    /// A message to send once resumed.
+    #[arg(long)]
+    pub message: Option<String>,
+    #[arg(long, value_parser = positive_f64)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    /// The session to fork.
+    #[arg(long)]
+    pub name: String,
+    /// The new session's name.
+    #[arg(long)]
+    pub new_name: String,
+    /// A first message for the fork (without one, the fork runs on its first send).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Another model for the fork.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, value_parser = positive_f64)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The whole text (default: the first 2000 characters).
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// A JSON array of {name, prompt, model?, workDir?, permissionMode?, allowedTools?,
+    /// systemPrompt?, maxBudget?, agent?}.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Sessions started at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Remove sessions idle for more than this many days.
+    #[arg(long, default_value_t = 7.0, value_parser = non_negative_f64)]
+    pub days: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's state directory instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number 0 or more, got '{s}'")),
+    }
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a number above 0, got '{s}'")),
+    }
+}

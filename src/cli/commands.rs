@@ -1,0 +1,357 @@
+//! Running one CLI command: build the engine, call it, render, choose the exit code.
+
+use super::args::{Cli, Command};
+use super::{demo, render};
+use crate::engine::{
+    manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
+    SessionRecord, SpawnRequest,
+};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a command ends with.
+pub enum Outcome {
+    /// Print this (text or JSON) and exit 0.
+    Done(Printed),
+    /// Print this, then fail with the message (a turn that ended in an error).
+    Failed(Printed, String),
+}
+
+pub struct Printed {
+    pub text: String,
+    pub json: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Input(String),
+    #[error("interrupted: every session this command started was stopped")]
+    Interrupted,
+}
+
+/// Run the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    init_tracing(cli.verbose);
+    let mut cfg = EngineConfig::from_env();
+    if let Some(bin) = &cli.claude_bin {
+        cfg.claude_bin = bin.clone();
+    }
+    if let Some(home) = &cli.home {
+        cfg.home = home.clone();
+    }
+    let json = cli.json;
+    let result = match &cli.command {
+        Command::Demo(a) => return demo::run(a, &cfg),
+        // Reading commands need no async runtime: they start fast.
+        Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
+            Manager::new(cfg).map_err(CliError::from).and_then(|m| read_command(&m, &cli.command))
+        }
+        _ => run_async(cfg, cli.command),
+    };
+    match result {
+        Ok(Outcome::Done(p)) => {
+            print_out(&p, json);
+            0
+        }
+        Ok(Outcome::Failed(p, msg)) => {
+            print_out(&p, json);
+            eprintln!("Error: {msg}");
+            1
+        }
+        Err(e) => {
+            if json {
+                println!("{}", json!({ "error": e.to_string() }));
+            }
+            eprintln!("Error: {e}");
+            if matches!(e, CliError::Interrupted) {
+                130
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn print_out(p: &Printed, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p.json).unwrap_or_default());
+    } else if !p.text.is_empty() {
+        println!("{}", p.text);
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn read_command(m: &Manager, cmd: &Command) -> Result<Outcome, CliError> {
+    Ok(match cmd {
+        Command::List => {
+            let recs = m.list()?;
+            done(render::list_table(&recs), recs.iter().map(render::record_json).collect())
+        }
+        Command::Status(a) => {
+            let rec = m.status(&a.name)?;
+            done(render::status_text(&rec), render::record_json(&rec))
+        }
+        Command::Output(a) => {
+            let text = m.output(&a.name)?;
+            let shown = match &text {
+                Some(t) => render::truncated(t, a.full),
+                None => "(no output yet)".into(),
+            };
+            done(shown, json!({"name": a.name, "text": text}))
+        }
+        Command::History(a) => {
+            let items = m.history(&a.name)?;
+            done(render::history_text(&a.name, &items), json!(items))
+        }
+        _ => unreachable!("not a reading command"),
+    })
+}
+
+fn done(text: String, json: Value) -> Outcome {
+    Outcome::Done(Printed { text, json })
+}
+
+fn run_async(cfg: EngineConfig, cmd: Command) -> Result<Outcome, CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Input(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async move {
+        let manager = Manager::new(cfg)?;
+        let outcome = {
+            let work = async_command(&manager, cmd);
+            tokio::select! {
+                r = work => Some(r),
+                _ = shutdown_signal() => None,
+            }
+        };
+        match outcome {
+            Some(r) => {
+                // A CLI command's sessions end with it; the next send resumes them.
+                manager.shutdown().await;
+                r
+            }
+            None => {
+                manager.kill_all().await;
+                Err(CliError::Interrupted)
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn secs(t: Option<f64>) -> Option<Duration> {
+    t.map(Duration::from_secs_f64)
+}
+
+/// `-` means: read the text from stdin.
+fn text_arg(s: &str) -> Result<String, CliError> {
+    if s != "-" {
+        return Ok(s.to_string());
+    }
+    let mut buf = String::new();
+    std::io::stdin()
+        .read_to_string(&mut buf)
+        .map_err(|e| CliError::Input(format!("cannot read stdin: {e}")))?;
+    Ok(buf)
+}
+
+fn turn_outcome(rec: &SessionRecord, r: &Response) -> Outcome {
+    let printed = Printed {
+        text: render::response_block(rec, r),
+        json: render::turn_json(rec, Some(r)),
+    };
+    if r.is_error {
+        Outcome::Failed(printed, format!("the turn failed: {}", r.error_summary()))
+    } else {
+        Outcome::Done(printed)
+    }
+}
+
+fn state_outcome(rec: &SessionRecord, verb: &str) -> Outcome {
+    done(
+        format!("Session '{}' {verb}", rec.name),
+        json!({"name": rec.name, "state": rec.state}),
+    )
+}
+
+async fn async_command(m: &Arc<Manager>, cmd: Command) -> Result<Outcome, CliError> {
+    Ok(match cmd {
+        Command::Spawn(a) => {
+            let req = SpawnRequest {
+                name: a.name,
+                prompt: text_arg(&a.prompt)?,
+                options: SessionOptions {
+                    model: a.model,
+                    work_dir: a.work_dir,
+                    permission_mode: a.permission_mode,
+                    allowed_tools: a.allowed_tools.as_deref().map(split_list).unwrap_or_default(),
+                    disallowed_tools: a.disallowed_tools.as_deref().map(split_list).unwrap_or_default(),
+                    system_prompt: a.system_prompt,
+                    max_budget_usd: a.max_budget,
+                    max_turns: a.max_turns,
+                    agent: a.agent,
+                    worktree: a.worktree,
+                    ..SessionOptions::default()
+                },
+                timeout: secs(a.timeout),
+                stop_after: a.stop,
+                ..SpawnRequest::default()
+            };
+            let (_, r) = m.spawn(req.clone()).await?;
+            m.shutdown().await;
+            turn_outcome(&m.status(&req.name)?, &r)
+        }
+        Command::Send(a) => {
+            let message = text_arg(&a.message)?;
+            let r = m.send(&a.name, &message, secs(a.timeout)).await?;
+            if a.stop {
+                m.stop(&a.name).await?;
+            }
+            m.shutdown().await;
+            turn_outcome(&m.status(&a.name)?, &r)
+        }
+        Command::Resume(a) => {
+            let message = a.message.as_deref().map(text_arg).transpose()?;
+            let (_, r) = m.resume(&a.name, message.as_deref(), secs(a.timeout)).await?;
+            m.shutdown().await;
+            let rec = m.status(&a.name)?;
+            match r {
+                Some(r) => turn_outcome(&rec, &r),
+                None => done(format!("Session '{}' resumed", rec.name), render::turn_json(&rec, None)),
+            }
+        }
+        Command::Pause(a) => state_outcome(&m.pause(&a.name).await?, "paused"),
+        Command::Fork(a) => {
+            let message = a.message.as_deref().map(text_arg).transpose()?;
+            let overrides = SessionOptions {
+                model: a.model,
+                ..SessionOptions::default()
+            };
+            let (_, r) = m
+                .fork(&a.name, &a.new_name, message.as_deref(), overrides, secs(a.timeout))
+                .await?;
+            m.shutdown().await;
+            let rec = m.status(&a.new_name)?;
+            match r {
+                Some(r) => turn_outcome(&rec, &r),
+                None => done(
+                    format!("Forked '{}' → '{}'", a.name, a.new_name),
+                    render::turn_json(&rec, None),
+                ),
+            }
+        }
+        Command::Stop(a) => state_outcome(&m.stop(&a.name).await?, "stopped"),
+        Command::Kill(a) => state_outcome(&m.kill(&a.name).await?, "killed"),
+        Command::Interrupt(a) => {
+            m.interrupt(&a.name).await?;
+            done(format!("Session '{}' interrupted", a.name), json!({"name": a.name, "interrupted": true}))
+        }
+        Command::Delete(a) => {
+            m.delete(&a.name).await?;
+            done(format!("Session '{}' deleted", a.name), json!({"name": a.name, "deleted": true}))
+        }
+        Command::Batch(a) => batch(m, &a.file, a.concurrency as usize).await?,
+        Command::Cleanup(a) => {
+            let removed = m.cleanup(a.days)?;
+            let mut text = format!("Removed {} session(s)", removed.len());
+            for n in &removed {
+                text.push_str(&format!("\n  {n}"));
+            }
+            done(text, json!({ "removed": removed }))
+        }
+        Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
+            read_command(m, &cmd)?
+        }
+        Command::Demo(_) => unreachable!("handled before the runtime starts"),
+    })
+}
+
+async fn batch(m: &Arc<Manager>, file: &std::path::Path, concurrency: usize) -> Result<Outcome, CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Input(format!("cannot read batch file {}: {e}", file.display())))?;
+    let specs: Vec<BatchSpec> = serde_json::from_str(&text).map_err(|e| {
+        CliError::Input(format!(
+            "batch file {} is not a JSON array of {{name, prompt, ...}} objects: {e}",
+            file.display()
+        ))
+    })?;
+    if specs.is_empty() {
+        return Err(CliError::Input(format!("batch file {} has no entries", file.display())));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &specs {
+        crate::engine::manager::validate_name(&s.name)?;
+        if !seen.insert(s.name.clone()) {
+            return Err(CliError::Input(format!("batch file names '{}' twice", s.name)));
+        }
+        if s.prompt.trim().is_empty() {
+            return Err(CliError::Input(format!("batch entry '{}' has an empty prompt", s.name)));
+        }
+    }
+    let show_progress = std::io::stderr().is_terminal();
+    let reqs = specs.into_iter().map(BatchSpec::into_request).collect();
+    let outcomes = m
+        .batch(reqs, concurrency, |p| {
+            if show_progress {
+                let status = if p.outcome.ok { "ok" } else { "FAILED" };
+                eprintln!("[{}/{}] {} {status}", p.done, p.total, p.outcome.name);
+            }
+        })
+        .await;
+    let mut text = Vec::new();
+    for o in &outcomes {
+        match (&o.response, &o.error) {
+            (Some(r), None) => text.push(format!(
+                "[{}] ok cost={} turns={} duration={:.1}s\n{}\n",
+                o.name,
+                render::money(r.cost_usd),
+                r.num_turns,
+                r.duration_ms as f64 / 1000.0,
+                r.text.trim_end()
+            )),
+            (_, Some(e)) => text.push(format!("[{}] FAILED: {e}\n", o.name)),
+            (None, None) => {}
+        }
+    }
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    let printed = Printed {
+        text: text.join("\n").trim_end().to_string(),
+        json: json!(outcomes),
+    };
+    Ok(if failed == 0 {
+        Outcome::Done(printed)
+    } else {
+        Outcome::Failed(printed, format!("{failed} of {} batch sessions failed", outcomes.len()))
+    })
+}

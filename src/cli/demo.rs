@@ -1,0 +1,138 @@
+//! `cms demo`: a short tour on the bundled simulator, so a newcomer sees cms work
+//! without a Claude account. It uses a scratch state directory.
+
+use super::args::DemoArgs;
+use super::render;
+use crate::engine::{BatchSpec, EngineConfig, Manager, SessionOptions};
+use std::path::PathBuf;
+
+/// The simulator installed next to this executable.
+pub fn simulator_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let sim = exe.parent()?.join("cms-sim");
+    sim.is_file().then_some(sim)
+}
+
+pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
+    let Some(sim) = simulator_path() else {
+        eprintln!("Error: cms-sim was not found next to the cms executable (build it with `cargo build`)");
+        return 1;
+    };
+    let scratch = std::env::temp_dir().join(format!("cms-demo-{}", std::process::id()));
+    let mut cfg = base.clone();
+    cfg.claude_bin = sim;
+    cfg.home = scratch.join("state");
+    // The simulator keeps its conversations under $HOME/.claude, like the real CLI.
+    cfg.child_env = vec![("HOME".into(), scratch.display().to_string())];
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(async {
+        match tour(cfg).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                1
+            }
+        }
+    });
+    if args.keep {
+        println!("\nState kept in {} (CMS_HOME={}/state)", scratch.display(), scratch.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    code
+}
+
+fn step(cmd: &str) {
+    println!("\n$ cms {cmd}");
+}
+
+async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
+    println!("cms demo — every session below is a long-lived process of the bundled simulator,");
+    println!("which speaks Claude Code's stream-json protocol (no account, no network).");
+    let m = Manager::new(cfg)?;
+
+    step("batch --file tasks.json   # three sessions in parallel");
+    let specs: Vec<BatchSpec> = ["login", "signup", "dashboard"]
+        .iter()
+        .map(|n| BatchSpec {
+            name: (*n).to_string(),
+            prompt: format!("Build the {n} page"),
+            model: Some("sonnet".into()),
+            ..BatchSpec::default()
+        })
+        .collect();
+    let outcomes = m
+        .batch(specs.into_iter().map(|s| {
+            let mut r = s.into_request();
+            r.stop_after = false;
+            r
+        }).collect(), 3, |_| {})
+        .await;
+    for o in &outcomes {
+        let r = o.response.as_ref();
+        println!(
+            "  [{}] {} cost={}",
+            o.name,
+            r.map(|r| r.text.as_str()).unwrap_or("-"),
+            render::money(r.map_or(0.0, |r| r.cost_usd))
+        );
+    }
+
+    step("send --name login --message \"Add form validation\"   # same process, no restart");
+    let r = m.send("login", "Add form validation", None).await?;
+    println!("{}", render::response_block(&m.status("login")?, &r));
+
+    step("stop --name login");
+    m.stop("login").await?;
+    println!("Session 'login' stopped");
+
+    step("send --name login --message RECALL   # resumes the conversation (--resume, same id)");
+    let r = m.send("login", "RECALL", None).await?;
+    println!("{}", render::response_block(&m.status("login")?, &r));
+
+    step("fork --name login --new-name login-jwt --message \"Use JWT instead\"");
+    let (rec, r) = m
+        .fork("login", "login-jwt", Some("Use JWT instead"), SessionOptions::default(), None)
+        .await?;
+    if let Some(r) = r {
+        println!("{}", render::response_block(&rec, &r));
+    }
+
+    step("send --name login-jwt --message RECALL   # the fork holds the parent's context");
+    let r = m.send("login-jwt", "RECALL", None).await?;
+    println!("{}", render::response_block(&m.status("login-jwt")?, &r));
+
+    step("send --name signup --message \"USE_TOOL Read {\\\"file_path\\\": \\\"/etc/hostname\\\"}\"   # a tool call");
+    let r = m
+        .send("signup", "USE_TOOL Read {\"file_path\": \"/etc/hostname\"}", None)
+        .await?;
+    println!("{}  (tools used: {})", r.text, r.tools_used.join(", "));
+
+    step("pause --name dashboard");
+    m.pause("dashboard").await?;
+    match m.send("dashboard", "hello?", None).await {
+        Err(e) => println!("  send refused: {e}"),
+        Ok(_) => println!("  (unexpected: the paused session answered)"),
+    }
+    step("resume --name dashboard --message \"Add charts\"");
+    let (rec, r) = m.resume("dashboard", Some("Add charts"), None).await?;
+    if let Some(r) = r {
+        println!("{}", render::response_block(&rec, &r));
+    }
+
+    m.shutdown().await;
+    step("list");
+    println!("{}", render::list_table(&m.list()?));
+    step("history --name login");
+    println!("{}", render::history_text("login", &m.history("login")?));
+    let total: f64 = m.list()?.iter().map(|r| r.total_cost_usd).sum();
+    println!("\nTotal cost of the demo: {} (simulated)", render::money(total));
+    println!("Next: point cms at the real CLI (`--claude-bin`, or `claude` on PATH) and try `cms spawn`.");
+    Ok(())
+}

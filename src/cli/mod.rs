@@ -1,0 +1,10 @@
+//! The command-line frontend: parse (clap), call the engine, render. It owns no
+//! session logic.
+
+mod args;
+mod commands;
+mod demo;
+mod render;
+
+pub use args::{Cli, Command};
+pub use commands::run;

@@ -1,0 +1,182 @@
+//! Text and JSON renderings of engine values.
+
+use crate::engine::{Interaction, Response, SessionRecord};
+use serde_json::{json, Value};
+
+pub fn money(x: f64) -> String {
+    format!("${x:.4}")
+}
+
+pub fn timestamp(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn ago(ms: i64) -> String {
+    let secs = ((crate::engine::events::now_ms() - ms).max(0) / 1000) as u64;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86_399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// The response text, a blank line, and a footer line.
+pub fn response_block(rec: &SessionRecord, r: &Response) -> String {
+    format!(
+        "{}\n\n[{}] status={} cost={} total={} turns={} duration={:.1}s session={}",
+        r.text.trim_end(),
+        rec.name,
+        rec.state,
+        money(r.cost_usd),
+        money(rec.total_cost_usd),
+        r.num_turns,
+        r.duration_ms as f64 / 1000.0,
+        rec.claude_session_id.as_deref().unwrap_or("-"),
+    )
+}
+
+/// The record as JSON, for `--json` (snake_case, timestamps as RFC 3339).
+pub fn record_json(rec: &SessionRecord) -> Value {
+    json!({
+        "name": rec.name,
+        "state": rec.state,
+        "claude_session_id": rec.claude_session_id,
+        "model": rec.options.model,
+        "work_dir": rec.work_dir,
+        "cwd": rec.cwd,
+        "permission_mode": rec.options.permission_mode,
+        "allowed_tools": rec.options.allowed_tools,
+        "forked_from": rec.forked_from,
+        "created_at": timestamp(rec.created_at),
+        "updated_at": timestamp(rec.updated_at),
+        "total_cost_usd": rec.total_cost_usd,
+        "total_turns": rec.total_turns,
+        "interaction_count": rec.interaction_count,
+        "last_error": rec.last_error,
+        "pid": rec.pid,
+    })
+}
+
+pub fn turn_json(rec: &SessionRecord, r: Option<&Response>) -> Value {
+    json!({ "session": record_json(rec), "response": r })
+}
+
+pub fn status_text(rec: &SessionRecord) -> String {
+    let o = &rec.options;
+    let mut lines = vec![
+        ("name", rec.name.clone()),
+        ("status", rec.state.to_string()),
+        ("model", o.model.clone().unwrap_or_else(|| "-".into())),
+        ("claudeSessionId", rec.claude_session_id.clone().unwrap_or_else(|| "-".into())),
+        ("workDir", rec.work_dir.display().to_string()),
+        ("permissionMode", o.permission_mode.clone().unwrap_or_else(|| "-".into())),
+        ("allowedTools", if o.allowed_tools.is_empty() { "-".into() } else { o.allowed_tools.join(",") }),
+        ("forkedFrom", rec.forked_from.clone().unwrap_or_else(|| "-".into())),
+        ("createdAt", timestamp(rec.created_at)),
+        ("updatedAt", timestamp(rec.updated_at)),
+        ("totalCostUsd", money(rec.total_cost_usd)),
+        ("totalTurns", rec.total_turns.to_string()),
+        ("interactionCount", rec.interaction_count.to_string()),
+        ("lastError", rec.last_error.clone().unwrap_or_else(|| "-".into())),
+    ];
+    if let Some(pid) = rec.pid {
+        lines.push(("pid", pid.to_string()));
+    }
+    lines
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn list_table(recs: &[SessionRecord]) -> String {
+    if recs.is_empty() {
+        return "No sessions.".into();
+    }
+    let rows: Vec<[String; 6]> = recs
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.state.to_string(),
+                r.options.model.clone().unwrap_or_else(|| "-".into()),
+                money(r.total_cost_usd),
+                r.total_turns.to_string(),
+                ago(r.updated_at),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATUS", "MODEL", "COST", "TURNS", "LAST ACTIVITY"], &rows)
+}
+
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let fmt = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![fmt(header.to_vec())];
+    for r in rows {
+        out.push(fmt(r.iter().map(String::as_str).collect()));
+    }
+    out.join("\n")
+}
+
+fn clip(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(n).collect::<String>())
+    }
+}
+
+pub fn history_text(name: &str, items: &[Interaction]) -> String {
+    if items.is_empty() {
+        return format!("No interactions for '{name}' yet.");
+    }
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        out.push(format!(
+            "#{} {} {} cost={} turns={} duration={:.1}s{}",
+            i + 1,
+            timestamp(it.at),
+            it.kind,
+            money(it.cost_usd),
+            it.turns,
+            it.duration_ms as f64 / 1000.0,
+            if it.is_error { " ERROR" } else { "" }
+        ));
+        out.push(format!("  > {}", clip(&it.message, 200)));
+        if let Some(r) = &it.response {
+            out.push(format!("  < {}", clip(r, 200)));
+        }
+        if let Some(e) = &it.error {
+            out.push(format!("  ! {}", clip(e, 200)));
+        }
+    }
+    out.join("\n")
+}
+
+/// `output` without `--full`: the first 2000 characters.
+pub fn truncated(text: &str, full: bool) -> String {
+    const MAX: usize = 2000;
+    if full || text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        format!("{}\n… (truncated; use --full)", text.chars().take(MAX).collect::<String>())
+    }
+}

@@ -1,0 +1,88 @@
+//! Configuration of the engine and of one session.
+
+use crate::wire::ClaudeArgs;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the engine runs `claude` and where it keeps state.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The `claude` executable (a name looked up on PATH, or a path).
+    pub claude_bin: PathBuf,
+    /// Where the store lives (`$CMS_HOME`, default `~/.claude-multi-session`).
+    pub home: PathBuf,
+    /// Extra environment for every child (tests point `HOME`, `ANTHROPIC_BASE_URL` here).
+    pub child_env: Vec<(String, String)>,
+    /// Model when a spawn names none.
+    pub default_model: String,
+    /// How long one turn may take before it is interrupted.
+    pub turn_timeout: Duration,
+    /// How long a stop waits for the child to exit before SIGTERM, then SIGKILL.
+    pub stop_grace: Duration,
+    /// Parallel spawns in a batch.
+    pub batch_concurrency: usize,
+}
+
+impl EngineConfig {
+    /// Defaults from the environment: `CMS_HOME`, `CMS_CLAUDE_BIN`.
+    pub fn from_env() -> Self {
+        let home = std::env::var_os("CMS_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join(".claude-multi-session")
+            });
+        let claude_bin = std::env::var_os("CMS_CLAUDE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("claude"));
+        EngineConfig {
+            claude_bin,
+            home,
+            child_env: Vec::new(),
+            default_model: "sonnet".into(),
+            turn_timeout: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(5),
+            batch_concurrency: 4,
+        }
+    }
+}
+
+/// The options a session is created with (kept in the store, reused on resume).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionOptions {
+    pub model: Option<String>,
+    pub work_dir: Option<PathBuf>,
+    pub permission_mode: Option<String>,
+    pub allowed_tools: Vec<String>,
+    pub disallowed_tools: Vec<String>,
+    pub system_prompt: Option<String>,
+    pub max_budget_usd: Option<f64>,
+    pub max_turns: Option<u32>,
+    pub agent: Option<String>,
+    pub worktree: Option<String>,
+    pub mcp_config: Option<String>,
+    pub add_dirs: Vec<String>,
+}
+
+impl SessionOptions {
+    /// The argv options these settings give (resume/fork fields are set by the caller).
+    pub fn claude_args(&self) -> ClaudeArgs {
+        ClaudeArgs {
+            model: self.model.clone(),
+            permission_mode: self.permission_mode.clone(),
+            allowed_tools: self.allowed_tools.clone(),
+            disallowed_tools: self.disallowed_tools.clone(),
+            append_system_prompt: self.system_prompt.clone(),
+            max_turns: self.max_turns,
+            max_budget_usd: self.max_budget_usd,
+            agent: self.agent.clone(),
+            mcp_config: self.mcp_config.clone(),
+            worktree: self.worktree.clone(),
+            add_dirs: self.add_dirs.clone(),
+            ..ClaudeArgs::default()
+        }
+    }
+}

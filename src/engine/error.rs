@@ -1,0 +1,106 @@
+//! Engine errors: each names the problem and, where there is one, what to do.
+
+use crate::engine::response::Response;
+use std::path::PathBuf;
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("session '{0}' not found (see `cms list`)")]
+    NotFound(String),
+
+    #[error("session '{0}' already exists (pick another name, or `cms delete --name {0}` first)")]
+    AlreadyExists(String),
+
+    #[error("invalid session name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -")]
+    InvalidName(String),
+
+    #[error("session '{0}' is paused; resume it first (`cms resume --name {0}`)")]
+    Paused(String),
+
+    #[error("session '{0}' has no Claude session id yet, so it cannot be resumed or forked")]
+    NoSessionId(String),
+
+    #[error("claude executable not found: {path} ({hint})")]
+    BinaryNotFound { path: PathBuf, hint: String },
+
+    #[error("could not start {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("claude exited{status} before the turn finished{stderr}{hint}")]
+    Exited {
+        status: String,
+        stderr: String,
+        hint: String,
+        partial: Option<Box<Response>>,
+    },
+
+    #[error("no answer within {secs:.0}s; the turn was {action}")]
+    Timeout {
+        secs: f64,
+        action: &'static str,
+        partial: Option<Box<Response>>,
+    },
+
+    #[error("the session was stopped before the turn finished")]
+    Stopped { partial: Option<Box<Response>> },
+
+    #[error("the session was killed before the turn finished")]
+    Killed { partial: Option<Box<Response>> },
+
+    #[error("the policy stopped the session: {reason}")]
+    PolicyStopped {
+        reason: String,
+        partial: Option<Box<Response>>,
+    },
+
+    #[error("session '{0}' is not running in this process")]
+    NotLive(String),
+
+    #[error("write to claude's stdin failed: {0}")]
+    Write(String),
+
+    #[error("store ({path}): {source}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl EngineError {
+    /// The response of a turn that ended early, when the CLI still reported one
+    /// (its cost counts, so callers record it).
+    pub fn partial(&self) -> Option<&Response> {
+        match self {
+            EngineError::Exited { partial, .. }
+            | EngineError::Timeout { partial, .. }
+            | EngineError::Stopped { partial }
+            | EngineError::Killed { partial }
+            | EngineError::PolicyStopped { partial, .. } => partial.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Events a session publishes while it runs; anyone can subscribe (see
+//! [`crate::engine::Manager::subscribe`]).
+
+use crate::engine::state::SessionState;
+use crate::wire::message::ApiRetry;
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionEvent {
+    /// The cms session name.
+    pub session: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// `system/init`: the CLI starts a turn.
+    Init {
+        session_id: String,
+        model: Option<String>,
+        cwd: Option<String>,
+    },
+    /// Assistant text (a whole block, or a delta with partial messages).
+    Text { text: String },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        is_error: bool,
+        content: Value,
+    },
+    /// The policy decided a `can_use_tool` request.
+    Permission {
+        tool: String,
+        allowed: bool,
+        reason: Option<String>,
+    },
+    Retry(ApiRetryEvent),
+    /// A turn ended (its summary; the whole response is returned by `send`).
+    Result {
+        cost_usd: f64,
+        session_cost_usd: f64,
+        num_turns: u32,
+        is_error: bool,
+        subtype: String,
+    },
+    State { state: SessionState },
+    /// Something went wrong that the caller should know about (garbage line, policy error, ...).
+    Error { message: String },
+    /// The child process ended.
+    Exit {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiRetryEvent {
+    pub attempt: u32,
+    pub max_retries: u32,
+    pub retry_delay_ms: f64,
+    pub error_status: Option<u16>,
+    pub error: Option<String>,
+}
+
+impl From<ApiRetry> for ApiRetryEvent {
+    fn from(r: ApiRetry) -> Self {
+        ApiRetryEvent {
+            attempt: r.attempt,
+            max_retries: r.max_retries,
+            retry_delay_ms: r.retry_delay_ms,
+            error_status: r.error_status,
+            error: r.error,
+        }
+    }
+}
+
+impl EventKind {
+    /// The event's name as used by subscribers (`"tool_use"`, `"result"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Init { .. } => "init",
+            EventKind::Text { .. } => "text",
+            EventKind::ToolUse { .. } => "tool_use",
+            EventKind::ToolResult { .. } => "tool_result",
+            EventKind::Permission { .. } => "permission",
+            EventKind::Retry(_) => "retry",
+            EventKind::Result { .. } => "result",
+            EventKind::State { .. } => "state",
+            EventKind::Error { .. } => "error",
+            EventKind::Exit { .. } => "exit",
+        }
+    }
+
+    /// Events worth keeping in the store (the rest are transient).
+    pub fn worth_keeping(&self) -> bool {
+        matches!(
+            self,
+            EventKind::ToolUse { .. }
+                | EventKind::Permission { .. }
+                | EventKind::Retry(_)
+                | EventKind::Error { .. }
+                | EventKind::Exit { .. }
+        )
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,820 @@
+//! The manager of named sessions: spawn, send (auto-resume), pause, resume, fork,
+//! stop, kill, delete, list, status, output, history, batch, cleanup.
+//!
+//! It keeps the live sessions of this process and the store in step. A session may be
+//! live in another cms process (an MCP server, a REPL): the store records the pid of
+//! its child and of its host, so stop, kill and delete still reach it, and a record
+//! whose host is gone is seen as stopped.
+
+use crate::engine::config::{EngineConfig, SessionOptions};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::events::{now_ms, SessionEvent};
+use crate::engine::policy::{AllowAll, Policy};
+use crate::engine::process;
+use crate::engine::response::Response;
+use crate::engine::session::{EventSink, LiveSession, StartSpec};
+use crate::engine::state::SessionState;
+use crate::engine::store::{Interaction, SessionRecord, Store, TurnOutcome};
+use crate::wire::ClaudeArgs;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Everything `spawn` needs.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnRequest {
+    pub name: String,
+    pub prompt: String,
+    pub options: SessionOptions,
+    /// Per-turn timeout (default: the engine's).
+    pub timeout: Option<Duration>,
+    /// Stop the session after the first response (one-shot).
+    pub stop_after: bool,
+    /// Stored with the session for layers above (delegation settings, ...).
+    pub meta: Option<serde_json::Value>,
+    /// The history kind of the first interaction (default `spawn`).
+    pub kind: Option<String>,
+}
+
+/// One entry of a batch file: a spawn spec (camelCase as in the seed, snake_case too).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    pub name: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default, alias = "workDir")]
+    pub work_dir: Option<PathBuf>,
+    #[serde(default, alias = "permissionMode")]
+    pub permission_mode: Option<String>,
+    #[serde(default, alias = "allowedTools")]
+    pub allowed_tools: Option<ToolList>,
+    #[serde(default, alias = "systemPrompt")]
+    pub system_prompt: Option<String>,
+    #[serde(default, alias = "maxBudget", alias = "max_budget_usd")]
+    pub max_budget: Option<f64>,
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+/// A tool list given as `["Read","Grep"]` or `"Read,Grep"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolList {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl ToolList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            ToolList::List(v) => v,
+            ToolList::Text(t) => split_list(&t),
+        }
+    }
+}
+
+/// Split a comma-separated list, trimming items and dropping empty ones.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl BatchSpec {
+    pub fn into_request(self) -> SpawnRequest {
+        SpawnRequest {
+            name: self.name,
+            prompt: self.prompt,
+            options: SessionOptions {
+                model: self.model,
+                work_dir: self.work_dir,
+                permission_mode: self.permission_mode,
+                allowed_tools: self.allowed_tools.map(ToolList::into_vec).unwrap_or_default(),
+                system_prompt: self.system_prompt,
+                max_budget_usd: self.max_budget,
+                agent: self.agent,
+                ..SessionOptions::default()
+            },
+            stop_after: true,
+            ..SpawnRequest::default()
+        }
+    }
+}
+
+/// The outcome of one batch entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchOutcome {
+    pub name: String,
+    pub ok: bool,
+    pub response: Option<Response>,
+    pub error: Option<String>,
+}
+
+/// Progress of a batch, reported after each entry completes.
+#[derive(Debug, Clone)]
+pub struct BatchProgress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub outcome: &'a BatchOutcome,
+}
+
+pub struct Manager {
+    cfg: EngineConfig,
+    store: Arc<Store>,
+    live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    events: broadcast::Sender<SessionEvent>,
+    recorder: Mutex<Option<(mpsc::UnboundedSender<SessionEvent>, JoinHandle<()>)>>,
+    policy: RwLock<Arc<dyn Policy>>,
+    start_lock: tokio::sync::Mutex<()>,
+}
+
+impl Manager {
+    /// Open the store. Needs no async runtime until a session starts.
+    pub fn new(cfg: EngineConfig) -> Result<Arc<Manager>> {
+        let store = Arc::new(Store::open(&cfg.home)?);
+        Ok(Arc::new(Manager {
+            cfg,
+            store,
+            live: Mutex::new(HashMap::new()),
+            events: broadcast::channel(4096).0,
+            recorder: Mutex::new(None),
+            policy: RwLock::new(Arc::new(AllowAll)),
+            start_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Every event of every session of this process.
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    /// Replace the policy for sessions started from now on.
+    pub fn set_policy(&self, policy: Arc<dyn Policy>) {
+        *self.policy.write().unwrap() = policy;
+    }
+
+    /// The live session of that name in this process, if any.
+    pub fn live(&self, name: &str) -> Option<Arc<LiveSession>> {
+        self.live.lock().unwrap().get(name).cloned()
+    }
+
+    /// Names of the sessions live in this process.
+    pub fn live_names(&self) -> Vec<String> {
+        self.live.lock().unwrap().keys().cloned().collect()
+    }
+
+    fn sink(&self) -> EventSink {
+        let mut rec = self.recorder.lock().unwrap();
+        if rec.is_none() {
+            let (tx, mut rx) = mpsc::unbounded_channel::<SessionEvent>();
+            let store = self.store.clone();
+            let handle = tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let store = store.clone();
+                    let r = tokio::task::spawn_blocking(move || store.record_events(&batch)).await;
+                    if let Ok(Err(e)) = r {
+                        tracing::warn!("could not record events: {e}");
+                    }
+                }
+            });
+            *rec = Some((tx, handle));
+        }
+        EventSink {
+            tx: self.events.clone(),
+            recorder: rec.as_ref().map(|(tx, _)| tx.clone()),
+        }
+    }
+
+    /// Run a store call off the async threads (it may wait on another process's lock).
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| EngineError::Invalid(format!("store task failed: {e}")))?
+    }
+
+    // ----- spawning and talking ------------------------------------------------
+
+    /// Start a new named session and send its first prompt.
+    pub async fn spawn(&self, req: SpawnRequest) -> Result<(SessionRecord, Response)> {
+        validate_name(&req.name)?;
+        if req.prompt.trim().is_empty() {
+            return Err(EngineError::Invalid("the prompt is empty".into()));
+        }
+        let mut options = req.options.clone();
+        let work_dir = resolve_dir(options.work_dir.as_deref())?;
+        options.work_dir = Some(work_dir.clone());
+        if options.model.is_none() {
+            options.model = Some(self.cfg.default_model.clone());
+        }
+        let mut rec = SessionRecord::new(&req.name, options, work_dir.clone());
+        rec.meta = req.meta.clone();
+        let inserted = rec.clone();
+        self.blocking(move |s| s.insert_session(&inserted)).await?;
+        let args = rec.options.claude_args();
+        let session = match self.start_live(&rec, args, &work_dir).await {
+            Ok(s) => s,
+            Err(e) => {
+                let name = req.name.clone();
+                let _ = self.blocking(move |s| s.delete(&name)).await;
+                return Err(e);
+            }
+        };
+        let kind = req.kind.as_deref().unwrap_or("spawn");
+        let result = self.turn(&req.name, &session, kind, &req.prompt, req.timeout).await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing to resume without a Claude session id: do not keep a dead name.
+                let name = req.name.clone();
+                if let Ok(Some(r)) = self.blocking(move |s| s.get(&name)).await {
+                    if r.claude_session_id.is_none() {
+                        let name = req.name.clone();
+                        let _ = self.blocking(move |s| s.delete(&name)).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if req.stop_after {
+            self.stop(&req.name).await?;
+        }
+        let name = req.name.clone();
+        let rec = self.blocking(move |s| s.require(&name)).await?;
+        Ok((rec, response))
+    }
+
+    /// Send a follow-up; a session with no live process is resumed first
+    /// (`--resume ID`, same working directory).
+    pub async fn send(&self, name: &str, message: &str, timeout: Option<Duration>) -> Result<Response> {
+        self.send_as(name, message, timeout, "send").await
+    }
+
+    /// [`Manager::send`] with the history kind to record (`continue`, `retry`, ...).
+    pub async fn send_as(
+        &self,
+        name: &str,
+        message: &str,
+        timeout: Option<Duration>,
+        kind: &str,
+    ) -> Result<Response> {
+        if message.trim().is_empty() {
+            return Err(EngineError::Invalid("the message is empty".into()));
+        }
+        let session = self.live_or_resume(name).await?;
+        self.turn(name, &session, kind, message, timeout).await
+    }
+
+    /// One turn on a live session, recorded in the store whatever its outcome.
+    async fn turn(
+        &self,
+        name: &str,
+        session: &Arc<LiveSession>,
+        kind: &str,
+        message: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
+        let started = Instant::now();
+        let result = session.send(message, timeout).await;
+        let info = session.info();
+        let state = session.state();
+        if !session.is_alive() {
+            self.forget(name, session);
+        }
+        let (response, error) = match &result {
+            Ok(r) => (Some(r.clone()), None),
+            Err(e) => (e.partial().cloned(), Some(e.to_string())),
+        };
+        let (name2, kind2, message2) = (name.to_string(), kind.to_string(), message.to_string());
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let keep_pid = session.is_alive();
+        let record = self
+            .blocking(move |s| {
+                let outcome = TurnOutcome {
+                    response: response.as_ref(),
+                    error: error.as_deref(),
+                    duration_ms,
+                    session_id: info.session_id.as_deref(),
+                    cwd: info.cwd.as_deref(),
+                };
+                let rec = s.record_turn(&name2, &kind2, &message2, &outcome, state)?;
+                if !keep_pid {
+                    s.update(&name2, |r| {
+                        r.pid = None;
+                        r.host_pid = None;
+                    })?;
+                }
+                Ok(rec)
+            })
+            .await;
+        if let Err(e) = record {
+            tracing::warn!(session = %name, "could not record the turn: {e}");
+        }
+        result
+    }
+
+    fn forget(&self, name: &str, session: &Arc<LiveSession>) {
+        let mut live = self.live.lock().unwrap();
+        if live.get(name).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            live.remove(name);
+        }
+    }
+
+    /// The live session, or a new process resuming the stored conversation.
+    async fn live_or_resume(&self, name: &str) -> Result<Arc<LiveSession>> {
+        let _guard = self.start_lock.lock().await;
+        if let Some(s) = self.live(name) {
+            if s.is_alive() {
+                if s.is_paused() {
+                    return Err(EngineError::Paused(name.to_string()));
+                }
+                return Ok(s);
+            }
+            self.live.lock().unwrap().remove(name);
+        }
+        let n = name.to_string();
+        let rec = self.blocking(move |s| s.require(&n)).await?;
+        if rec.state == SessionState::Paused {
+            return Err(EngineError::Paused(name.to_string()));
+        }
+        if let Some(host) = other_live_host(&rec) {
+            return Err(EngineError::Invalid(format!(
+                "session '{name}' is live in another cms process (pid {host}, e.g. an MCP server or \
+                 REPL); talk to it there, or `cms stop --name {name}` first"
+            )));
+        }
+        let mut args = rec.options.claude_args();
+        match (&rec.fork_parent_id, &rec.claude_session_id) {
+            (Some(parent), planned) => {
+                args.resume = Some(parent.clone());
+                args.fork_session = true;
+                args.session_id = planned.clone();
+            }
+            (None, Some(id)) => args.resume = Some(id.clone()),
+            (None, None) => return Err(EngineError::NoSessionId(name.to_string())),
+        }
+        let dir = rec.resume_dir().to_path_buf();
+        // A worktree exists already; resuming must not create it again.
+        args.worktree = None;
+        self.start_live_locked(&rec, args, &dir).await
+    }
+
+    async fn start_live(&self, rec: &SessionRecord, args: ClaudeArgs, cwd: &Path) -> Result<Arc<LiveSession>> {
+        let _guard = self.start_lock.lock().await;
+        self.start_live_locked(rec, args, cwd).await
+    }
+
+    async fn start_live_locked(&self, rec: &SessionRecord, mut args: ClaudeArgs, cwd: &Path) -> Result<Arc<LiveSession>> {
+        let policy = self.policy.read().unwrap().clone();
+        if policy.wants_tool_prompts() {
+            args.permission_prompt_stdio = true;
+        }
+        let spec = StartSpec {
+            name: rec.name.clone(),
+            claude_bin: self.cfg.claude_bin.clone(),
+            args,
+            cwd: cwd.to_path_buf(),
+            env: self.cfg.child_env.clone(),
+            cost_before: rec.total_cost_usd,
+            turns_before: rec.total_turns,
+            turn_timeout: self.cfg.turn_timeout,
+            stop_grace: self.cfg.stop_grace,
+        };
+        let session = Arc::new(LiveSession::start(spec, policy, self.sink())?);
+        self.live
+            .lock()
+            .unwrap()
+            .insert(rec.name.clone(), session.clone());
+        let (name, pid) = (rec.name.clone(), session.pid());
+        self.blocking(move |s| {
+            s.update(&name, |r| {
+                r.state = SessionState::Starting;
+                r.pid = Some(pid);
+                r.host_pid = Some(std::process::id());
+            })
+        })
+        .await?;
+        Ok(session)
+    }
+
+    // ----- lifecycle -------------------------------------------------------------
+
+    /// Refuse new sends until resumed; the live process (if any) is kept. A turn in
+    /// flight finishes.
+    pub async fn pause(&self, name: &str) -> Result<SessionRecord> {
+        if let Some(s) = self.live(name) {
+            s.pause();
+        }
+        let n = name.to_string();
+        self.blocking(move |s| s.update(&n, |r| r.state = SessionState::Paused))
+            .await
+    }
+
+    /// Clear a pause; with a message, send it (resuming the process if needed).
+    pub async fn resume(
+        &self,
+        name: &str,
+        message: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(SessionRecord, Option<Response>)> {
+        let n = name.to_string();
+        let rec = self.blocking(move |s| s.require(&n)).await?;
+        let live = self.live(name).filter(|s| s.is_alive());
+        let new_state = match &live {
+            Some(s) => {
+                s.unpause();
+                s.state()
+            }
+            None => match rec.state {
+                SessionState::Paused => SessionState::Stopped,
+                other => self.effective_state(&rec).unwrap_or(other),
+            },
+        };
+        let n = name.to_string();
+        self.blocking(move |s| s.update(&n, |r| r.state = new_state))
+            .await?;
+        let response = match message {
+            Some(m) => Some(self.send_as(name, m, timeout, "resume").await?),
+            None => None,
+        };
+        let n = name.to_string();
+        let rec = self.blocking(move |s| s.require(&n)).await?;
+        Ok((rec, response))
+    }
+
+    /// A new session holding the parent's conversation (`--resume ID --fork-session`).
+    /// The parent is unchanged. Without a message the fork is recorded and runs on its
+    /// first send.
+    pub async fn fork(
+        &self,
+        name: &str,
+        new_name: &str,
+        message: Option<&str>,
+        overrides: SessionOptions,
+        timeout: Option<Duration>,
+    ) -> Result<(SessionRecord, Option<Response>)> {
+        validate_name(new_name)?;
+        let n = name.to_string();
+        let parent = self.blocking(move |s| s.require(&n)).await?;
+        let parent_id = match (&parent.fork_parent_id, &parent.claude_session_id) {
+            (None, Some(id)) => id.clone(),
+            _ => return Err(EngineError::NoSessionId(name.to_string())),
+        };
+        let mut options = parent.options.clone();
+        if overrides.model.is_some() {
+            options.model = overrides.model;
+        }
+        if overrides.system_prompt.is_some() {
+            options.system_prompt = overrides.system_prompt;
+        }
+        if overrides.permission_mode.is_some() {
+            options.permission_mode = overrides.permission_mode;
+        }
+        options.worktree = None;
+        let mut rec = SessionRecord::new(new_name, options, parent.work_dir.clone());
+        rec.cwd = parent.cwd.clone();
+        rec.forked_from = Some(name.to_string());
+        rec.fork_parent_id = Some(parent_id);
+        rec.claude_session_id = Some(uuid::Uuid::new_v4().to_string());
+        rec.state = SessionState::Stopped;
+        let inserted = rec.clone();
+        self.blocking(move |s| s.insert_session(&inserted)).await?;
+        let response = match message {
+            Some(m) => Some(self.send_as(new_name, m, timeout, "fork").await?),
+            None => None,
+        };
+        let n = new_name.to_string();
+        let rec = self.blocking(move |s| s.require(&n)).await?;
+        Ok((rec, response))
+    }
+
+    /// Interrupt the running turn of a session live in this process.
+    pub async fn interrupt(&self, name: &str) -> Result<()> {
+        match self.live(name) {
+            Some(s) => s.interrupt().await,
+            None => {
+                let n = name.to_string();
+                let rec = self.blocking(move |s| s.require(&n)).await?;
+                match (other_live_host(&rec), rec.pid) {
+                    // SIGINT makes the CLI interrupt its turn and go on (PROTOCOL.md).
+                    (Some(_), Some(pid)) => {
+                        process::signal_pid(pid, libc::SIGINT);
+                        Ok(())
+                    }
+                    _ => Err(EngineError::NotLive(name.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Stop gracefully (resumable later).
+    pub async fn stop(&self, name: &str) -> Result<SessionRecord> {
+        self.end(name, false).await
+    }
+
+    /// Kill the session's process group now (resumable later when an id is known).
+    pub async fn kill(&self, name: &str) -> Result<SessionRecord> {
+        self.end(name, true).await
+    }
+
+    async fn end(&self, name: &str, kill: bool) -> Result<SessionRecord> {
+        let n = name.to_string();
+        let rec = self.blocking(move |s| s.require(&n)).await?;
+        let live = self.live.lock().unwrap().remove(name);
+        let mut last_error = None;
+        if let Some(s) = live {
+            let exit = if kill { s.kill().await } else { s.stop().await };
+            if !kill && exit.code.is_some_and(|c| c != 0) {
+                last_error = Some(format!("claude exited with code {:?} on stop", exit.code));
+            }
+        } else if let (Some(_), Some(pid)) = (other_live_host(&rec), rec.pid) {
+            process::signal_group(pid, if kill { libc::SIGKILL } else { libc::SIGTERM });
+        }
+        let state = if kill {
+            SessionState::Killed
+        } else if rec.state == SessionState::Killed || rec.state == SessionState::Failed {
+            rec.state
+        } else {
+            SessionState::Stopped
+        };
+        let n = name.to_string();
+        self.blocking(move |s| {
+            s.update(&n, |r| {
+                r.state = state;
+                r.pid = None;
+                r.host_pid = None;
+                if last_error.is_some() {
+                    r.last_error = last_error;
+                }
+            })
+        })
+        .await
+    }
+
+    /// Remove a session for good (its live process is killed).
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let n = name.to_string();
+        let rec = self.blocking(move |s| s.require(&n)).await?;
+        let live = self.live.lock().unwrap().remove(name);
+        if let Some(s) = live {
+            s.kill().await;
+        } else if let (Some(_), Some(pid)) = (other_live_host(&rec), rec.pid) {
+            process::signal_group(pid, libc::SIGKILL);
+        }
+        let n = name.to_string();
+        self.blocking(move |s| s.delete(&n)).await?;
+        Ok(())
+    }
+
+    // ----- reading -----------------------------------------------------------------
+
+    /// A record with its state as it really is now (a live state whose host is gone
+    /// reads as `stopped`).
+    pub fn status(&self, name: &str) -> Result<SessionRecord> {
+        let mut rec = self.store.require(name)?;
+        self.reconcile(&mut rec);
+        Ok(rec)
+    }
+
+    /// Every session, most recently active first.
+    pub fn list(&self) -> Result<Vec<SessionRecord>> {
+        let mut recs = self.store.list()?;
+        for r in &mut recs {
+            self.reconcile(r);
+        }
+        Ok(recs)
+    }
+
+    fn reconcile(&self, rec: &mut SessionRecord) {
+        if let Some(s) = self.live(&rec.name) {
+            rec.state = s.state();
+            return;
+        }
+        if let Some(state) = self.effective_state(rec) {
+            rec.state = state;
+            rec.pid = None;
+            rec.host_pid = None;
+        }
+    }
+
+    /// The state a record should have if its recorded process is gone (None: as stored).
+    fn effective_state(&self, rec: &SessionRecord) -> Option<SessionState> {
+        let claims_process = rec.state.is_live() || rec.pid.is_some();
+        if !claims_process || self.live(&rec.name).is_some() || other_live_host(rec).is_some() {
+            return None;
+        }
+        Some(if rec.state.is_live() {
+            SessionState::Stopped
+        } else {
+            rec.state
+        })
+    }
+
+    /// The last response text.
+    pub fn output(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.store.require(name)?.last_response)
+    }
+
+    pub fn history(&self, name: &str) -> Result<Vec<Interaction>> {
+        self.store.require(name)?;
+        self.store.history(name)
+    }
+
+    // ----- many at once ----------------------------------------------------------------
+
+    /// Spawn every spec in parallel, at most `concurrency` at a time. One failure does
+    /// not stop the others; outcomes come back in input order.
+    pub async fn batch<F>(self: &Arc<Self>, specs: Vec<SpawnRequest>, concurrency: usize, mut progress: F) -> Vec<BatchOutcome>
+    where
+        F: FnMut(BatchProgress<'_>),
+    {
+        let total = specs.len();
+        let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        for (i, req) in specs.into_iter().enumerate() {
+            let (me, sem) = (self.clone(), sem.clone());
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let name = req.name.clone();
+                let outcome = match me.spawn(req).await {
+                    Ok((_, r)) => BatchOutcome {
+                        name,
+                        ok: !r.is_error,
+                        error: r.is_error.then(|| r.error_summary()),
+                        response: Some(r),
+                    },
+                    Err(e) => BatchOutcome {
+                        name,
+                        ok: false,
+                        response: e.partial().cloned(),
+                        error: Some(e.to_string()),
+                    },
+                };
+                (i, outcome)
+            });
+        }
+        let mut out: Vec<Option<BatchOutcome>> = vec![None; total];
+        let mut done = 0;
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, outcome)) = joined {
+                done += 1;
+                progress(BatchProgress { done, total, outcome: &outcome });
+                out[i] = Some(outcome);
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// Delete sessions idle for more than `days` days (never one that is live here or in
+    /// another running cms process). Returns the names removed.
+    pub fn cleanup(&self, days: f64) -> Result<Vec<String>> {
+        if !(days >= 0.0) {
+            return Err(EngineError::Invalid(format!("--days must be 0 or more, got {days}")));
+        }
+        let cutoff = now_ms() - (days * 86_400_000.0) as i64;
+        let mut removed = Vec::new();
+        for rec in self.store.list()? {
+            let live_here = self.live(&rec.name).is_some();
+            if rec.updated_at < cutoff && !live_here && other_live_host(&rec).is_none() && self.store.delete(&rec.name)? {
+                removed.push(rec.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Stop every live session of this process gracefully and flush recorded events.
+    pub async fn shutdown(&self) {
+        let sessions: Vec<(String, Arc<LiveSession>)> = self.live.lock().unwrap().drain().collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (name, s) in sessions {
+            let store = self.store.clone();
+            set.spawn(async move {
+                let paused = s.is_paused();
+                s.stop().await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    store.update(&name, |r| {
+                        if r.state.is_live() {
+                            r.state = if paused { SessionState::Paused } else { SessionState::Stopped };
+                        }
+                        r.pid = None;
+                        r.host_pid = None;
+                    })
+                })
+                .await;
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let recorder = self.recorder.lock().unwrap().take();
+        if let Some((tx, handle)) = recorder {
+            drop(tx);
+            let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+        }
+    }
+
+    /// Kill every live session of this process now (Ctrl-C, SIGTERM).
+    pub async fn kill_all(&self) {
+        let sessions: Vec<(String, Arc<LiveSession>)> = self.live.lock().unwrap().drain().collect();
+        for (name, s) in sessions {
+            s.kill().await;
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.update(&name, |r| {
+                    r.state = SessionState::Stopped;
+                    r.pid = None;
+                    r.host_pid = None;
+                    r.last_error = Some("cms was interrupted; resume with `cms send`".into());
+                })
+            })
+            .await;
+        }
+    }
+}
+
+/// The pid of another running cms process that holds this session live, if any.
+fn other_live_host(rec: &SessionRecord) -> Option<u32> {
+    let host = rec.host_pid?;
+    (host != std::process::id() && rec.pid.is_some_and(process::pid_alive) && process::pid_alive(host))
+        .then_some(host)
+}
+
+/// Session names: 1-64 characters of `[A-Za-z0-9._-]`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidName(name.to_string()))
+    }
+}
+
+fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| EngineError::io("current directory", e))?,
+    };
+    std::fs::canonicalize(&dir).map_err(|e| {
+        EngineError::io(format!("working directory {} is not usable", dir.display()), e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for ok in ["a", "fix-auth", "task_1.v2", &"x".repeat(64)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "with space", "semi;colon", "slash/x", &"x".repeat(65), "ünï"] {
+            assert!(matches!(validate_name(bad), Err(EngineError::InvalidName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn batch_specs_accept_seed_and_snake_case_fields() {
+        let specs: Vec<BatchSpec> = serde_json::from_str(
+            r#"[{"name":"a","prompt":"p","model":"haiku","workDir":"/tmp","allowedTools":"Read, Grep"},
+                {"name":"b","prompt":"q","allowed_tools":["Edit"],"maxBudget":1.5}]"#,
+        )
+        .unwrap();
+        let a = specs[0].clone().into_request();
+        assert_eq!(a.options.allowed_tools, vec!["Read", "Grep"]);
+        assert_eq!(a.options.work_dir.as_deref(), Some(Path::new("/tmp")));
+        assert!(a.stop_after);
+        let b = specs[1].clone().into_request();
+        assert_eq!(b.options.allowed_tools, vec!["Edit"]);
+        assert_eq!(b.options.max_budget_usd, Some(1.5));
+        let bad: std::result::Result<Vec<BatchSpec>, _> =
+            serde_json::from_str(r#"[{"name":"a","prompt":"p","modle":"x"}]"#);
+        assert!(bad.is_err(), "a misspelt field is an error, not silently ignored");
+    }
+}

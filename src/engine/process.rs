@@ -1,0 +1,146 @@
+//! Starting the `claude` child and signalling it.
+//!
+//! Every child is the leader of its own process group (so tools it starts go with it),
+//! is killed when its handle is dropped, and on Linux gets SIGKILL if cms dies
+//! (`PR_SET_PDEATHSIG`). Children never outlive cms.
+
+use crate::engine::error::{EngineError, Result};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+/// A started child and its pipes.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    pub stdin: ChildStdin,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// Find an executable: a path is checked as is, a bare name is looked up on PATH.
+pub fn resolve_binary(bin: &Path) -> Result<PathBuf> {
+    let hint = "install Claude Code (`npm install -g @anthropic-ai/claude-code`), or point \
+                --claude-bin / CMS_CLAUDE_BIN at it; `cms demo` runs on the bundled simulator";
+    let not_found = || EngineError::BinaryNotFound {
+        path: bin.to_path_buf(),
+        hint: hint.to_string(),
+    };
+    if bin.components().count() > 1 || bin.is_absolute() {
+        return if is_executable(bin) { Ok(bin.to_path_buf()) } else { Err(not_found()) };
+    }
+    let path = std::env::var_os("PATH").ok_or_else(not_found)?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(bin))
+        .find(|p| is_executable(p))
+        .ok_or_else(not_found)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Start `bin args...` in `cwd` with extra environment.
+pub fn spawn(bin: &Path, args: &[String], cwd: &Path, env: &[(String, String)]) -> Result<Spawned> {
+    let bin = resolve_binary(bin)?;
+    if !cwd.is_dir() {
+        return Err(EngineError::Invalid(format!(
+            "working directory {} does not exist",
+            cwd.display()
+        )));
+    }
+    let mut cmd = Command::new(&bin);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|source| EngineError::Spawn {
+        path: bin.clone(),
+        source,
+    })?;
+    let pid = child.id().unwrap_or(0);
+    let stdin = child.stdin.take().expect("stdin piped");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    Ok(Spawned {
+        child,
+        pid,
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+/// Send a signal to a child's whole process group.
+pub fn signal_group(pid: u32, signal: i32) {
+    if pid > 0 {
+        // SAFETY: kill(2) with a negative pid targets the process group.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), signal);
+        }
+    }
+}
+
+/// Send a signal to one process.
+pub fn signal_pid(pid: u32, signal: i32) {
+    if pid > 0 {
+        // SAFETY: plain kill(2).
+        unsafe {
+            libc::kill(pid as libc::pid_t, signal);
+        }
+    }
+}
+
+/// Whether a process exists (it may belong to another user).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_on_path_and_reports_missing_binaries() {
+        assert!(resolve_binary(Path::new("sh")).is_ok());
+        let err = resolve_binary(Path::new("definitely-not-a-claude-binary")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("definitely-not-a-claude-binary"), "{msg}");
+        assert!(msg.contains("CMS_CLAUDE_BIN"), "{msg}");
+        assert!(resolve_binary(Path::new("/nonexistent/claude")).is_err());
+    }
+
+    #[test]
+    fn own_pid_is_alive() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+    }
+}

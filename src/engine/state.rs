@@ -1,0 +1,91 @@
+//! The states a session goes through.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where a session is in its life.
+///
+/// Live states (a `claude` child exists): `Starting`, `Idle`, `Busy`, `Retrying`, and
+/// `Paused` when the host keeps the child. Resting states: `Stopped` (resumable),
+/// `Failed` (the child died or could not start; resumable when an id is known),
+/// `Killed` (force-terminated; resumable when an id is known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Starting,
+    Idle,
+    Busy,
+    /// Busy, but the CLI is retrying failing API calls (`system/api_retry`).
+    Retrying,
+    Paused,
+    Stopped,
+    Failed,
+    Killed,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Idle => "idle",
+            SessionState::Busy => "busy",
+            SessionState::Retrying => "retrying",
+            SessionState::Paused => "paused",
+            SessionState::Stopped => "stopped",
+            SessionState::Failed => "failed",
+            SessionState::Killed => "killed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionState> {
+        Some(match s {
+            "starting" => SessionState::Starting,
+            "idle" => SessionState::Idle,
+            "busy" => SessionState::Busy,
+            "retrying" => SessionState::Retrying,
+            "paused" => SessionState::Paused,
+            "stopped" => SessionState::Stopped,
+            "failed" | "error" => SessionState::Failed,
+            "killed" => SessionState::Killed,
+            _ => return None,
+        })
+    }
+
+    /// True when a `claude` process should exist for this state.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            SessionState::Starting | SessionState::Idle | SessionState::Busy | SessionState::Retrying
+        )
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            SessionState::Starting,
+            SessionState::Idle,
+            SessionState::Busy,
+            SessionState::Retrying,
+            SessionState::Paused,
+            SessionState::Stopped,
+            SessionState::Failed,
+            SessionState::Killed,
+        ] {
+            assert_eq!(SessionState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(SessionState::parse("error"), Some(SessionState::Failed));
+        assert_eq!(SessionState::parse("nope"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! cms: orchestrate many Claude Code CLI sessions from one place.
+//!
+//! Layers (data flows down, events flow up): [`wire`] (the Claude CLI protocol) →
+//! [`engine`] (sessions, manager, store, policy) → frontends ([`cli`]). The engine never
+//! prints; frontends never own session logic.
+
+pub mod cli;
+pub mod engine;
+pub mod sim;
+pub mod wire;
