@@ -20,6 +20,8 @@ pub struct EngineConfig {
     pub turn_timeout: Duration,
     /// How long a stop waits for the child to exit before SIGTERM, then SIGKILL.
     pub stop_grace: Duration,
+    /// How long a timed-out turn may take to honour the interrupt before the child is killed.
+    pub interrupt_grace: Duration,
     /// Parallel spawns in a batch.
     pub batch_concurrency: usize,
 }
@@ -45,6 +47,7 @@ impl EngineConfig {
             default_model: "sonnet".into(),
             turn_timeout: Duration::from_secs(300),
             stop_grace: Duration::from_secs(5),
+            interrupt_grace: Duration::from_secs(5),
             batch_concurrency: 4,
         }
     }

@@ -403,6 +403,7 @@ impl Manager {
             turns_before: rec.total_turns,
             turn_timeout: self.cfg.turn_timeout,
             stop_grace: self.cfg.stop_grace,
+            interrupt_grace: self.cfg.interrupt_grace,
         };
         let session = Arc::new(LiveSession::start(spec, policy, self.sink())?);
         self.live

@@ -30,8 +30,6 @@ use tokio::time::Instant as TokioInstant;
 const MAX_LINE: usize = 64 * 1024 * 1024;
 /// How much of the child's stderr is kept.
 const STDERR_TAIL: usize = 64 * 1024;
-/// How long a timed-out turn may take to honour the interrupt before the child is killed.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything needed to start a session process.
 #[derive(Debug, Clone)]
@@ -47,6 +45,7 @@ pub struct StartSpec {
     pub turns_before: u32,
     pub turn_timeout: Duration,
     pub stop_grace: Duration,
+    pub interrupt_grace: Duration,
 }
 
 /// Where events go: subscribers, and an optional recorder (the store).
@@ -209,6 +208,7 @@ impl LiveSession {
             ending: None,
             end_deadline: None,
             stop_grace: spec.stop_grace,
+            interrupt_grace: spec.interrupt_grace,
             exit_waiters: Vec::new(),
             policy_reason: None,
             policy_end: None,
@@ -511,6 +511,7 @@ struct Actor {
     /// When ending: the next escalation (SIGTERM, then SIGKILL).
     end_deadline: Option<(TokioInstant, i32)>,
     stop_grace: Duration,
+    interrupt_grace: Duration,
     exit_waiters: Vec<oneshot::Sender<ExitInfo>>,
     policy_reason: Option<String>,
     /// A Stop/Kill verdict raised while emitting, applied by `after_policy`.
@@ -769,7 +770,7 @@ impl Actor {
         let Some(turn) = self.current.as_mut() else { return };
         if !turn.timed_out {
             turn.timed_out = true;
-            turn.deadline = TokioInstant::now() + INTERRUPT_GRACE;
+            turn.deadline = TokioInstant::now() + self.interrupt_grace;
             tracing::warn!(session = %self.name, "turn timed out after {:?}: interrupting", turn.timeout);
             let id = self.request_id();
             self.write_line(&outgoing::interrupt(&id)).await;
@@ -982,6 +983,25 @@ impl Actor {
             stderr: self.shared.stderr_tail(),
         };
         self.shared.info.lock().unwrap().exit = Some(exit.clone());
+        // The state is final before anyone waiting hears of the exit.
+        let state = match self.ending {
+            Some(Ending::Kill) => SessionState::Killed,
+            Some(Ending::Stop) | Some(Ending::Timeout) => SessionState::Stopped,
+            Some(Ending::PolicyStop) => SessionState::Stopped,
+            Some(Ending::PolicyKill) => SessionState::Killed,
+            None if exit.code == Some(0) => SessionState::Stopped,
+            None => SessionState::Failed,
+        };
+        if state == SessionState::Failed {
+            self.emit(EventKind::Error {
+                message: exited_error(&exit, None).to_string(),
+            });
+        }
+        self.emit(EventKind::Exit {
+            code: exit.code,
+            signal: exit.signal,
+        });
+        self.set_state(state);
         let partial = self.current.as_ref().map(|t| {
             Box::new(Response {
                 text: t.collector.text(),
@@ -1011,24 +1031,6 @@ impl Actor {
         for (_, reply) in self.pending_controls.drain() {
             let _ = reply.send(Err(exited_error(&exit, None)));
         }
-        let state = match self.ending {
-            Some(Ending::Kill) => SessionState::Killed,
-            Some(Ending::Stop) | Some(Ending::Timeout) => SessionState::Stopped,
-            Some(Ending::PolicyStop) => SessionState::Stopped,
-            Some(Ending::PolicyKill) => SessionState::Killed,
-            None if exit.code == Some(0) => SessionState::Stopped,
-            None => SessionState::Failed,
-        };
-        if state == SessionState::Failed {
-            self.emit(EventKind::Error {
-                message: exited_error(&exit, None).to_string(),
-            });
-        }
-        self.emit(EventKind::Exit {
-            code: exit.code,
-            signal: exit.signal,
-        });
-        self.set_state(state);
         for w in self.exit_waiters.drain(..) {
             let _ = w.send(exit.clone());
         }

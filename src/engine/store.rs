@@ -407,6 +407,14 @@ impl Store {
         Ok(rec)
     }
 
+    /// Set a session's last-activity time (imports, and tests of `cleanup`).
+    pub fn set_updated_at(&self, name: &str, at_ms: i64) -> Result<()> {
+        let conn = self.conn.lock().unwrap();
+        conn.execute("UPDATE sessions SET updated_at = ?2 WHERE name = ?1", params![name, at_ms])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn delete(&self, name: &str) -> Result<bool> {
         let conn = self.conn.lock().unwrap();
         let n = conn

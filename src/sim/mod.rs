@@ -11,6 +11,7 @@
 //! | `LOOP_TOOL Name {json}`       | calls the tool again and again (until `--max-turns`)          |
 //! | `SLOW ms [text]`              | waits, then echoes (an interrupt ends it early)               |
 //! | `HANG`                        | never answers (until interrupted or killed)                   |
+//! | `DEAF`                        | never answers and ignores interrupts (only a kill ends it)    |
 //! | `CRASH [code]`                | writes `boom` on stderr and exits mid-turn (code 3)           |
 //! | `GARBAGE [text]`              | prints a line that is not JSON, then echoes                   |
 //! | `HUGE bytes`                  | answers with a text of that many bytes on one line            |
@@ -620,23 +621,32 @@ impl Sim {
 
     fn play(&mut self, text: &str, earlier: &[String], t: &mut TurnState) -> Outcome {
         let msg_id = format!("msg_sim_{}", &uuid()[..8]);
-        let (word, rest) = split_word(text.trim());
-        let (word, rest) = if word == "COST" {
+        let mut body = text.trim();
+        if let ("COST", rest) = split_word(body) {
             let (c, r) = split_word(rest);
             t.cost_per_call = c.parse().unwrap_or(t.cost_per_call);
-            split_word(r)
-        } else {
-            (word, rest)
-        };
+            body = r;
+        }
+        let (word, rest) = split_word(body);
         let echo = |s: &str| format!("echo: {s}");
         let reply = match word {
-            "USE_TOOL" | "LOOP_TOOL" => return self.tools(text, word == "LOOP_TOOL", t, &msg_id),
+            "USE_TOOL" | "LOOP_TOOL" => return self.tools(body, word == "LOOP_TOOL", t, &msg_id),
             "SLOW" => {
                 let (ms, r) = split_word(rest);
                 if self.wait(Some(Duration::from_millis(ms.parse().unwrap_or(1000)))).is_err() {
                     return Outcome::Interrupted;
                 }
                 echo(r)
+            }
+            "DEAF" => {
+                // Ignores interrupts and SIGINT: only a kill ends it.
+                // SAFETY: ignoring a signal.
+                unsafe {
+                    libc::signal(libc::SIGINT, libc::SIG_IGN);
+                }
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
             "HANG" => {
                 let _ = self.wait(None);
@@ -680,7 +690,7 @@ impl Sim {
                 eprintln!("{rest}");
                 echo(rest)
             }
-            _ => echo(text),
+            _ => echo(body),
         };
         let within_budget = self.bill(t);
         self.assistant(vec![json!({"type":"text","text":reply})], &msg_id);

@@ -1,0 +1,544 @@
+//! Integration: the engine against the simulator, for every command and every fault.
+
+mod support;
+
+use cms::engine::{
+    Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions,
+    SessionState, SpawnRequest, ToolCall,
+};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Env {
+    dir: tempfile::TempDir,
+    work: PathBuf,
+    manager: Arc<Manager>,
+}
+
+fn env_with(f: impl FnOnce(&mut EngineConfig)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut cfg = EngineConfig::from_env();
+    cfg.claude_bin = support::sim_bin();
+    cfg.home = dir.path().join("cms");
+    cfg.child_env = vec![("HOME".into(), dir.path().display().to_string())];
+    cfg.turn_timeout = Duration::from_secs(30);
+    f(&mut cfg);
+    let manager = Manager::new(cfg).unwrap();
+    Env { dir, work, manager }
+}
+
+fn env() -> Env {
+    env_with(|_| {})
+}
+
+fn req(env: &Env, name: &str, prompt: &str) -> SpawnRequest {
+    SpawnRequest {
+        name: name.into(),
+        prompt: prompt.into(),
+        options: SessionOptions {
+            work_dir: Some(env.work.clone()),
+            ..SessionOptions::default()
+        },
+        ..SpawnRequest::default()
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+fn pid_gone(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks existence; a zombie is reaped by tokio.
+    for _ in 0..100 {
+        if unsafe { libc::kill(pid as i32, 0) } != 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_options_reach_argv_and_the_prompt_goes_on_stdin() {
+    let env = env();
+    let mut r = req(&env, "argv", "ARGS");
+    r.options = SessionOptions {
+        model: Some("haiku".into()),
+        work_dir: Some(env.work.clone()),
+        permission_mode: Some("acceptEdits".into()),
+        allowed_tools: vec!["Read".into(), "Grep".into()],
+        system_prompt: Some("Be terse".into()),
+        max_budget_usd: Some(1.5),
+        agent: Some("reviewer".into()),
+        ..SessionOptions::default()
+    };
+    let (rec, resp) = env.manager.spawn(r).await.unwrap();
+    let argv: Vec<String> = serde_json::from_str(&resp.text).unwrap();
+    let joined = argv.join(" ");
+    for expected in [
+        "-p --input-format stream-json --output-format stream-json --verbose",
+        "--model haiku",
+        "--permission-mode acceptEdits",
+        "--allowedTools Read,Grep",
+        "--append-system-prompt Be terse",
+        "--max-budget-usd 1.5",
+        "--agent reviewer",
+    ] {
+        assert!(joined.contains(expected), "{expected} missing from {joined}");
+    }
+    assert!(!joined.contains("ARGS"), "the prompt is not in argv");
+    assert_eq!(rec.work_dir, std::fs::canonicalize(&env.work).unwrap());
+    // The default model applies when none is given.
+    let (rec, _) = env.manager.spawn(req(&env, "defaults", "hi")).await.unwrap();
+    assert_eq!(rec.options.model.as_deref(), Some("sonnet"));
+    env.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_reuse_the_process_and_costs_are_per_turn() {
+    let env = env();
+    let m = &env.manager;
+    let (_, r1) = m.spawn(req(&env, "s", "COST 0.10 one")).await.unwrap();
+    let pid = m.live("s").unwrap().pid();
+    let r2 = m.send("s", "COST 0.15 two", None).await.unwrap();
+    let r3 = m.send("s", "COST 0.20 three", None).await.unwrap();
+    assert_eq!(m.live("s").unwrap().pid(), pid);
+    assert!(close(r1.cost_usd, 0.10) && close(r2.cost_usd, 0.15) && close(r3.cost_usd, 0.20));
+    assert!(close(r3.session_cost_usd, 0.45));
+    assert_eq!(r3.text, "echo: three");
+    // Across a resume the new process starts from 0 and the total stays exact.
+    m.stop("s").await.unwrap();
+    let r4 = m.send("s", "COST 0.05 four", None).await.unwrap();
+    assert_ne!(m.live("s").unwrap().pid(), pid);
+    assert!(close(r4.cost_usd, 0.05), "{}", r4.cost_usd);
+    assert!(close(r4.session_cost_usd, 0.50));
+    assert!(close(m.status("s").unwrap().total_cost_usd, 0.50));
+    env.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_to_one_session_each_get_their_own_answer() {
+    let env = env();
+    let m = env.manager.clone();
+    m.spawn(req(&env, "q", "start")).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let m = m.clone();
+        handles.push(tokio::spawn(async move { m.send("q", &format!("SLOW 30 msg {i}"), None).await }));
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = h.await.unwrap().unwrap();
+        assert_eq!(r.text, format!("echo: msg {i}"), "sends are serialised, FIFO");
+    }
+    assert_eq!(m.status("q").unwrap().interaction_count, 7);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_use_and_tool_result_reach_subscribers_and_the_store() {
+    let env = env();
+    let m = &env.manager;
+    std::fs::write(env.work.join("notes.txt"), "secret 42\n").unwrap();
+    let mut events = m.subscribe();
+    let (_, r) = m
+        .spawn(req(&env, "tools", "USE_TOOL Read {\"file_path\": \"notes.txt\"}"))
+        .await
+        .unwrap();
+    assert_eq!(r.tools_used, vec!["Read"]);
+    assert_eq!(r.num_turns, 2);
+    let (mut uses, mut results) = (0, 0);
+    while let Ok(e) = events.try_recv() {
+        match e.kind {
+            EventKind::ToolUse { name, .. } => {
+                assert_eq!(name, "Read");
+                uses += 1
+            }
+            EventKind::ToolResult { content, .. } => {
+                assert!(content.as_str().unwrap().contains("secret 42"));
+                results += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((uses, results), (1, 1));
+    m.shutdown().await;
+    let kept = m.store().events("tools").unwrap();
+    assert!(kept.iter().any(|e| e.kind == "tool_use" && e.data["name"] == "Read"), "{kept:?}");
+}
+
+struct Guard {
+    asked: AtomicUsize,
+}
+
+impl Policy for Guard {
+    fn wants_tool_prompts(&self) -> bool {
+        true
+    }
+    fn decide(&self, call: &ToolCall) -> Decision {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let path = call.input["file_path"].as_str().unwrap_or("");
+        if path.ends_with(".env") {
+            Decision::Deny { reason: "protected path".into(), interrupt: false }
+        } else if path.ends_with("rewrite.txt") {
+            let mut input = call.input.clone();
+            input["content"] = Value::from("REWRITTEN BY POLICY");
+            Decision::AllowWith(input)
+        } else {
+            Decision::Allow
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_prompts_go_through_the_policy() {
+    let env = env();
+    let m = &env.manager;
+    let guard = Arc::new(Guard { asked: AtomicUsize::new(0) });
+    m.set_policy(guard.clone());
+    let (_, r) = m
+        .spawn(req(&env, "p", "USE_TOOL Write {\"file_path\": \".env\", \"content\": \"x\"}"))
+        .await
+        .unwrap();
+    assert_eq!(r.permission_denials.len(), 1);
+    assert!(!env.work.join(".env").exists(), "denied before it ran");
+    let r = m
+        .send("p", "USE_TOOL Write {\"file_path\": \"rewrite.txt\", \"content\": \"original\"}", None)
+        .await
+        .unwrap();
+    assert!(r.permission_denials.is_empty());
+    assert_eq!(std::fs::read_to_string(env.work.join("rewrite.txt")).unwrap(), "REWRITTEN BY POLICY");
+    // Read needs no permission: the policy is not asked.
+    m.send("p", "USE_TOOL Read {\"file_path\": \"rewrite.txt\"}", None).await.unwrap();
+    assert_eq!(guard.asked.load(Ordering::SeqCst), 2);
+    m.shutdown().await;
+    let kept = m.store().events("p").unwrap();
+    assert!(kept.iter().any(|e| e.kind == "permission" && e.data["allowed"] == false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_prompting_policy_default_mode_denies_writes() {
+    let env = env();
+    let (_, r) = env
+        .manager
+        .spawn(req(&env, "d", "USE_TOOL Write {\"file_path\": \"a.txt\", \"content\": \"x\"}"))
+        .await
+        .unwrap();
+    assert_eq!(r.permission_denials[0].tool_name, "Write");
+    assert!(!env.work.join("a.txt").exists());
+    env.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_turn_times_out_is_interrupted_and_the_session_lives_on() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(req(&env, "t", "hi")).await.unwrap();
+    let pid = m.live("t").unwrap().pid();
+    let started = Instant::now();
+    let err = m
+        .send("t", "SLOW 10000 too slow", Some(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("still alive"), "{err}");
+    let r = m.send("t", "next", None).await.unwrap();
+    assert_eq!(r.text, "echo: next");
+    assert_eq!(m.live("t").unwrap().pid(), pid);
+    let h = m.history("t").unwrap();
+    assert!(h[1].is_error && h[1].error.as_deref().unwrap().contains("no answer"));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_ignores_the_interrupt_is_killed_and_resumable() {
+    let env = env_with(|c| c.interrupt_grace = Duration::from_millis(300));
+    let m = &env.manager;
+    m.spawn(req(&env, "deaf", "hi")).await.unwrap();
+    let pid = m.live("deaf").unwrap().pid();
+    let started = Instant::now();
+    let err = m.send("deaf", "DEAF", Some(Duration::from_millis(300))).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
+    assert!(pid_gone(pid), "the child was killed");
+    assert_eq!(m.status("deaf").unwrap().state, SessionState::Stopped);
+    // The conversation is still there.
+    let r = m.send("deaf", "RECALL", None).await.unwrap();
+    assert!(r.text.contains("hi"), "{}", r.text);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_turn_fails_clearly_and_the_next_send_resumes() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(req(&env, "c", "hello")).await.unwrap();
+    let err = m.send("c", "CRASH 3", None).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EngineError::Exited { .. }));
+    assert!(msg.contains("code 3") && msg.contains("boom"), "{msg}");
+    assert_eq!(err.partial().unwrap().text, "about to crash");
+    let rec = m.status("c").unwrap();
+    assert_eq!(rec.state, SessionState::Failed);
+    assert!(rec.last_error.unwrap().contains("boom"));
+    let r = m.send("c", "RECALL", None).await.unwrap();
+    assert!(r.text.contains("hello"), "{}", r.text);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_huge_lines_and_api_retries_are_survived() {
+    let env = env();
+    let m = &env.manager;
+    let mut events = m.subscribe();
+    let (_, r) = m.spawn(req(&env, "g", "GARBAGE still fine")).await.unwrap();
+    assert_eq!(r.text, "echo: still fine");
+    let r = m.send("g", "HUGE 10000000", None).await.unwrap();
+    assert_eq!(r.text.len(), 10_000_000);
+    let session = m.live("g").unwrap();
+    let mut states = session.watch_state();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while states.changed().await.is_ok() {
+            seen.push(*states.borrow());
+            if seen.contains(&SessionState::Idle) && seen.contains(&SessionState::Retrying) {
+                break;
+            }
+        }
+        seen
+    });
+    let r = m.send("g", "RETRY 3 recovered", None).await.unwrap();
+    assert_eq!(r.text, "echo: recovered");
+    let seen = tokio::time::timeout(Duration::from_secs(5), watcher).await.unwrap().unwrap();
+    assert!(seen.contains(&SessionState::Retrying), "{seen:?}");
+    let (mut garbage, mut retries) = (0, 0);
+    while let Ok(e) = events.try_recv() {
+        match e.kind {
+            EventKind::Error { message } if message.contains("unreadable") => garbage += 1,
+            EventKind::Retry(r) => {
+                assert_eq!(r.error_status, Some(529));
+                retries += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((garbage, retries), (1, 3));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_errors_even_with_subtype_success() {
+    let env = env();
+    let (_, r) = env.manager.spawn(req(&env, "e", "API_ERROR 529")).await.unwrap();
+    assert!(r.is_error);
+    assert_eq!(r.subtype, "success");
+    assert_eq!(r.api_error_status, Some(529));
+    assert!(r.error_summary().contains("529"));
+    let rec = env.manager.status("e").unwrap();
+    assert!(rec.last_error.unwrap().contains("529"));
+    env.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_turns_and_max_budget_are_passed_and_reported() {
+    let env = env();
+    let m = &env.manager;
+    let mut r = req(&env, "turns", "LOOP_TOOL Read {\"file_path\": \"x\"}");
+    r.options.max_turns = Some(2);
+    let (_, resp) = m.spawn(r).await.unwrap();
+    assert_eq!(resp.subtype, "error_max_turns");
+    assert!(resp.is_error);
+    assert_eq!(resp.num_turns, 3);
+
+    let mut r = req(&env, "budget", "one");
+    r.options.max_budget_usd = Some(0.0025);
+    m.spawn(r).await.unwrap();
+    assert!(!m.send("budget", "two", None).await.unwrap().is_error);
+    let third = m.send("budget", "three", None).await.unwrap();
+    assert_eq!(third.subtype, "error_max_budget_usd");
+    assert!(third.errors[0].contains("maximum budget"));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_loses_nothing() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(req(&env, "keep", "original")).await.unwrap();
+    let err = m.spawn(req(&env, "keep", "again")).await.unwrap_err();
+    assert!(matches!(err, EngineError::AlreadyExists(_)), "{err}");
+    assert_eq!(m.output("keep").unwrap().as_deref(), Some("echo: original"));
+    assert!(matches!(m.send("nope", "x", None).await, Err(EngineError::NotFound(_))));
+    assert!(matches!(m.status("nope"), Err(EngineError::NotFound(_))));
+    assert!(matches!(m.spawn(req(&env, "bad name", "x")).await, Err(EngineError::InvalidName(_))));
+    let mut r = req(&env, "nodir", "x");
+    r.options.work_dir = Some(env.dir.path().join("missing"));
+    assert!(m.spawn(r).await.unwrap_err().to_string().contains("missing"));
+    assert!(m.status("nodir").is_err());
+    m.shutdown().await;
+
+    let missing = env_with(|c| c.claude_bin = PathBuf::from("/nonexistent/claude"));
+    let err = missing.manager.spawn(req(&missing, "x", "hi")).await.unwrap_err();
+    assert!(matches!(err, EngineError::BinaryNotFound { .. }), "{err}");
+    assert!(err.to_string().contains("CMS_CLAUDE_BIN"));
+    assert!(missing.manager.status("x").is_err(), "no half-made record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_conversation_the_cli_does_not_know_says_why() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(req(&env, "lost", "hello")).await.unwrap();
+    m.stop("lost").await.unwrap();
+    // The conversation files are gone (another HOME, another machine, ...).
+    std::fs::remove_dir_all(env.dir.path().join(".claude")).unwrap();
+    let err = m.send("lost", "again", None).await;
+    let msg = match err {
+        Ok(r) => {
+            assert!(r.is_error);
+            r.error_summary()
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("No conversation found"), "{msg}");
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_stop_kill_delete() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(req(&env, "life", "hello")).await.unwrap();
+    let pid = m.live("life").unwrap().pid();
+    assert_eq!(m.pause("life").await.unwrap().state, SessionState::Paused);
+    assert!(matches!(m.send("life", "x", None).await, Err(EngineError::Paused(_))));
+    assert_eq!(m.live("life").unwrap().pid(), pid, "pause keeps the process");
+    let (_, r) = m.resume("life", Some("back"), None).await.unwrap();
+    assert_eq!(r.unwrap().text, "echo: back");
+    assert_eq!(m.live("life").unwrap().pid(), pid, "resume of a live pause: no restart");
+
+    assert_eq!(m.kill("life").await.unwrap().state, SessionState::Killed);
+    assert!(pid_gone(pid));
+    let r = m.send("life", "RECALL", None).await.unwrap();
+    assert!(r.text.contains("hello") && r.text.contains("back"), "{}", r.text);
+    let pid2 = m.live("life").unwrap().pid();
+    assert_eq!(m.stop("life").await.unwrap().state, SessionState::Stopped);
+    assert!(pid_gone(pid2));
+
+    m.delete("life").await.unwrap();
+    assert!(matches!(m.status("life"), Err(EngineError::NotFound(_))));
+    assert!(m.store().history("life").unwrap().is_empty());
+    assert!(matches!(m.delete("life").await, Err(EngineError::NotFound(_))));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_now_or_on_first_send() {
+    let env = env();
+    let m = &env.manager;
+    let (parent, _) = m.spawn(req(&env, "a", "parent words")).await.unwrap();
+    let (f, r) = m.fork("a", "b", Some("RECALL"), SessionOptions::default(), None).await.unwrap();
+    assert!(r.unwrap().text.contains("parent words"));
+    assert_ne!(f.claude_session_id, parent.claude_session_id);
+    assert_eq!(f.forked_from.as_deref(), Some("a"));
+    // Without a message the fork is recorded with its id and runs on its first send.
+    let (lazy, r) = m.fork("a", "c", None, SessionOptions::default(), None).await.unwrap();
+    assert!(r.is_none());
+    let planned = lazy.claude_session_id.clone().unwrap();
+    let r = m.send("c", "RECALL", None).await.unwrap();
+    assert_eq!(r.session_id, planned);
+    assert!(r.text.contains("parent words"));
+    assert!(m.status("c").unwrap().fork_parent_id.is_none());
+    assert!(matches!(
+        m.fork("a", "b", None, SessionOptions::default(), None).await,
+        Err(EngineError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        m.fork("missing", "d", None, SessionOptions::default(), None).await,
+        Err(EngineError::NotFound(_))
+    ));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_runs_in_parallel_under_a_limit_and_one_failure_stops_nothing() {
+    let env = env();
+    let m = &env.manager;
+    let specs: Vec<SpawnRequest> = (0..5)
+        .map(|i| {
+            let prompt = if i == 2 { "CRASH 4".to_string() } else { format!("SLOW 300 task {i}") };
+            req(&env, &format!("b{i}"), &prompt)
+        })
+        .collect();
+    let started = Instant::now();
+    let mut reports = 0;
+    let outcomes = m.batch(specs, 2, |p| {
+        reports += 1;
+        assert_eq!(p.total, 5);
+    }).await;
+    let elapsed = started.elapsed();
+    assert_eq!(reports, 5);
+    let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, vec!["b0", "b1", "b2", "b3", "b4"], "input order");
+    assert_eq!(outcomes.iter().filter(|o| o.ok).count(), 4);
+    assert!(outcomes[2].error.as_deref().unwrap().contains("code 4"));
+    assert_eq!(outcomes[4].response.as_ref().unwrap().text, "echo: task 4");
+    // 4 slow entries two at a time take at least two rounds, and far less than serial.
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1200 + 2000), "{elapsed:?}");
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_only_old_idle_sessions() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(req(&env, "old", "x")).await.unwrap();
+    m.spawn(req(&env, "new", "x")).await.unwrap();
+    m.spawn(req(&env, "old-but-live", "x")).await.unwrap();
+    m.stop("old").await.unwrap();
+    m.stop("new").await.unwrap();
+    let ten_days_ago = cms::engine::events::now_ms() - 10 * 86_400_000;
+    m.store().set_updated_at("old", ten_days_ago).unwrap();
+    m.store().set_updated_at("old-but-live", ten_days_ago).unwrap();
+    let removed = m.cleanup(7.0).unwrap();
+    assert_eq!(removed, vec!["old"]);
+    assert!(m.status("new").is_ok() && m.status("old-but-live").is_ok());
+    assert!(m.cleanup(-1.0).is_err());
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_never_outlive_their_manager() {
+    let env = env();
+    let m = env.manager.clone();
+    m.spawn(req(&env, "x", "hi")).await.unwrap();
+    let pid = m.live("x").unwrap().pid();
+    // A turn in flight, then every handle dropped without a stop.
+    let busy = {
+        let m = m.clone();
+        tokio::spawn(async move { m.send("x", "HANG", None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    busy.abort();
+    drop(env);
+    drop(m);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(pid_gone(pid), "the child was killed when the manager went away");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_is_kept_and_shown_when_the_child_fails() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(req(&env, "err", "STDERR warming up the flux capacitor")).await.unwrap();
+    let err = m.send("err", "CRASH 9", None).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("flux capacitor") && msg.contains("boom"), "{msg}");
+    m.shutdown().await;
+}
