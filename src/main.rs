@@ -1,8 +1,19 @@
 //! `cms`: the command-line entry point. Everything lives in the library.
+//!
+//! Invoked under the name `cms-sim` (a link or copy), the binary is the simulator,
+//! so `cms demo` works from a lone `cms` executable.
 
 use clap::Parser;
 
 fn main() {
+    let invoked_as = std::env::args_os().next().and_then(|a| {
+        std::path::Path::new(&a)
+            .file_name()
+            .map(|f| f.to_os_string())
+    });
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new("cms-sim")) {
+        std::process::exit(cms::sim::run(std::env::args().skip(1).collect()));
+    }
     let cli = cms::cli::Cli::parse();
     std::process::exit(cms::cli::run(cli));
 }

@@ -67,18 +67,37 @@ impl Cms {
 fn spawn_send_and_read_back() {
     let cms = Cms::new();
     let out = cms.ok(&["spawn", "--name", "a", "--prompt", "hello there"]);
-    assert!(out.starts_with("echo: hello there\n\n[a] status=stopped cost=$0.0010"), "{out}");
+    assert!(
+        out.starts_with("echo: hello there\n\n[a] status=stopped cost=$0.0010"),
+        "{out}"
+    );
     let v = cms.json(&["send", "--name", "a", "--message", "RECALL"]);
     assert_eq!(v["response"]["text"], "recall: hello there");
     assert_eq!(v["session"]["interaction_count"], 2);
-    assert_eq!(v["session"]["state"], "stopped", "a CLI command's process ends with it");
-    let id = v["session"]["claude_session_id"].as_str().unwrap().to_string();
-    assert_eq!(v["response"]["session_id"], id.as_str(), "the send resumed the same conversation");
+    assert_eq!(
+        v["session"]["state"], "stopped",
+        "a CLI command's process ends with it"
+    );
+    let id = v["session"]["claude_session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        v["response"]["session_id"],
+        id.as_str(),
+        "the send resumed the same conversation"
+    );
 
     let status = cms.ok(&["status", "--name", "a"]);
-    assert!(status.contains("name: a") && status.contains("totalCostUsd: $0.0020"), "{status}");
+    assert!(
+        status.contains("name: a") && status.contains("totalCostUsd: $0.0020"),
+        "{status}"
+    );
     assert!(status.contains(&format!("claudeSessionId: {id}")));
-    assert_eq!(cms.ok(&["output", "--name", "a"]).trim(), "recall: hello there");
+    assert_eq!(
+        cms.ok(&["output", "--name", "a"]).trim(),
+        "recall: hello there"
+    );
     let history = cms.json(&["history", "--name", "a"]);
     assert_eq!(history.as_array().unwrap().len(), 2);
     assert_eq!(history[0]["kind"], "spawn");
@@ -125,12 +144,24 @@ fn output_is_truncated_unless_full() {
 #[test]
 fn bad_input_is_named_and_exits_non_zero() {
     let cms = Cms::new();
-    assert!(cms.fails(&["send", "--name", "ghost", "--message", "x"]).contains("session 'ghost' not found"));
-    assert!(cms.fails(&["status", "--name", "ghost"]).contains("not found"));
+    assert!(cms
+        .fails(&["send", "--name", "ghost", "--message", "x"])
+        .contains("session 'ghost' not found"));
+    assert!(cms
+        .fails(&["status", "--name", "ghost"])
+        .contains("not found"));
     cms.ok(&["spawn", "--name", "dup", "--prompt", "first"]);
-    assert!(cms.fails(&["spawn", "--name", "dup", "--prompt", "second"]).contains("already exists"));
-    assert_eq!(cms.ok(&["output", "--name", "dup"]).trim(), "echo: first", "nothing lost");
-    assert!(cms.fails(&["spawn", "--name", "bad name", "--prompt", "x"]).contains("invalid session name"));
+    assert!(cms
+        .fails(&["spawn", "--name", "dup", "--prompt", "second"])
+        .contains("already exists"));
+    assert_eq!(
+        cms.ok(&["output", "--name", "dup"]).trim(),
+        "echo: first",
+        "nothing lost"
+    );
+    assert!(cms
+        .fails(&["spawn", "--name", "bad name", "--prompt", "x"])
+        .contains("invalid session name"));
 
     let err = String::from_utf8(
         cms.cmd(&["spawn", "--name", "nobin", "--prompt", "x"])
@@ -140,19 +171,34 @@ fn bad_input_is_named_and_exits_non_zero() {
             .stderr,
     )
     .unwrap();
-    assert!(err.contains("claude executable not found: /nowhere/claude"), "{err}");
-    assert!(cms.fails(&["status", "--name", "nobin"]).contains("not found"));
+    assert!(
+        err.contains("claude executable not found: /nowhere/claude"),
+        "{err}"
+    );
+    assert!(cms
+        .fails(&["status", "--name", "nobin"])
+        .contains("not found"));
 
     // A child that dies mid-turn.
     let err = cms.fails(&["send", "--name", "dup", "--message", "CRASH 7"]);
     assert!(err.contains("code 7") && err.contains("boom"), "{err}");
-    assert!(cms.ok(&["status", "--name", "dup"]).contains("status: failed"));
+    assert!(cms
+        .ok(&["status", "--name", "dup"])
+        .contains("status: failed"));
 
     // Usage errors come from clap with exit code 2.
     let out = cms.run(&["spawn", "--name", "x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--prompt"));
-    let out = cms.run(&["spawn", "--name", "x", "--prompt", "p", "--max-budget", "abc"]);
+    let out = cms.run(&[
+        "spawn",
+        "--name",
+        "x",
+        "--prompt",
+        "p",
+        "--max-budget",
+        "abc",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -160,8 +206,12 @@ fn bad_input_is_named_and_exits_non_zero() {
 fn pause_refuses_sends_until_resumed_and_send_stop_works() {
     let cms = Cms::new();
     cms.ok(&["spawn", "--name", "p", "--prompt", "x"]);
-    assert!(cms.ok(&["pause", "--name", "p"]).contains("Session 'p' paused"));
-    assert!(cms.fails(&["send", "--name", "p", "--message", "y"]).contains("is paused"));
+    assert!(cms
+        .ok(&["pause", "--name", "p"])
+        .contains("Session 'p' paused"));
+    assert!(cms
+        .fails(&["send", "--name", "p", "--message", "y"])
+        .contains("is paused"));
     let out = cms.ok(&["resume", "--name", "p", "--message", "back"]);
     assert!(out.starts_with("echo: back"), "{out}");
     let v = cms.json(&["send", "--name", "p", "--message", "z", "--stop"]);
@@ -172,7 +222,15 @@ fn pause_refuses_sends_until_resumed_and_send_stop_works() {
 fn fork_from_the_command_line() {
     let cms = Cms::new();
     cms.ok(&["spawn", "--name", "base", "--prompt", "base words"]);
-    let out = cms.ok(&["fork", "--name", "base", "--new-name", "branch", "--message", "RECALL"]);
+    let out = cms.ok(&[
+        "fork",
+        "--name",
+        "base",
+        "--new-name",
+        "branch",
+        "--message",
+        "RECALL",
+    ]);
     assert!(out.starts_with("recall: base words"), "{out}");
     let out = cms.ok(&["fork", "--name", "base", "--new-name", "later"]);
     assert!(out.contains("Forked 'base' → 'later'"));
@@ -197,18 +255,33 @@ fn batch_files_run_in_parallel_and_bad_files_start_nothing() {
     let out = cms.run(&["batch", "--file", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "one entry failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("[t1] ok") && stdout.contains("[t3] ok"), "{stdout}");
+    assert!(
+        stdout.contains("[t1] ok") && stdout.contains("[t3] ok"),
+        "{stdout}"
+    );
     assert!(stdout.contains("[t2] FAILED"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 3 batch sessions failed"));
     assert_eq!(cms.json(&["list"]).as_array().unwrap().len(), 3);
 
-    for bad in ["not json", "{\"name\":\"x\"}", "[{\"name\":\"y\"}]", "[]", "[{\"name\":\"z\",\"prompt\":\"p\",\"modle\":\"typo\"}]"] {
+    for bad in [
+        "not json",
+        "{\"name\":\"x\"}",
+        "[{\"name\":\"y\"}]",
+        "[]",
+        "[{\"name\":\"z\",\"prompt\":\"p\",\"modle\":\"typo\"}]",
+    ] {
         write(&file, bad);
         let err = cms.fails(&["batch", "--file", file.to_str().unwrap()]);
         assert!(err.contains("batch file"), "{bad}: {err}");
     }
-    assert_eq!(cms.json(&["list"]).as_array().unwrap().len(), 3, "nothing started");
-    assert!(cms.fails(&["batch", "--file", "/nonexistent.json"]).contains("cannot read batch file"));
+    assert_eq!(
+        cms.json(&["list"]).as_array().unwrap().len(),
+        3,
+        "nothing started"
+    );
+    assert!(cms
+        .fails(&["batch", "--file", "/nonexistent.json"])
+        .contains("cannot read batch file"));
 }
 
 #[test]
@@ -218,7 +291,10 @@ fn cleanup_days() {
     let v = cms.json(&["cleanup", "--days", "1"]);
     assert_eq!(v["removed"].as_array().unwrap().len(), 0);
     let out = cms.ok(&["cleanup", "--days", "0"]);
-    assert!(out.contains("Removed 1 session(s)") && out.contains("c1"), "{out}");
+    assert!(
+        out.contains("Removed 1 session(s)") && out.contains("c1"),
+        "{out}"
+    );
     assert_eq!(cms.ok(&["list"]).trim(), "No sessions.");
 }
 
@@ -263,8 +339,19 @@ fn bypass_permissions_as_root_is_explained() {
         return;
     }
     let cms = Cms::new();
-    let err = cms.fails(&["spawn", "--name", "r", "--prompt", "x", "--permission-mode", "bypassPermissions"]);
-    assert!(err.contains("root/sudo") && err.contains("IS_SANDBOX"), "{err}");
+    let err = cms.fails(&[
+        "spawn",
+        "--name",
+        "r",
+        "--prompt",
+        "x",
+        "--permission-mode",
+        "bypassPermissions",
+    ]);
+    assert!(
+        err.contains("root/sudo") && err.contains("IS_SANDBOX"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -277,7 +364,12 @@ fn prompts_can_come_from_stdin() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("echo: from stdin"));
 }

@@ -5,8 +5,8 @@
 mod support;
 
 use cms::engine::{
-    Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions,
-    SessionState, SpawnRequest, ToolCall,
+    Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions, SessionState,
+    SpawnRequest, ToolCall,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +34,10 @@ async fn env() -> Option<Env> {
         ("HOME".into(), dir.path().join("home").display().to_string()),
         ("ANTHROPIC_BASE_URL".into(), api.base_url()),
         ("ANTHROPIC_API_KEY".into(), "sk-test-dummy".into()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(), "1".into()),
+        (
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+            "1".into(),
+        ),
         ("DISABLE_TELEMETRY".into(), "1".into()),
         ("DISABLE_AUTOUPDATER".into(), "1".into()),
         ("DISABLE_ERROR_REPORTING".into(), "1".into()),
@@ -42,7 +45,12 @@ async fn env() -> Option<Env> {
     ];
     std::fs::create_dir_all(dir.path().join("home")).unwrap();
     let manager = Manager::new(cfg).unwrap();
-    Some(Env { _dir: dir, work, api, manager })
+    Some(Env {
+        _dir: dir,
+        work,
+        api,
+        manager,
+    })
 }
 
 fn spawn_req(env: &Env, name: &str, prompt: &str) -> SpawnRequest {
@@ -65,7 +73,10 @@ fn close(a: f64, b: f64) -> bool {
 async fn several_sends_share_one_process_and_each_turn_has_its_own_cost() {
     let Some(env) = env().await else { return };
     let m = &env.manager;
-    let (rec, r1) = m.spawn(spawn_req(&env, "multi", "first message")).await.unwrap();
+    let (rec, r1) = m
+        .spawn(spawn_req(&env, "multi", "first message"))
+        .await
+        .unwrap();
     assert_eq!(r1.text, "echo: first message");
     assert!(!r1.is_error);
     assert!(r1.cost_usd > 0.0, "the CLI prices the fake usage");
@@ -73,9 +84,19 @@ async fn several_sends_share_one_process_and_each_turn_has_its_own_cost() {
     let r2 = m.send("multi", "second message", None).await.unwrap();
     let r3 = m.send("multi", "third message", None).await.unwrap();
     assert_eq!(r3.text, "echo: third message");
-    assert_eq!(m.live("multi").unwrap().pid(), pid, "one long-lived process, no restart");
+    assert_eq!(
+        m.live("multi").unwrap().pid(),
+        pid,
+        "one long-lived process, no restart"
+    );
     // total_cost_usd is cumulative per process; each response carries its own turn's cost.
-    assert!(close(r1.cost_usd, r2.cost_usd) && close(r2.cost_usd, r3.cost_usd), "{} {} {}", r1.cost_usd, r2.cost_usd, r3.cost_usd);
+    assert!(
+        close(r1.cost_usd, r2.cost_usd) && close(r2.cost_usd, r3.cost_usd),
+        "{} {} {}",
+        r1.cost_usd,
+        r2.cost_usd,
+        r3.cost_usd
+    );
     assert!(close(r3.session_cost_usd, r1.cost_usd * 3.0));
     assert_eq!(r3.session_id, rec.claude_session_id.clone().unwrap());
     let stored = m.status("multi").unwrap();
@@ -89,7 +110,10 @@ async fn several_sends_share_one_process_and_each_turn_has_its_own_cost() {
 async fn stop_then_send_resumes_the_same_conversation_and_cost_adds_up_across_processes() {
     let Some(env) = env().await else { return };
     let m = &env.manager;
-    let (rec, r1) = m.spawn(spawn_req(&env, "resumable", "remember the word PELICAN")).await.unwrap();
+    let (rec, r1) = m
+        .spawn(spawn_req(&env, "resumable", "remember the word PELICAN"))
+        .await
+        .unwrap();
     let id = rec.claude_session_id.clone().unwrap();
     let r2 = m.send("resumable", "and also OTTER", None).await.unwrap();
     let first_pid = m.live("resumable").unwrap().pid();
@@ -98,14 +122,27 @@ async fn stop_then_send_resumes_the_same_conversation_and_cost_adds_up_across_pr
     assert!(m.live("resumable").is_none());
 
     let r3 = m.send("resumable", "RECALL", None).await.unwrap();
-    assert_ne!(m.live("resumable").unwrap().pid(), first_pid, "a new process");
+    assert_ne!(
+        m.live("resumable").unwrap().pid(),
+        first_pid,
+        "a new process"
+    );
     assert_eq!(r3.session_id, id, "same Claude session id after --resume");
-    assert!(r3.text.contains("PELICAN") && r3.text.contains("OTTER"), "context kept: {}", r3.text);
+    assert!(
+        r3.text.contains("PELICAN") && r3.text.contains("OTTER"),
+        "context kept: {}",
+        r3.text
+    );
     // The resumed process starts its cumulative total from 0 again: exact accounting
     // means the session total is the plain sum of the three turns.
     let sum = r1.cost_usd + r2.cost_usd + r3.cost_usd;
     assert!(r3.cost_usd > 0.0);
-    assert!(close(r3.session_cost_usd, sum), "{} vs {}", r3.session_cost_usd, sum);
+    assert!(
+        close(r3.session_cost_usd, sum),
+        "{} vs {}",
+        r3.session_cost_usd,
+        sum
+    );
     let stored = m.status("resumable").unwrap();
     assert!(close(stored.total_cost_usd, sum));
     let history = m.history("resumable").unwrap();
@@ -117,18 +154,34 @@ async fn stop_then_send_resumes_the_same_conversation_and_cost_adds_up_across_pr
 async fn fork_gets_a_new_id_and_the_parents_context() {
     let Some(env) = env().await else { return };
     let m = &env.manager;
-    let (parent, _) = m.spawn(spawn_req(&env, "parent", "the secret is HERON")).await.unwrap();
+    let (parent, _) = m
+        .spawn(spawn_req(&env, "parent", "the secret is HERON"))
+        .await
+        .unwrap();
     m.stop("parent").await.unwrap();
     let (fork, r) = m
-        .fork("parent", "child", Some("RECALL"), SessionOptions::default(), None)
+        .fork(
+            "parent",
+            "child",
+            Some("RECALL"),
+            SessionOptions::default(),
+            None,
+        )
         .await
         .unwrap();
     let r = r.unwrap();
-    assert!(r.text.contains("HERON"), "the fork holds the parent's context: {}", r.text);
+    assert!(
+        r.text.contains("HERON"),
+        "the fork holds the parent's context: {}",
+        r.text
+    );
     let parent_id = parent.claude_session_id.unwrap();
     let fork_id = fork.claude_session_id.clone().unwrap();
     assert_ne!(fork_id, parent_id);
-    assert_eq!(r.session_id, fork_id, "the id cms chose is the id the CLI used");
+    assert_eq!(
+        r.session_id, fork_id,
+        "the id cms chose is the id the CLI used"
+    );
     assert_eq!(fork.forked_from.as_deref(), Some("parent"));
     // The fork can itself be stopped and resumed by its own id.
     m.stop("child").await.unwrap();
@@ -155,7 +208,10 @@ async fn a_read_tool_call_runs_and_is_reported() {
     assert_eq!(r.num_turns, 2);
     let mut saw_result = false;
     while let Ok(e) = events.try_recv() {
-        if let EventKind::ToolResult { content, is_error, .. } = e.kind {
+        if let EventKind::ToolResult {
+            content, is_error, ..
+        } = e.kind
+        {
             assert!(!is_error);
             assert!(content.to_string().contains("secret file content 42"));
             saw_result = true;
@@ -170,7 +226,10 @@ async fn a_write_in_default_mode_is_denied_and_reported() {
     let Some(env) = env().await else { return };
     let m = &env.manager;
     let target = env.work.join("out.txt");
-    let prompt = format!("USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"x\"}}", target.display());
+    let prompt = format!(
+        "USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"x\"}}",
+        target.display()
+    );
     let (_, r) = m.spawn(spawn_req(&env, "writer", &prompt)).await.unwrap();
     assert_eq!(r.permission_denials.len(), 1);
     assert_eq!(r.permission_denials[0].tool_name, "Write");
@@ -188,7 +247,10 @@ impl Policy for NoDotEnv {
     fn decide(&self, call: &ToolCall) -> Decision {
         let path = call.input["file_path"].as_str().unwrap_or("");
         if path.ends_with("/.env") {
-            Decision::Deny { reason: format!("{path} is protected"), interrupt: false }
+            Decision::Deny {
+                reason: format!("{path} is protected"),
+                interrupt: false,
+            }
         } else {
             Decision::Allow
         }
@@ -202,11 +264,17 @@ async fn the_policy_decides_before_a_tool_runs() {
     m.set_policy(Arc::new(NoDotEnv));
     let env_file = env.work.join(".env");
     let ok_file = env.work.join("src/x.txt");
-    let prompt = format!("USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"TOKEN=1\"}}", env_file.display());
+    let prompt = format!(
+        "USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"TOKEN=1\"}}",
+        env_file.display()
+    );
     let (_, r) = m.spawn(spawn_req(&env, "guarded", &prompt)).await.unwrap();
     assert_eq!(r.permission_denials.len(), 1, "{r:?}");
     assert!(!env_file.exists(), "the denied write never happened");
-    let prompt = format!("USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"fine\"}}", ok_file.display());
+    let prompt = format!(
+        "USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"fine\"}}",
+        ok_file.display()
+    );
     let r = m.send("guarded", &prompt, None).await.unwrap();
     assert!(r.permission_denials.is_empty(), "{r:?}");
     assert_eq!(std::fs::read_to_string(&ok_file).unwrap(), "fine");
@@ -225,13 +293,20 @@ async fn interrupt_ends_the_turn_and_the_process_takes_the_next_one() {
     };
     let session = m.live("slow").unwrap();
     let mut state = session.watch_state();
-    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| *s == SessionState::Busy))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(|s| *s == SessionState::Busy),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     m.interrupt("slow").await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(15), sender).await.unwrap().unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(15), sender)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(r.is_error);
     assert_eq!(r.subtype, "error_during_execution");
     let next = m.send("slow", "after interrupt", None).await.unwrap();
@@ -253,7 +328,13 @@ async fn bypass_permissions_as_root_is_reported_clearly() {
     let err = env.manager.spawn(req).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, EngineError::Exited { .. }), "{msg}");
-    assert!(msg.contains("root/sudo"), "the CLI's own words are shown: {msg}");
+    assert!(
+        msg.contains("root/sudo"),
+        "the CLI's own words are shown: {msg}"
+    );
     assert!(msg.contains("IS_SANDBOX"), "and what to do: {msg}");
-    assert!(env.manager.status("bypass").is_err(), "a session that never started leaves no record");
+    assert!(
+        env.manager.status("bypass").is_err(),
+        "a session that never started leaves no record"
+    );
 }

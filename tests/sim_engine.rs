@@ -3,8 +3,8 @@
 mod support;
 
 use cms::engine::{
-    Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions,
-    SessionState, SpawnRequest, ToolCall,
+    Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions, SessionState,
+    SpawnRequest, ToolCall,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -89,12 +89,19 @@ async fn spawn_options_reach_argv_and_the_prompt_goes_on_stdin() {
         "--max-budget-usd 1.5",
         "--agent reviewer",
     ] {
-        assert!(joined.contains(expected), "{expected} missing from {joined}");
+        assert!(
+            joined.contains(expected),
+            "{expected} missing from {joined}"
+        );
     }
     assert!(!joined.contains("ARGS"), "the prompt is not in argv");
     assert_eq!(rec.work_dir, std::fs::canonicalize(&env.work).unwrap());
     // The default model applies when none is given.
-    let (rec, _) = env.manager.spawn(req(&env, "defaults", "hi")).await.unwrap();
+    let (rec, _) = env
+        .manager
+        .spawn(req(&env, "defaults", "hi"))
+        .await
+        .unwrap();
     assert_eq!(rec.options.model.as_deref(), Some("sonnet"));
     env.manager.shutdown().await;
 }
@@ -129,11 +136,17 @@ async fn concurrent_sends_to_one_session_each_get_their_own_answer() {
     let mut handles = Vec::new();
     for i in 0..6 {
         let m = m.clone();
-        handles.push(tokio::spawn(async move { m.send("q", &format!("SLOW 30 msg {i}"), None).await }));
+        handles.push(tokio::spawn(async move {
+            m.send("q", &format!("SLOW 30 msg {i}"), None).await
+        }));
     }
     for (i, h) in handles.into_iter().enumerate() {
         let r = h.await.unwrap().unwrap();
-        assert_eq!(r.text, format!("echo: msg {i}"), "sends are serialised, FIFO");
+        assert_eq!(
+            r.text,
+            format!("echo: msg {i}"),
+            "sends are serialised, FIFO"
+        );
     }
     assert_eq!(m.status("q").unwrap().interaction_count, 7);
     m.shutdown().await;
@@ -146,7 +159,11 @@ async fn tool_use_and_tool_result_reach_subscribers_and_the_store() {
     std::fs::write(env.work.join("notes.txt"), "secret 42\n").unwrap();
     let mut events = m.subscribe();
     let (_, r) = m
-        .spawn(req(&env, "tools", "USE_TOOL Read {\"file_path\": \"notes.txt\"}"))
+        .spawn(req(
+            &env,
+            "tools",
+            "USE_TOOL Read {\"file_path\": \"notes.txt\"}",
+        ))
         .await
         .unwrap();
     assert_eq!(r.tools_used, vec!["Read"]);
@@ -168,7 +185,11 @@ async fn tool_use_and_tool_result_reach_subscribers_and_the_store() {
     assert_eq!((uses, results), (1, 1));
     m.shutdown().await;
     let kept = m.store().events("tools").unwrap();
-    assert!(kept.iter().any(|e| e.kind == "tool_use" && e.data["name"] == "Read"), "{kept:?}");
+    assert!(
+        kept.iter()
+            .any(|e| e.kind == "tool_use" && e.data["name"] == "Read"),
+        "{kept:?}"
+    );
 }
 
 struct Guard {
@@ -183,7 +204,10 @@ impl Policy for Guard {
         self.asked.fetch_add(1, Ordering::SeqCst);
         let path = call.input["file_path"].as_str().unwrap_or("");
         if path.ends_with(".env") {
-            Decision::Deny { reason: "protected path".into(), interrupt: false }
+            Decision::Deny {
+                reason: "protected path".into(),
+                interrupt: false,
+            }
         } else if path.ends_with("rewrite.txt") {
             let mut input = call.input.clone();
             input["content"] = Value::from("REWRITTEN BY POLICY");
@@ -198,26 +222,43 @@ impl Policy for Guard {
 async fn permission_prompts_go_through_the_policy() {
     let env = env();
     let m = &env.manager;
-    let guard = Arc::new(Guard { asked: AtomicUsize::new(0) });
+    let guard = Arc::new(Guard {
+        asked: AtomicUsize::new(0),
+    });
     m.set_policy(guard.clone());
     let (_, r) = m
-        .spawn(req(&env, "p", "USE_TOOL Write {\"file_path\": \".env\", \"content\": \"x\"}"))
+        .spawn(req(
+            &env,
+            "p",
+            "USE_TOOL Write {\"file_path\": \".env\", \"content\": \"x\"}",
+        ))
         .await
         .unwrap();
     assert_eq!(r.permission_denials.len(), 1);
     assert!(!env.work.join(".env").exists(), "denied before it ran");
     let r = m
-        .send("p", "USE_TOOL Write {\"file_path\": \"rewrite.txt\", \"content\": \"original\"}", None)
+        .send(
+            "p",
+            "USE_TOOL Write {\"file_path\": \"rewrite.txt\", \"content\": \"original\"}",
+            None,
+        )
         .await
         .unwrap();
     assert!(r.permission_denials.is_empty());
-    assert_eq!(std::fs::read_to_string(env.work.join("rewrite.txt")).unwrap(), "REWRITTEN BY POLICY");
+    assert_eq!(
+        std::fs::read_to_string(env.work.join("rewrite.txt")).unwrap(),
+        "REWRITTEN BY POLICY"
+    );
     // Read needs no permission: the policy is not asked.
-    m.send("p", "USE_TOOL Read {\"file_path\": \"rewrite.txt\"}", None).await.unwrap();
+    m.send("p", "USE_TOOL Read {\"file_path\": \"rewrite.txt\"}", None)
+        .await
+        .unwrap();
     assert_eq!(guard.asked.load(Ordering::SeqCst), 2);
     m.shutdown().await;
     let kept = m.store().events("p").unwrap();
-    assert!(kept.iter().any(|e| e.kind == "permission" && e.data["allowed"] == false));
+    assert!(kept
+        .iter()
+        .any(|e| e.kind == "permission" && e.data["allowed"] == false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +266,11 @@ async fn without_a_prompting_policy_default_mode_denies_writes() {
     let env = env();
     let (_, r) = env
         .manager
-        .spawn(req(&env, "d", "USE_TOOL Write {\"file_path\": \"a.txt\", \"content\": \"x\"}"))
+        .spawn(req(
+            &env,
+            "d",
+            "USE_TOOL Write {\"file_path\": \"a.txt\", \"content\": \"x\"}",
+        ))
         .await
         .unwrap();
     assert_eq!(r.permission_denials[0].tool_name, "Write");
@@ -262,8 +307,15 @@ async fn a_child_that_ignores_the_interrupt_is_killed_and_resumable() {
     m.spawn(req(&env, "deaf", "hi")).await.unwrap();
     let pid = m.live("deaf").unwrap().pid();
     let started = Instant::now();
-    let err = m.send("deaf", "DEAF", Some(Duration::from_millis(300))).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let err = m
+        .send("deaf", "DEAF", Some(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
     assert!(pid_gone(pid), "the child was killed");
     assert_eq!(m.status("deaf").unwrap().state, SessionState::Stopped);
@@ -314,7 +366,10 @@ async fn garbage_huge_lines_and_api_retries_are_survived() {
     });
     let r = m.send("g", "RETRY 3 recovered", None).await.unwrap();
     assert_eq!(r.text, "echo: recovered");
-    let seen = tokio::time::timeout(Duration::from_secs(5), watcher).await.unwrap().unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(seen.contains(&SessionState::Retrying), "{seen:?}");
     let (mut garbage, mut retries) = (0, 0);
     while let Ok(e) = events.try_recv() {
@@ -334,7 +389,11 @@ async fn garbage_huge_lines_and_api_retries_are_survived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_are_errors_even_with_subtype_success() {
     let env = env();
-    let (_, r) = env.manager.spawn(req(&env, "e", "API_ERROR 529")).await.unwrap();
+    let (_, r) = env
+        .manager
+        .spawn(req(&env, "e", "API_ERROR 529"))
+        .await
+        .unwrap();
     assert!(r.is_error);
     assert_eq!(r.subtype, "success");
     assert_eq!(r.api_error_status, Some(529));
@@ -373,17 +432,32 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     let err = m.spawn(req(&env, "keep", "again")).await.unwrap_err();
     assert!(matches!(err, EngineError::AlreadyExists(_)), "{err}");
     assert_eq!(m.output("keep").unwrap().as_deref(), Some("echo: original"));
-    assert!(matches!(m.send("nope", "x", None).await, Err(EngineError::NotFound(_))));
+    assert!(matches!(
+        m.send("nope", "x", None).await,
+        Err(EngineError::NotFound(_))
+    ));
     assert!(matches!(m.status("nope"), Err(EngineError::NotFound(_))));
-    assert!(matches!(m.spawn(req(&env, "bad name", "x")).await, Err(EngineError::InvalidName(_))));
+    assert!(matches!(
+        m.spawn(req(&env, "bad name", "x")).await,
+        Err(EngineError::InvalidName(_))
+    ));
     let mut r = req(&env, "nodir", "x");
     r.options.work_dir = Some(env.dir.path().join("missing"));
-    assert!(m.spawn(r).await.unwrap_err().to_string().contains("missing"));
+    assert!(m
+        .spawn(r)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("missing"));
     assert!(m.status("nodir").is_err());
     m.shutdown().await;
 
     let missing = env_with(|c| c.claude_bin = PathBuf::from("/nonexistent/claude"));
-    let err = missing.manager.spawn(req(&missing, "x", "hi")).await.unwrap_err();
+    let err = missing
+        .manager
+        .spawn(req(&missing, "x", "hi"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::BinaryNotFound { .. }), "{err}");
     assert!(err.to_string().contains("CMS_CLAUDE_BIN"));
     assert!(missing.manager.status("x").is_err(), "no half-made record");
@@ -416,16 +490,31 @@ async fn pause_resume_stop_kill_delete() {
     m.spawn(req(&env, "life", "hello")).await.unwrap();
     let pid = m.live("life").unwrap().pid();
     assert_eq!(m.pause("life").await.unwrap().state, SessionState::Paused);
-    assert!(matches!(m.send("life", "x", None).await, Err(EngineError::Paused(_))));
-    assert_eq!(m.live("life").unwrap().pid(), pid, "pause keeps the process");
+    assert!(matches!(
+        m.send("life", "x", None).await,
+        Err(EngineError::Paused(_))
+    ));
+    assert_eq!(
+        m.live("life").unwrap().pid(),
+        pid,
+        "pause keeps the process"
+    );
     let (_, r) = m.resume("life", Some("back"), None).await.unwrap();
     assert_eq!(r.unwrap().text, "echo: back");
-    assert_eq!(m.live("life").unwrap().pid(), pid, "resume of a live pause: no restart");
+    assert_eq!(
+        m.live("life").unwrap().pid(),
+        pid,
+        "resume of a live pause: no restart"
+    );
 
     assert_eq!(m.kill("life").await.unwrap().state, SessionState::Killed);
     assert!(pid_gone(pid));
     let r = m.send("life", "RECALL", None).await.unwrap();
-    assert!(r.text.contains("hello") && r.text.contains("back"), "{}", r.text);
+    assert!(
+        r.text.contains("hello") && r.text.contains("back"),
+        "{}",
+        r.text
+    );
     let pid2 = m.live("life").unwrap().pid();
     assert_eq!(m.stop("life").await.unwrap().state, SessionState::Stopped);
     assert!(pid_gone(pid2));
@@ -433,7 +522,10 @@ async fn pause_resume_stop_kill_delete() {
     m.delete("life").await.unwrap();
     assert!(matches!(m.status("life"), Err(EngineError::NotFound(_))));
     assert!(m.store().history("life").unwrap().is_empty());
-    assert!(matches!(m.delete("life").await, Err(EngineError::NotFound(_))));
+    assert!(matches!(
+        m.delete("life").await,
+        Err(EngineError::NotFound(_))
+    ));
     m.shutdown().await;
 }
 
@@ -442,12 +534,18 @@ async fn fork_now_or_on_first_send() {
     let env = env();
     let m = &env.manager;
     let (parent, _) = m.spawn(req(&env, "a", "parent words")).await.unwrap();
-    let (f, r) = m.fork("a", "b", Some("RECALL"), SessionOptions::default(), None).await.unwrap();
+    let (f, r) = m
+        .fork("a", "b", Some("RECALL"), SessionOptions::default(), None)
+        .await
+        .unwrap();
     assert!(r.unwrap().text.contains("parent words"));
     assert_ne!(f.claude_session_id, parent.claude_session_id);
     assert_eq!(f.forked_from.as_deref(), Some("a"));
     // Without a message the fork is recorded with its id and runs on its first send.
-    let (lazy, r) = m.fork("a", "c", None, SessionOptions::default(), None).await.unwrap();
+    let (lazy, r) = m
+        .fork("a", "c", None, SessionOptions::default(), None)
+        .await
+        .unwrap();
     assert!(r.is_none());
     let planned = lazy.claude_session_id.clone().unwrap();
     let r = m.send("c", "RECALL", None).await.unwrap();
@@ -455,11 +553,13 @@ async fn fork_now_or_on_first_send() {
     assert!(r.text.contains("parent words"));
     assert!(m.status("c").unwrap().fork_parent_id.is_none());
     assert!(matches!(
-        m.fork("a", "b", None, SessionOptions::default(), None).await,
+        m.fork("a", "b", None, SessionOptions::default(), None)
+            .await,
         Err(EngineError::AlreadyExists(_))
     ));
     assert!(matches!(
-        m.fork("missing", "d", None, SessionOptions::default(), None).await,
+        m.fork("missing", "d", None, SessionOptions::default(), None)
+            .await,
         Err(EngineError::NotFound(_))
     ));
     m.shutdown().await;
@@ -471,16 +571,22 @@ async fn batch_runs_in_parallel_under_a_limit_and_one_failure_stops_nothing() {
     let m = &env.manager;
     let specs: Vec<SpawnRequest> = (0..5)
         .map(|i| {
-            let prompt = if i == 2 { "CRASH 4".to_string() } else { format!("SLOW 300 task {i}") };
+            let prompt = if i == 2 {
+                "CRASH 4".to_string()
+            } else {
+                format!("SLOW 300 task {i}")
+            };
             req(&env, &format!("b{i}"), &prompt)
         })
         .collect();
     let started = Instant::now();
     let mut reports = 0;
-    let outcomes = m.batch(specs, 2, |p| {
-        reports += 1;
-        assert_eq!(p.total, 5);
-    }).await;
+    let outcomes = m
+        .batch(specs, 2, |p| {
+            reports += 1;
+            assert_eq!(p.total, 5);
+        })
+        .await;
     let elapsed = started.elapsed();
     assert_eq!(reports, 5);
     let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
@@ -505,7 +611,9 @@ async fn cleanup_removes_only_old_idle_sessions() {
     m.stop("new").await.unwrap();
     let ten_days_ago = cms::engine::events::now_ms() - 10 * 86_400_000;
     m.store().set_updated_at("old", ten_days_ago).unwrap();
-    m.store().set_updated_at("old-but-live", ten_days_ago).unwrap();
+    m.store()
+        .set_updated_at("old-but-live", ten_days_ago)
+        .unwrap();
     let removed = m.cleanup(7.0).unwrap();
     assert_eq!(removed, vec!["old"]);
     assert!(m.status("new").is_ok() && m.status("old-but-live").is_ok());
@@ -529,16 +637,24 @@ async fn children_never_outlive_their_manager() {
     drop(env);
     drop(m);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(pid_gone(pid), "the child was killed when the manager went away");
+    assert!(
+        pid_gone(pid),
+        "the child was killed when the manager went away"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stderr_is_kept_and_shown_when_the_child_fails() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "err", "STDERR warming up the flux capacitor")).await.unwrap();
+    m.spawn(req(&env, "err", "STDERR warming up the flux capacitor"))
+        .await
+        .unwrap();
     let err = m.send("err", "CRASH 9", None).await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("flux capacitor") && msg.contains("boom"), "{msg}");
+    assert!(
+        msg.contains("flux capacitor") && msg.contains("boom"),
+        "{msg}"
+    );
     m.shutdown().await;
 }

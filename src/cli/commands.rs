@@ -21,7 +21,20 @@ pub enum Outcome {
 
 pub struct Printed {
     pub text: String,
-    pub json: Value,
+    pub json: Json,
+}
+
+/// JSON to print: a value, or a list of records serialised straight to stdout
+/// (`list --json` with thousands of sessions stays fast).
+pub enum Json {
+    Value(Value),
+    Records(Vec<SessionRecord>),
+}
+
+impl From<Value> for Json {
+    fn from(v: Value) -> Self {
+        Json::Value(v)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +62,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo(a) => return demo::run(a, &cfg),
         // Reading commands need no async runtime: they start fast.
         Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
-            Manager::new(cfg).map_err(CliError::from).and_then(|m| read_command(&m, &cli.command))
+            Manager::new(cfg)
+                .map_err(CliError::from)
+                .and_then(|m| read_command(&m, &cli.command, json))
         }
-        _ => run_async(cfg, cli.command),
+        _ => run_async(cfg, cli.command, json),
     };
     match result {
         Ok(Outcome::Done(p)) => {
@@ -78,11 +93,25 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn print_out(p: &Printed, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&p.json).unwrap_or_default());
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = if json {
+        let written = match &p.json {
+            Json::Value(v) => serde_json::to_writer_pretty(&mut out, v),
+            Json::Records(recs) => {
+                let views: Vec<_> = recs.iter().map(render::record_view).collect();
+                serde_json::to_writer_pretty(&mut out, &views)
+            }
+        };
+        written
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
     } else if !p.text.is_empty() {
-        println!("{}", p.text);
-    }
+        writeln!(out, "{}", p.text)
+    } else {
+        Ok(())
+    };
+    let _ = out.flush();
 }
 
 fn init_tracing(verbose: u8) {
@@ -100,11 +129,19 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-fn read_command(m: &Manager, cmd: &Command) -> Result<Outcome, CliError> {
+fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Outcome, CliError> {
     Ok(match cmd {
         Command::List => {
             let recs = m.list()?;
-            done(render::list_table(&recs), recs.iter().map(render::record_json).collect())
+            let text = if json {
+                String::new()
+            } else {
+                render::list_table(&recs)
+            };
+            Outcome::Done(Printed {
+                text,
+                json: Json::Records(recs),
+            })
         }
         Command::Status(a) => {
             let rec = m.status(&a.name)?;
@@ -127,10 +164,13 @@ fn read_command(m: &Manager, cmd: &Command) -> Result<Outcome, CliError> {
 }
 
 fn done(text: String, json: Value) -> Outcome {
-    Outcome::Done(Printed { text, json })
+    Outcome::Done(Printed {
+        text,
+        json: json.into(),
+    })
 }
 
-fn run_async(cfg: EngineConfig, cmd: Command) -> Result<Outcome, CliError> {
+fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,7 +178,7 @@ fn run_async(cfg: EngineConfig, cmd: Command) -> Result<Outcome, CliError> {
     rt.block_on(async move {
         let manager = Manager::new(cfg)?;
         let outcome = {
-            let work = async_command(&manager, cmd);
+            let work = async_command(&manager, cmd, json);
             tokio::select! {
                 r = work => Some(r),
                 _ = shutdown_signal() => None,
@@ -189,7 +229,7 @@ fn text_arg(s: &str) -> Result<String, CliError> {
 fn turn_outcome(rec: &SessionRecord, r: &Response) -> Outcome {
     let printed = Printed {
         text: render::response_block(rec, r),
-        json: render::turn_json(rec, Some(r)),
+        json: render::turn_json(rec, Some(r)).into(),
     };
     if r.is_error {
         Outcome::Failed(printed, format!("the turn failed: {}", r.error_summary()))
@@ -205,7 +245,7 @@ fn state_outcome(rec: &SessionRecord, verb: &str) -> Outcome {
     )
 }
 
-async fn async_command(m: &Arc<Manager>, cmd: Command) -> Result<Outcome, CliError> {
+async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Outcome, CliError> {
     Ok(match cmd {
         Command::Spawn(a) => {
             let req = SpawnRequest {
@@ -215,8 +255,16 @@ async fn async_command(m: &Arc<Manager>, cmd: Command) -> Result<Outcome, CliErr
                     model: a.model,
                     work_dir: a.work_dir,
                     permission_mode: a.permission_mode,
-                    allowed_tools: a.allowed_tools.as_deref().map(split_list).unwrap_or_default(),
-                    disallowed_tools: a.disallowed_tools.as_deref().map(split_list).unwrap_or_default(),
+                    allowed_tools: a
+                        .allowed_tools
+                        .as_deref()
+                        .map(split_list)
+                        .unwrap_or_default(),
+                    disallowed_tools: a
+                        .disallowed_tools
+                        .as_deref()
+                        .map(split_list)
+                        .unwrap_or_default(),
                     system_prompt: a.system_prompt,
                     max_budget_usd: a.max_budget,
                     max_turns: a.max_turns,
@@ -243,12 +291,17 @@ async fn async_command(m: &Arc<Manager>, cmd: Command) -> Result<Outcome, CliErr
         }
         Command::Resume(a) => {
             let message = a.message.as_deref().map(text_arg).transpose()?;
-            let (_, r) = m.resume(&a.name, message.as_deref(), secs(a.timeout)).await?;
+            let (_, r) = m
+                .resume(&a.name, message.as_deref(), secs(a.timeout))
+                .await?;
             m.shutdown().await;
             let rec = m.status(&a.name)?;
             match r {
                 Some(r) => turn_outcome(&rec, &r),
-                None => done(format!("Session '{}' resumed", rec.name), render::turn_json(&rec, None)),
+                None => done(
+                    format!("Session '{}' resumed", rec.name),
+                    render::turn_json(&rec, None),
+                ),
             }
         }
         Command::Pause(a) => state_outcome(&m.pause(&a.name).await?, "paused"),
@@ -259,7 +312,13 @@ async fn async_command(m: &Arc<Manager>, cmd: Command) -> Result<Outcome, CliErr
                 ..SessionOptions::default()
             };
             let (_, r) = m
-                .fork(&a.name, &a.new_name, message.as_deref(), overrides, secs(a.timeout))
+                .fork(
+                    &a.name,
+                    &a.new_name,
+                    message.as_deref(),
+                    overrides,
+                    secs(a.timeout),
+                )
                 .await?;
             m.shutdown().await;
             let rec = m.status(&a.new_name)?;
@@ -275,11 +334,17 @@ async fn async_command(m: &Arc<Manager>, cmd: Command) -> Result<Outcome, CliErr
         Command::Kill(a) => state_outcome(&m.kill(&a.name).await?, "killed"),
         Command::Interrupt(a) => {
             m.interrupt(&a.name).await?;
-            done(format!("Session '{}' interrupted", a.name), json!({"name": a.name, "interrupted": true}))
+            done(
+                format!("Session '{}' interrupted", a.name),
+                json!({"name": a.name, "interrupted": true}),
+            )
         }
         Command::Delete(a) => {
             m.delete(&a.name).await?;
-            done(format!("Session '{}' deleted", a.name), json!({"name": a.name, "deleted": true}))
+            done(
+                format!("Session '{}' deleted", a.name),
+                json!({"name": a.name, "deleted": true}),
+            )
         }
         Command::Batch(a) => batch(m, &a.file, a.concurrency as usize).await?,
         Command::Cleanup(a) => {
@@ -291,13 +356,17 @@ async fn async_command(m: &Arc<Manager>, cmd: Command) -> Result<Outcome, CliErr
             done(text, json!({ "removed": removed }))
         }
         Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
-            read_command(m, &cmd)?
+            read_command(m, &cmd, json)?
         }
         Command::Demo(_) => unreachable!("handled before the runtime starts"),
     })
 }
 
-async fn batch(m: &Arc<Manager>, file: &std::path::Path, concurrency: usize) -> Result<Outcome, CliError> {
+async fn batch(
+    m: &Arc<Manager>,
+    file: &std::path::Path,
+    concurrency: usize,
+) -> Result<Outcome, CliError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Input(format!("cannot read batch file {}: {e}", file.display())))?;
     let specs: Vec<BatchSpec> = serde_json::from_str(&text).map_err(|e| {
@@ -307,16 +376,25 @@ async fn batch(m: &Arc<Manager>, file: &std::path::Path, concurrency: usize) -> 
         ))
     })?;
     if specs.is_empty() {
-        return Err(CliError::Input(format!("batch file {} has no entries", file.display())));
+        return Err(CliError::Input(format!(
+            "batch file {} has no entries",
+            file.display()
+        )));
     }
     let mut seen = std::collections::HashSet::new();
     for s in &specs {
         crate::engine::manager::validate_name(&s.name)?;
         if !seen.insert(s.name.clone()) {
-            return Err(CliError::Input(format!("batch file names '{}' twice", s.name)));
+            return Err(CliError::Input(format!(
+                "batch file names '{}' twice",
+                s.name
+            )));
         }
         if s.prompt.trim().is_empty() {
-            return Err(CliError::Input(format!("batch entry '{}' has an empty prompt", s.name)));
+            return Err(CliError::Input(format!(
+                "batch entry '{}' has an empty prompt",
+                s.name
+            )));
         }
     }
     let show_progress = std::io::stderr().is_terminal();
@@ -347,11 +425,14 @@ async fn batch(m: &Arc<Manager>, file: &std::path::Path, concurrency: usize) -> 
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     let printed = Printed {
         text: text.join("\n").trim_end().to_string(),
-        json: json!(outcomes),
+        json: json!(outcomes).into(),
     };
     Ok(if failed == 0 {
         Outcome::Done(printed)
     } else {
-        Outcome::Failed(printed, format!("{failed} of {} batch sessions failed", outcomes.len()))
+        Outcome::Failed(
+            printed,
+            format!("{failed} of {} batch sessions failed", outcomes.len()),
+        )
     })
 }

@@ -6,25 +6,38 @@ use super::render;
 use crate::engine::{BatchSpec, EngineConfig, Manager, SessionOptions};
 use std::path::PathBuf;
 
-/// The simulator installed next to this executable.
-pub fn simulator_path() -> Option<PathBuf> {
+/// The simulator: `cms-sim` next to this executable, or else this executable
+/// linked under that name into `scratch` (it acts as the simulator when so named).
+fn simulator_path(scratch: &std::path::Path) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let sim = exe.parent()?.join("cms-sim");
-    sim.is_file().then_some(sim)
+    let sibling = exe.parent()?.join("cms-sim");
+    if sibling.is_file() {
+        return Some(sibling);
+    }
+    let link = scratch.join("bin").join("cms-sim");
+    std::fs::create_dir_all(link.parent()?).ok()?;
+    std::os::unix::fs::symlink(&exe, &link).ok()?;
+    Some(link)
 }
 
 pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
-    let Some(sim) = simulator_path() else {
-        eprintln!("Error: cms-sim was not found next to the cms executable (build it with `cargo build`)");
+    let scratch = std::env::temp_dir().join(format!("cms-demo-{}", std::process::id()));
+    let Some(sim) = simulator_path(&scratch) else {
+        eprintln!(
+            "Error: the simulator could not be found or linked in {}",
+            scratch.display()
+        );
         return 1;
     };
-    let scratch = std::env::temp_dir().join(format!("cms-demo-{}", std::process::id()));
     let mut cfg = base.clone();
     cfg.claude_bin = sim;
     cfg.home = scratch.join("state");
     // The simulator keeps its conversations under $HOME/.claude, like the real CLI.
     cfg.child_env = vec![("HOME".into(), scratch.display().to_string())];
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -41,7 +54,11 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
         }
     });
     if args.keep {
-        println!("\nState kept in {} (CMS_HOME={}/state)", scratch.display(), scratch.display());
+        println!(
+            "\nState kept in {} (CMS_HOME={}/state)",
+            scratch.display(),
+            scratch.display()
+        );
     } else {
         let _ = std::fs::remove_dir_all(&scratch);
     }
@@ -68,11 +85,18 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
         })
         .collect();
     let outcomes = m
-        .batch(specs.into_iter().map(|s| {
-            let mut r = s.into_request();
-            r.stop_after = false;
-            r
-        }).collect(), 3, |_| {})
+        .batch(
+            specs
+                .into_iter()
+                .map(|s| {
+                    let mut r = s.into_request();
+                    r.stop_after = false;
+                    r
+                })
+                .collect(),
+            3,
+            |_| {},
+        )
         .await;
     for o in &outcomes {
         let r = o.response.as_ref();
@@ -98,7 +122,13 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
 
     step("fork --name login --new-name login-jwt --message \"Use JWT instead\"");
     let (rec, r) = m
-        .fork("login", "login-jwt", Some("Use JWT instead"), SessionOptions::default(), None)
+        .fork(
+            "login",
+            "login-jwt",
+            Some("Use JWT instead"),
+            SessionOptions::default(),
+            None,
+        )
         .await?;
     if let Some(r) = r {
         println!("{}", render::response_block(&rec, &r));
@@ -110,7 +140,11 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
 
     step("send --name signup --message \"USE_TOOL Read {\\\"file_path\\\": \\\"/etc/hostname\\\"}\"   # a tool call");
     let r = m
-        .send("signup", "USE_TOOL Read {\"file_path\": \"/etc/hostname\"}", None)
+        .send(
+            "signup",
+            "USE_TOOL Read {\"file_path\": \"/etc/hostname\"}",
+            None,
+        )
         .await?;
     println!("{}  (tools used: {})", r.text, r.tools_used.join(", "));
 
@@ -132,7 +166,10 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
     step("history --name login");
     println!("{}", render::history_text("login", &m.history("login")?));
     let total: f64 = m.list()?.iter().map(|r| r.total_cost_usd).sum();
-    println!("\nTotal cost of the demo: {} (simulated)", render::money(total));
+    println!(
+        "\nTotal cost of the demo: {} (simulated)",
+        render::money(total)
+    );
     println!("Next: point cms at the real CLI (`--claude-bin`, or `claude` on PATH) and try `cms spawn`.");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Text and JSON renderings of engine values.
 
-use crate::engine::{Interaction, Response, SessionRecord};
+use crate::engine::{Interaction, Response, SessionRecord, SessionState};
+use serde::Serialize;
 use serde_json::{json, Value};
+use std::path::Path;
 
 pub fn money(x: f64) -> String {
     format!("${x:.4}")
@@ -37,26 +39,50 @@ pub fn response_block(rec: &SessionRecord, r: &Response) -> String {
     )
 }
 
-/// The record as JSON, for `--json` (snake_case, timestamps as RFC 3339).
+/// The record as `--json` shows it (snake_case, timestamps as RFC 3339).
+#[derive(Serialize)]
+pub struct RecordView<'a> {
+    name: &'a str,
+    state: SessionState,
+    claude_session_id: Option<&'a str>,
+    model: Option<&'a str>,
+    work_dir: &'a Path,
+    cwd: Option<&'a Path>,
+    permission_mode: Option<&'a str>,
+    allowed_tools: &'a [String],
+    forked_from: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    total_cost_usd: f64,
+    total_turns: u32,
+    interaction_count: u32,
+    last_error: Option<&'a str>,
+    pid: Option<u32>,
+}
+
+pub fn record_view(rec: &SessionRecord) -> RecordView<'_> {
+    RecordView {
+        name: &rec.name,
+        state: rec.state,
+        claude_session_id: rec.claude_session_id.as_deref(),
+        model: rec.options.model.as_deref(),
+        work_dir: &rec.work_dir,
+        cwd: rec.cwd.as_deref(),
+        permission_mode: rec.options.permission_mode.as_deref(),
+        allowed_tools: &rec.options.allowed_tools,
+        forked_from: rec.forked_from.as_deref(),
+        created_at: timestamp(rec.created_at),
+        updated_at: timestamp(rec.updated_at),
+        total_cost_usd: rec.total_cost_usd,
+        total_turns: rec.total_turns,
+        interaction_count: rec.interaction_count,
+        last_error: rec.last_error.as_deref(),
+        pid: rec.pid,
+    }
+}
+
 pub fn record_json(rec: &SessionRecord) -> Value {
-    json!({
-        "name": rec.name,
-        "state": rec.state,
-        "claude_session_id": rec.claude_session_id,
-        "model": rec.options.model,
-        "work_dir": rec.work_dir,
-        "cwd": rec.cwd,
-        "permission_mode": rec.options.permission_mode,
-        "allowed_tools": rec.options.allowed_tools,
-        "forked_from": rec.forked_from,
-        "created_at": timestamp(rec.created_at),
-        "updated_at": timestamp(rec.updated_at),
-        "total_cost_usd": rec.total_cost_usd,
-        "total_turns": rec.total_turns,
-        "interaction_count": rec.interaction_count,
-        "last_error": rec.last_error,
-        "pid": rec.pid,
-    })
+    serde_json::to_value(record_view(rec)).unwrap_or_default()
 }
 
 pub fn turn_json(rec: &SessionRecord, r: Option<&Response>) -> Value {
@@ -69,17 +95,36 @@ pub fn status_text(rec: &SessionRecord) -> String {
         ("name", rec.name.clone()),
         ("status", rec.state.to_string()),
         ("model", o.model.clone().unwrap_or_else(|| "-".into())),
-        ("claudeSessionId", rec.claude_session_id.clone().unwrap_or_else(|| "-".into())),
+        (
+            "claudeSessionId",
+            rec.claude_session_id.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("workDir", rec.work_dir.display().to_string()),
-        ("permissionMode", o.permission_mode.clone().unwrap_or_else(|| "-".into())),
-        ("allowedTools", if o.allowed_tools.is_empty() { "-".into() } else { o.allowed_tools.join(",") }),
-        ("forkedFrom", rec.forked_from.clone().unwrap_or_else(|| "-".into())),
+        (
+            "permissionMode",
+            o.permission_mode.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "allowedTools",
+            if o.allowed_tools.is_empty() {
+                "-".into()
+            } else {
+                o.allowed_tools.join(",")
+            },
+        ),
+        (
+            "forkedFrom",
+            rec.forked_from.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("createdAt", timestamp(rec.created_at)),
         ("updatedAt", timestamp(rec.updated_at)),
         ("totalCostUsd", money(rec.total_cost_usd)),
         ("totalTurns", rec.total_turns.to_string()),
         ("interactionCount", rec.interaction_count.to_string()),
-        ("lastError", rec.last_error.clone().unwrap_or_else(|| "-".into())),
+        (
+            "lastError",
+            rec.last_error.clone().unwrap_or_else(|| "-".into()),
+        ),
     ];
     if let Some(pid) = rec.pid {
         lines.push(("pid", pid.to_string()));
@@ -108,7 +153,10 @@ pub fn list_table(recs: &[SessionRecord]) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "STATUS", "MODEL", "COST", "TURNS", "LAST ACTIVITY"], &rows)
+    table(
+        &["NAME", "STATUS", "MODEL", "COST", "TURNS", "LAST ACTIVITY"],
+        &rows,
+    )
 }
 
 fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
@@ -177,6 +225,9 @@ pub fn truncated(text: &str, full: bool) -> String {
     if full || text.chars().count() <= MAX {
         text.to_string()
     } else {
-        format!("{}\n… (truncated; use --full)", text.chars().take(MAX).collect::<String>())
+        format!(
+            "{}\n… (truncated; use --full)",
+            text.chars().take(MAX).collect::<String>()
+        )
     }
 }

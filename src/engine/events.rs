@@ -26,7 +26,9 @@ pub enum EventKind {
         cwd: Option<String>,
     },
     /// Assistant text (a whole block, or a delta with partial messages).
-    Text { text: String },
+    Text {
+        text: String,
+    },
     ToolUse {
         id: String,
         name: String,
@@ -52,9 +54,13 @@ pub enum EventKind {
         is_error: bool,
         subtype: String,
     },
-    State { state: SessionState },
+    State {
+        state: SessionState,
+    },
     /// Something went wrong that the caller should know about (garbage line, policy error, ...).
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// The child process ended.
     Exit {
         code: Option<i32>,

@@ -97,7 +97,10 @@ impl BatchSpec {
                 model: self.model,
                 work_dir: self.work_dir,
                 permission_mode: self.permission_mode,
-                allowed_tools: self.allowed_tools.map(ToolList::into_vec).unwrap_or_default(),
+                allowed_tools: self
+                    .allowed_tools
+                    .map(ToolList::into_vec)
+                    .unwrap_or_default(),
                 system_prompt: self.system_prompt,
                 max_budget_usd: self.max_budget,
                 agent: self.agent,
@@ -130,7 +133,8 @@ pub struct Manager {
     cfg: EngineConfig,
     store: Arc<Store>,
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
-    events: broadcast::Sender<SessionEvent>,
+    /// Created on first use: a reading command never pays for it.
+    events: std::sync::OnceLock<broadcast::Sender<SessionEvent>>,
     recorder: Mutex<Option<(mpsc::UnboundedSender<SessionEvent>, JoinHandle<()>)>>,
     policy: RwLock<Arc<dyn Policy>>,
     start_lock: tokio::sync::Mutex<()>,
@@ -144,7 +148,7 @@ impl Manager {
             cfg,
             store,
             live: Mutex::new(HashMap::new()),
-            events: broadcast::channel(4096).0,
+            events: std::sync::OnceLock::new(),
             recorder: Mutex::new(None),
             policy: RwLock::new(Arc::new(AllowAll)),
             start_lock: tokio::sync::Mutex::new(()),
@@ -161,7 +165,11 @@ impl Manager {
 
     /// Every event of every session of this process.
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
-        self.events.subscribe()
+        self.events().subscribe()
+    }
+
+    fn events(&self) -> &broadcast::Sender<SessionEvent> {
+        self.events.get_or_init(|| broadcast::channel(4096).0)
     }
 
     /// Replace the policy for sessions started from now on.
@@ -200,7 +208,7 @@ impl Manager {
             *rec = Some((tx, handle));
         }
         EventSink {
-            tx: self.events.clone(),
+            tx: self.events().clone(),
             recorder: rec.as_ref().map(|(tx, _)| tx.clone()),
         }
     }
@@ -245,7 +253,9 @@ impl Manager {
             }
         };
         let kind = req.kind.as_deref().unwrap_or("spawn");
-        let result = self.turn(&req.name, &session, kind, &req.prompt, req.timeout).await;
+        let result = self
+            .turn(&req.name, &session, kind, &req.prompt, req.timeout)
+            .await;
         let response = match result {
             Ok(r) => r,
             Err(e) => {
@@ -270,7 +280,12 @@ impl Manager {
 
     /// Send a follow-up; a session with no live process is resumed first
     /// (`--resume ID`, same working directory).
-    pub async fn send(&self, name: &str, message: &str, timeout: Option<Duration>) -> Result<Response> {
+    pub async fn send(
+        &self,
+        name: &str,
+        message: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
         self.send_as(name, message, timeout, "send").await
     }
 
@@ -383,12 +398,22 @@ impl Manager {
         self.start_live_locked(&rec, args, &dir).await
     }
 
-    async fn start_live(&self, rec: &SessionRecord, args: ClaudeArgs, cwd: &Path) -> Result<Arc<LiveSession>> {
+    async fn start_live(
+        &self,
+        rec: &SessionRecord,
+        args: ClaudeArgs,
+        cwd: &Path,
+    ) -> Result<Arc<LiveSession>> {
         let _guard = self.start_lock.lock().await;
         self.start_live_locked(rec, args, cwd).await
     }
 
-    async fn start_live_locked(&self, rec: &SessionRecord, mut args: ClaudeArgs, cwd: &Path) -> Result<Arc<LiveSession>> {
+    async fn start_live_locked(
+        &self,
+        rec: &SessionRecord,
+        mut args: ClaudeArgs,
+        cwd: &Path,
+    ) -> Result<Arc<LiveSession>> {
         let policy = self.policy.read().unwrap().clone();
         if policy.wants_tool_prompts() {
             args.permission_prompt_stdio = true;
@@ -649,7 +674,12 @@ impl Manager {
 
     /// Spawn every spec in parallel, at most `concurrency` at a time. One failure does
     /// not stop the others; outcomes come back in input order.
-    pub async fn batch<F>(self: &Arc<Self>, specs: Vec<SpawnRequest>, concurrency: usize, mut progress: F) -> Vec<BatchOutcome>
+    pub async fn batch<F>(
+        self: &Arc<Self>,
+        specs: Vec<SpawnRequest>,
+        concurrency: usize,
+        mut progress: F,
+    ) -> Vec<BatchOutcome>
     where
         F: FnMut(BatchProgress<'_>),
     {
@@ -683,7 +713,11 @@ impl Manager {
         while let Some(joined) = set.join_next().await {
             if let Ok((i, outcome)) = joined {
                 done += 1;
-                progress(BatchProgress { done, total, outcome: &outcome });
+                progress(BatchProgress {
+                    done,
+                    total,
+                    outcome: &outcome,
+                });
                 out[i] = Some(outcome);
             }
         }
@@ -693,14 +727,20 @@ impl Manager {
     /// Delete sessions idle for more than `days` days (never one that is live here or in
     /// another running cms process). Returns the names removed.
     pub fn cleanup(&self, days: f64) -> Result<Vec<String>> {
-        if !(days >= 0.0) {
-            return Err(EngineError::Invalid(format!("--days must be 0 or more, got {days}")));
+        if days.is_nan() || days < 0.0 {
+            return Err(EngineError::Invalid(format!(
+                "--days must be 0 or more, got {days}"
+            )));
         }
         let cutoff = now_ms() - (days * 86_400_000.0) as i64;
         let mut removed = Vec::new();
         for rec in self.store.list()? {
             let live_here = self.live(&rec.name).is_some();
-            if rec.updated_at < cutoff && !live_here && other_live_host(&rec).is_none() && self.store.delete(&rec.name)? {
+            if rec.updated_at < cutoff
+                && !live_here
+                && other_live_host(&rec).is_none()
+                && self.store.delete(&rec.name)?
+            {
                 removed.push(rec.name);
             }
         }
@@ -719,7 +759,11 @@ impl Manager {
                 let _ = tokio::task::spawn_blocking(move || {
                     store.update(&name, |r| {
                         if r.state.is_live() {
-                            r.state = if paused { SessionState::Paused } else { SessionState::Stopped };
+                            r.state = if paused {
+                                SessionState::Paused
+                            } else {
+                                SessionState::Stopped
+                            };
                         }
                         r.pid = None;
                         r.host_pid = None;
@@ -758,8 +802,10 @@ impl Manager {
 /// The pid of another running cms process that holds this session live, if any.
 fn other_live_host(rec: &SessionRecord) -> Option<u32> {
     let host = rec.host_pid?;
-    (host != std::process::id() && rec.pid.is_some_and(process::pid_alive) && process::pid_alive(host))
-        .then_some(host)
+    (host != std::process::id()
+        && rec.pid.is_some_and(process::pid_alive)
+        && process::pid_alive(host))
+    .then_some(host)
 }
 
 /// Session names: 1-64 characters of `[A-Za-z0-9._-]`.
@@ -782,7 +828,10 @@ fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf> {
         None => std::env::current_dir().map_err(|e| EngineError::io("current directory", e))?,
     };
     std::fs::canonicalize(&dir).map_err(|e| {
-        EngineError::io(format!("working directory {} is not usable", dir.display()), e)
+        EngineError::io(
+            format!("working directory {} is not usable", dir.display()),
+            e,
+        )
     })
 }
 
@@ -795,8 +844,18 @@ mod tests {
         for ok in ["a", "fix-auth", "task_1.v2", &"x".repeat(64)] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "with space", "semi;colon", "slash/x", &"x".repeat(65), "ünï"] {
-            assert!(matches!(validate_name(bad), Err(EngineError::InvalidName(_))), "{bad}");
+        for bad in [
+            "",
+            "with space",
+            "semi;colon",
+            "slash/x",
+            &"x".repeat(65),
+            "ünï",
+        ] {
+            assert!(
+                matches!(validate_name(bad), Err(EngineError::InvalidName(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -816,6 +875,9 @@ mod tests {
         assert_eq!(b.options.max_budget_usd, Some(1.5));
         let bad: std::result::Result<Vec<BatchSpec>, _> =
             serde_json::from_str(r#"[{"name":"a","prompt":"p","modle":"x"}]"#);
-        assert!(bad.is_err(), "a misspelt field is an error, not silently ignored");
+        assert!(
+            bad.is_err(),
+            "a misspelt field is an error, not silently ignored"
+        );
     }
 }

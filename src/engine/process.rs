@@ -27,7 +27,11 @@ pub fn resolve_binary(bin: &Path) -> Result<PathBuf> {
         hint: hint.to_string(),
     };
     if bin.components().count() > 1 || bin.is_absolute() {
-        return if is_executable(bin) { Ok(bin.to_path_buf()) } else { Err(not_found()) };
+        return if is_executable(bin) {
+            Ok(bin.to_path_buf())
+        } else {
+            Err(not_found())
+        };
     }
     let path = std::env::var_os("PATH").ok_or_else(not_found)?;
     std::env::split_paths(&path)

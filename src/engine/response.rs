@@ -72,10 +72,8 @@ impl TurnCollector {
         for b in blocks {
             match b {
                 KnownBlock::Text { text } => self.texts.push(text.clone()),
-                KnownBlock::ToolUse { name, .. } => {
-                    if !self.tools.iter().any(|t| t == name) {
-                        self.tools.push(name.clone());
-                    }
+                KnownBlock::ToolUse { name, .. } if !self.tools.iter().any(|t| t == name) => {
+                    self.tools.push(name.clone());
                 }
                 _ => {}
             }
@@ -167,11 +165,23 @@ mod tests {
         let mut c = TurnCollector::new();
         c.assistant_blocks(&[
             KnownBlock::Text { text: "a".into() },
-            KnownBlock::ToolUse { id: "1".into(), name: "Read".into(), input: Value::Null },
+            KnownBlock::ToolUse {
+                id: "1".into(),
+                name: "Read".into(),
+                input: Value::Null,
+            },
         ]);
         c.assistant_blocks(&[
-            KnownBlock::ToolUse { id: "2".into(), name: "Read".into(), input: Value::Null },
-            KnownBlock::ToolUse { id: "3".into(), name: "Write".into(), input: Value::Null },
+            KnownBlock::ToolUse {
+                id: "2".into(),
+                name: "Read".into(),
+                input: Value::Null,
+            },
+            KnownBlock::ToolUse {
+                id: "3".into(),
+                name: "Write".into(),
+                input: Value::Null,
+            },
             KnownBlock::Text { text: "b".into() },
         ]);
         let r = c.finish(&result(0.0, None), 0.0, 0.0, 42);

@@ -165,7 +165,10 @@ impl LiveSession {
         let known_id = if spec.args.fork_session {
             spec.args.session_id.clone()
         } else {
-            spec.args.resume.clone().or_else(|| spec.args.session_id.clone())
+            spec.args
+                .resume
+                .clone()
+                .or_else(|| spec.args.session_id.clone())
         };
         let (state_tx, _) = watch::channel(SessionState::Starting);
         let shared = Arc::new(Shared {
@@ -306,7 +309,8 @@ impl LiveSession {
 
     /// `set_model` control request.
     pub async fn set_model(&self, model: &str) -> Result<Value> {
-        self.control("set_model", serde_json::json!({ "model": model })).await
+        self.control("set_model", serde_json::json!({ "model": model }))
+            .await
     }
 
     async fn control(&self, subtype: &'static str, fields: Value) -> Result<Value> {
@@ -326,7 +330,8 @@ impl LiveSession {
         if self.command(Cmd::Stop { reply }).is_err() {
             return self.info().exit.unwrap_or_default();
         }
-        rx.await.unwrap_or_else(|_| self.info().exit.unwrap_or_default())
+        rx.await
+            .unwrap_or_else(|_| self.info().exit.unwrap_or_default())
     }
 
     /// Kill the child's process group now.
@@ -335,7 +340,8 @@ impl LiveSession {
         if self.command(Cmd::Kill { reply }).is_err() {
             return self.info().exit.unwrap_or_default();
         }
-        rx.await.unwrap_or_else(|_| self.info().exit.unwrap_or_default())
+        rx.await
+            .unwrap_or_else(|_| self.info().exit.unwrap_or_default())
     }
 
     fn command(&self, cmd: Cmd) -> Result<()> {
@@ -379,7 +385,7 @@ fn last_lines(s: &str, n: usize) -> String {
 }
 
 enum Line {
-    Msg(Message),
+    Msg(Box<Message>),
     Garbage(String),
 }
 
@@ -388,11 +394,7 @@ async fn read_stdout(stdout: tokio::process::ChildStdout, tx: mpsc::Sender<Line>
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut buf: Vec<u8> = Vec::new();
     let mut dropping = false;
-    loop {
-        let chunk = match reader.fill_buf().await {
-            Ok(c) => c,
-            Err(_) => break,
-        };
+    while let Ok(chunk) = reader.fill_buf().await {
         if chunk.is_empty() {
             break;
         }
@@ -412,7 +414,9 @@ async fn read_stdout(stdout: tokio::process::ChildStdout, tx: mpsc::Sender<Line>
         if complete {
             let item = if dropping {
                 dropping = false;
-                Some(Line::Garbage(format!("a stdout line over {MAX_LINE} bytes was dropped")))
+                Some(Line::Garbage(format!(
+                    "a stdout line over {MAX_LINE} bytes was dropped"
+                )))
             } else {
                 parse_line(&buf)
             };
@@ -442,7 +446,7 @@ fn parse_line(buf: &[u8]) -> Option<Line> {
         return None;
     }
     Some(match Message::parse(line) {
-        Ok(m) => Line::Msg(m),
+        Ok(m) => Line::Msg(Box::new(m)),
         Err(e) => Line::Garbage(e.to_string()),
     })
 }
@@ -540,7 +544,7 @@ impl Actor {
                 },
                 line = self.lines.recv() => match line {
                     Some(Line::Msg(m)) => {
-                        self.on_message(m).await;
+                        self.on_message(*m).await;
                         self.after_policy().await;
                     }
                     Some(Line::Garbage(g)) => {
@@ -642,7 +646,12 @@ impl Actor {
         format!("cms_{}", self.next_request.fetch_add(1, Ordering::Relaxed))
     }
 
-    async fn begin_turn(&mut self, text: String, timeout: Duration, reply: oneshot::Sender<Result<Response>>) {
+    async fn begin_turn(
+        &mut self,
+        text: String,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Response>>,
+    ) {
         let now = Instant::now();
         self.current = Some(Turn {
             reply: Some(reply),
@@ -661,7 +670,11 @@ impl Actor {
 
     async fn on_command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Send { text, timeout, reply } => {
+            Cmd::Send {
+                text,
+                timeout,
+                reply,
+            } => {
                 if let Some(ending) = self.ending {
                     let _ = reply.send(Err(self.ending_error(ending, None)));
                 } else {
@@ -672,15 +685,23 @@ impl Actor {
                 if self.current.is_some() {
                     let id = self.request_id();
                     if !self.write_line(&outgoing::interrupt(&id)).await {
-                        let _ = reply.send(Err(EngineError::Write("claude's stdin is closed".into())));
+                        let _ =
+                            reply.send(Err(EngineError::Write("claude's stdin is closed".into())));
                         return;
                     }
                 }
                 let _ = reply.send(Ok(()));
             }
-            Cmd::Control { subtype, fields, reply } => {
+            Cmd::Control {
+                subtype,
+                fields,
+                reply,
+            } => {
                 let id = self.request_id();
-                if self.write_line(&outgoing::control_request(&id, subtype, fields)).await {
+                if self
+                    .write_line(&outgoing::control_request(&id, subtype, fields))
+                    .await
+                {
                     self.pending_controls.insert(id, reply);
                 } else {
                     let _ = reply.send(Err(EngineError::Write("claude's stdin is closed".into())));
@@ -728,7 +749,8 @@ impl Actor {
             Some((_, sig)) if sig == libc::SIGTERM => {
                 tracing::debug!(session = %self.name, "claude did not exit after stdin closed: SIGTERM");
                 process::signal_group(self.pid, libc::SIGTERM);
-                self.end_deadline = Some((TokioInstant::now() + Duration::from_secs(2), libc::SIGKILL));
+                self.end_deadline =
+                    Some((TokioInstant::now() + Duration::from_secs(2), libc::SIGKILL));
             }
             Some((_, sig)) if sig == libc::SIGKILL => {
                 process::signal_group(self.pid, libc::SIGKILL);
@@ -755,7 +777,11 @@ impl Actor {
             Ending::Stop => EngineError::Stopped { partial },
             Ending::Kill => EngineError::Killed { partial },
             Ending::Timeout => EngineError::Timeout {
-                secs: self.current.as_ref().map(|t| t.timeout.as_secs_f64()).unwrap_or(0.0),
+                secs: self
+                    .current
+                    .as_ref()
+                    .map(|t| t.timeout.as_secs_f64())
+                    .unwrap_or(0.0),
                 action: "interrupted, then killed because claude did not stop",
                 partial,
             },
@@ -767,7 +793,9 @@ impl Actor {
     }
 
     async fn on_turn_deadline(&mut self) {
-        let Some(turn) = self.current.as_mut() else { return };
+        let Some(turn) = self.current.as_mut() else {
+            return;
+        };
         if !turn.timed_out {
             turn.timed_out = true;
             turn.deadline = TokioInstant::now() + self.interrupt_grace;
@@ -824,8 +852,12 @@ impl Actor {
                 }
                 for b in blocks {
                     match b {
-                        KnownBlock::Text { text } if !self.include_partial => self.emit(EventKind::Text { text }),
-                        KnownBlock::ToolUse { id, name, input } => self.emit(EventKind::ToolUse { id, name, input }),
+                        KnownBlock::Text { text } if !self.include_partial => {
+                            self.emit(EventKind::Text { text })
+                        }
+                        KnownBlock::ToolUse { id, name, input } => {
+                            self.emit(EventKind::ToolUse { id, name, input })
+                        }
                         _ => {}
                     }
                 }
@@ -851,7 +883,9 @@ impl Actor {
             }
             Message::StreamEvent(e) => {
                 if let Some(text) = e.text_delta() {
-                    self.emit(EventKind::Text { text: text.to_string() });
+                    self.emit(EventKind::Text {
+                        text: text.to_string(),
+                    });
                 }
             }
             Message::Result(r) => self.on_result(*r),
@@ -863,7 +897,9 @@ impl Actor {
                     } else {
                         Err(EngineError::Invalid(format!(
                             "claude refused the request: {}",
-                            resp.response.error.unwrap_or_else(|| "unknown error".into())
+                            resp.response
+                                .error
+                                .unwrap_or_else(|| "unknown error".into())
                         )))
                     });
                 }
@@ -885,8 +921,12 @@ impl Actor {
                 };
                 let decision = self.policy.decide(&call);
                 let (line, allowed, reason) = match &decision {
-                    Decision::Allow => (outgoing::allow_tool(&req.request_id, &t.input), true, None),
-                    Decision::AllowWith(input) => (outgoing::allow_tool(&req.request_id, input), true, None),
+                    Decision::Allow => {
+                        (outgoing::allow_tool(&req.request_id, &t.input), true, None)
+                    }
+                    Decision::AllowWith(input) => {
+                        (outgoing::allow_tool(&req.request_id, input), true, None)
+                    }
                     Decision::Deny { reason, interrupt } => (
                         outgoing::deny_tool(&req.request_id, reason, *interrupt),
                         false,
@@ -912,7 +952,9 @@ impl Actor {
 
     fn on_result(&mut self, result: crate::wire::ResultMessage) {
         let mut turn = self.current.take();
-        let measured = turn.as_ref().map_or(0, |t| t.started.elapsed().as_millis() as u64);
+        let measured = turn
+            .as_ref()
+            .map_or(0, |t| t.started.elapsed().as_millis() as u64);
         let collector = turn
             .as_mut()
             .map(|t| std::mem::take(&mut t.collector))
@@ -1005,7 +1047,14 @@ impl Actor {
         let partial = self.current.as_ref().map(|t| {
             Box::new(Response {
                 text: t.collector.text(),
-                session_id: self.shared.info.lock().unwrap().session_id.clone().unwrap_or_default(),
+                session_id: self
+                    .shared
+                    .info
+                    .lock()
+                    .unwrap()
+                    .session_id
+                    .clone()
+                    .unwrap_or_default(),
                 session_cost_usd: self.session_cost,
                 is_error: true,
                 subtype: "incomplete".into(),

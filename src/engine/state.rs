@@ -55,7 +55,10 @@ impl SessionState {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            SessionState::Starting | SessionState::Idle | SessionState::Busy | SessionState::Retrying
+            SessionState::Starting
+                | SessionState::Idle
+                | SessionState::Busy
+                | SessionState::Retrying
         )
     }
 }

@@ -166,7 +166,8 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SESSION_COLUMNS: &str = "name, claude_session_id, state, options, work_dir, cwd, forked_from, \
+const SESSION_COLUMNS: &str =
+    "name, claude_session_id, state, options, work_dir, cwd, forked_from, \
      fork_parent_id, created_at, updated_at, total_cost_usd, total_turns, interaction_count, \
      last_response, last_error, pid, host_pid, meta";
 
@@ -205,7 +206,8 @@ impl Store {
 
     fn configure(&self) -> Result<()> {
         let conn = self.conn.lock().unwrap();
-        conn.busy_timeout(Duration::from_secs(30)).map_err(|e| self.err(e))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(|e| self.err(e))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
@@ -296,12 +298,15 @@ impl Store {
             .ok_or_else(|| EngineError::NotFound(name.to_string()))
     }
 
-    /// Every session, most recently active first.
+    /// Every session, most recently active first. To stay fast with thousands of
+    /// sessions the (possibly long) `last_response` is not loaded here: it is `None`
+    /// in these records; [`Store::get`] has it.
     pub fn list(&self) -> Result<Vec<SessionRecord>> {
         let conn = self.conn.lock().unwrap();
+        let columns = SESSION_COLUMNS.replace("last_response", "NULL");
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY updated_at DESC, name"
+                "SELECT {columns} FROM sessions ORDER BY +updated_at DESC, name"
             ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -390,9 +395,10 @@ impl Store {
             }
         }
         rec.interaction_count += 1;
-        rec.last_error = outcome.error.map(str::to_string).or_else(|| {
-            r.filter(|r| r.is_error).map(|r| r.error_summary())
-        });
+        rec.last_error = outcome
+            .error
+            .map(str::to_string)
+            .or_else(|| r.filter(|r| r.is_error).map(|r| r.error_summary()));
         rec.state = state;
         if let Some(id) = outcome.session_id {
             rec.claude_session_id = Some(id.to_string());
@@ -410,8 +416,11 @@ impl Store {
     /// Set a session's last-activity time (imports, and tests of `cleanup`).
     pub fn set_updated_at(&self, name: &str, at_ms: i64) -> Result<()> {
         let conn = self.conn.lock().unwrap();
-        conn.execute("UPDATE sessions SET updated_at = ?2 WHERE name = ?1", params![name, at_ms])
-            .map_err(|e| self.err(e))?;
+        conn.execute(
+            "UPDATE sessions SET updated_at = ?2 WHERE name = ?1",
+            params![name, at_ms],
+        )
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -621,7 +630,11 @@ mod tests {
         // Re-opening keeps data and does not re-run migrations.
         let store = Store::open(&home).unwrap();
         store
-            .insert_session(&SessionRecord::new("a", SessionOptions::default(), "/tmp".into()))
+            .insert_session(&SessionRecord::new(
+                "a",
+                SessionOptions::default(),
+                "/tmp".into(),
+            ))
             .unwrap();
         drop(store);
         let store = Store::open(&home).unwrap();
@@ -642,7 +655,10 @@ mod tests {
         let rec = SessionRecord::new("dup", SessionOptions::default(), "/tmp".into());
         store.insert_session(&rec).unwrap();
         let err = store.insert_session(&rec).unwrap_err();
-        assert!(matches!(err, EngineError::AlreadyExists(ref n) if n == "dup"), "{err}");
+        assert!(
+            matches!(err, EngineError::AlreadyExists(ref n) if n == "dup"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -650,7 +666,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
-            .insert_session(&SessionRecord::new("s", SessionOptions::default(), "/tmp".into()))
+            .insert_session(&SessionRecord::new(
+                "s",
+                SessionOptions::default(),
+                "/tmp".into(),
+            ))
             .unwrap();
         for cost in [0.10, 0.15, 0.20] {
             let r = response(cost, 2);
@@ -683,7 +703,11 @@ mod tests {
         {
             let store = Store::open(&home).unwrap();
             store
-                .insert_session(&SessionRecord::new("shared", SessionOptions::default(), "/tmp".into()))
+                .insert_session(&SessionRecord::new(
+                    "shared",
+                    SessionOptions::default(),
+                    "/tmp".into(),
+                ))
                 .unwrap();
         }
         let writers: Vec<_> = (0..32)
@@ -694,13 +718,24 @@ mod tests {
                     let store = Store::open(&home).unwrap();
                     let name = format!("w{i}");
                     store
-                        .insert_session(&SessionRecord::new(&name, SessionOptions::default(), "/tmp".into()))
+                        .insert_session(&SessionRecord::new(
+                            &name,
+                            SessionOptions::default(),
+                            "/tmp".into(),
+                        ))
                         .unwrap();
                     for _ in 0..10 {
                         let r = response(0.001, 1);
-                        let o = TurnOutcome { response: Some(&r), ..TurnOutcome::default() };
-                        store.record_turn(&name, "send", "m", &o, SessionState::Idle).unwrap();
-                        store.record_turn("shared", "send", "m", &o, SessionState::Idle).unwrap();
+                        let o = TurnOutcome {
+                            response: Some(&r),
+                            ..TurnOutcome::default()
+                        };
+                        store
+                            .record_turn(&name, "send", "m", &o, SessionState::Idle)
+                            .unwrap();
+                        store
+                            .record_turn("shared", "send", "m", &o, SessionState::Idle)
+                            .unwrap();
                     }
                 })
             })
@@ -715,7 +750,10 @@ mod tests {
         assert_eq!(shared.total_turns, 320);
         assert_eq!(store.history("shared").unwrap().len(), 320);
         for i in 0..32 {
-            assert_eq!(store.require(&format!("w{i}")).unwrap().interaction_count, 10);
+            assert_eq!(
+                store.require(&format!("w{i}")).unwrap().interaction_count,
+                10
+            );
         }
     }
 }

@@ -92,14 +92,22 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--model" => a.model = Some(value(&flag)?),
             "--permission-mode" => a.permission_mode = value(&flag)?,
             "--allowedTools" | "--allowed-tools" => a.allowed.extend(split_tools(&value(&flag)?)),
-            "--disallowedTools" | "--disallowed-tools" => a.disallowed.extend(split_tools(&value(&flag)?)),
+            "--disallowedTools" | "--disallowed-tools" => {
+                a.disallowed.extend(split_tools(&value(&flag)?))
+            }
             "--max-turns" => {
                 let v = value(&flag)?;
-                a.max_turns = Some(v.parse().map_err(|_| format!("error: invalid --max-turns '{v}'"))?);
+                a.max_turns = Some(
+                    v.parse()
+                        .map_err(|_| format!("error: invalid --max-turns '{v}'"))?,
+                );
             }
             "--max-budget-usd" => {
                 let v = value(&flag)?;
-                a.max_budget = Some(v.parse().map_err(|_| format!("error: invalid --max-budget-usd '{v}'"))?);
+                a.max_budget = Some(
+                    v.parse()
+                        .map_err(|_| format!("error: invalid --max-budget-usd '{v}'"))?,
+                );
             }
             "-r" | "--resume" => a.resume = Some(value(&flag)?),
             "--fork-session" => a.fork = true,
@@ -107,8 +115,15 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--permission-prompt-tool" => a.prompt_stdio = value(&flag)? == "stdio",
             "--include-partial-messages" => a.partial = true,
             "--dangerously-skip-permissions" => a.permission_mode = "bypassPermissions".into(),
-            "--append-system-prompt" | "--system-prompt" | "--agent" | "--mcp-config" | "-w" | "--worktree"
-            | "--add-dir" | "--settings" | "--fallback-model" => {
+            "--append-system-prompt"
+            | "--system-prompt"
+            | "--agent"
+            | "--mcp-config"
+            | "-w"
+            | "--worktree"
+            | "--add-dir"
+            | "--settings"
+            | "--fallback-model" => {
                 value(&flag)?;
             }
             "--strict-mcp-config" | "--bare" => {}
@@ -228,7 +243,10 @@ pub fn run(argv: Vec<String>) -> i32 {
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if args.permission_mode == "bypassPermissions" && root && std::env::var("IS_SANDBOX").as_deref() != Ok("1") {
+    if args.permission_mode == "bypassPermissions"
+        && root
+        && std::env::var("IS_SANDBOX").as_deref() != Ok("1")
+    {
         eprintln!("--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons");
         return 1;
     }
@@ -242,7 +260,9 @@ pub fn run(argv: Vec<String>) -> i32 {
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let dir = project_dir(&cwd);
-    let mut out = Out { stdout: std::io::stdout() };
+    let mut out = Out {
+        stdout: std::io::stdout(),
+    };
     let (session_id, history) = match &args.resume {
         Some(id) => {
             let path = dir.join(format!("{id}.jsonl"));
@@ -301,7 +321,12 @@ pub fn run(argv: Vec<String>) -> i32 {
 fn read_history(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| Some((v["role"].as_str()?.to_string(), v["text"].as_str()?.to_string())))
+        .filter_map(|v| {
+            Some((
+                v["role"].as_str()?.to_string(),
+                v["text"].as_str()?.to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -332,7 +357,10 @@ fn read_stdin(tx: mpsc::Sender<Input>) {
                 request: v["request"].clone(),
             },
             Some("control_response") => Input::ControlResponse {
-                id: v["response"]["request_id"].as_str().unwrap_or_default().to_string(),
+                id: v["response"]["request_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 body: v["response"].clone(),
             },
             _ => continue,
@@ -488,7 +516,9 @@ impl Sim {
                 }
                 Ok(Input::Eof) | Err(RecvTimeoutError::Disconnected) => {
                     self.eof = true;
-                    return Ok(json!({"subtype":"error","error":"Tool permission stream closed before response received"}));
+                    return Ok(
+                        json!({"subtype":"error","error":"Tool permission stream closed before response received"}),
+                    );
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -512,13 +542,28 @@ impl Sim {
         if let Some(parent) = self.file.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.file) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)
+        {
             let _ = writeln!(f, "{}", json!({"role": role, "text": text}));
         }
     }
 
     fn init_line(&mut self) {
-        let tools = ["Task", "Bash", "Edit", "Glob", "Grep", "NotebookEdit", "Read", "WebFetch", "WebSearch", "Write"];
+        let tools = [
+            "Task",
+            "Bash",
+            "Edit",
+            "Glob",
+            "Grep",
+            "NotebookEdit",
+            "Read",
+            "WebFetch",
+            "WebSearch",
+            "Write",
+        ];
         let tools: Vec<&str> = tools
             .iter()
             .copied()
@@ -544,8 +589,10 @@ impl Sim {
                 "usage":{"input_tokens":100,"output_tokens":1}},"parent_tool_use_id":null,
                 "session_id":self.session_id,"uuid":uuid()}));
             if self.args.partial && is_text {
-                self.out.line(&json!({"type":"stream_event","event":{"type":"content_block_stop","index":0},
-                    "session_id":self.session_id,"parent_tool_use_id":null,"uuid":uuid()}));
+                self.out.line(
+                    &json!({"type":"stream_event","event":{"type":"content_block_stop","index":0},
+                    "session_id":self.session_id,"parent_tool_use_id":null,"uuid":uuid()}),
+                );
             }
         }
     }
@@ -570,18 +617,45 @@ impl Sim {
         let outcome = self.play(text, &earlier, &mut t);
         let (subtype, is_error, result_text, errors, terminal, api_status) = match outcome {
             Outcome::Text(s) => ("success", false, Some(s), vec![], Some("completed"), None),
-            Outcome::ApiError(status, s) => ("success", true, Some(s), vec![], Some("completed"), Some(status)),
+            Outcome::ApiError(status, s) => (
+                "success",
+                true,
+                Some(s),
+                vec![],
+                Some("completed"),
+                Some(status),
+            ),
             Outcome::Interrupted => {
                 self.out.line(&json!({"type":"user","message":{"role":"user","content":[{"type":"text",
                     "text":"[Request interrupted by user]"}]},"parent_tool_use_id":null,"session_id":self.session_id,"uuid":uuid()}));
-                ("error_during_execution", true, None,
-                 vec!["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null".to_string()],
-                 Some("aborted_streaming"), None)
+                (
+                    "error_during_execution",
+                    true,
+                    None,
+                    vec![
+                        "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"
+                            .to_string(),
+                    ],
+                    Some("aborted_streaming"),
+                    None,
+                )
             }
-            Outcome::MaxTurns(n) => ("error_max_turns", true, None,
-                vec![format!("Reached maximum number of turns ({n})")], Some("max_turns"), None),
-            Outcome::Budget(b) => ("error_max_budget_usd", true, None,
-                vec![format!("Reached maximum budget (${b})")], None, None),
+            Outcome::MaxTurns(n) => (
+                "error_max_turns",
+                true,
+                None,
+                vec![format!("Reached maximum number of turns ({n})")],
+                Some("max_turns"),
+                None,
+            ),
+            Outcome::Budget(b) => (
+                "error_max_budget_usd",
+                true,
+                None,
+                vec![format!("Reached maximum budget (${b})")],
+                None,
+                None,
+            ),
         };
         if let Some(text) = &result_text {
             self.persist("assistant", text);
@@ -633,7 +707,10 @@ impl Sim {
             "USE_TOOL" | "LOOP_TOOL" => return self.tools(body, word == "LOOP_TOOL", t, &msg_id),
             "SLOW" => {
                 let (ms, r) = split_word(rest);
-                if self.wait(Some(Duration::from_millis(ms.parse().unwrap_or(1000)))).is_err() {
+                if self
+                    .wait(Some(Duration::from_millis(ms.parse().unwrap_or(1000))))
+                    .is_err()
+                {
                     return Outcome::Interrupted;
                 }
                 echo(r)
@@ -653,7 +730,10 @@ impl Sim {
                 return Outcome::Interrupted;
             }
             "CRASH" => {
-                self.assistant(vec![json!({"type":"text","text":"about to crash"})], &msg_id);
+                self.assistant(
+                    vec![json!({"type":"text","text":"about to crash"})],
+                    &msg_id,
+                );
                 eprintln!("boom");
                 std::process::exit(rest.trim().parse().unwrap_or(3));
             }

@@ -10,13 +10,18 @@ pub fn parse_tool_lines(text: &str) -> Vec<(String, Value)> {
     text.lines()
         .filter_map(|l| {
             let l = l.trim();
-            let rest = l.strip_prefix("USE_TOOL").or_else(|| l.strip_prefix("LOOP_TOOL"))?;
+            let rest = l
+                .strip_prefix("USE_TOOL")
+                .or_else(|| l.strip_prefix("LOOP_TOOL"))?;
             let rest = rest.trim_start();
             let (name, input) = match rest.find(char::is_whitespace) {
                 Some(i) => (&rest[..i], rest[i..].trim()),
                 None => (rest, "{}"),
             };
-            Some((name.to_string(), serde_json::from_str(input).unwrap_or(json!({}))))
+            Some((
+                name.to_string(),
+                serde_json::from_str(input).unwrap_or(json!({})),
+            ))
         })
         .collect()
 }
@@ -27,7 +32,16 @@ enum Permission {
     Denied(String),
 }
 
-const READ_ONLY_TOOLS: &[&str] = &["Read", "Glob", "Grep", "LS", "WebSearch", "WebFetch", "TodoWrite", "Task"];
+const READ_ONLY_TOOLS: &[&str] = &[
+    "Read",
+    "Glob",
+    "Grep",
+    "LS",
+    "WebSearch",
+    "WebFetch",
+    "TodoWrite",
+    "Task",
+];
 const EDIT_TOOLS: &[&str] = &["Write", "Edit", "MultiEdit", "NotebookEdit"];
 
 fn target_path(input: &Value) -> String {
@@ -39,7 +53,13 @@ fn target_path(input: &Value) -> String {
 }
 
 impl Sim {
-    pub(super) fn tools(&mut self, text: &str, looping: bool, t: &mut TurnState, msg_id: &str) -> Outcome {
+    pub(super) fn tools(
+        &mut self,
+        text: &str,
+        looping: bool,
+        t: &mut TurnState,
+        msg_id: &str,
+    ) -> Outcome {
         let calls = parse_tool_lines(text);
         let mut rounds = 0u32;
         loop {
@@ -49,7 +69,10 @@ impl Sim {
                 }
             }
             let within_budget = self.bill(t);
-            let ids: Vec<String> = calls.iter().map(|_| format!("toolu_sim_{}", &uuid()[..12])).collect();
+            let ids: Vec<String> = calls
+                .iter()
+                .map(|_| format!("toolu_sim_{}", &uuid()[..12]))
+                .collect();
             let blocks = calls
                 .iter()
                 .zip(&ids)
@@ -60,10 +83,11 @@ impl Sim {
                 return Outcome::Budget(self.args.max_budget.unwrap_or(0.0));
             }
             for ((name, input), id) in calls.iter().zip(&ids) {
-                let (content, is_error, structured, interrupt) = match self.run_tool(name, input, id, t) {
-                    Ok(r) => r,
-                    Err(Stop::Interrupted) => return Outcome::Interrupted,
-                };
+                let (content, is_error, structured, interrupt) =
+                    match self.run_tool(name, input, id, t) {
+                        Ok(r) => r,
+                        Err(Stop::Interrupted) => return Outcome::Interrupted,
+                    };
                 let mut block = json!({"tool_use_id":id,"type":"tool_result","content":content});
                 if is_error {
                     block["is_error"] = true.into();
@@ -96,7 +120,10 @@ impl Sim {
 
     fn permission(&self, name: &str, input: &Value) -> Permission {
         let mode = self.args.permission_mode.as_str();
-        if READ_ONLY_TOOLS.contains(&name) || mode == "bypassPermissions" || self.allowed_by_rule(name, input) {
+        if READ_ONLY_TOOLS.contains(&name)
+            || mode == "bypassPermissions"
+            || self.allowed_by_rule(name, input)
+        {
             return Permission::Allowed;
         }
         let is_edit = EDIT_TOOLS.contains(&name);
@@ -120,19 +147,34 @@ impl Sim {
             if rule == name {
                 return true;
             }
-            let Some(inner) = rule.strip_prefix(name).and_then(|r| r.strip_prefix('(')).and_then(|r| r.strip_suffix(')'))
+            let Some(inner) = rule
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('('))
+                .and_then(|r| r.strip_suffix(')'))
             else {
                 return false;
             };
-            let prefix = inner.trim_end_matches(":*").trim_end_matches('*').trim_end();
-            input["command"].as_str().is_some_and(|c| c.starts_with(prefix))
+            let prefix = inner
+                .trim_end_matches(":*")
+                .trim_end_matches('*')
+                .trim_end();
+            input["command"]
+                .as_str()
+                .is_some_and(|c| c.starts_with(prefix))
         })
     }
 
     /// Run one tool: (content, is_error, tool_use_result, interrupt the turn).
-    fn run_tool(&mut self, name: &str, input: &Value, id: &str, t: &mut TurnState) -> Result<(String, bool, Value, bool), Stop> {
+    fn run_tool(
+        &mut self,
+        name: &str,
+        input: &Value,
+        id: &str,
+        t: &mut TurnState,
+    ) -> Result<(String, bool, Value, bool), Stop> {
         if self.args.disallowed.iter().any(|d| d == name) {
-            let msg = format!("<tool_use_error>Error: No such tool available: {name}</tool_use_error>");
+            let msg =
+                format!("<tool_use_error>Error: No such tool available: {name}</tool_use_error>");
             return Ok((msg.clone(), true, json!(msg), false));
         }
         let mut input = input.clone();
@@ -148,7 +190,13 @@ impl Sim {
                 let body = self.wait_permission(&request_id)?;
                 let resp = &body["response"];
                 if body["subtype"] != "success" {
-                    Some((format!("Tool permission request failed: Error: {}", body["error"].as_str().unwrap_or("unknown")), false))
+                    Some((
+                        format!(
+                            "Tool permission request failed: Error: {}",
+                            body["error"].as_str().unwrap_or("unknown")
+                        ),
+                        false,
+                    ))
                 } else if resp["behavior"] == "allow" {
                     match resp.get("updatedInput") {
                         Some(updated) if updated.is_object() => {
@@ -161,14 +209,24 @@ impl Sim {
                         )),
                     }
                 } else if resp["behavior"] == "deny" {
-                    Some((resp["message"].as_str().unwrap_or("denied").to_string(), resp["interrupt"] == true))
+                    Some((
+                        resp["message"].as_str().unwrap_or("denied").to_string(),
+                        resp["interrupt"] == true,
+                    ))
                 } else {
-                    Some(("Tool permission request failed: ZodError: invalid permission result".into(), false))
+                    Some((
+                        "Tool permission request failed: ZodError: invalid permission result"
+                            .into(),
+                        false,
+                    ))
                 }
             }
             Permission::Ask => Some((
                 if name == "Bash" {
-                    format!("This command requires approval: {}", input["command"].as_str().unwrap_or(""))
+                    format!(
+                        "This command requires approval: {}",
+                        input["command"].as_str().unwrap_or("")
+                    )
                 } else {
                     format!(
                         "Claude requested permissions to write to {}, but you haven't granted it yet.",
@@ -179,16 +237,28 @@ impl Sim {
             )),
         };
         if let Some((msg, interrupt)) = denial {
-            t.denials.push(json!({"tool_name":name,"tool_use_id":id,"tool_input":input}));
+            t.denials
+                .push(json!({"tool_name":name,"tool_use_id":id,"tool_input":input}));
             let shown = if interrupt {
-                "The user doesn't want to proceed with this tool use. The tool use was rejected.".to_string()
+                "The user doesn't want to proceed with this tool use. The tool use was rejected."
+                    .to_string()
             } else {
                 msg
             };
-            return Ok((shown.clone(), true, json!(format!("Error: {shown}")), interrupt));
+            return Ok((
+                shown.clone(),
+                true,
+                json!(format!("Error: {shown}")),
+                interrupt,
+            ));
         }
         let (content, is_error) = self.execute(name, &input);
-        Ok((content.clone(), is_error, json!({"type":"text","content":content}), false))
+        Ok((
+            content.clone(),
+            is_error,
+            json!({"type":"text","content":content}),
+            false,
+        ))
     }
 
     fn resolve(&self, p: &str) -> PathBuf {
@@ -219,7 +289,10 @@ impl Sim {
                     let _ = std::fs::create_dir_all(parent);
                 }
                 match std::fs::write(&path, input["content"].as_str().unwrap_or("")) {
-                    Ok(()) => (format!("File created successfully at: {}", path.display()), false),
+                    Ok(()) => (
+                        format!("File created successfully at: {}", path.display()),
+                        false,
+                    ),
                     Err(e) => (format!("Error writing file: {e}"), true),
                 }
             }
@@ -234,7 +307,10 @@ impl Sim {
                 }
                 let new = text.replacen(old, input["new_string"].as_str().unwrap_or(""), 1);
                 match std::fs::write(&path, new) {
-                    Ok(()) => (format!("The file {} has been updated.", path.display()), false),
+                    Ok(()) => (
+                        format!("The file {} has been updated.", path.display()),
+                        false,
+                    ),
                     Err(e) => (format!("Error editing file: {e}"), true),
                 }
             }
@@ -263,7 +339,10 @@ impl Sim {
 
 fn is_read_only_command(cmd: &str) -> bool {
     let first = cmd.split_whitespace().next().unwrap_or("");
-    ["echo", "ls", "pwd", "cat", "true", "date", "whoami", "head", "wc"].contains(&first)
+    [
+        "echo", "ls", "pwd", "cat", "true", "date", "whoami", "head", "wc",
+    ]
+    .contains(&first)
         && !cmd.contains('>')
         && !cmd.contains('|')
         && !cmd.contains(';')

@@ -112,7 +112,14 @@ mod tests {
         let argv = ClaudeArgs::default().to_argv();
         assert_eq!(
             argv,
-            vec!["-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+            vec![
+                "-p",
+                "--input-format",
+                "stream-json",
+                "--output-format",
+                "stream-json",
+                "--verbose"
+            ]
         );
     }
 
@@ -139,7 +146,10 @@ mod tests {
         };
         let argv = args.to_argv();
         assert_eq!(pos(&argv, "--model").as_deref(), Some("haiku"));
-        assert_eq!(pos(&argv, "--permission-mode").as_deref(), Some("acceptEdits"));
+        assert_eq!(
+            pos(&argv, "--permission-mode").as_deref(),
+            Some("acceptEdits")
+        );
         assert_eq!(pos(&argv, "--allowedTools").as_deref(), Some("Read,Grep"));
         assert_eq!(pos(&argv, "--disallowedTools").as_deref(), Some("Bash"));
         assert_eq!(pos(&argv, "--append-system-prompt").as_deref(), Some("S"));
@@ -148,7 +158,10 @@ mod tests {
         assert_eq!(pos(&argv, "--agent").as_deref(), Some("rev"));
         assert_eq!(pos(&argv, "--resume").as_deref(), Some("abc"));
         assert_eq!(pos(&argv, "--session-id").as_deref(), Some("uuid"));
-        assert_eq!(pos(&argv, "--permission-prompt-tool").as_deref(), Some("stdio"));
+        assert_eq!(
+            pos(&argv, "--permission-prompt-tool").as_deref(),
+            Some("stdio")
+        );
         assert_eq!(pos(&argv, "--mcp-config").as_deref(), Some("{}"));
         assert_eq!(pos(&argv, "-w").as_deref(), Some("wt"));
         assert_eq!(pos(&argv, "--add-dir").as_deref(), Some("/x"));

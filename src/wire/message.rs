@@ -125,7 +125,10 @@ pub struct ApiRetry {
 
 impl SystemMessage {
     fn str_field(&self, key: &str) -> Option<String> {
-        self.extra.get(key).and_then(Value::as_str).map(str::to_string)
+        self.extra
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
     }
 
     pub fn init(&self) -> Option<InitInfo> {
@@ -137,7 +140,11 @@ impl SystemMessage {
                 .extra
                 .get("tools")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             claude_code_version: self.str_field("claude_code_version"),
         })
@@ -438,7 +445,11 @@ mod tests {
     #[test]
     fn every_transcript_line_parses_into_a_known_type() {
         let lines = all_stdout_lines();
-        assert!(lines.len() > 60, "expected the transcripts, got {}", lines.len());
+        assert!(
+            lines.len() > 60,
+            "expected the transcripts, got {}",
+            lines.len()
+        );
         for (file, line) in lines {
             let msg = Message::parse(&line).unwrap_or_else(|e| panic!("{file}: {e}"));
             assert!(
@@ -468,7 +479,8 @@ mod tests {
 
     #[test]
     fn result_fields_of_a_permission_turn() {
-        let text = std::fs::read_to_string(transcripts().join("permission-prompt.stdout.ndjson")).unwrap();
+        let text =
+            std::fs::read_to_string(transcripts().join("permission-prompt.stdout.ndjson")).unwrap();
         let results: Vec<ResultMessage> = text
             .lines()
             .filter_map(|l| match Message::parse(l).unwrap() {
@@ -488,7 +500,8 @@ mod tests {
 
     #[test]
     fn can_use_tool_request_is_typed() {
-        let text = std::fs::read_to_string(transcripts().join("permission-prompt.stdout.ndjson")).unwrap();
+        let text =
+            std::fs::read_to_string(transcripts().join("permission-prompt.stdout.ndjson")).unwrap();
         let reqs: Vec<ControlRequest> = text
             .lines()
             .filter_map(|l| match Message::parse(l).unwrap() {
@@ -523,7 +536,8 @@ mod tests {
         assert!(r.result.is_none());
         assert_eq!(r.errors.len(), 1);
 
-        let t = std::fs::read_to_string(transcripts().join("api-overloaded-retry.stdout.ndjson")).unwrap();
+        let t = std::fs::read_to_string(transcripts().join("api-overloaded-retry.stdout.ndjson"))
+            .unwrap();
         let retries: Vec<ApiRetry> = t
             .lines()
             .filter_map(|l| match Message::parse(l).unwrap() {
@@ -584,8 +598,14 @@ mod tests {
     #[test]
     fn unknown_types_and_fields_are_kept_not_fatal() {
         let m = Message::parse(r#"{"type":"bogus_type","x":1}"#).unwrap();
-        assert_eq!(m, Message::Unknown(serde_json::json!({"type":"bogus_type","x":1})));
-        let m = Message::parse(r#"{"type":"system","subtype":"brand_new","session_id":"s","novel":[1]}"#).unwrap();
+        assert_eq!(
+            m,
+            Message::Unknown(serde_json::json!({"type":"bogus_type","x":1}))
+        );
+        let m = Message::parse(
+            r#"{"type":"system","subtype":"brand_new","session_id":"s","novel":[1]}"#,
+        )
+        .unwrap();
         match m {
             Message::System(s) => {
                 assert_eq!(s.subtype, "brand_new");

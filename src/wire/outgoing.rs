@@ -99,7 +99,10 @@ mod tests {
         assert_eq!(v["request_id"], "req_1");
         assert_eq!(v["request"]["subtype"], "interrupt");
         let v = parse(&set_permission_mode("req_2", "acceptEdits"));
-        assert_eq!(v["request"], json!({"subtype": "set_permission_mode", "mode": "acceptEdits"}));
+        assert_eq!(
+            v["request"],
+            json!({"subtype": "set_permission_mode", "mode": "acceptEdits"})
+        );
         let v = parse(&set_model("req_3", "haiku"));
         assert_eq!(v["request"]["model"], "haiku");
     }
@@ -113,7 +116,10 @@ mod tests {
         assert_eq!(v["response"]["response"]["behavior"], "allow");
         assert_eq!(v["response"]["response"]["updatedInput"], input);
         let v = parse(&deny_tool("id2", "protected path", false));
-        assert_eq!(v["response"]["response"], json!({"behavior": "deny", "message": "protected path"}));
+        assert_eq!(
+            v["response"]["response"],
+            json!({"behavior": "deny", "message": "protected path"})
+        );
         let v = parse(&deny_tool("id3", "stop", true));
         assert_eq!(v["response"]["response"]["interrupt"], true);
         let v = parse(&error_response("id4", "unsupported"));

@@ -23,13 +23,17 @@ pub struct FakeApi {
 
 impl FakeApi {
     pub async fn start() -> FakeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let log = log.clone();
                 tokio::spawn(async move {
                     let _ = serve(stream, log).await;
@@ -155,21 +159,36 @@ async fn answer(stream: &mut TcpStream, req: &Value) -> std::io::Result<()> {
     let tool_results = last_tool_results(req);
     let mut delay = Duration::ZERO;
     let (blocks, stop_reason): (Vec<Value>, &str) = if tool_results > 0 {
-        (vec![json!({"type":"text","text":format!("done: {tool_results} tool results")})], "end_turn")
+        (
+            vec![json!({"type":"text","text":format!("done: {tool_results} tool results")})],
+            "end_turn",
+        )
     } else if let Some(rest) = last.trim().strip_prefix("USE_TOOL ") {
         let (name, input) = rest.split_once(' ').unwrap_or((rest, "{}"));
         let input: Value = serde_json::from_str(input.trim()).unwrap_or(json!({}));
         let id = format!("toolu_fake_{}", uuid::Uuid::new_v4().simple());
-        (vec![json!({"type":"tool_use","id":id,"name":name.trim(),"input":input})], "tool_use")
+        (
+            vec![json!({"type":"tool_use","id":id,"name":name.trim(),"input":input})],
+            "tool_use",
+        )
     } else if let Some(rest) = last.trim().strip_prefix("SLOW ") {
         let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
         delay = Duration::from_millis(ms.parse().unwrap_or(1000));
-        (vec![json!({"type":"text","text":format!("echo: {text}")})], "end_turn")
+        (
+            vec![json!({"type":"text","text":format!("echo: {text}")})],
+            "end_turn",
+        )
     } else if last.trim() == "RECALL" {
         let earlier = &texts[..texts.len().saturating_sub(1)];
-        (vec![json!({"type":"text","text":format!("recall: {}", earlier.join(" | "))})], "end_turn")
+        (
+            vec![json!({"type":"text","text":format!("recall: {}", earlier.join(" | "))})],
+            "end_turn",
+        )
     } else {
-        (vec![json!({"type":"text","text":format!("echo: {last}")})], "end_turn")
+        (
+            vec![json!({"type":"text","text":format!("echo: {last}")})],
+            "end_turn",
+        )
     };
 
     if req.get("stream").and_then(Value::as_bool) != Some(true) {
@@ -188,8 +207,10 @@ async fn answer(stream: &mut TcpStream, req: &Value) -> std::io::Result<()> {
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n")
         .await?;
     let msg_id = format!("msg_fake_{}", uuid::Uuid::new_v4().simple());
-    let mut events = vec![json!({"type":"message_start","message":{"id":msg_id,"type":"message","role":"assistant",
-        "model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":100,"output_tokens":1}}})];
+    let mut events = vec![
+        json!({"type":"message_start","message":{"id":msg_id,"type":"message","role":"assistant",
+        "model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":100,"output_tokens":1}}}),
+    ];
     send_events(stream, &events).await?;
     events.clear();
     if !delay.is_zero() {
@@ -214,7 +235,11 @@ async fn answer(stream: &mut TcpStream, req: &Value) -> std::io::Result<()> {
 async fn send_events(stream: &mut TcpStream, events: &[Value]) -> std::io::Result<()> {
     let mut out = String::new();
     for e in events {
-        out.push_str(&format!("event: {}\ndata: {}\n\n", e["type"].as_str().unwrap_or("message"), e));
+        out.push_str(&format!(
+            "event: {}\ndata: {}\n\n",
+            e["type"].as_str().unwrap_or("message"),
+            e
+        ));
     }
     stream.write_all(out.as_bytes()).await?;
     stream.flush().await

@@ -20,8 +20,14 @@ pub fn cms_bin() -> PathBuf {
 pub fn real_claude() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("CMS_E2E_CLAUDE").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/node_modules/@anthropic-ai/claude-code/bin/claude.exe")),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/node_modules/@anthropic-ai/claude-code-linux-x64/claude")),
+        Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(".ci/node_modules/@anthropic-ai/claude-code/bin/claude.exe"),
+        ),
+        Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(".ci/node_modules/@anthropic-ai/claude-code-linux-x64/claude"),
+        ),
     ];
     let found = candidates.into_iter().flatten().find(|p| p.is_file());
     if found.is_none() {
