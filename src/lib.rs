@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod engine;
+pub mod lua;
 pub mod sim;
 pub mod wire;

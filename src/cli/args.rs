@@ -69,6 +69,12 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// A tour of cms on the bundled simulator (no Claude account needed).
     Demo(DemoArgs),
+    /// Run a Lua plan: `cms script plan.lua [args...]` (`cms.args` holds the args).
+    Script(ScriptArgs),
+    /// An interactive Lua prompt with the same `cms` module.
+    Repl(ReplArgs),
+    /// Print the LuaLS annotations of the `cms` Lua API (for editor completion).
+    LuaTypes,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +199,25 @@ pub struct CleanupArgs {
     /// Remove sessions idle for more than this many days.
     #[arg(long, default_value_t = 7.0, value_parser = non_negative_f64)]
     pub days: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ScriptArgs {
+    /// Allow os.execute, io.popen, package.loadlib and the debug library.
+    #[arg(long, env = "CMS_LUA_UNSAFE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub unsafe_lua: bool,
+    /// The Lua file to run.
+    pub file: PathBuf,
+    /// Arguments for the script (`cms.args`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplArgs {
+    /// Allow os.execute, io.popen, package.loadlib and the debug library.
+    #[arg(long, env = "CMS_LUA_UNSAFE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub unsafe_lua: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! Running one CLI command: build the engine, call it, render, choose the exit code.
 
 use super::args::{Cli, Command};
-use super::{demo, render};
+use super::{demo, render, repl, script};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
     SessionRecord, SpawnRequest,
@@ -58,15 +58,21 @@ pub fn run(cli: Cli) -> i32 {
         cfg.home = home.clone();
     }
     let json = cli.json;
-    let result = match &cli.command {
-        Command::Demo(a) => return demo::run(a, &cfg),
+    let result = match cli.command {
+        Command::Demo(a) => return demo::run(&a, &cfg),
+        Command::Script(a) => return script::run(cfg, a, json),
+        Command::Repl(a) => return repl::run(cfg, a),
+        Command::LuaTypes => {
+            print!("{}", crate::lua::stubs::CMS_META);
+            return 0;
+        }
         // Reading commands need no async runtime: they start fast.
-        Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
+        cmd @ (Command::List | Command::Status(_) | Command::Output(_) | Command::History(_)) => {
             Manager::new(cfg)
                 .map_err(CliError::from)
-                .and_then(|m| read_command(&m, &cli.command, json))
+                .and_then(|m| read_command(&m, &cmd, json))
         }
-        _ => run_async(cfg, cli.command, json),
+        cmd => run_async(cfg, cmd, json),
     };
     match result {
         Ok(Outcome::Done(p)) => {
@@ -114,7 +120,7 @@ fn print_out(p: &Printed, json: bool) {
     let _ = out.flush();
 }
 
-fn init_tracing(verbose: u8) {
+pub(super) fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -198,7 +204,7 @@ fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, Cli
     })
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -358,7 +364,9 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
             read_command(m, &cmd, json)?
         }
-        Command::Demo(_) => unreachable!("handled before the runtime starts"),
+        Command::Demo(_) | Command::Script(_) | Command::Repl(_) | Command::LuaTypes => {
+            unreachable!("handled before the runtime starts")
+        }
     })
 }
 

@@ -5,6 +5,8 @@ mod args;
 mod commands;
 mod demo;
 mod render;
+mod repl;
+mod script;
 
 pub use args::{Cli, Command};
 pub use commands::run;

@@ -1,0 +1,199 @@
+---@meta cms
+-- LuaLS annotations for the `cms` module available to `cms script`, `cms repl`,
+-- policies and plugins. Print this file with `cms lua-types > cms.lua` and add its
+-- folder to `workspace.library` in `.luarc.json` so your editor completes and checks
+-- scripts.
+--
+-- Every function marked `---@async` waits for Claude Code: it yields the calling
+-- coroutine, so `cms.parallel` can run many of them at once.
+
+---@class cms
+---@field version string The cms version.
+---@field args string[] The arguments given after the script file (`cms script plan.lua a b`).
+cms = {}
+
+---A turn's response.
+---@class cms.Response
+---@field text string The final text of the turn.
+---@field cost number This turn's own cost in USD.
+---@field session_cost number The session's total cost in USD, this turn included.
+---@field turns integer Agent turns of this turn.
+---@field tools string[] Tool names used in this turn, in first-use order.
+---@field denials {tool: string, input: table}[] Tool calls refused in this turn.
+---@field duration_ms integer Wall time of the turn.
+---@field session_id string The Claude session id.
+---@field subtype string `success`, `error_max_turns`, `error_max_budget_usd`, `error_during_execution`.
+---@field is_error boolean True for every failed turn (API errors included).
+---@field error string? Why the turn failed, when it did.
+
+---A session's stored status.
+---@class cms.Status
+---@field name string
+---@field id string? The Claude session id.
+---@field state "starting"|"idle"|"busy"|"retrying"|"paused"|"stopped"|"failed"|"killed"
+---@field model string?
+---@field work_dir string
+---@field forked_from string?
+---@field cost number Total cost in USD over all its processes.
+---@field turns integer Total agent turns.
+---@field interactions integer Number of sends recorded.
+---@field last_error string?
+---@field created_at integer Milliseconds since the Unix epoch.
+---@field updated_at integer Milliseconds since the Unix epoch (last activity).
+
+---One recorded interaction.
+---@class cms.Interaction
+---@field id integer
+---@field at integer Milliseconds since the Unix epoch.
+---@field kind string `spawn`, `send`, `resume`, `fork`, ...
+---@field message string What was sent.
+---@field response string?
+---@field cost_usd number
+---@field turns integer
+---@field duration_ms integer
+---@field is_error boolean
+---@field error string?
+---@field tools_used string[]
+
+---Options of `cms.spawn`.
+---@class cms.SpawnOptions
+---@field name string Session name: 1-64 of `A-Z a-z 0-9 . _ -`, unique.
+---@field prompt string The first message.
+---@field model? string `sonnet` (default), `opus`, `haiku`, or a model id.
+---@field work_dir? string Working directory (default: the current one).
+---@field permission_mode? "default"|"acceptEdits"|"plan"|"dontAsk"|"bypassPermissions"
+---@field allowed_tools? string[]|string Tools allowed without asking: `{"Read", "Bash(git *)"}` or `"Read,Grep"`.
+---@field disallowed_tools? string[]|string Tools removed from the session.
+---@field system_prompt? string Appended to Claude Code's system prompt.
+---@field max_budget? number Hard budget in USD for one claude process.
+---@field max_turns? integer Agent turns allowed per message.
+---@field agent? string Use a specific agent.
+---@field worktree? string Run in a git worktree of this name.
+---@field stop? boolean Stop the session after the first response.
+---@field timeout? number Seconds one turn may take (default 300).
+
+---Options of `session:fork`.
+---@class cms.ForkOptions
+---@field name string The new session's name.
+---@field message? string A first message; without one the fork runs on its first send.
+---@field model? string Another model for the fork.
+---@field system_prompt? string Another appended system prompt.
+---@field timeout? number
+
+---A session. Fields are read live from the store.
+---@class cms.Session
+---@field name string
+---@field id string? The Claude session id.
+---@field state string The current state (see `cms.Status`).
+---@field response cms.Response? The response of this object's last call.
+local Session = {}
+
+---Send a message and wait for its response. A stopped session is resumed first.
+---Sends to one session run one after the other.
+---@async
+---@param text string
+---@param opts? {timeout?: number}
+---@return cms.Response
+function Session:send(text, opts) end
+
+---Refuse new messages until resumed (a turn in flight finishes).
+---@async
+function Session:pause() end
+
+---Clear a pause; with a message, send it.
+---@async
+---@param message? string
+---@return cms.Response?
+function Session:resume(message) end
+
+---Stop gracefully; the conversation can be resumed later.
+---@async
+function Session:stop() end
+
+---Kill the session's process now (resumable later).
+---@async
+function Session:kill() end
+
+---Interrupt the running turn; its `send` returns an `error_during_execution` response.
+---@async
+function Session:interrupt() end
+
+---Remove the session for good.
+---@async
+function Session:delete() end
+
+---A new session holding this one's conversation; this one is unchanged.
+---@async
+---@param opts cms.ForkOptions
+---@return cms.Session
+function Session:fork(opts) end
+
+---Every recorded interaction with its cost.
+---@return cms.Interaction[]
+function Session:history() end
+
+---The stored status.
+---@return cms.Status
+function Session:status() end
+
+---Start a new session and send its first prompt; returns when the response is in
+---(`s.response`).
+---@async
+---@param opts cms.SpawnOptions
+---@return cms.Session
+function cms.spawn(opts) end
+
+---The session of that name, or nil.
+---@param name string
+---@return cms.Session?
+function cms.get(name) end
+
+---Every session, most recently active first.
+---@return cms.Status[]
+function cms.list() end
+
+---Run the functions concurrently and return their first results in order. If any
+---fails, raises one error naming each failed function by index, after all finished;
+---use `pcall` inside a function to keep going with partial results.
+---@async
+---@param fns (fun(): any)[]
+---@return any[]
+function cms.parallel(fns) end
+
+---Call `fn(event)` for engine events: `init`, `text`, `tool_use`, `tool_result`,
+---`permission`, `retry`, `result`, `state`, `error`, `exit`, or `*` for all. Handlers
+---run on the script's thread after each engine call returns, under a time limit;
+---they cannot call async functions.
+---@param event string
+---@param fn fun(event: {session: string, at_ms: integer, event: string, [string]: any})
+---@return integer id For `cms.off`.
+function cms.on(event, fn) end
+
+---Remove an event handler.
+---@param id integer
+---@return boolean removed
+function cms.off(id) end
+
+---Wait without blocking other coroutines.
+---@async
+---@param seconds number
+function cms.sleep(seconds) end
+
+---Log to stderr through cms's logger: `cms.log("text")` or `cms.log("warn", "text")`.
+---@param ... any
+function cms.log(...) end
+
+cms.json = {}
+
+---Encode a Lua value as JSON.
+---@param value any
+---@param pretty? boolean
+---@return string
+function cms.json.encode(value, pretty) end
+
+---Decode JSON text (null becomes nil).
+---@param text string
+---@return any
+function cms.json.decode(text) end
+
+return cms

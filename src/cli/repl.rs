@@ -1,0 +1,293 @@
+//! `cms repl`: the `cms` Lua module, interactively. History in `$CMS_HOME`, multi-line
+//! input, completion of `cms.` names and session names, values pretty-printed,
+//! `:help`, `:load FILE`, `:quit`. With stdin not a terminal it runs the lines given.
+
+use super::args::ReplArgs;
+use crate::engine::{EngineConfig, Manager, SessionState};
+use crate::lua::host::Eval;
+use crate::lua::{pretty::pretty, HostOptions, LuaHost, ScriptError};
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+use std::io::{BufRead, IsTerminal};
+use std::sync::Arc;
+
+const HELP: &str = "\
+cms repl — the `cms` Lua module, interactively. Engine calls wait for Claude Code.
+
+  s = cms.spawn{name = \"a\", prompt = \"hello\"}   start a session (s.response.text)
+  s:send(\"more\")                                 a follow-up; r.text, r.cost, r.turns
+  s:fork{name = \"b\", message = \"try another way\"}
+  cms.parallel{function() ... end, ...}           run functions concurrently
+  cms.list(), cms.get(\"a\"), s:history(), s:status()
+  cms.on(\"tool_use\", function(e) print(e.name) end)
+
+  :help            this text
+  :load FILE       run a Lua file here
+  :quit            leave (Ctrl-D too); live sessions are stopped, resumable later
+
+An unfinished chunk (an open function, table or string) continues on the next line.
+Tab completes cms.* names and, inside quotes, session names.";
+
+/// The names offered after `cms.`.
+const API_NAMES: &[&str] = &[
+    "cms.spawn",
+    "cms.get",
+    "cms.list",
+    "cms.parallel",
+    "cms.on",
+    "cms.off",
+    "cms.sleep",
+    "cms.log",
+    "cms.json.encode",
+    "cms.json.decode",
+    "cms.args",
+    "cms.version",
+];
+
+struct ReplHelper {
+    manager: Arc<Manager>,
+}
+
+impl Completer for ReplHelper {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "._-:".contains(c)))
+            .map_or(0, |i| i + 1);
+        let word = &before[start..];
+        let quoted = start > 0 && matches!(before.as_bytes()[start - 1], b'"' | b'\'');
+        let pair = |s: &str| Pair {
+            display: s.to_string(),
+            replacement: s.to_string(),
+        };
+        let candidates: Vec<Pair> = if quoted {
+            let names = self.manager.list().map(|r| r.into_iter().map(|r| r.name).collect::<Vec<_>>());
+            names
+                .unwrap_or_default()
+                .iter()
+                .filter(|n| n.starts_with(word))
+                .map(|n| pair(n))
+                .collect()
+        } else if word.starts_with(':') && start == 0 {
+            [":help", ":load ", ":quit"].iter().filter(|c| c.starts_with(word)).map(|c| pair(c)).collect()
+        } else if word.starts_with("cms") {
+            API_NAMES.iter().filter(|c| c.starts_with(word)).map(|c| pair(c)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((start, candidates))
+    }
+}
+
+impl Hinter for ReplHelper {
+    type Hint = String;
+}
+impl Highlighter for ReplHelper {}
+impl Validator for ReplHelper {}
+impl Helper for ReplHelper {}
+
+/// Where a line of input comes from.
+enum Input {
+    Terminal(Box<Editor<ReplHelper, DefaultHistory>>),
+    Piped(std::io::StdinLock<'static>),
+}
+
+impl Input {
+    fn read(&mut self, prompt: &str) -> Option<String> {
+        match self {
+            Input::Terminal(ed) => loop {
+                match ed.readline(prompt) {
+                    Ok(line) => return Some(line),
+                    Err(ReadlineError::Interrupted) => {
+                        println!("(Ctrl-C: input cleared; :quit or Ctrl-D to leave)");
+                        return Some(String::from("\u{0}"));
+                    }
+                    Err(_) => return None,
+                }
+            },
+            Input::Piped(stdin) => {
+                let mut line = String::new();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, entry: &str) {
+        if let Input::Terminal(ed) = self {
+            let _ = ed.add_history_entry(entry);
+        }
+    }
+}
+
+pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let history = cfg.home.join("repl_history");
+    let _guard = rt.enter();
+    let manager = match Manager::new(cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return 1;
+        }
+    };
+    let opts = HostOptions {
+        allow_unsafe: args.unsafe_lua,
+        ..HostOptions::default()
+    };
+    let host = match LuaHost::new(manager.clone(), opts) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("Error: cannot start Lua: {e}");
+            return 1;
+        }
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let mut input = if interactive {
+        let mut ed: Editor<ReplHelper, DefaultHistory> = match Editor::new() {
+            Ok(ed) => ed,
+            Err(e) => {
+                eprintln!("Error: cannot start the line editor: {e}");
+                return 1;
+            }
+        };
+        ed.set_helper(Some(ReplHelper {
+            manager: manager.clone(),
+        }));
+        let _ = ed.load_history(&history);
+        println!("cms {} — Lua REPL. :help for help, :quit to leave.", env!("CARGO_PKG_VERSION"));
+        Input::Terminal(Box::new(ed))
+    } else {
+        Input::Piped(std::io::stdin().lock())
+    };
+    let local = tokio::task::LocalSet::new();
+    let mut buffer = String::new();
+    let mut failed = false;
+    loop {
+        let prompt = if buffer.is_empty() { "cms> " } else { "  >> " };
+        let Some(line) = input.read(prompt) else { break };
+        if line == "\u{0}" {
+            buffer.clear();
+            continue;
+        }
+        if buffer.is_empty() {
+            match line.trim() {
+                "" => continue,
+                ":quit" | ":q" | ":exit" => break,
+                ":help" | ":h" => {
+                    println!("{HELP}");
+                    input.remember(line.trim());
+                    continue;
+                }
+                cmd if cmd.starts_with(":load") => {
+                    input.remember(cmd);
+                    let path = cmd.trim_start_matches(":load").trim();
+                    if path.is_empty() {
+                        println!("usage: :load FILE");
+                        continue;
+                    }
+                    let r = rt.block_on(local.run_until(evaluate(&host, Job::File(path.into()))));
+                    failed |= !show(r);
+                    continue;
+                }
+                cmd if cmd.starts_with(':') => {
+                    println!("unknown command {cmd} (:help, :load FILE, :quit)");
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if !buffer.is_empty() {
+            buffer.push('\n');
+        }
+        buffer.push_str(&line);
+        let r = rt.block_on(local.run_until(evaluate(&host, Job::Chunk(buffer.clone()))));
+        if matches!(r, Ok(Eval::Incomplete)) {
+            continue;
+        }
+        input.remember(&buffer);
+        failed |= !show(r);
+        buffer.clear();
+    }
+    if !buffer.trim().is_empty() {
+        eprintln!("error: unfinished input at the end: {}", buffer.trim());
+        failed = true;
+    }
+    if let Input::Terminal(ed) = &mut input {
+        let _ = ed.save_history(&history);
+    }
+    rt.block_on(manager.shutdown());
+    if failed && !interactive {
+        1
+    } else {
+        0
+    }
+}
+
+enum Job {
+    Chunk(String),
+    File(std::path::PathBuf),
+}
+
+/// Run a chunk or file; Ctrl-C interrupts the running turns and abandons the chunk.
+async fn evaluate(host: &LuaHost, job: Job) -> Result<Eval, ScriptError> {
+    let work = async {
+        match &job {
+            Job::Chunk(code) => host.eval(code).await,
+            Job::File(path) => host
+                .run_file(path)
+                .await
+                .map(|v| Eval::Values(mlua::MultiValue::from_vec(vec![v]))),
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => {
+            let m = host.manager();
+            for name in m.live_names() {
+                if let Some(s) = m.live(&name) {
+                    if matches!(s.state(), SessionState::Busy | SessionState::Retrying) {
+                        let _ = s.interrupt().await;
+                    }
+                }
+            }
+            Err(ScriptError::Lua(mlua::Error::runtime("interrupted (Ctrl-C)")))
+        }
+    }
+}
+
+/// Print values (or the error); false on error.
+fn show(r: Result<Eval, ScriptError>) -> bool {
+    match r {
+        Ok(Eval::Values(values)) => {
+            for v in values.iter().filter(|v| !v.is_nil()) {
+                println!("{}", pretty(v));
+            }
+            true
+        }
+        Ok(Eval::Incomplete) => true,
+        Err(ScriptError::Exit(code)) => {
+            println!("(os.exit({code}) ignored in the REPL; use :quit)");
+            true
+        }
+        Err(e) => {
+            println!("error: {e}");
+            false
+        }
+    }
+}

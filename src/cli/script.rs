@@ -1,0 +1,73 @@
+//! `cms script FILE.lua [args...]`: run a Lua plan with the `cms` module.
+
+use super::args::ScriptArgs;
+use super::commands::shutdown_signal;
+use crate::engine::{EngineConfig, Manager};
+use crate::lua::{pretty::pretty, HostOptions, LuaHost, ScriptError};
+
+/// Run the script; returns the exit code (0, 1 on error, the code of `os.exit`, 130
+/// on Ctrl-C or SIGTERM).
+pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    rt.block_on(local.run_until(async move {
+        let manager = match Manager::new(cfg) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return 1;
+            }
+        };
+        let opts = HostOptions {
+            allow_unsafe: args.unsafe_lua,
+            args: args.args.clone(),
+            ..HostOptions::default()
+        };
+        let host = match LuaHost::new(manager.clone(), opts) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("Error: cannot start Lua: {e}");
+                return 1;
+            }
+        };
+        let outcome = tokio::select! {
+            r = host.run_file(&args.file) => Some(r),
+            _ = shutdown_signal() => None,
+        };
+        let code = match outcome {
+            None => {
+                manager.kill_all().await;
+                eprintln!("Error: interrupted: every session the script started was stopped");
+                return 130;
+            }
+            Some(Ok(value)) => {
+                if json {
+                    match serde_json::to_string_pretty(&value) {
+                        Ok(text) => println!("{text}"),
+                        Err(e) => {
+                            eprintln!("Error: the script's return value is not JSON: {e}");
+                            manager.shutdown().await;
+                            return 1;
+                        }
+                    }
+                } else if !value.is_nil() {
+                    println!("{}", pretty(&value));
+                }
+                0
+            }
+            Some(Err(ScriptError::Exit(code))) => code,
+            Some(Err(e)) => {
+                eprintln!("Error: {e}");
+                1
+            }
+        };
+        manager.shutdown().await;
+        code
+    }))
+}

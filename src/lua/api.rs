@@ -1,0 +1,215 @@
+//! The `cms` table: `cms.spawn`, `cms.get`, `cms.list`, `cms.parallel`, `cms.on`,
+//! `cms.off`, `cms.sleep`, `cms.log`, `cms.json.encode/decode`, `cms.args`,
+//! `cms.version`. Documented for editors in `scripts/types/cms.lua`.
+
+use crate::engine::{Manager, SpawnRequest};
+use crate::lua::convert::{self, SpawnOpts};
+use crate::lua::host::{dispatch_events, ensure_subscribed, Handler, HostShared};
+use crate::lua::session::{engine_err, handle};
+use futures_util::future::join_all;
+use mlua::{Function, Lua, MultiValue, Table, Value};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The event names `cms.on` accepts.
+pub const EVENTS: &[&str] = &[
+    "init",
+    "text",
+    "tool_use",
+    "tool_result",
+    "permission",
+    "retry",
+    "result",
+    "state",
+    "error",
+    "exit",
+    "*",
+];
+
+/// Install `cms` as a global and as `require("cms")`.
+pub fn install(lua: &Lua, manager: Arc<Manager>, shared: Rc<HostShared>, args: Vec<String>) -> mlua::Result<Table> {
+    let cms = lua.create_table()?;
+    cms.set("version", env!("CARGO_PKG_VERSION"))?;
+    cms.set("args", lua.create_sequence_from(args)?)?;
+
+    let (m, sh) = (manager.clone(), shared.clone());
+    cms.set(
+        "spawn",
+        lua.create_async_function(move |lua, opts: Value| {
+            let (m, sh) = (m.clone(), sh.clone());
+            async move {
+                let mut o: SpawnOpts = convert::opts(&lua, "cms.spawn", opts)?;
+                let req = SpawnRequest {
+                    name: o.name.clone(),
+                    prompt: o.prompt.clone(),
+                    options: o.session_options(),
+                    timeout: convert::seconds(o.timeout)?,
+                    stop_after: o.stop,
+                    ..SpawnRequest::default()
+                };
+                let result = m.spawn(req).await;
+                dispatch_events(&lua, &sh);
+                let (rec, r) = result.map_err(engine_err)?;
+                handle(&lua, rec.name, m, sh, Some(r))
+            }
+        })?,
+    )?;
+
+    let (m, sh) = (manager.clone(), shared.clone());
+    cms.set(
+        "get",
+        lua.create_function(move |lua, name: String| match m.status(&name) {
+            Ok(_) => handle(lua, name, m.clone(), sh.clone(), None),
+            Err(crate::engine::EngineError::NotFound(_)) => Ok(Value::Nil),
+            Err(e) => Err(engine_err(e)),
+        })?,
+    )?;
+
+    let m = manager.clone();
+    cms.set(
+        "list",
+        lua.create_function(move |lua, ()| {
+            let recs = m.list().map_err(engine_err)?;
+            let out = lua.create_table()?;
+            for (i, r) in recs.iter().enumerate() {
+                out.raw_set(i + 1, convert::status(lua, r)?)?;
+            }
+            Ok(out)
+        })?,
+    )?;
+
+    cms.set("parallel", lua.create_async_function(parallel)?)?;
+
+    let (m, sh) = (manager.clone(), shared.clone());
+    cms.set(
+        "on",
+        lua.create_function(move |_, (event, func): (String, Function)| {
+            if !EVENTS.contains(&event.as_str()) {
+                return Err(mlua::Error::runtime(format!(
+                    "cms.on: unknown event '{event}' (one of: {})",
+                    EVENTS.join(", ")
+                )));
+            }
+            ensure_subscribed(&m, &sh);
+            let id = sh.next_handler.get();
+            sh.next_handler.set(id + 1);
+            sh.handlers.borrow_mut().push(Handler { id, event, func });
+            Ok(id)
+        })?,
+    )?;
+
+    let sh = shared.clone();
+    cms.set(
+        "off",
+        lua.create_function(move |_, id: u64| {
+            let mut handlers = sh.handlers.borrow_mut();
+            let before = handlers.len();
+            handlers.retain(|h| h.id != id);
+            Ok(handlers.len() < before)
+        })?,
+    )?;
+
+    let sh = shared.clone();
+    cms.set(
+        "sleep",
+        lua.create_async_function(move |lua, secs: f64| {
+            let sh = sh.clone();
+            async move {
+                if !(secs.is_finite() && secs >= 0.0) {
+                    return Err(mlua::Error::runtime(format!("cms.sleep: expected seconds (0 or more), got {secs}")));
+                }
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                dispatch_events(&lua, &sh);
+                Ok(())
+            }
+        })?,
+    )?;
+
+    cms.set("log", lua.create_function(log)?)?;
+
+    let json = lua.create_table()?;
+    json.set(
+        "encode",
+        lua.create_function(|_, (v, pretty): (Value, Option<bool>)| {
+            let text = if pretty.unwrap_or(false) {
+                serde_json::to_string_pretty(&v)
+            } else {
+                serde_json::to_string(&v)
+            };
+            text.map_err(|e| mlua::Error::runtime(format!("cms.json.encode: {e}")))
+        })?,
+    )?;
+    json.set(
+        "decode",
+        lua.create_function(|lua, text: String| {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| mlua::Error::runtime(format!("cms.json.decode: invalid JSON: {e}")))?;
+            convert::to_lua(lua, &v)
+        })?,
+    )?;
+    cms.set("json", json)?;
+
+    lua.globals().set("cms", cms.clone())?;
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.set("cms", cms.clone())?;
+    Ok(cms)
+}
+
+/// `cms.parallel{f1, f2, ...}`: run the functions as concurrent coroutines; return
+/// their first results in order. If any failed, raise one error naming each failed
+/// function by its index, after all have finished.
+async fn parallel(lua: Lua, fns: Vec<Function>) -> mlua::Result<Table> {
+    let mut runs = Vec::with_capacity(fns.len());
+    for f in fns {
+        let thread = lua.create_thread(f)?;
+        runs.push(thread.into_async::<MultiValue>(()));
+    }
+    let results = join_all(runs).await;
+    let out = lua.create_table()?;
+    let mut failures = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(values) => out.raw_set(i + 1, values.into_iter().next().unwrap_or(Value::Nil))?,
+            Err(e) => failures.push(format!("#{}: {}", i + 1, first_line(&e.to_string()))),
+        }
+    }
+    if failures.is_empty() {
+        Ok(out)
+    } else {
+        Err(mlua::Error::runtime(format!(
+            "cms.parallel: {} of {} functions failed\n  {}",
+            failures.len(),
+            out.raw_len() + failures.len(),
+            failures.join("\n  ")
+        )))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// `cms.log(message)` at info, or `cms.log(level, message)`.
+fn log(_: &Lua, args: MultiValue) -> mlua::Result<()> {
+    let parts: Vec<String> = args
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => s.to_string_lossy(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let levels = ["trace", "debug", "info", "warn", "error"];
+    let (level, text) = match parts.split_first() {
+        Some((first, rest)) if !rest.is_empty() && levels.contains(&first.as_str()) => (first.as_str(), rest.join(" ")),
+        _ => ("info", parts.join(" ")),
+    };
+    match level {
+        "trace" => tracing::trace!(target: "lua", "{text}"),
+        "debug" => tracing::debug!(target: "lua", "{text}"),
+        "warn" => tracing::warn!(target: "lua", "{text}"),
+        "error" => tracing::error!(target: "lua", "{text}"),
+        _ => tracing::info!(target: "lua", "{text}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Engine values as Lua tables, and Lua option tables as engine values.
+
+use crate::engine::manager::split_list;
+use crate::engine::{Interaction, Response, SessionOptions, SessionRecord};
+use mlua::{Lua, LuaSerdeExt, Value};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How values go to Lua: `None` becomes nil, never a `null` sentinel.
+pub fn to_lua<T: Serialize>(lua: &Lua, v: &T) -> mlua::Result<Value> {
+    lua.to_value_with(
+        v,
+        mlua::SerializeOptions::new()
+            .serialize_none_to_null(false)
+            .serialize_unit_to_null(false),
+    )
+}
+
+/// A turn's response as scripts see it.
+#[derive(Serialize)]
+pub struct ResponseView<'a> {
+    pub text: &'a str,
+    /// This turn's own cost in USD.
+    pub cost: f64,
+    /// The session's total cost in USD, this turn included.
+    pub session_cost: f64,
+    pub turns: u32,
+    pub tools: &'a [String],
+    pub denials: Vec<DenialView<'a>>,
+    pub duration_ms: u64,
+    pub session_id: &'a str,
+    pub subtype: &'a str,
+    pub is_error: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct DenialView<'a> {
+    pub tool: &'a str,
+    pub input: &'a serde_json::Value,
+}
+
+pub fn response(lua: &Lua, r: &Response) -> mlua::Result<Value> {
+    to_lua(
+        lua,
+        &ResponseView {
+            text: &r.text,
+            cost: r.cost_usd,
+            session_cost: r.session_cost_usd,
+            turns: r.num_turns,
+            tools: &r.tools_used,
+            denials: r
+                .permission_denials
+                .iter()
+                .map(|d| DenialView {
+                    tool: &d.tool_name,
+                    input: &d.tool_input,
+                })
+                .collect(),
+            duration_ms: r.duration_ms,
+            session_id: &r.session_id,
+            subtype: &r.subtype,
+            is_error: r.is_error,
+            error: r.is_error.then(|| r.error_summary()),
+        },
+    )
+}
+
+/// A session's status as scripts see it.
+#[derive(Serialize)]
+pub struct StatusView<'a> {
+    pub name: &'a str,
+    pub id: Option<&'a str>,
+    pub state: &'a str,
+    pub model: Option<&'a str>,
+    pub work_dir: String,
+    pub forked_from: Option<&'a str>,
+    pub cost: f64,
+    pub turns: u32,
+    pub interactions: u32,
+    pub last_error: Option<&'a str>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub fn status(lua: &Lua, r: &SessionRecord) -> mlua::Result<Value> {
+    to_lua(
+        lua,
+        &StatusView {
+            name: &r.name,
+            id: r.claude_session_id.as_deref(),
+            state: r.state.as_str(),
+            model: r.options.model.as_deref(),
+            work_dir: r.work_dir.display().to_string(),
+            forked_from: r.forked_from.as_deref(),
+            cost: r.total_cost_usd,
+            turns: r.total_turns,
+            interactions: r.interaction_count,
+            last_error: r.last_error.as_deref(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        },
+    )
+}
+
+pub fn history(lua: &Lua, items: &[Interaction]) -> mlua::Result<Value> {
+    to_lua(lua, &items)
+}
+
+/// A tool list given as `{"Read", "Grep"}` or `"Read,Grep"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Tools {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Tools {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Tools::List(v) => v,
+            Tools::Text(t) => split_list(&t),
+        }
+    }
+}
+
+/// The options of `cms.spawn{...}`. Unknown keys are errors, so typos are caught.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnOpts {
+    pub name: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    #[serde(default)]
+    pub allowed_tools: Option<Tools>,
+    #[serde(default)]
+    pub disallowed_tools: Option<Tools>,
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    #[serde(default)]
+    pub max_budget: Option<f64>,
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub worktree: Option<String>,
+    /// Stop the session after the first response.
+    #[serde(default)]
+    pub stop: bool,
+    /// Seconds one turn may take.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+impl SpawnOpts {
+    pub fn session_options(&mut self) -> SessionOptions {
+        SessionOptions {
+            model: self.model.take(),
+            work_dir: self.work_dir.take(),
+            permission_mode: self.permission_mode.take(),
+            allowed_tools: self.allowed_tools.take().map(Tools::into_vec).unwrap_or_default(),
+            disallowed_tools: self.disallowed_tools.take().map(Tools::into_vec).unwrap_or_default(),
+            system_prompt: self.system_prompt.take(),
+            max_budget_usd: self.max_budget,
+            max_turns: self.max_turns,
+            agent: self.agent.take(),
+            worktree: self.worktree.take(),
+            ..SessionOptions::default()
+        }
+    }
+}
+
+/// The options of `s:fork{...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkOpts {
+    pub name: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+/// The options of `s:send(text, {...})`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendOpts {
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+pub fn seconds(t: Option<f64>) -> mlua::Result<Option<Duration>> {
+    match t {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(mlua::Error::runtime(format!("timeout must be a number of seconds above 0, got {s}"))),
+    }
+}
+
+/// Read an options table, naming the function in the error.
+pub fn opts<T: serde::de::DeserializeOwned>(lua: &Lua, what: &str, v: Value) -> mlua::Result<T> {
+    lua.from_value(v)
+        .map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))
+}

@@ -1,0 +1,316 @@
+//! One Lua state for scripts, the REPL and (later) policies and plugins: the sandbox,
+//! the memory limit, the time limit for callbacks, and the `cms` module.
+//!
+//! Lua is single-threaded: a host lives on one thread and its async calls are driven
+//! from there (inside a `tokio::task::LocalSet`), while the engine's sessions run on
+//! the runtime's worker threads.
+
+use crate::engine::{Manager, SessionEvent};
+use crate::lua::api;
+use mlua::{Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// How a host is set up.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Allow `os.execute`, `io.popen`, `package.loadlib` and the `debug` library.
+    pub allow_unsafe: bool,
+    /// Most memory the Lua state may use, in bytes.
+    pub memory_limit: usize,
+    /// Longest a callback (event handler, policy hook, plugin tool) may run.
+    pub callback_limit: Duration,
+    /// `cms.args`.
+    pub args: Vec<String>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            allow_unsafe: std::env::var("CMS_LUA_UNSAFE").as_deref() == Ok("1"),
+            memory_limit: 256 * 1024 * 1024,
+            callback_limit: Duration::from_secs(2),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// Why a script did not finish normally.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("cannot read script {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Lua error: `file:line: message` and a traceback.
+    #[error("{0}")]
+    Lua(mlua::Error),
+    /// `os.exit(code)`.
+    #[error("the script called os.exit({0})")]
+    Exit(i32),
+}
+
+impl From<mlua::Error> for ScriptError {
+    fn from(e: mlua::Error) -> Self {
+        match exit_code(&e) {
+            Some(code) => ScriptError::Exit(code),
+            None => ScriptError::Lua(e),
+        }
+    }
+}
+
+/// The code of an `os.exit` call, wherever it sits in the error's causes.
+fn exit_code(e: &mlua::Error) -> Option<i32> {
+    match e {
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => exit_code(cause),
+        mlua::Error::ExternalError(inner) => inner.downcast_ref::<ExitRequest>().map(|r| r.0),
+        _ => None,
+    }
+}
+
+/// Raised by `os.exit` so the host can stop its sessions before the process exits.
+#[derive(Debug, thiserror::Error)]
+#[error("os.exit({0})")]
+pub struct ExitRequest(pub i32);
+
+/// State shared by the host and the functions it installs.
+pub struct HostShared {
+    pub callback_limit: Duration,
+    pub handlers: RefCell<Vec<Handler>>,
+    pub next_handler: Cell<u64>,
+    events: RefCell<Option<broadcast::Receiver<SessionEvent>>>,
+}
+
+pub struct Handler {
+    pub id: u64,
+    /// An event name (`tool_use`, `result`, ...) or `*`.
+    pub event: String,
+    pub func: Function,
+}
+
+pub struct LuaHost {
+    lua: Lua,
+    manager: Arc<Manager>,
+    shared: Rc<HostShared>,
+}
+
+/// The result of evaluating a REPL chunk.
+pub enum Eval {
+    Values(MultiValue),
+    /// The chunk is not finished (an open `function`, string, ...): read more.
+    Incomplete,
+}
+
+impl LuaHost {
+    pub fn new(manager: Arc<Manager>, opts: HostOptions) -> mlua::Result<LuaHost> {
+        let libs = StdLib::COROUTINE
+            | StdLib::TABLE
+            | StdLib::IO
+            | StdLib::OS
+            | StdLib::STRING
+            | StdLib::UTF8
+            | StdLib::MATH
+            | StdLib::PACKAGE;
+        let lua = if opts.allow_unsafe {
+            // SAFETY: the user asked for the debug library (`--unsafe-lua`).
+            unsafe { Lua::unsafe_new_with(libs | StdLib::DEBUG, LuaOptions::new()) }
+        } else {
+            Lua::new_with(libs, LuaOptions::new())?
+        };
+        lua.set_memory_limit(opts.memory_limit)?;
+        let shared = Rc::new(HostShared {
+            callback_limit: opts.callback_limit,
+            handlers: RefCell::new(Vec::new()),
+            next_handler: Cell::new(1),
+            events: RefCell::new(None),
+        });
+        restrict(&lua, opts.allow_unsafe)?;
+        let host = LuaHost {
+            lua,
+            manager: manager.clone(),
+            shared,
+        };
+        api::install(&host.lua, manager, host.shared.clone(), opts.args)?;
+        Ok(host)
+    }
+
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    pub fn manager(&self) -> &Arc<Manager> {
+        &self.manager
+    }
+
+    /// Run a script file; its return value is the script's result.
+    pub async fn run_file(&self, path: &Path) -> Result<Value, ScriptError> {
+        let code = std::fs::read_to_string(path).map_err(|source| ScriptError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let chunk = self.lua.load(code).set_name(format!("@{}", path.display()));
+        let value: Value = chunk.call_async(()).await?;
+        self.dispatch_events();
+        Ok(value)
+    }
+
+    /// Evaluate REPL input: as an expression first (so `1 + 1` prints 2), else as
+    /// statements.
+    pub async fn eval(&self, code: &str) -> Result<Eval, ScriptError> {
+        let func = match self.lua.load(format!("return {code}")).set_name("=repl").into_function() {
+            Ok(f) => f,
+            Err(_) => match self.lua.load(code).set_name("=repl").into_function() {
+                Ok(f) => f,
+                Err(mlua::Error::SyntaxError {
+                    incomplete_input: true,
+                    ..
+                }) => return Ok(Eval::Incomplete),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let values: MultiValue = func.call_async(()).await?;
+        self.dispatch_events();
+        Ok(Eval::Values(values))
+    }
+
+    /// Call a callback under the time limit (a `while true do end` is stopped with a
+    /// clear error instead of hanging the host).
+    pub fn call_limited<R: mlua::FromLuaMulti>(&self, f: &Function, args: impl IntoLuaMulti) -> mlua::Result<R> {
+        call_limited(&self.lua, self.shared.callback_limit, f, args)
+    }
+
+    /// Deliver the events that arrived since the last call to `cms.on` handlers.
+    pub fn dispatch_events(&self) {
+        dispatch_events(&self.lua, &self.shared);
+    }
+}
+
+/// Run `f` in its own coroutine with an instruction hook that stops it after
+/// `limit`. Only callbacks pay for the hook; scripts themselves run unhooked.
+pub(crate) fn call_limited<R: mlua::FromLuaMulti>(
+    lua: &Lua,
+    limit: Duration,
+    f: &Function,
+    args: impl IntoLuaMulti,
+) -> mlua::Result<R> {
+    let thread = lua.create_thread(f.clone())?;
+    let deadline = Instant::now() + limit;
+    thread.set_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
+        if Instant::now() > deadline {
+            Err(mlua::Error::runtime(format!(
+                "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
+                limit.as_millis()
+            )))
+        } else {
+            Ok(VmState::Continue)
+        }
+    });
+    let r = thread.resume::<R>(args)?;
+    if thread.status() == mlua::ThreadStatus::Resumable {
+        return Err(mlua::Error::runtime(
+            "callbacks cannot wait: async calls (s:send, cms.sleep, ...) are not allowed here",
+        ));
+    }
+    Ok(r)
+}
+
+/// Subscribe lazily: only a host with handlers pays for events.
+pub(crate) fn ensure_subscribed(manager: &Manager, shared: &HostShared) {
+    let mut events = shared.events.borrow_mut();
+    if events.is_none() {
+        *events = Some(manager.subscribe());
+    }
+}
+
+/// Deliver pending events to the `cms.on` handlers. Called after every engine call
+/// returns (all events of a turn are published before its response), so handlers
+/// run at predictable points, on the script's thread.
+pub(crate) fn dispatch_events(lua: &Lua, shared: &HostShared) {
+    loop {
+        let next = match shared.events.borrow_mut().as_mut() {
+            Some(rx) => rx.try_recv(),
+            None => return,
+        };
+        match next {
+            Ok(event) => deliver(lua, shared, &event),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
+    let name = event.kind.name();
+    let funcs: Vec<Function> = shared
+        .handlers
+        .borrow()
+        .iter()
+        .filter(|h| h.event == name || h.event == "*")
+        .map(|h| h.func.clone())
+        .collect();
+    if funcs.is_empty() {
+        return;
+    }
+    let table = match crate::lua::convert::to_lua(lua, event) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("cannot pass event {name} to Lua: {e}");
+            return;
+        }
+    };
+    for f in funcs {
+        if let Err(e) = call_limited::<()>(lua, shared.callback_limit, &f, table.clone()) {
+            // The handler failed; the host goes on.
+            eprintln!("cms.on('{name}') handler failed: {e}");
+        }
+    }
+}
+
+/// Remove what a script must not do unless the user opted in.
+fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
+    let g = lua.globals();
+    let os: mlua::Table = g.get("os")?;
+    // os.exit would end the process without stopping the sessions: end the script instead.
+    os.set(
+        "exit",
+        lua.create_function(|_, code: Option<Value>| {
+            let code = match code {
+                None | Some(Value::Boolean(true)) => 0,
+                Some(Value::Boolean(false)) => 1,
+                Some(Value::Integer(i)) => i as i32,
+                Some(Value::Number(n)) => n as i32,
+                Some(_) => 1,
+            };
+            Err::<(), _>(mlua::Error::external(ExitRequest(code)))
+        })?,
+    )?;
+    if allow_unsafe {
+        return Ok(());
+    }
+    let disabled = |what: &'static str| {
+        lua.create_function(move |_, _: MultiValue| {
+            Err::<(), _>(mlua::Error::runtime(format!(
+                "{what} is disabled in cms scripts; run with --unsafe-lua (or set CMS_LUA_UNSAFE=1) to allow it"
+            )))
+        })
+    };
+    os.set("execute", disabled("os.execute")?)?;
+    let io: mlua::Table = g.get("io")?;
+    io.set("popen", disabled("io.popen")?)?;
+    let package: mlua::Table = g.get("package")?;
+    package.set("loadlib", disabled("package.loadlib")?)?;
+    // No C modules through require either.
+    package.set("cpath", "")?;
+    if let Ok(searchers) = package.get::<mlua::Table>("searchers") {
+        // Keep the preload and Lua-file searchers, drop the C-library ones.
+        let kept = lua.create_sequence_from([searchers.raw_get::<Value>(1)?, searchers.raw_get::<Value>(2)?])?;
+        package.set("searchers", kept)?;
+    }
+    Ok(())
+}
