@@ -2,66 +2,11 @@
 
 mod support;
 
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use support::Cms;
+
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
-
-struct Cms {
-    dir: tempfile::TempDir,
-}
-
-impl Cms {
-    fn new() -> Cms {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("work")).unwrap();
-        Cms { dir }
-    }
-
-    fn work(&self) -> PathBuf {
-        self.dir.path().join("work")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(support::cms_bin());
-        c.args(args)
-            .current_dir(self.work())
-            .env("CMS_HOME", self.dir.path().join("cms"))
-            .env("CMS_CLAUDE_BIN", support::sim_bin())
-            .env("HOME", self.dir.path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "cms {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        serde_json::from_str(&self.ok(&all)).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "cms {args:?} should fail");
-        assert_eq!(out.status.code(), Some(1), "cms {args:?}");
-        String::from_utf8(out.stderr).unwrap()
-    }
-}
 
 #[test]
 fn spawn_send_and_read_back() {

@@ -338,3 +338,75 @@ async fn bypass_permissions_as_root_is_reported_clearly() {
         "a session that never started leaves no record"
     );
 }
+
+/// A Lua plan (`cms script`) driving the real CLI: spawn, two sends on one live
+/// process with per-turn costs that add up, a fork that remembers, and two
+/// sessions in `cms.parallel`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lua_script_drives_the_real_cli() {
+    let Some(env) = env().await else { return };
+    let claude = support::real_claude().unwrap();
+    let root = env.work.parent().unwrap().to_path_buf();
+    let plan = env.work.join("plan.lua");
+    std::fs::write(
+        &plan,
+        r#"
+        local s = cms.spawn{ name = "lua-a", prompt = "hello from lua" }
+        local r1 = s.response
+        local r2 = s:send("second")
+        local r3 = s:send("RECALL")
+        local b = s:fork{ name = "lua-b", message = "RECALL" }
+        local both = cms.parallel{
+          function() return cms.spawn{ name = "lua-p1", prompt = "p1", stop = true }.response.text end,
+          function() return cms.spawn{ name = "lua-p2", prompt = "p2", stop = true }.response.text end,
+        }
+        return { first = r1.text, costs = { r1.cost, r2.cost, r3.cost },
+                 session_cost = r3.session_cost, recall = r3.text, fork = b.response.text,
+                 fork_differs = b.id ~= s.id, parallel = both, total = s:status().cost }
+        "#,
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(support::cms_bin());
+    cmd.args(["script", "--json"])
+        .arg(&plan)
+        .current_dir(&env.work)
+        .env("CMS_HOME", root.join("cms-home"))
+        .env("CMS_CLAUDE_BIN", &claude)
+        .env("RUST_LOG", "warn");
+    for (k, v) in [
+        ("HOME", root.join("home").display().to_string()),
+        ("ANTHROPIC_BASE_URL", env.api.base_url()),
+        ("ANTHROPIC_API_KEY", "sk-test-dummy".into()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
+        ("DISABLE_TELEMETRY", "1".into()),
+        ("DISABLE_AUTOUPDATER", "1".into()),
+        ("CLAUDE_CODE_MAX_RETRIES", "1".into()),
+    ] {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("the script finished")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["first"], "echo: hello from lua");
+    assert_eq!(v["recall"], "recall: hello from lua | second");
+    assert_eq!(v["fork"], "recall: hello from lua | second | RECALL");
+    assert_eq!(v["fork_differs"], true);
+    assert_eq!(v["parallel"], serde_json::json!(["echo: p1", "echo: p2"]));
+    let costs: Vec<f64> = v["costs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_f64().unwrap())
+        .collect();
+    assert!(
+        costs.iter().all(|c| *c > 0.0),
+        "every turn has its own cost: {costs:?}"
+    );
+    let sum: f64 = costs.iter().sum();
+    assert!(close(sum, v["session_cost"].as_f64().unwrap()), "{v}");
+    assert!(close(sum, v["total"].as_f64().unwrap()), "{v}");
+}

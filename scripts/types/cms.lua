@@ -160,12 +160,32 @@ function cms.list() end
 ---@return any[]
 function cms.parallel(fns) end
 
----Call `fn(event)` for engine events: `init`, `text`, `tool_use`, `tool_result`,
----`permission`, `retry`, `result`, `state`, `error`, `exit`, or `*` for all. Handlers
+---An engine event. Every event has `session`, `at_ms` and `event`; the rest
+---depends on `event`:
+---
+--- | event         | fields                                                       |
+--- |---------------|--------------------------------------------------------------|
+--- | `init`        | `session_id`, `model`, `cwd`                                 |
+--- | `text`        | `text`                                                       |
+--- | `tool_use`    | `id`, `name` (the tool), `input`                             |
+--- | `tool_result` | `tool_use_id`, `is_error`, `content`                         |
+--- | `permission`  | `tool`, `allowed`, `reason`                                  |
+--- | `retry`       | `attempt`, `max_retries`, `retry_delay_ms`, `error_status`, `error` |
+--- | `result`      | `cost_usd`, `session_cost_usd`, `num_turns`, `is_error`, `subtype` |
+--- | `state`       | `state`                                                      |
+--- | `error`       | `message`                                                    |
+--- | `exit`        | `code`, `signal`                                             |
+---@class cms.Event
+---@field session string The cms session name.
+---@field at_ms integer Milliseconds since the Unix epoch.
+---@field event "init"|"text"|"tool_use"|"tool_result"|"permission"|"retry"|"result"|"state"|"error"|"exit"
+---@field [string] any
+
+---Call `fn(event)` for engine events (see `cms.Event`), or `*` for all. Handlers
 ---run on the script's thread after each engine call returns, under a time limit;
 ---they cannot call async functions.
 ---@param event string
----@param fn fun(event: {session: string, at_ms: integer, event: string, [string]: any})
+---@param fn fun(event: cms.Event)
 ---@return integer id For `cms.off`.
 function cms.on(event, fn) end
 

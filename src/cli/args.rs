@@ -201,11 +201,33 @@ pub struct CleanupArgs {
     pub days: f64,
 }
 
+/// Options of every Lua host (`cms script`, `cms repl`).
 #[derive(Debug, Args)]
-pub struct ScriptArgs {
+pub struct LuaArgs {
     /// Allow os.execute, io.popen, package.loadlib and the debug library.
     #[arg(long, env = "CMS_LUA_UNSAFE", value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_lua: bool,
+    /// Most memory the Lua state may use, in MB.
+    #[arg(long, value_name = "MB", default_value_t = 256, env = "CMS_LUA_MEMORY_MB",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_limit: u64,
+}
+
+impl LuaArgs {
+    pub fn host_options(&self, args: Vec<String>) -> crate::lua::HostOptions {
+        crate::lua::HostOptions {
+            allow_unsafe: self.unsafe_lua,
+            memory_limit: (self.memory_limit as usize).saturating_mul(1024 * 1024),
+            args,
+            ..crate::lua::HostOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScriptArgs {
+    #[command(flatten)]
+    pub lua: LuaArgs,
     /// The Lua file to run.
     pub file: PathBuf,
     /// Arguments for the script (`cms.args`).
@@ -215,9 +237,8 @@ pub struct ScriptArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplArgs {
-    /// Allow os.execute, io.popen, package.loadlib and the debug library.
-    #[arg(long, env = "CMS_LUA_UNSAFE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub unsafe_lua: bool,
+    #[command(flatten)]
+    pub lua: LuaArgs,
 }
 
 #[derive(Debug, Args)]

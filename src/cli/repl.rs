@@ -5,7 +5,7 @@
 use super::args::ReplArgs;
 use crate::engine::{EngineConfig, Manager, SessionState};
 use crate::lua::host::Eval;
-use crate::lua::{pretty::pretty, HostOptions, LuaHost, ScriptError};
+use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -56,7 +56,12 @@ struct ReplHelper {
 impl Completer for ReplHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         let start = before
             .rfind(|c: char| !(c.is_ascii_alphanumeric() || "._-:".contains(c)))
@@ -68,7 +73,10 @@ impl Completer for ReplHelper {
             replacement: s.to_string(),
         };
         let candidates: Vec<Pair> = if quoted {
-            let names = self.manager.list().map(|r| r.into_iter().map(|r| r.name).collect::<Vec<_>>());
+            let names = self
+                .manager
+                .list()
+                .map(|r| r.into_iter().map(|r| r.name).collect::<Vec<_>>());
             names
                 .unwrap_or_default()
                 .iter()
@@ -76,9 +84,17 @@ impl Completer for ReplHelper {
                 .map(|n| pair(n))
                 .collect()
         } else if word.starts_with(':') && start == 0 {
-            [":help", ":load ", ":quit"].iter().filter(|c| c.starts_with(word)).map(|c| pair(c)).collect()
+            [":help", ":load ", ":quit"]
+                .iter()
+                .filter(|c| c.starts_with(word))
+                .map(|c| pair(c))
+                .collect()
         } else if word.starts_with("cms") {
-            API_NAMES.iter().filter(|c| c.starts_with(word)).map(|c| pair(c)).collect()
+            API_NAMES
+                .iter()
+                .filter(|c| c.starts_with(word))
+                .map(|c| pair(c))
+                .collect()
         } else {
             Vec::new()
         };
@@ -99,24 +115,31 @@ enum Input {
     Piped(std::io::StdinLock<'static>),
 }
 
+/// One read from the input.
+enum Line {
+    Text(String),
+    /// Ctrl-C at the prompt: drop the unfinished chunk.
+    Cleared,
+    /// Ctrl-D or the end of piped input.
+    End,
+}
+
 impl Input {
-    fn read(&mut self, prompt: &str) -> Option<String> {
+    fn read(&mut self, prompt: &str) -> Line {
         match self {
-            Input::Terminal(ed) => loop {
-                match ed.readline(prompt) {
-                    Ok(line) => return Some(line),
-                    Err(ReadlineError::Interrupted) => {
-                        println!("(Ctrl-C: input cleared; :quit or Ctrl-D to leave)");
-                        return Some(String::from("\u{0}"));
-                    }
-                    Err(_) => return None,
+            Input::Terminal(ed) => match ed.readline(prompt) {
+                Ok(line) => Line::Text(line),
+                Err(ReadlineError::Interrupted) => {
+                    println!("(Ctrl-C: input cleared; :quit or Ctrl-D to leave)");
+                    Line::Cleared
                 }
+                Err(_) => Line::End,
             },
             Input::Piped(stdin) => {
                 let mut line = String::new();
                 match stdin.read_line(&mut line) {
-                    Ok(0) | Err(_) => None,
-                    Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
+                    Ok(0) | Err(_) => Line::End,
+                    Ok(_) => Line::Text(line.trim_end_matches(['\n', '\r']).to_string()),
                 }
             }
         }
@@ -130,7 +153,10 @@ impl Input {
 }
 
 pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -146,10 +172,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
             return 1;
         }
     };
-    let opts = HostOptions {
-        allow_unsafe: args.unsafe_lua,
-        ..HostOptions::default()
-    };
+    let opts = args.lua.host_options(Vec::new());
     let host = match LuaHost::new(manager.clone(), opts) {
         Ok(h) => h,
         Err(e) => {
@@ -170,7 +193,10 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
             manager: manager.clone(),
         }));
         let _ = ed.load_history(&history);
-        println!("cms {} — Lua REPL. :help for help, :quit to leave.", env!("CARGO_PKG_VERSION"));
+        println!(
+            "cms {} — Lua REPL. :help for help, :quit to leave.",
+            env!("CARGO_PKG_VERSION")
+        );
         Input::Terminal(Box::new(ed))
     } else {
         Input::Piped(std::io::stdin().lock())
@@ -180,11 +206,14 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     let mut failed = false;
     loop {
         let prompt = if buffer.is_empty() { "cms> " } else { "  >> " };
-        let Some(line) = input.read(prompt) else { break };
-        if line == "\u{0}" {
-            buffer.clear();
-            continue;
-        }
+        let line = match input.read(prompt) {
+            Line::Text(line) => line,
+            Line::Cleared => {
+                buffer.clear();
+                continue;
+            }
+            Line::End => break,
+        };
         if buffer.is_empty() {
             match line.trim() {
                 "" => continue,
@@ -198,7 +227,8 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                     input.remember(cmd);
                     let path = cmd.trim_start_matches(":load").trim();
                     if path.is_empty() {
-                        println!("usage: :load FILE");
+                        eprintln!("error: usage: :load FILE");
+                        failed = true;
                         continue;
                     }
                     let r = rt.block_on(local.run_until(evaluate(&host, Job::File(path.into()))));
@@ -206,7 +236,8 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                     continue;
                 }
                 cmd if cmd.starts_with(':') => {
-                    println!("unknown command {cmd} (:help, :load FILE, :quit)");
+                    eprintln!("error: unknown command {cmd} (:help, :load FILE, :quit)");
+                    failed = true;
                     continue;
                 }
                 _ => {}
@@ -286,7 +317,7 @@ fn show(r: Result<Eval, ScriptError>) -> bool {
             true
         }
         Err(e) => {
-            println!("error: {e}");
+            eprintln!("error: {e}");
             false
         }
     }

@@ -3,12 +3,15 @@
 use super::args::ScriptArgs;
 use super::commands::shutdown_signal;
 use crate::engine::{EngineConfig, Manager};
-use crate::lua::{pretty::pretty, HostOptions, LuaHost, ScriptError};
+use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 
 /// Run the script; returns the exit code (0, 1 on error, the code of `os.exit`, 130
 /// on Ctrl-C or SIGTERM).
 pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -24,11 +27,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                 return 1;
             }
         };
-        let opts = HostOptions {
-            allow_unsafe: args.unsafe_lua,
-            args: args.args.clone(),
-            ..HostOptions::default()
-        };
+        let opts = args.lua.host_options(args.args.clone());
         let host = match LuaHost::new(manager.clone(), opts) {
             Ok(h) => h,
             Err(e) => {
@@ -36,6 +35,12 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                 return 1;
             }
         };
+        if json {
+            if let Err(e) = host.print_to_stderr() {
+                eprintln!("Error: cannot set up Lua: {e}");
+                return 1;
+            }
+        }
         let outcome = tokio::select! {
             r = host.run_file(&args.file) => Some(r),
             _ = shutdown_signal() => None,

@@ -106,6 +106,17 @@ impl EventKind {
         }
     }
 
+    /// A move into `busy` or `retrying`: the store shows it, so that `cms status` in
+    /// another process sees a turn in flight.
+    pub fn shows_activity(&self) -> bool {
+        matches!(
+            self,
+            EventKind::State {
+                state: SessionState::Busy | SessionState::Retrying
+            }
+        )
+    }
+
     /// Events worth keeping in the store (the rest are transient).
     pub fn worth_keeping(&self) -> bool {
         matches!(

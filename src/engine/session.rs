@@ -65,7 +65,7 @@ impl EventSink {
 
     fn emit(&self, event: SessionEvent) {
         if let Some(r) = &self.recorder {
-            if event.kind.worth_keeping() {
+            if event.kind.worth_keeping() || event.kind.shows_activity() {
                 let _ = r.send(event.clone());
             }
         }

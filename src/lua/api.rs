@@ -28,10 +28,15 @@ pub const EVENTS: &[&str] = &[
 ];
 
 /// Install `cms` as a global and as `require("cms")`.
-pub fn install(lua: &Lua, manager: Arc<Manager>, shared: Rc<HostShared>, args: Vec<String>) -> mlua::Result<Table> {
+pub fn install(
+    lua: &Lua,
+    manager: Arc<Manager>,
+    shared: Rc<HostShared>,
+    args: Vec<String>,
+) -> mlua::Result<Table> {
     let cms = lua.create_table()?;
     cms.set("version", env!("CARGO_PKG_VERSION"))?;
-    cms.set("args", lua.create_sequence_from(args)?)?;
+    cms.set("args", convert::array(lua, lua.create_sequence_from(args)?))?;
 
     let (m, sh) = (manager.clone(), shared.clone());
     cms.set(
@@ -71,7 +76,7 @@ pub fn install(lua: &Lua, manager: Arc<Manager>, shared: Rc<HostShared>, args: V
         "list",
         lua.create_function(move |lua, ()| {
             let recs = m.list().map_err(engine_err)?;
-            let out = lua.create_table()?;
+            let out = convert::array(lua, lua.create_table()?);
             for (i, r) in recs.iter().enumerate() {
                 out.raw_set(i + 1, convert::status(lua, r)?)?;
             }
@@ -117,7 +122,9 @@ pub fn install(lua: &Lua, manager: Arc<Manager>, shared: Rc<HostShared>, args: V
             let sh = sh.clone();
             async move {
                 if !(secs.is_finite() && secs >= 0.0) {
-                    return Err(mlua::Error::runtime(format!("cms.sleep: expected seconds (0 or more), got {secs}")));
+                    return Err(mlua::Error::runtime(format!(
+                        "cms.sleep: expected seconds (0 or more), got {secs}"
+                    )));
                 }
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                 dispatch_events(&lua, &sh);
@@ -166,12 +173,17 @@ async fn parallel(lua: Lua, fns: Vec<Function>) -> mlua::Result<Table> {
         runs.push(thread.into_async::<MultiValue>(()));
     }
     let results = join_all(runs).await;
-    let out = lua.create_table()?;
+    let total = results.len();
+    let out = convert::array(&lua, lua.create_table()?);
     let mut failures = Vec::new();
     for (i, r) in results.into_iter().enumerate() {
         match r {
             Ok(values) => out.raw_set(i + 1, values.into_iter().next().unwrap_or(Value::Nil))?,
-            Err(e) => failures.push(format!("#{}: {}", i + 1, first_line(&e.to_string()))),
+            Err(e) => failures.push(format!(
+                "#{}: {}",
+                i + 1,
+                first_line(&crate::lua::host::describe(&e))
+            )),
         }
     }
     if failures.is_empty() {
@@ -180,7 +192,7 @@ async fn parallel(lua: Lua, fns: Vec<Function>) -> mlua::Result<Table> {
         Err(mlua::Error::runtime(format!(
             "cms.parallel: {} of {} functions failed\n  {}",
             failures.len(),
-            out.raw_len() + failures.len(),
+            total,
             failures.join("\n  ")
         )))
     }
@@ -201,7 +213,9 @@ fn log(_: &Lua, args: MultiValue) -> mlua::Result<()> {
         .collect();
     let levels = ["trace", "debug", "info", "warn", "error"];
     let (level, text) = match parts.split_first() {
-        Some((first, rest)) if !rest.is_empty() && levels.contains(&first.as_str()) => (first.as_str(), rest.join(" ")),
+        Some((first, rest)) if !rest.is_empty() && levels.contains(&first.as_str()) => {
+            (first.as_str(), rest.join(" "))
+        }
         _ => ("info", parts.join(" ")),
     };
     match level {

@@ -2,7 +2,7 @@
 
 use crate::engine::manager::split_list;
 use crate::engine::{Interaction, Response, SessionOptions, SessionRecord};
-use mlua::{Lua, LuaSerdeExt, Value};
+use mlua::{Lua, LuaSerdeExt, Table, Value};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -165,8 +165,16 @@ impl SpawnOpts {
             model: self.model.take(),
             work_dir: self.work_dir.take(),
             permission_mode: self.permission_mode.take(),
-            allowed_tools: self.allowed_tools.take().map(Tools::into_vec).unwrap_or_default(),
-            disallowed_tools: self.disallowed_tools.take().map(Tools::into_vec).unwrap_or_default(),
+            allowed_tools: self
+                .allowed_tools
+                .take()
+                .map(Tools::into_vec)
+                .unwrap_or_default(),
+            disallowed_tools: self
+                .disallowed_tools
+                .take()
+                .map(Tools::into_vec)
+                .unwrap_or_default(),
             system_prompt: self.system_prompt.take(),
             max_budget_usd: self.max_budget,
             max_turns: self.max_turns,
@@ -204,12 +212,26 @@ pub fn seconds(t: Option<f64>) -> mlua::Result<Option<Duration>> {
     match t {
         None => Ok(None),
         Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(mlua::Error::runtime(format!("timeout must be a number of seconds above 0, got {s}"))),
+        Some(s) => Err(mlua::Error::runtime(format!(
+            "timeout must be a number of seconds above 0, got {s}"
+        ))),
     }
 }
 
 /// Read an options table, naming the function in the error.
 pub fn opts<T: serde::de::DeserializeOwned>(lua: &Lua, what: &str, v: Value) -> mlua::Result<T> {
-    lua.from_value(v)
-        .map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))
+    lua.from_value(v).map_err(|e| {
+        let text = e.to_string();
+        let text = text
+            .strip_prefix("deserialize error: ")
+            .unwrap_or(&text)
+            .to_string();
+        mlua::Error::runtime(format!("{what}: {text}"))
+    })
+}
+
+/// Mark a table as a list, so that an empty one becomes `[]` in JSON, not `{}`.
+pub fn array(lua: &Lua, t: Table) -> Table {
+    t.set_metatable(Some(lua.array_metatable()));
+    t
 }

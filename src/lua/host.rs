@@ -7,7 +7,9 @@
 
 use crate::engine::{Manager, SessionEvent};
 use crate::lua::api;
-use mlua::{Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value, VmState};
+use mlua::{
+    Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value, VmState,
+};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
@@ -49,7 +51,7 @@ pub enum ScriptError {
         source: std::io::Error,
     },
     /// A Lua error: `file:line: message` and a traceback.
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Lua(mlua::Error),
     /// `os.exit(code)`.
     #[error("the script called os.exit({0})")]
@@ -68,9 +70,85 @@ impl From<mlua::Error> for ScriptError {
 /// The code of an `os.exit` call, wherever it sits in the error's causes.
 fn exit_code(e: &mlua::Error) -> Option<i32> {
     match e {
-        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => exit_code(cause),
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            exit_code(cause)
+        }
         mlua::Error::ExternalError(inner) => inner.downcast_ref::<ExitRequest>().map(|r| r.0),
         _ => None,
+    }
+}
+
+/// A Lua error as people read it: `file:line: message`, then the traceback without
+/// mlua's internal frames. Errors raised by Rust functions (`cms.spawn` on a
+/// duplicate name, say) carry no position of their own: they get the position of
+/// the script line that called them.
+pub fn describe(e: &mlua::Error) -> String {
+    let (message, traceback) = split(e);
+    let message = ["runtime error: ", "syntax error: "]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .unwrap_or(&message)
+        .to_string();
+    let frames: Vec<&str> = traceback
+        .lines()
+        .skip_while(|l| l.trim() == "stack traceback:")
+        .filter(|l| {
+            let l = l.trim();
+            !(l.is_empty()
+                || l.starts_with("[C]: in local 'poll'")
+                || l.starts_with("[string \"?\"]"))
+        })
+        .collect();
+    let has_position = message
+        .split(':')
+        .nth(1)
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    let mut out = match frames
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| !l.starts_with("[C]"))
+    {
+        Some(frame) if !has_position => {
+            let position: String = frame.splitn(3, ':').take(2).collect::<Vec<_>>().join(":");
+            format!("{position}: {message}")
+        }
+        _ => message,
+    };
+    if !frames.is_empty() {
+        out.push_str("\nstack traceback:");
+        for f in frames {
+            out.push_str("\n\t");
+            out.push_str(f.trim());
+        }
+    }
+    out
+}
+
+/// The innermost message and the outermost traceback of an error.
+fn split(e: &mlua::Error) -> (String, String) {
+    match e {
+        mlua::Error::CallbackError { traceback, cause } => {
+            let (message, inner) = split(cause);
+            (
+                message,
+                if inner.is_empty() {
+                    traceback.clone()
+                } else {
+                    inner
+                },
+            )
+        }
+        mlua::Error::WithContext { context, cause } => {
+            let (message, tb) = split(cause);
+            (format!("{context}: {message}"), tb)
+        }
+        other => {
+            let text = other.to_string();
+            match text.split_once("\nstack traceback:") {
+                Some((m, tb)) => (m.to_string(), tb.to_string()),
+                None => (text, String::new()),
+            }
+        }
     }
 }
 
@@ -163,7 +241,12 @@ impl LuaHost {
     /// Evaluate REPL input: as an expression first (so `1 + 1` prints 2), else as
     /// statements.
     pub async fn eval(&self, code: &str) -> Result<Eval, ScriptError> {
-        let func = match self.lua.load(format!("return {code}")).set_name("=repl").into_function() {
+        let func = match self
+            .lua
+            .load(format!("return {code}"))
+            .set_name("=repl")
+            .into_function()
+        {
             Ok(f) => f,
             Err(_) => match self.lua.load(code).set_name("=repl").into_function() {
                 Ok(f) => f,
@@ -179,9 +262,27 @@ impl LuaHost {
         Ok(Eval::Values(values))
     }
 
+    /// Send `print` to stderr, so that stdout carries only the script's JSON result.
+    pub fn print_to_stderr(&self) -> mlua::Result<()> {
+        let print = self.lua.create_function(|lua, args: MultiValue| {
+            let tostring: Function = lua.globals().get("tostring")?;
+            let mut parts = Vec::with_capacity(args.len());
+            for a in args {
+                parts.push(tostring.call::<String>(a)?);
+            }
+            eprintln!("{}", parts.join("\t"));
+            Ok(())
+        })?;
+        self.lua.globals().set("print", print)
+    }
+
     /// Call a callback under the time limit (a `while true do end` is stopped with a
     /// clear error instead of hanging the host).
-    pub fn call_limited<R: mlua::FromLuaMulti>(&self, f: &Function, args: impl IntoLuaMulti) -> mlua::Result<R> {
+    pub fn call_limited<R: mlua::FromLuaMulti>(
+        &self,
+        f: &Function,
+        args: impl IntoLuaMulti,
+    ) -> mlua::Result<R> {
         call_limited(&self.lua, self.shared.callback_limit, f, args)
     }
 
@@ -201,16 +302,19 @@ pub(crate) fn call_limited<R: mlua::FromLuaMulti>(
 ) -> mlua::Result<R> {
     let thread = lua.create_thread(f.clone())?;
     let deadline = Instant::now() + limit;
-    thread.set_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
-        if Instant::now() > deadline {
-            Err(mlua::Error::runtime(format!(
-                "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
-                limit.as_millis()
-            )))
-        } else {
-            Ok(VmState::Continue)
-        }
-    });
+    thread.set_hook(
+        HookTriggers::new().every_nth_instruction(1000),
+        move |_, _| {
+            if Instant::now() > deadline {
+                Err(mlua::Error::runtime(format!(
+                    "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
+                    limit.as_millis()
+                )))
+            } else {
+                Ok(VmState::Continue)
+            }
+        },
+    );
     let r = thread.resume::<R>(args)?;
     if thread.status() == mlua::ThreadStatus::Resumable {
         return Err(mlua::Error::runtime(
@@ -309,7 +413,10 @@ fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
     package.set("cpath", "")?;
     if let Ok(searchers) = package.get::<mlua::Table>("searchers") {
         // Keep the preload and Lua-file searchers, drop the C-library ones.
-        let kept = lua.create_sequence_from([searchers.raw_get::<Value>(1)?, searchers.raw_get::<Value>(2)?])?;
+        let kept = lua.create_sequence_from([
+            searchers.raw_get::<Value>(1)?,
+            searchers.raw_get::<Value>(2)?,
+        ])?;
         package.set("searchers", kept)?;
     }
     Ok(())

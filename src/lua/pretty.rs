@@ -23,7 +23,11 @@ fn write_value(out: &mut String, v: &Value, indent: usize, seen: &mut HashSet<us
                 out.push_str("<cycle>");
                 return;
             }
-            let mut entries: Vec<(Value, Value)> = t.clone().pairs::<Value, Value>().filter_map(Result::ok).collect();
+            let mut entries: Vec<(Value, Value)> = t
+                .clone()
+                .pairs::<Value, Value>()
+                .filter_map(Result::ok)
+                .collect();
             if entries.is_empty() {
                 out.push_str("{}");
                 seen.remove(&id);

@@ -5,9 +5,9 @@
 use crate::engine::{Manager, Response, SessionOptions};
 use crate::lua::convert::{self, ForkOpts, SendOpts};
 use crate::lua::host::{dispatch_events, HostShared};
-use std::rc::Rc;
 use mlua::{Lua, UserData, UserDataFields, UserDataMethods, UserDataRef, Value};
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 pub struct SessionHandle {
@@ -19,7 +19,12 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(name: String, manager: Arc<Manager>, shared: Rc<HostShared>, last: Option<Response>) -> Self {
+    pub fn new(
+        name: String,
+        manager: Arc<Manager>,
+        shared: Rc<HostShared>,
+        last: Option<Response>,
+    ) -> Self {
         SessionHandle {
             name,
             manager,
@@ -46,10 +51,16 @@ impl UserData for SessionHandle {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
         fields.add_field_method_get("name", |_, s| Ok(s.name.clone()));
         fields.add_field_method_get("id", |_, s| {
-            Ok(s.manager.status(&s.name).ok().and_then(|r| r.claude_session_id))
+            Ok(s.manager
+                .status(&s.name)
+                .ok()
+                .and_then(|r| r.claude_session_id))
         });
         fields.add_field_method_get("state", |_, s| {
-            Ok(s.manager.status(&s.name).map(|r| r.state.as_str()).unwrap_or("deleted"))
+            Ok(s.manager
+                .status(&s.name)
+                .map(|r| r.state.as_str())
+                .unwrap_or("deleted"))
         });
         fields.add_field_method_get("response", |lua, s| match &*s.last.borrow() {
             Some(r) => convert::response(lua, r),
@@ -111,13 +122,19 @@ impl UserData for SessionHandle {
             Ok(())
         });
 
-        methods.add_async_method("interrupt", |_, s: UserDataRef<SessionHandle>, ()| async move {
-            s.manager.interrupt(&s.name).await.map_err(engine_err)
-        });
+        methods.add_async_method(
+            "interrupt",
+            |_, s: UserDataRef<SessionHandle>, ()| async move {
+                s.manager.interrupt(&s.name).await.map_err(engine_err)
+            },
+        );
 
-        methods.add_async_method("delete", |_, s: UserDataRef<SessionHandle>, ()| async move {
-            s.manager.delete(&s.name).await.map_err(engine_err)
-        });
+        methods.add_async_method(
+            "delete",
+            |_, s: UserDataRef<SessionHandle>, ()| async move {
+                s.manager.delete(&s.name).await.map_err(engine_err)
+            },
+        );
 
         methods.add_async_method(
             "fork",
@@ -130,11 +147,22 @@ impl UserData for SessionHandle {
                 };
                 let result = s
                     .manager
-                    .fork(&s.name, &opts.name, opts.message.as_deref(), overrides, convert::seconds(opts.timeout)?)
+                    .fork(
+                        &s.name,
+                        &opts.name,
+                        opts.message.as_deref(),
+                        overrides,
+                        convert::seconds(opts.timeout)?,
+                    )
                     .await;
                 s.events(&lua);
                 let (_, r) = result.map_err(engine_err)?;
-                lua.create_userdata(SessionHandle::new(opts.name, s.manager.clone(), s.shared.clone(), r))
+                lua.create_userdata(SessionHandle::new(
+                    opts.name,
+                    s.manager.clone(),
+                    s.shared.clone(),
+                    r,
+                ))
             },
         );
 
@@ -158,5 +186,7 @@ pub fn handle(
     shared: Rc<HostShared>,
     last: Option<Response>,
 ) -> mlua::Result<Value> {
-    Ok(Value::UserData(lua.create_userdata(SessionHandle::new(name, manager, shared, last))?))
+    Ok(Value::UserData(lua.create_userdata(SessionHandle::new(
+        name, manager, shared, last,
+    ))?))
 }

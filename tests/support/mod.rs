@@ -3,7 +3,9 @@
 
 pub mod fake_api;
 
+use serde_json::Value;
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 /// The simulator built with the tests.
 pub fn sim_bin() -> PathBuf {
@@ -37,4 +39,67 @@ pub fn real_claude() -> Option<PathBuf> {
         eprintln!("skipping: the real Claude Code CLI is not installed (run `bash .ci/run`, or set CMS_E2E_CLAUDE)");
     }
     found
+}
+
+/// A `cms` with its own home, store and working directory, on the simulator.
+pub struct Cms {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Cms {
+    fn default() -> Self {
+        Cms::new()
+    }
+}
+
+impl Cms {
+    pub fn new() -> Cms {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        Cms { dir }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(cms_bin());
+        c.args(args)
+            .current_dir(self.work())
+            .env("CMS_HOME", self.dir.path().join("cms"))
+            .env("CMS_CLAUDE_BIN", sim_bin())
+            .env("HOME", self.dir.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cms {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "cms {args:?} should fail");
+        assert_eq!(out.status.code(), Some(1), "cms {args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    }
 }

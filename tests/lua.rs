@@ -1,0 +1,594 @@
+//! Integration: `cms script`, `cms repl` and `cms lua-types` on the simulator.
+
+mod support;
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+use support::Cms;
+
+/// Write `code` as a script in the working directory and return its file name.
+fn script(cms: &Cms, name: &str, code: &str) -> String {
+    std::fs::write(cms.work().join(name), code).unwrap();
+    name.to_string()
+}
+
+/// Run a script with `--json` and parse what it returned.
+fn run_json(cms: &Cms, name: &str, code: &str) -> Value {
+    let file = script(cms, name, code);
+    cms.json(&["script", &file])
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn sessions_from_lua_send_fork_and_cost_each_turn() {
+    let cms = Cms::new();
+    let v = run_json(
+        &cms,
+        "plan.lua",
+        r#"
+        local s = cms.spawn{ name = "a", prompt = "COST 0.25 first" }
+        local first = s.response
+        local r2 = s:send("COST 0.5 second")
+        local r3 = s:send("RECALL")
+        local b = s:fork{ name = "b", message = "RECALL" }
+        local names = {}
+        for _, st in ipairs(cms.list()) do names[#names + 1] = st.name end
+        table.sort(names)
+        local h = s:history()
+        return {
+          first = first, second = r2, third = r3, fork = b.response,
+          state = s.state, id = s.id, fork_id = b.id,
+          names = names, history = #h, status = s:status(),
+          missing = cms.get("nope") == nil, same = cms.get("a").id == s.id,
+        }
+        "#,
+    );
+    assert_eq!(v["first"]["text"], "echo: first");
+    assert!(close(v["first"]["cost"].as_f64().unwrap(), 0.25), "{v}");
+    // Cost is per turn even though the three sends share one live process.
+    assert!(close(v["second"]["cost"].as_f64().unwrap(), 0.5), "{v}");
+    assert!(
+        close(v["second"]["session_cost"].as_f64().unwrap(), 0.75),
+        "{v}"
+    );
+    assert_eq!(
+        v["third"]["text"],
+        "recall: COST 0.25 first | COST 0.5 second"
+    );
+    assert_eq!(
+        v["fork"]["text"],
+        "recall: COST 0.25 first | COST 0.5 second | RECALL"
+    );
+    assert_ne!(v["fork_id"], v["id"], "a fork has its own session id");
+    assert_eq!(
+        v["state"], "idle",
+        "the session stays live inside the script"
+    );
+    assert_eq!(v["names"], serde_json::json!(["a", "b"]));
+    assert_eq!(v["history"], 3);
+    assert_eq!(v["status"]["interactions"], 3);
+    assert!(close(v["status"]["cost"].as_f64().unwrap(), 0.751), "{v}");
+    assert_eq!(v["missing"], true);
+    assert_eq!(v["same"], true);
+    // When the script ends its sessions are stopped, resumable from the CLI.
+    let list = cms.json(&["list"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "stopped"),
+        "{list}"
+    );
+    let out = cms.ok(&["send", "--name", "a", "--message", "RECALL"]);
+    assert!(out.contains("COST 0.5 second"), "{out}");
+}
+
+#[test]
+fn pause_resume_stop_kill_and_delete_from_lua() {
+    let cms = Cms::new();
+    let v = run_json(
+        &cms,
+        "plan.lua",
+        r#"
+        local s = cms.spawn{ name = "p", prompt = "one" }
+        s:pause()
+        local paused = s.state
+        local ok, err = pcall(s.send, s, "refused")
+        local r = s:resume("two")
+        s:stop()
+        local stopped = s.state
+        local again = s:send("RECALL").text
+        s:kill()
+        local killed = s.state
+        s:delete()
+        return { paused = paused, refused = not ok, err = tostring(err), resumed = r.text,
+                 stopped = stopped, again = again, killed = killed, gone = cms.get("p") == nil }
+        "#,
+    );
+    assert_eq!(v["paused"], "paused");
+    assert_eq!(v["refused"], true);
+    assert!(v["err"].as_str().unwrap().contains("paused"), "{v}");
+    assert_eq!(v["resumed"], "echo: two");
+    assert_eq!(v["stopped"], "stopped");
+    assert_eq!(
+        v["again"], "recall: one | two",
+        "the stopped session resumed"
+    );
+    assert_eq!(v["killed"], "killed");
+    assert_eq!(v["gone"], true);
+}
+
+#[test]
+fn parallel_runs_sessions_at_once_and_keeps_order() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "fan.lua",
+        r#"
+        local fns = {}
+        for i = 1, 10 do
+          fns[i] = function()
+            local s = cms.spawn{ name = "s" .. i, prompt = "SLOW 1000 n" .. i }
+            return s.response.text
+          end
+        end
+        return cms.parallel(fns)
+        "#,
+    );
+    let started = Instant::now();
+    let v = cms.json(&["script", &file]);
+    let took = started.elapsed();
+    let expected: Vec<String> = (1..=10).map(|i| format!("echo: n{i}")).collect();
+    assert_eq!(v, serde_json::json!(expected));
+    // Ten one-second turns one after the other would take ten seconds.
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+}
+
+#[test]
+fn a_failure_in_parallel_names_its_index_and_the_others_finish() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "fan.lua",
+        r#"
+        cms.parallel{
+          function() return cms.spawn{ name = "ok1", prompt = "SLOW 300 a" } end,
+          function() error("second one broke") end,
+          function() return cms.spawn{ name = "ok3", prompt = "SLOW 300 b" } end,
+        }
+        print("not reached")
+        "#,
+    );
+    let out = cms.run(&["script", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("fan.lua:2: cms.parallel: 1 of 3 functions failed"),
+        "{err}"
+    );
+    assert!(err.contains("#2: fan.lua:4: second one broke"), "{err}");
+    assert!(!stdout(&out).contains("not reached"));
+    let names: Vec<String> = cms
+        .json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.contains(&"ok1".to_string()) && names.contains(&"ok3".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn errors_name_the_file_and_line_and_exit_non_zero() {
+    let cms = Cms::new();
+    let cases = [
+        ("runtime.lua", "local t = nil\nlocal x = 1\nreturn t.field\n", "runtime.lua:3: attempt to index a nil value (local 't')"),
+        ("syntax.lua", "local x = \nfunction(\n", "syntax.lua:3: <name> or '...' expected near <eof>"),
+        ("raise.lua", "\nerror('custom failure')\n", "raise.lua:2: custom failure"),
+        ("engine.lua", "cms.spawn{ name = 'd', prompt = 'x' }\ncms.spawn{ name = 'd', prompt = 'x' }\n", "engine.lua:2: session 'd' already exists"),
+        ("option.lua", "cms.spawn{ name = 'o', prompt = 'x', modle = 'haiku' }\n", "option.lua:1: cms.spawn: unknown field `modle`, expected one of `name`, `prompt`, `model`"),
+        ("badname.lua", "cms.spawn{ name = 'no spaces', prompt = 'x' }\n", "badname.lua:1:"),
+    ];
+    for (file, code, expected) in cases {
+        script(&cms, file, code);
+        let out = cms.run(&["script", file]);
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("Error: {expected}")),
+            "{file}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let runtime = stderr(&cms.run(&["script", "runtime.lua"]));
+    assert!(
+        runtime.contains("stack traceback:\n\truntime.lua:3: in main chunk"),
+        "{runtime}"
+    );
+    let missing = cms.run(&["script", "nope.lua"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("cannot read script nope.lua"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn unsafe_functions_are_off_unless_asked_for() {
+    let cms = Cms::new();
+    for call in [
+        "os.execute('true')",
+        "io.popen('true')",
+        "package.loadlib('x', 'y')",
+    ] {
+        let file = script(&cms, "u.lua", &format!("return {call}\n"));
+        let out = cms.run(&["script", &file]);
+        assert_eq!(out.status.code(), Some(1), "{call}");
+        let name = call.split('(').next().unwrap();
+        assert!(
+            stderr(&out).contains(&format!(
+                "u.lua:1: {name} is disabled in cms scripts; run with --unsafe-lua"
+            )),
+            "{call}: {}",
+            stderr(&out)
+        );
+    }
+    let file = script(&cms, "d.lua", "return debug == nil\n");
+    assert_eq!(cms.ok(&["script", &file]).trim(), "true");
+    let file = script(
+        &cms,
+        "x.lua",
+        "return { os.execute('exit 3'), debug ~= nil }\n",
+    );
+    let v = cms.json(&["script", "--unsafe-lua", &file]);
+    assert_eq!(v, serde_json::json!([serde_json::Value::Null, true]));
+}
+
+#[test]
+fn an_endless_event_handler_is_stopped_and_the_script_goes_on() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "h.lua",
+        r#"
+        local seen = {}
+        cms.on("tool_use", function(e) seen[#seen + 1] = e.name end)
+        cms.on("result", function() while true do end end)
+        local s = cms.spawn{ name = "t", prompt = 'USE_TOOL Read {"file_path": "/etc/hostname"}' }
+        return { text = s.response.text, seen = seen }
+        "#,
+    );
+    let started = Instant::now();
+    let out = cms.run(&["script", "--json", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        stderr(&out).contains("cms.on('result') handler failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("ran longer than its limit of 2000 ms"),
+        "{}",
+        stderr(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["text"], "done: 1 tool results");
+    assert_eq!(v["seen"], serde_json::json!(["Read"]));
+}
+
+#[test]
+fn the_memory_limit_stops_a_runaway_script() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "mem.lua",
+        "local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end\n",
+    );
+    let out = cms.run(&["script", "--memory-limit", "16", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not enough memory"),
+        "{}",
+        stderr(&out)
+    );
+    // The same script within the default limit goes further: the limit is the flag's.
+    let small = script(
+        &cms,
+        "small.lua",
+        "local t = {}\nfor i = 1, 20000 do t[i] = string.rep('x', 1024) .. i end\nreturn #t\n",
+    );
+    assert!(!cms
+        .run(&["script", "--memory-limit", "16", &small])
+        .status
+        .success());
+    assert_eq!(cms.ok(&["script", &small]).trim(), "20000");
+}
+
+#[test]
+fn os_exit_sets_the_exit_code_after_stopping_sessions() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "e.lua",
+        "cms.spawn{ name = 'x', prompt = 'hi' }\nos.exit(3)\n",
+    );
+    let out = cms.run(&["script", &file]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(cms.json(&["status", "--name", "x"])["state"], "stopped");
+}
+
+#[test]
+fn args_json_and_return_values() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "a.lua",
+        r#"
+        local decoded = cms.json.decode('{"n": 1, "list": [1, 2], "none": null}')
+        return { args = cms.args, n = decoded.n, list = decoded.list, none = decoded.none == nil,
+                 encoded = cms.json.encode({ x = true }), version = cms.version }
+        "#,
+    );
+    let v: Value =
+        serde_json::from_str(&cms.ok(&["script", "--json", &file, "one", "two words"])).unwrap();
+    assert_eq!(v["args"], serde_json::json!(["one", "two words"]));
+    assert_eq!(v["n"], 1);
+    assert_eq!(v["list"], serde_json::json!([1, 2]));
+    assert_eq!(v["none"], true);
+    assert_eq!(v["encoded"], r#"{"x":true}"#);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    // Without --json, tables are pretty-printed.
+    let plain = cms.ok(&["script", &file, "z"]);
+    assert!(
+        plain.contains("args = { \"z\" }") || plain.contains("args = {\n"),
+        "{plain}"
+    );
+    let bad = script(&cms, "b.lua", "return cms.json.decode('{oops')\n");
+    let out = cms.run(&["script", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("b.lua:1:"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_repl_reads_piped_lines() {
+    let cms = Cms::new();
+    script(&cms, "lib.lua", "greeting = 'hello from lib'\n");
+    let input = "\
+1 + 1
+function add(a, b)
+  return a + b
+end
+add(2, 3)
+{ a = 1, b = { 2, 3 } }
+:help
+:load lib.lua
+greeting
+error('oops')
+s = cms.spawn{ name = 'r', prompt = 'from the repl' }
+s.response.text
+:quit
+print('not reached')
+";
+    let mut child = cms
+        .cmd(&["repl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a piped REPL that met an error exits 1: {err}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "2");
+    assert!(lines.contains(&"5"), "{text}");
+    assert!(
+        text.contains("{\n  a = 1,\n  b = { 2, 3 },\n}") || text.contains("a = 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(":load FILE"),
+        "help lists the commands: {text}"
+    );
+    assert!(text.contains("\"hello from lib\""), "{text}");
+    assert!(err.contains("oops"), "{err}");
+    assert!(
+        text.contains("\"echo: from the repl\""),
+        "the REPL went on after the error: {text}"
+    );
+    assert!(!text.contains("not reached"));
+    assert_eq!(cms.json(&["status", "--name", "r"])["state"], "stopped");
+}
+
+#[test]
+fn lua_types_describe_every_function() {
+    let cms = Cms::new();
+    let stubs = cms.ok(&["lua-types"]);
+    assert!(stubs.starts_with("---@meta"), "{stubs}");
+    let file = script(
+        &cms,
+        "names.lua",
+        r#"
+        local names = {}
+        for k, v in pairs(cms) do
+          if type(v) == "function" then names[#names + 1] = "function cms." .. k .. "(" end
+        end
+        for k, v in pairs(cms.json) do names[#names + 1] = "function cms.json." .. k .. "(" end
+        local s = cms.spawn{ name = "m", prompt = "x" }
+        for _, m in ipairs({ "send", "pause", "resume", "stop", "kill", "interrupt", "delete", "fork", "history", "status" }) do
+          assert(type(s[m]) == "function", m .. " is not a method")
+          names[#names + 1] = "function Session:" .. m .. "("
+        end
+        table.sort(names)
+        return names
+        "#,
+    );
+    let names = cms.json(&["script", &file]);
+    let names = names.as_array().unwrap();
+    assert!(names.len() >= 20, "{names:?}");
+    for n in names {
+        assert!(stubs.contains(n.as_str().unwrap()), "the stubs lack {n}");
+    }
+    let file_in_repo = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/types/cms.lua"),
+    )
+    .unwrap();
+    assert_eq!(stubs, file_in_repo);
+}
+
+/// `cms script --json ARGS...` (after the file, every word is the script's).
+fn script_json(cms: &Cms, args: &[&str]) -> Value {
+    let mut all = vec!["script", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&cms.ok(&all)).unwrap()
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_fanout_example_reviews_in_parallel_then_summarises() {
+    let cms = Cms::new();
+    let v = script_json(&cms, &[&example("fanout.lua"), "src/", "t1"]);
+    let reviews = v["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 3);
+    assert_eq!(reviews[0]["angle"], "security");
+    assert!(reviews[2]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Review src/ for readability problems"));
+    let summary = v["summary"].as_str().unwrap();
+    for r in reviews {
+        assert!(
+            summary.contains(r["text"].as_str().unwrap()),
+            "the summary saw every review"
+        );
+    }
+    assert!(close(v["cost"].as_f64().unwrap(), 0.004), "{v}");
+    let list = cms.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    let plan = cms.json(&["status", "--name", "fanout-security-t1"]);
+    assert!(
+        plan["args"].to_string().contains("plan") || plan["permission_mode"] == "plan",
+        "{plan}"
+    );
+}
+
+#[test]
+fn the_pipeline_example_feeds_each_stage_the_previous_answer() {
+    let cms = Cms::new();
+    let v = script_json(&cms, &[&example("pipeline.lua"), "cats", "t1"]);
+    let result = v["result"].as_str().unwrap();
+    assert!(result.starts_with("echo: Edit this article"), "{result}");
+    assert!(result.contains("echo: Write a 300-word article from this outline:\n\necho: Write a five-point outline for a short article about cats."), "{result}");
+    let stages: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["outline", "draft", "edit"]);
+    assert_eq!(
+        cms.json(&["status", "--name", "pipeline-outline-t1"])["model"],
+        "haiku"
+    );
+}
+
+#[test]
+fn the_correction_loop_example_corrects_until_the_check_passes() {
+    let cms = Cms::new();
+    // The simulator echoes: the first answer lacks the word, the correction names it.
+    let v = script_json(
+        &cms,
+        &[&example("correction_loop.lua"), "say hello", "PASS"],
+    );
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["attempts"], 2);
+    assert!(close(v["cost"].as_f64().unwrap(), 0.002), "{v}");
+    // The default check (three primes over 100) never passes on an echo: it gives up.
+    let v = script_json(&cms, &[&example("correction_loop.lua")]);
+    assert_eq!(v["passed"], false, "{v}");
+    assert_eq!(v["attempts"], 3);
+    assert_eq!(v["problem"], "100 is not greater than 100");
+    let name = v["session"].as_str().unwrap();
+    assert_eq!(
+        cms.json(&["history", "--name", name])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn sigterm_stops_every_session_the_script_started() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "hang.lua",
+        "local s = cms.spawn{ name = 'h', prompt = 'first' }\ns:send('HANG')\n",
+    );
+    let child = cms
+        .cmd(&["script", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        let v = cms.run(&["status", "--name", "h", "--json"]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&v.stdout) {
+            if v["state"] == "busy" {
+                pid = v["pid"].as_u64();
+                break;
+            }
+        }
+    }
+    let pid = pid.expect("the session went busy") as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("every session the script started was stopped"));
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: existence check only.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
+    let state = cms.json(&["status", "--name", "h"])["state"].clone();
+    assert!(state == "killed" || state == "stopped", "{state}");
+}
