@@ -1,11 +1,13 @@
 //! cms: orchestrate many Claude Code CLI sessions from one place.
 //!
 //! Layers (data flows down, events flow up): [`wire`] (the Claude CLI protocol) →
-//! [`engine`] (sessions, manager, store, policy) → frontends ([`cli`]). The engine never
+//! [`engine`] (sessions, manager, store, policy door) → [`lua`] (the `cms` module) and
+//! [`policy`] (safety policies, presets, strategies in Lua) → frontends ([`cli`]). The engine never
 //! prints; frontends never own session logic.
 
 pub mod cli;
 pub mod engine;
 pub mod lua;
+pub mod policy;
 pub mod sim;
 pub mod wire;

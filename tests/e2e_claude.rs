@@ -247,10 +247,7 @@ impl Policy for NoDotEnv {
     fn decide(&self, call: &ToolCall) -> Decision {
         let path = call.input["file_path"].as_str().unwrap_or("");
         if path.ends_with("/.env") {
-            Decision::Deny {
-                reason: format!("{path} is protected"),
-                interrupt: false,
-            }
+            Decision::deny(format!("{path} is protected"))
         } else {
             Decision::Allow
         }

@@ -570,7 +570,7 @@ fn sigterm_stops_every_session_the_script_started() {
         .spawn()
         .unwrap();
     let mut pid = None;
-    for _ in 0..100 {
+    for _ in 0..300 {
         std::thread::sleep(Duration::from_millis(50));
         let v = cms.run(&["status", "--name", "h", "--json"]);
         if let Ok(v) = serde_json::from_slice::<Value>(&v.stdout) {

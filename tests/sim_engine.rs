@@ -207,6 +207,7 @@ impl Policy for Guard {
             Decision::Deny {
                 reason: "protected path".into(),
                 interrupt: false,
+                rule: Some("protected_path".into()),
             }
         } else if path.ends_with("rewrite.txt") {
             let mut input = call.input.clone();

@@ -216,4 +216,148 @@ function cms.json.encode(value, pretty) end
 ---@return any
 function cms.json.decode(text) end
 
+---Options of `cms.delegate` (and `cms delegate`).
+---@class cms.DelegateOptions
+---@field name string Session name.
+---@field task string What to do.
+---@field model? string
+---@field preset? "read-only"|"review"|"edit"|"full"|"plan"|string Default `edit`.
+---@field max_cost? number Session cost limit in USD (default 2.00).
+---@field max_turns? integer Agent-turn limit (default 50).
+---@field timeout? number Seconds one interaction may take (default 300).
+---@field safety? boolean false: no limits, no protected paths (the preset still applies).
+---@field context? string Put before the task.
+---@field work_dir? string
+---@field system_prompt? string
+---@field agent? string
+---@field strategy? string `single` (default), `correction_loop`, `review`, or yours.
+---@field check? string|fun(r: cms.Response): boolean, string? For `correction_loop`: a shell command (exit 0 passes) or a function.
+---@field max_attempts? integer Attempts (`correction_loop`) or review rounds (`review`).
+---@field review_model? string The reviewer's model (`review`).
+
+---A delegation's result (the JSON of `cms delegate --json`), with methods to go on.
+---@class cms.Delegation
+---@field status "completed"|"needs_input"|"failed"|"cost_exceeded"|"turns_exceeded"
+---@field response string The final text.
+---@field cost number The cost of this call.
+---@field turns integer
+---@field duration integer Milliseconds.
+---@field sessionId string?
+---@field name string
+---@field canContinue boolean
+---@field toolsUsed string[]
+---@field safety {totalViolations: integer, violations: {type: string, message: string, action: string, tool: string?, timestamp: integer}[], limits: {maxCostUsd: number?, maxTurns: integer?, timeoutSecs: number?}}?
+---@field error string?
+---@field deniedBeforeExecution {tool: string, reason: string}[] Tool calls refused before they ran.
+---@field permissionDenials {tool: string, input: table}[]
+---@field retries integer Follow-ups the strategy sent.
+---@field totalCost number The session's cost over its life.
+---@field preset string
+---@field strategy string
+---@field checks {passed: boolean, output: string}[]
+---@field reviews {session: string, response: string, cost: number}[]
+local Delegation = {}
+
+---Send a follow-up or correction; the strategy runs again under the same guard.
+---@async
+---@param message string
+---@return cms.Delegation
+function Delegation:continue(message) end
+
+---Stop the session gracefully (resumable).
+---@async
+---@return {name: string, status: "finished", totalCost: number, totalTurns: integer}
+function Delegation:finish() end
+
+---Kill the session now.
+---@async
+---@return {name: string, status: "aborted", totalCost: number, totalTurns: integer}
+function Delegation:abort() end
+
+---Hand a task to a guarded session (preset + safety net) driven by a strategy.
+---@async
+---@param opts cms.DelegateOptions
+---@return cms.Delegation
+function cms.delegate(opts) end
+
+---The `task` a strategy (`scripts/strategies/NAME.lua`) is given.
+---@class cms.Task
+---@field name string The session's name.
+---@field prompt string The task (context included), or the `continue` message.
+---@field preset string
+---@field strategy string
+---@field work_dir string
+---@field options cms.DelegateOptions
+local Task = {}
+
+---Send to the task's session (the first call starts it). Never raises: a failed turn
+---comes back with `is_error` and `error`.
+---@async
+---@param text string
+---@param kind? string The history kind (`retry`, `correction`, ...).
+---@return cms.Response
+function Task:send(text, kind) end
+
+---Run the task's check (`options.check`): true, or false and its output.
+---@async
+---@param last cms.Response The response to check.
+---@return boolean passed
+---@return string output
+function Task:check(last) end
+
+---Ask a read-only reviewer session (preset `review`) about the work.
+---@async
+---@param prompt string
+---@return cms.Response
+function Task:review(prompt) end
+
+---Tool calls refused before they ran in this call: `{tool, reason}`.
+---@return {tool: string, reason: string}[]
+function Task:refusals() end
+
+---True once the safety net stopped or killed the session (send nothing more).
+---@return boolean
+function Task:ended() end
+
+cms.path = {}
+
+---The absolute path `path` names from `cwd`: `~` expanded, `.`/`..` and symlinks resolved.
+---@param path string
+---@param cwd? string
+---@return string
+function cms.path.resolve(path, cwd) end
+
+---`path` relative to `cwd` (both resolved), or nil when it lies outside.
+---@param path string
+---@param cwd? string
+---@return string?
+function cms.path.relative(path, cwd) end
+
+---@param path string
+---@return boolean
+function cms.path.exists(path) end
+
+---@param path string
+---@return boolean
+function cms.path.is_dir(path) end
+
+cms.shell = {}
+
+---The simple commands of a Bash line (nested `$( )` and backticks included), with
+---quotes and escapes removed.
+---@param line string
+---@return {argv: string[], assigns: string[], redirects: {op: string, target: string, writes: boolean}[]}[]
+function cms.shell.parse(line) end
+
+---The context a safety policy (`safety.lua`) is given with each call.
+---@class cms.PolicyContext
+---@field session string
+---@field cwd string
+---@field preset table? The session's preset from `presets.lua`, with `name`.
+---@field safety boolean False with `--no-safety`.
+---@field limits {max_cost: number?, max_turns: integer?, timeout: number?}
+---@field cost number The session's cost so far (USD).
+---@field turns integer Agent turns so far.
+---@field elapsed number Seconds of the current turn.
+
 return cms

@@ -75,6 +75,87 @@ pub enum Command {
     Repl(ReplArgs),
     /// Print the LuaLS annotations of the `cms` Lua API (for editor completion).
     LuaTypes,
+    /// Hand a task to a guarded session (preset + safety net) driven by a strategy.
+    Delegate(DelegateArgs),
+    /// Send a follow-up or correction to a delegated session.
+    Continue(ContinueArgs),
+    /// Stop a delegated session gracefully (resumable with `continue`).
+    Finish(NameArg),
+    /// Kill a delegated session now.
+    Abort(NameArg),
+    /// Safety policies, presets and strategies: check a script, show what is in force.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    /// Session name.
+    #[arg(long)]
+    pub name: String,
+    /// What to do (`-` reads it from stdin).
+    #[arg(long)]
+    pub task: String,
+    /// Model: sonnet (default), opus, haiku, or a model id.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Permission preset: read-only, review, edit (default), full, plan.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Cost limit in USD over the session's life (default 2.00).
+    #[arg(long, value_parser = positive_f64)]
+    pub max_cost: Option<f64>,
+    /// Agent-turn limit (default 50).
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// Seconds one interaction may take (default 300).
+    #[arg(long, value_parser = positive_f64)]
+    pub timeout: Option<f64>,
+    /// No safety net: no limits and no protected paths (the preset still applies).
+    #[arg(long)]
+    pub no_safety: bool,
+    /// Extra context put before the task.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Working directory (default: the current one).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Text appended to Claude Code's system prompt.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Use a specific agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// single (default), correction_loop, review, or a strategy of yours.
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// For correction_loop: a shell command that must exit 0 (e.g. "cargo test").
+    #[arg(long)]
+    pub check: Option<String>,
+    /// Attempts for correction_loop, review rounds for review.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ContinueArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The follow-up (`-` reads it from stdin).
+    #[arg(long)]
+    pub message: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a script (safety.lua, protected_paths.lua, presets.lua,
+    /// strategies/NAME.lua) without running a session.
+    Check {
+        /// The Lua file.
+        file: PathBuf,
+    },
+    /// Show the scripts in force (built-in or your overrides), presets and strategies.
+    Show,
 }
 
 #[derive(Debug, Args)]

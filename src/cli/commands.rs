@@ -1,7 +1,7 @@
 //! Running one CLI command: build the engine, call it, render, choose the exit code.
 
 use super::args::{Cli, Command};
-use super::{demo, render, repl, script};
+use super::{delegate, demo, render, repl, script};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
     SessionRecord, SpawnRequest,
@@ -62,6 +62,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo(a) => return demo::run(&a, &cfg),
         Command::Script(a) => return script::run(cfg, a, json),
         Command::Repl(a) => return repl::run(cfg, a),
+        cmd @ (Command::Delegate(_)
+        | Command::Continue(_)
+        | Command::Finish(_)
+        | Command::Abort(_)) => return delegate::run(cfg, cmd, json),
+        Command::Policy(cmd) => return delegate::policy_command(cmd, json),
         Command::LuaTypes => {
             print!("{}", crate::lua::stubs::CMS_META);
             return 0;
@@ -176,13 +181,20 @@ fn done(text: String, json: Value) -> Outcome {
     })
 }
 
-fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, CliError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+pub(super) fn init_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Input(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, CliError> {
+    let rt = init_runtime().map_err(CliError::Input)?;
     rt.block_on(async move {
         let manager = Manager::new(cfg)?;
+        // Guarded (delegated) sessions stay guarded when sent to directly.
+        let _policy = crate::policy::attach(&manager, &std::env::current_dir().unwrap_or_default())
+            .map_err(|e| CliError::Input(format!("cannot load the safety policy: {e}")))?;
         let outcome = {
             let work = async_command(&manager, cmd, json);
             tokio::select! {
@@ -221,7 +233,7 @@ fn secs(t: Option<f64>) -> Option<Duration> {
 }
 
 /// `-` means: read the text from stdin.
-fn text_arg(s: &str) -> Result<String, CliError> {
+pub(super) fn text_arg(s: &str) -> Result<String, CliError> {
     if s != "-" {
         return Ok(s.to_string());
     }
@@ -364,7 +376,15 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
             read_command(m, &cmd, json)?
         }
-        Command::Demo(_) | Command::Script(_) | Command::Repl(_) | Command::LuaTypes => {
+        Command::Demo(_)
+        | Command::Script(_)
+        | Command::Repl(_)
+        | Command::LuaTypes
+        | Command::Delegate(_)
+        | Command::Continue(_)
+        | Command::Finish(_)
+        | Command::Abort(_)
+        | Command::Policy(_) => {
             unreachable!("handled before the runtime starts")
         }
     })

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod delegate;
 mod demo;
 mod render;
 mod repl;

@@ -27,7 +27,16 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                 return 1;
             }
         };
-        let opts = args.lua.host_options(args.args.clone());
+        let attached =
+            match crate::policy::attach(&manager, &std::env::current_dir().unwrap_or_default()) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("Error: cannot load the safety policy: {e}");
+                    return 1;
+                }
+            };
+        let mut opts = args.lua.host_options(args.args.clone());
+        opts.policy = Some(attached.service.clone());
         let host = match LuaHost::new(manager.clone(), opts) {
             Ok(h) => h,
             Err(e) => {

@@ -55,6 +55,7 @@ impl EngineConfig {
 
 /// The options a session is created with (kept in the store, reused on resume).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SessionOptions {
     pub model: Option<String>,
     pub work_dir: Option<PathBuf>,
@@ -68,6 +69,8 @@ pub struct SessionOptions {
     pub worktree: Option<String>,
     pub mcp_config: Option<String>,
     pub add_dirs: Vec<String>,
+    /// Preset and safety net (None: the CLI's own permission mode decides alone).
+    pub guard: Option<crate::engine::policy::Guard>,
 }
 
 impl SessionOptions {

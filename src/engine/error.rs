@@ -40,7 +40,7 @@ pub enum EngineError {
         partial: Option<Box<Response>>,
     },
 
-    #[error("no answer within {secs:.0}s; the turn was {action}")]
+    #[error("no answer within {secs}s; the turn was {action}")]
     Timeout {
         secs: f64,
         action: &'static str,

@@ -46,6 +46,14 @@ pub enum EventKind {
         reason: Option<String>,
     },
     Retry(ApiRetryEvent),
+    /// The policy found a safety rule broken and acted (`denied`, `warned`,
+    /// `stopped`, `killed`).
+    Violation {
+        rule: String,
+        message: String,
+        action: String,
+        tool: Option<String>,
+    },
     /// A turn ended (its summary; the whole response is returned by `send`).
     Result {
         cost_usd: f64,
@@ -99,22 +107,12 @@ impl EventKind {
             EventKind::ToolResult { .. } => "tool_result",
             EventKind::Permission { .. } => "permission",
             EventKind::Retry(_) => "retry",
+            EventKind::Violation { .. } => "violation",
             EventKind::Result { .. } => "result",
             EventKind::State { .. } => "state",
             EventKind::Error { .. } => "error",
             EventKind::Exit { .. } => "exit",
         }
-    }
-
-    /// A move into `busy` or `retrying`: the store shows it, so that `cms status` in
-    /// another process sees a turn in flight.
-    pub fn shows_activity(&self) -> bool {
-        matches!(
-            self,
-            EventKind::State {
-                state: SessionState::Busy | SessionState::Retrying
-            }
-        )
     }
 
     /// Events worth keeping in the store (the rest are transient).
@@ -124,6 +122,7 @@ impl EventKind {
             EventKind::ToolUse { .. }
                 | EventKind::Permission { .. }
                 | EventKind::Retry(_)
+                | EventKind::Violation { .. }
                 | EventKind::Error { .. }
                 | EventKind::Exit { .. }
         )

@@ -314,6 +314,14 @@ impl Manager {
         timeout: Option<Duration>,
     ) -> Result<Response> {
         let started = Instant::now();
+        // Written before the turn and awaited, so the turn's end always lands after it.
+        let n = name.to_string();
+        if let Err(e) = self
+            .blocking(move |s| s.set_state(&n, SessionState::Busy))
+            .await
+        {
+            tracing::debug!("could not mark {name} busy: {e}");
+        }
         let result = session.send(message, timeout).await;
         let info = session.info();
         let state = session.state();
@@ -414,7 +422,10 @@ impl Manager {
         mut args: ClaudeArgs,
         cwd: &Path,
     ) -> Result<Arc<LiveSession>> {
-        let policy = self.policy.read().unwrap().clone();
+        let global = self.policy.read().unwrap().clone();
+        let policy = global
+            .session_policy(&rec.name, &rec.options)
+            .unwrap_or(global);
         if policy.wants_tool_prompts() {
             args.permission_prompt_stdio = true;
         }

@@ -17,7 +17,7 @@ pub use config::{EngineConfig, SessionOptions};
 pub use error::{EngineError, Result};
 pub use events::{EventKind, SessionEvent};
 pub use manager::{BatchOutcome, BatchSpec, Manager, SpawnRequest};
-pub use policy::{AllowAll, Decision, Policy, ToolCall, Verdict};
+pub use policy::{AllowAll, Decision, Guard, Policy, Progress, ToolCall, Verdict, Violation};
 pub use response::Response;
 pub use session::LiveSession;
 pub use state::SessionState;

@@ -2,8 +2,11 @@
 //! every event. The shipped implementation (Lua, hot-reloaded) lives above the
 //! engine; the engine only knows this trait.
 
+use crate::engine::config::SessionOptions;
 use crate::engine::events::SessionEvent;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A tool call the CLI asks permission for.
@@ -18,6 +21,8 @@ pub struct ToolCall {
     pub cwd: String,
     /// `blocked_path` from the request, when the CLI gives one.
     pub blocked_path: Option<String>,
+    /// The session's cost and turns when the call was asked.
+    pub progress: Progress,
 }
 
 /// The answer to a [`ToolCall`].
@@ -27,8 +32,32 @@ pub enum Decision {
     Allow,
     /// Run the tool with a changed input.
     AllowWith(Value),
-    /// Do not run it; the model sees `reason` as the tool's error.
-    Deny { reason: String, interrupt: bool },
+    /// Do not run it; the model sees `reason` as the tool's error. With a `rule`
+    /// (`protected_path`, ...) the denial is also recorded as a safety violation.
+    Deny {
+        reason: String,
+        interrupt: bool,
+        rule: Option<String>,
+    },
+}
+
+impl Decision {
+    /// A plain denial (not a violation).
+    pub fn deny(reason: impl Into<String>) -> Decision {
+        Decision::Deny {
+            reason: reason.into(),
+            interrupt: false,
+            rule: None,
+        }
+    }
+}
+
+/// A safety rule broken: what, and why in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    /// `cost_exceeded`, `turns_exceeded`, `protected_path`, `policy_error`, ...
+    pub rule: String,
+    pub message: String,
 }
 
 /// What the session has done so far, given to [`Policy::on_event`].
@@ -46,11 +75,12 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Continue,
-    Warn(String),
-    /// Interrupt the turn and stop the session gracefully.
-    Stop(String),
-    /// Kill the session now.
-    Kill(String),
+    /// Record the violation; the session goes on.
+    Warn(Violation),
+    /// Record it, interrupt the turn and stop the session gracefully.
+    Stop(Violation),
+    /// Record it and kill the session now.
+    Kill(Violation),
 }
 
 /// The engine's one door for safety decisions.
@@ -68,6 +98,34 @@ pub trait Policy: Send + Sync {
     fn on_event(&self, _event: &SessionEvent, _progress: &Progress) -> Verdict {
         Verdict::Continue
     }
+
+    /// The policy for one session, from its options (its [`Guard`]). None: this
+    /// policy itself.
+    fn session_policy(&self, _name: &str, _options: &SessionOptions) -> Option<Arc<dyn Policy>> {
+        None
+    }
+}
+
+/// How cms guards a session: its permission preset and safety net. Set by
+/// `delegate` (and `spawn --preset`), kept in the store, so a resumed process is
+/// guarded exactly like the first one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Guard {
+    /// `read-only`, `review`, `edit`, `full`, `plan` (see `scripts/presets.lua`).
+    pub preset: Option<String>,
+    /// Whether the safety net decides tool calls and watches the limits.
+    pub safety: bool,
+    /// Session cost limit in USD (over all its processes).
+    pub max_cost_usd: Option<f64>,
+    /// Agent-turn limit over the session's life.
+    pub max_turns: Option<u32>,
+    /// Seconds one interaction may take.
+    pub timeout_secs: Option<f64>,
+    /// Made by `delegate`: `continue`, `finish` and `abort` accept it.
+    pub delegated: bool,
+    /// The delegation strategy (`single`, `correction_loop`, `review`, ...).
+    pub strategy: Option<String>,
 }
 
 /// The policy when none is configured: the CLI's own permission mode decides.

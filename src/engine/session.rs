@@ -65,7 +65,7 @@ impl EventSink {
 
     fn emit(&self, event: SessionEvent) {
         if let Some(r) = &self.recorder {
-            if event.kind.worth_keeping() || event.kind.shows_activity() {
+            if event.kind.worth_keeping() {
                 let _ = r.send(event.clone());
             }
         }
@@ -574,27 +574,37 @@ impl Actor {
             at_ms: now_ms(),
             kind,
         };
-        let verdict = self.policy.on_event(&event, &self.progress());
+        // Once the session is ending, further events need no more verdicts.
+        let verdict = if self.policy_end.is_some() || self.ending.is_some() {
+            Verdict::Continue
+        } else {
+            self.policy.on_event(&event, &self.progress())
+        };
         self.sink.emit(event);
-        match verdict {
-            Verdict::Continue => {}
-            Verdict::Warn(msg) => {
-                tracing::warn!(session = %self.name, "policy: {msg}");
-                self.sink.emit(SessionEvent {
-                    session: self.name.clone(),
-                    at_ms: now_ms(),
-                    kind: EventKind::Error {
-                        message: format!("policy warning: {msg}"),
-                    },
-                });
+        let (violation, action) = match verdict {
+            Verdict::Continue => return,
+            Verdict::Warn(v) => (v, "warned"),
+            Verdict::Stop(v) => {
+                self.policy_end
+                    .get_or_insert((Ending::PolicyStop, v.message.clone()));
+                (v, "stopped")
             }
-            Verdict::Stop(reason) => {
-                self.policy_end.get_or_insert((Ending::PolicyStop, reason));
+            Verdict::Kill(v) => {
+                self.policy_end = Some((Ending::PolicyKill, v.message.clone()));
+                (v, "killed")
             }
-            Verdict::Kill(reason) => {
-                self.policy_end = Some((Ending::PolicyKill, reason));
-            }
-        }
+        };
+        tracing::info!(session = %self.name, rule = %violation.rule, "policy: {} ({action})", violation.message);
+        self.sink.emit(SessionEvent {
+            session: self.name.clone(),
+            at_ms: now_ms(),
+            kind: EventKind::Violation {
+                rule: violation.rule,
+                message: violation.message,
+                action: action.into(),
+                tool: None,
+            },
+        });
     }
 
     fn progress(&self) -> Progress {
@@ -617,7 +627,7 @@ impl Actor {
         if self.ending.is_some() {
             return;
         }
-        tracing::warn!(session = %self.name, "the policy ends the session: {reason}");
+        tracing::info!(session = %self.name, "the policy ends the session: {reason}");
         self.policy_reason = Some(reason);
         if how == Ending::PolicyKill {
             self.begin_kill(how);
@@ -918,6 +928,7 @@ impl Actor {
                     tool_use_id: t.tool_use_id.clone(),
                     cwd: self.cwd.clone(),
                     blocked_path: t.blocked_path.clone(),
+                    progress: self.progress(),
                 };
                 let decision = self.policy.decide(&call);
                 let (line, allowed, reason) = match &decision {
@@ -927,11 +938,25 @@ impl Actor {
                     Decision::AllowWith(input) => {
                         (outgoing::allow_tool(&req.request_id, input), true, None)
                     }
-                    Decision::Deny { reason, interrupt } => (
-                        outgoing::deny_tool(&req.request_id, reason, *interrupt),
-                        false,
-                        Some(reason.clone()),
-                    ),
+                    Decision::Deny {
+                        reason,
+                        interrupt,
+                        rule,
+                    } => {
+                        if let Some(rule) = rule {
+                            self.emit(EventKind::Violation {
+                                rule: rule.clone(),
+                                message: reason.clone(),
+                                action: "denied".into(),
+                                tool: Some(t.tool_name.clone()),
+                            });
+                        }
+                        (
+                            outgoing::deny_tool(&req.request_id, reason, *interrupt),
+                            false,
+                            Some(reason.clone()),
+                        )
+                    }
                 };
                 self.write_line(&line).await;
                 self.emit(EventKind::Permission {

@@ -9,7 +9,7 @@
 
 use crate::engine::config::SessionOptions;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::events::{now_ms, EventKind, SessionEvent};
+use crate::engine::events::{now_ms, SessionEvent};
 use crate::engine::response::Response;
 use crate::engine::state::SessionState;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -424,6 +424,17 @@ impl Store {
         Ok(())
     }
 
+    /// Mark a turn in flight, so `cms status` in another process sees it.
+    pub fn set_state(&self, name: &str, state: SessionState) -> Result<()> {
+        let conn = self.conn.lock().unwrap();
+        conn.execute(
+            "UPDATE sessions SET state = ?2, updated_at = max(updated_at, ?3) WHERE name = ?1",
+            params![name, state.as_str(), now_ms()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn delete(&self, name: &str) -> Result<bool> {
         let conn = self.conn.lock().unwrap();
         let n = conn
@@ -482,18 +493,7 @@ impl Store {
                      SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM sessions WHERE name = ?1)",
                 )
                 .map_err(|e| self.err(e))?;
-            // A turn in flight: written only if nothing newer was recorded since
-            // (the end of a turn is recorded synchronously, after its events).
-            let mut state = tx
-                .prepare_cached("UPDATE sessions SET state = ?2, updated_at = ?3 WHERE name = ?1 AND updated_at < ?3")
-                .map_err(|e| self.err(e))?;
             for e in events {
-                if let EventKind::State { state: s } = &e.kind {
-                    state
-                        .execute(params![e.session, s.as_str(), e.at_ms])
-                        .map_err(|e| self.err(e))?;
-                    continue;
-                }
                 let data = serde_json::to_value(&e.kind).unwrap_or_default();
                 stmt.execute(params![e.session, e.at_ms, e.kind.name(), data.to_string()])
                     .map_err(|e| self.err(e))?;

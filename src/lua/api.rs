@@ -35,7 +35,6 @@ pub fn install(
     args: Vec<String>,
 ) -> mlua::Result<Table> {
     let cms = lua.create_table()?;
-    cms.set("version", env!("CARGO_PKG_VERSION"))?;
     cms.set("args", convert::array(lua, lua.create_sequence_from(args)?))?;
 
     let (m, sh) = (manager.clone(), shared.clone());
@@ -133,6 +132,39 @@ pub fn install(
         })?,
     )?;
 
+    let (m, sh) = (manager.clone(), shared.clone());
+    cms.set(
+        "delegate",
+        lua.create_async_function(move |lua, opts: Value| {
+            let (m, sh) = (m.clone(), sh.clone());
+            async move {
+                let policy = sh.policy.clone().ok_or_else(|| {
+                    mlua::Error::runtime(
+                        "cms.delegate is not available here (no safety policy is loaded)",
+                    )
+                })?;
+                let (opts, check) = crate::lua::delegate::options_from_lua(&lua, opts)?;
+                let result = crate::lua::delegate::delegate(&lua, &m, &policy, opts, check).await;
+                dispatch_events(&lua, &sh);
+                let result = result.map_err(|e| mlua::Error::runtime(e.to_string()))?;
+                delegation(&lua, m, sh, result)
+            }
+        })?,
+    )?;
+
+    install_pure(lua, &cms)?;
+    crate::lua::helpers::install(lua, &cms)?;
+
+    lua.globals().set("cms", cms.clone())?;
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.set("cms", cms.clone())?;
+    Ok(cms)
+}
+
+/// The parts of `cms` that need no engine (`cms.log`, `cms.json`, `cms.version`):
+/// shared with the policy service's Lua state.
+pub fn install_pure(lua: &Lua, cms: &Table) -> mlua::Result<()> {
+    cms.set("version", env!("CARGO_PKG_VERSION"))?;
     cms.set("log", lua.create_function(log)?)?;
 
     let json = lua.create_table()?;
@@ -157,10 +189,7 @@ pub fn install(
     )?;
     cms.set("json", json)?;
 
-    lua.globals().set("cms", cms.clone())?;
-    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
-    loaded.set("cms", cms.clone())?;
-    Ok(cms)
+    Ok(())
 }
 
 /// `cms.parallel{f1, f2, ...}`: run the functions as concurrent coroutines; return
@@ -226,4 +255,63 @@ fn log(_: &Lua, args: MultiValue) -> mlua::Result<()> {
         _ => tracing::info!(target: "lua", "{text}"),
     }
     Ok(())
+}
+
+/// The object `cms.delegate` returns: the result's fields, plus `d:continue(msg)`,
+/// `d:finish()` and `d:abort()`.
+fn delegation(
+    lua: &Lua,
+    manager: Arc<Manager>,
+    shared: Rc<HostShared>,
+    result: crate::lua::delegate::DelegateResult,
+) -> mlua::Result<Value> {
+    let t = match convert::to_lua(lua, &result)? {
+        Value::Table(t) => t,
+        _ => return Err(mlua::Error::runtime("cannot convert the delegation result")),
+    };
+    let name = result.name.clone();
+    let (m, sh, n) = (manager.clone(), shared.clone(), name.clone());
+    t.set(
+        "continue",
+        lua.create_async_function(move |lua, (_self, message): (Value, String)| {
+            let (m, sh, n) = (m.clone(), sh.clone(), n.clone());
+            async move {
+                let policy = sh
+                    .policy
+                    .clone()
+                    .ok_or_else(|| mlua::Error::runtime("no safety policy is loaded"))?;
+                let r = crate::lua::delegate::continue_task(&lua, &m, &policy, &n, &message).await;
+                dispatch_events(&lua, &sh);
+                let r = r.map_err(|e| mlua::Error::runtime(e.to_string()))?;
+                delegation(&lua, m, sh, r)
+            }
+        })?,
+    )?;
+    let (m, n) = (manager.clone(), name.clone());
+    t.set(
+        "finish",
+        lua.create_async_function(move |lua, _self: Value| {
+            let (m, n) = (m.clone(), n.clone());
+            async move {
+                let r = crate::lua::delegate::finish(&m, &n)
+                    .await
+                    .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+                convert::to_lua(&lua, &r)
+            }
+        })?,
+    )?;
+    let (m, n) = (manager, name);
+    t.set(
+        "abort",
+        lua.create_async_function(move |lua, _self: Value| {
+            let (m, n) = (m.clone(), n.clone());
+            async move {
+                let r = crate::lua::delegate::abort(&m, &n)
+                    .await
+                    .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+                convert::to_lua(&lua, &r)
+            }
+        })?,
+    )?;
+    Ok(Value::Table(t))
 }

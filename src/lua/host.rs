@@ -28,6 +28,8 @@ pub struct HostOptions {
     pub callback_limit: Duration,
     /// `cms.args`.
     pub args: Vec<String>,
+    /// The safety policy service (presets, limits, strategies) for `cms.delegate`.
+    pub policy: Option<Arc<crate::policy::PolicyService>>,
 }
 
 impl Default for HostOptions {
@@ -37,6 +39,7 @@ impl Default for HostOptions {
             memory_limit: 256 * 1024 * 1024,
             callback_limit: Duration::from_secs(2),
             args: Vec::new(),
+            policy: None,
         }
     }
 }
@@ -160,6 +163,7 @@ pub struct ExitRequest(pub i32);
 /// State shared by the host and the functions it installs.
 pub struct HostShared {
     pub callback_limit: Duration,
+    pub policy: Option<Arc<crate::policy::PolicyService>>,
     pub handlers: RefCell<Vec<Handler>>,
     pub next_handler: Cell<u64>,
     events: RefCell<Option<broadcast::Receiver<SessionEvent>>>,
@@ -204,6 +208,7 @@ impl LuaHost {
         lua.set_memory_limit(opts.memory_limit)?;
         let shared = Rc::new(HostShared {
             callback_limit: opts.callback_limit,
+            policy: opts.policy.clone(),
             handlers: RefCell::new(Vec::new()),
             next_handler: Cell::new(1),
             events: RefCell::new(None),
@@ -377,7 +382,7 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
 }
 
 /// Remove what a script must not do unless the user opted in.
-fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
+pub(crate) fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
     let g = lua.globals();
     let os: mlua::Table = g.get("os")?;
     // os.exit would end the process without stopping the sessions: end the script instead.

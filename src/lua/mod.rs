@@ -5,6 +5,8 @@
 //! - [`api`]: the `cms.*` functions (spawn, get, list, parallel, on, sleep, log, json, args);
 //! - [`session`]: the session object scripts hold (`s:send`, `s:fork`, ...);
 //! - [`convert`]: engine values as Lua tables and back;
+//! - [`delegate`]: delegation with strategies (`cms.delegate`, and the CLI's and MCP's);
+//! - [`helpers`]: `cms.path` and `cms.shell`, for safety rules and scripts;
 //! - [`pretty`]: values printed for people (the REPL);
 //! - [`stubs`]: the LuaLS `---@meta` description of the API.
 //!
@@ -13,6 +15,8 @@
 
 pub mod api;
 pub mod convert;
+pub mod delegate;
+pub mod helpers;
 pub mod host;
 pub mod pretty;
 pub mod session;

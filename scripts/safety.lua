@@ -1,0 +1,59 @@
+-- The safety net of guarded sessions (`cms delegate`, `cms.delegate{}`).
+--
+-- cms calls `on_tool_use` before every tool call Claude Code asks about and
+-- `on_event` after each tool use and each result. They run under a time limit;
+-- one that fails or runs too long denies the call (fail closed).
+--
+--   ctx = { session, cwd, preset = {name = ..., allow = ...}, safety = bool,
+--           limits = {max_cost = USD, max_turns = N}, cost = USD, turns = N,
+--           elapsed = seconds of the current turn }
+--   tool = { name = "Write", input = {...} }
+--
+-- on_tool_use returns "allow" [, changed_input] or "deny", reason [, rule]; a
+-- denial with a rule is recorded as a safety violation.
+-- on_event returns nil (go on), or "warn" | "stop" | "kill", message, rule.
+--
+-- Override: ~/.config/cms/safety.lua or ./.cms/safety.lua.
+
+local protected = require("protected_paths")
+
+local M = {}
+
+-- The seed's defaults; `--max-cost`, `--max-turns` and `--timeout` override them.
+-- A limit left out here keeps the seed's default: none is dropped by omission.
+M.limits = { max_cost = 2.00, max_turns = 50, timeout = 300 }
+
+local function granted(preset, name)
+  if not preset then return true end
+  local allow = preset.allow
+  if allow == "*" then return true end
+  for _, t in ipairs(allow or {}) do
+    if t == name then return true end
+  end
+  return false
+end
+
+function M.on_tool_use(tool, ctx)
+  if ctx.safety then
+    local why = protected.violation(tool, ctx.cwd)
+    if why then return "deny", why, "protected_path" end
+  end
+  if not granted(ctx.preset, tool.name) then
+    return "deny", ("the %s preset does not allow %s"):format(ctx.preset.name, tool.name)
+  end
+  return "allow"
+end
+
+function M.on_event(event, ctx)
+  if not ctx.safety then return nil end
+  local limits = ctx.limits
+  if limits.max_cost and ctx.cost > limits.max_cost then
+    return "kill", ("Cost $%.4f exceeded limit $%.4f"):format(ctx.cost, limits.max_cost), "cost_exceeded"
+  end
+  if limits.max_turns and ctx.turns > limits.max_turns then
+    return "kill", ("Turns %d exceeded limit %d"):format(ctx.turns, limits.max_turns), "turns_exceeded"
+  end
+  return nil
+end
+
+return M

@@ -1,0 +1,71 @@
+//! `cms.path` and `cms.shell`: the helpers safety rules are written with, available
+//! to scripts, the REPL, policies and plugins alike.
+//!
+//! - `cms.path.resolve(path, cwd)`: the absolute path, `..` and symlinks resolved;
+//! - `cms.path.relative(path, cwd)`: the same relative to `cwd`, or nil outside it;
+//! - `cms.path.exists(path)`, `cms.path.is_dir(path)`;
+//! - `cms.shell.parse(command)`: the simple commands of a Bash line, each
+//!   `{argv = {...}, assigns = {...}, redirects = {{op, target, writes}}}`.
+
+use crate::policy::{paths, shell};
+use mlua::{Lua, Table};
+use std::path::Path;
+
+pub fn install(lua: &Lua, cms: &Table) -> mlua::Result<()> {
+    let path = lua.create_table()?;
+    path.set(
+        "resolve",
+        lua.create_function(|_, (p, cwd): (String, Option<String>)| {
+            let cwd = cwd.unwrap_or_else(|| ".".into());
+            Ok(paths::resolve(&p, Path::new(&cwd)).display().to_string())
+        })?,
+    )?;
+    path.set(
+        "relative",
+        lua.create_function(|_, (p, cwd): (String, Option<String>)| {
+            let cwd = cwd.unwrap_or_else(|| ".".into());
+            Ok(paths::relative(&p, Path::new(&cwd)))
+        })?,
+    )?;
+    path.set(
+        "exists",
+        lua.create_function(|_, p: String| Ok(Path::new(&p).exists()))?,
+    )?;
+    path.set(
+        "is_dir",
+        lua.create_function(|_, p: String| Ok(Path::new(&p).is_dir()))?,
+    )?;
+    cms.set("path", path)?;
+
+    let sh = lua.create_table()?;
+    sh.set(
+        "parse",
+        lua.create_function(|lua, line: String| {
+            let out = crate::lua::convert::array(lua, lua.create_table()?);
+            for (i, c) in shell::parse(&line).into_iter().enumerate() {
+                let t = lua.create_table()?;
+                t.set(
+                    "argv",
+                    crate::lua::convert::array(lua, lua.create_sequence_from(c.argv)?),
+                )?;
+                t.set(
+                    "assigns",
+                    crate::lua::convert::array(lua, lua.create_sequence_from(c.assigns)?),
+                )?;
+                let redirects = crate::lua::convert::array(lua, lua.create_table()?);
+                for (j, r) in c.redirects.iter().enumerate() {
+                    let rt = lua.create_table()?;
+                    rt.set("op", r.op.clone())?;
+                    rt.set("target", r.target.clone())?;
+                    rt.set("writes", r.writes())?;
+                    redirects.raw_set(j + 1, rt)?;
+                }
+                t.set("redirects", redirects)?;
+                out.raw_set(i + 1, t)?;
+            }
+            Ok(out)
+        })?,
+    )?;
+    cms.set("shell", sh)?;
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Safety in Lua: the policy service that decides guarded sessions' tool calls and
+//! watches their limits, the layered scripts it runs, the file watcher that
+//! reloads them, and the path and shell readers the rules are written with.
+
+pub mod paths;
+pub mod scripts;
+pub mod service;
+pub mod shell;
+pub mod watch;
+
+pub use scripts::Layers;
+pub use service::{LuaPolicy, PolicyError, PolicyService, Preset, ReloadReport};
+
+use crate::engine::Manager;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a policy hook may run before the call it decides is denied.
+pub const DECISION_LIMIT: Duration = Duration::from_millis(250);
+
+/// A running policy service, watched for edits while this lives.
+pub struct Attached {
+    pub service: Arc<PolicyService>,
+    pub watcher: Option<watch::ScriptWatcher>,
+}
+
+/// Load the layered scripts for a host working in `cwd`, install them as the
+/// manager's policy, and reload them when their files change.
+pub fn attach(manager: &Manager, cwd: &Path) -> Result<Attached, PolicyError> {
+    let (service, _) = PolicyService::start(Layers::standard(cwd), DECISION_LIMIT)?;
+    manager.set_policy(Arc::new(LuaPolicy(service.clone())));
+    let watcher = match watch::watch(service.clone(), |_| {}) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("script changes will not be picked up (cannot watch: {e})");
+            None
+        }
+    };
+    Ok(Attached { service, watcher })
+}

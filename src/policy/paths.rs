@@ -1,0 +1,123 @@
+//! Where a path really points. Protected-path rules match what [`resolve`] returns,
+//! so `src/../.env`, `/abs/project/.env`, `~/project/.env` and a symlink to `.env`
+//! all end up as the same `.env`.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Most symlinks followed while resolving one path (as Linux's `ELOOP` limit).
+const MAX_LINKS: usize = 40;
+
+/// The absolute path `path` names when used from `cwd`: `~` expanded, joined to
+/// `cwd` when relative, every existing symlink followed, `.` and `..` resolved.
+/// Parts that do not exist yet are taken as written, so a file about to be created
+/// resolves too.
+pub fn resolve(path: &str, cwd: &Path) -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let expanded = match path.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => match &home {
+            Some(h) => h.join(rest.trim_start_matches('/')),
+            None => PathBuf::from(path),
+        },
+        _ => PathBuf::from(path),
+    };
+    let full = if expanded.is_absolute() {
+        expanded
+    } else {
+        cwd.join(expanded)
+    };
+    let mut pending: Vec<PathBuf> = full
+        .components()
+        .rev()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut out = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        match part.components().next() {
+            Some(Component::RootDir) | Some(Component::Prefix(_)) => out = PathBuf::from("/"),
+            Some(Component::CurDir) | None => {}
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::Normal(name)) => {
+                let candidate = out.join(name);
+                let is_link = std::fs::symlink_metadata(&candidate)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false);
+                if is_link && links < MAX_LINKS {
+                    links += 1;
+                    if let Ok(target) = std::fs::read_link(&candidate) {
+                        if target.is_absolute() {
+                            out = PathBuf::from("/");
+                        }
+                        pending.extend(
+                            target
+                                .components()
+                                .rev()
+                                .map(|c| PathBuf::from(c.as_os_str())),
+                        );
+                        continue;
+                    }
+                }
+                out = candidate;
+            }
+        }
+    }
+    out
+}
+
+/// `path` relative to `cwd` (both resolved), or None when it lies outside.
+pub fn relative(path: &str, cwd: &Path) -> Option<String> {
+    let base = resolve(".", cwd);
+    let full = resolve(path, cwd);
+    full.strip_prefix(&base)
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dots_relative_and_absolute_paths_meet() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join("proj");
+        std::fs::create_dir_all(cwd.join("src")).unwrap();
+        let real = resolve(".env", &cwd);
+        assert_eq!(real, resolve(".", &cwd).join(".env"));
+        assert_eq!(resolve("src/../.env", &cwd), real);
+        assert_eq!(resolve("./src/./../.env", &cwd), real);
+        assert_eq!(resolve(&real.display().to_string(), Path::new("/")), real);
+        assert_eq!(resolve("src/../../proj/.env", &cwd), real);
+        assert_eq!(relative("src/../.env", &cwd).as_deref(), Some(".env"));
+        assert_eq!(relative("../elsewhere", &cwd), None);
+        assert_eq!(
+            resolve("/../../etc/passwd", &cwd),
+            PathBuf::from("/etc/passwd")
+        );
+    }
+
+    #[test]
+    fn symlinks_are_followed_even_to_files_not_yet_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join("proj");
+        std::fs::create_dir_all(cwd.join(".git")).unwrap();
+        std::os::unix::fs::symlink(".env", cwd.join("innocent.txt")).unwrap();
+        std::os::unix::fs::symlink(".git", cwd.join("docs")).unwrap();
+        std::os::unix::fs::symlink(cwd.join("docs"), cwd.join("chain")).unwrap();
+        assert_eq!(relative("innocent.txt", &cwd).as_deref(), Some(".env"));
+        assert_eq!(
+            relative("docs/config", &cwd).as_deref(),
+            Some(".git/config")
+        );
+        assert_eq!(
+            relative("chain/hooks/pre-commit", &cwd).as_deref(),
+            Some(".git/hooks/pre-commit")
+        );
+        // A loop does not hang.
+        std::os::unix::fs::symlink("loop2", cwd.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", cwd.join("loop2")).unwrap();
+        let _ = resolve("loop1/x", &cwd);
+    }
+}

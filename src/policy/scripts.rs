@@ -1,0 +1,149 @@
+//! The shipped Lua scripts (embedded in the binary) and the user's overrides, in
+//! layers: built-in, then `~/.config/cms/` (or `$CMS_CONFIG_DIR`), then `.cms/` in
+//! the working directory. A file in a later layer replaces the same file in an
+//! earlier one.
+
+use std::path::{Path, PathBuf};
+
+/// The scripts built into cms (`scripts/` in the repository).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("safety.lua", include_str!("../../scripts/safety.lua")),
+    (
+        "protected_paths.lua",
+        include_str!("../../scripts/protected_paths.lua"),
+    ),
+    ("presets.lua", include_str!("../../scripts/presets.lua")),
+    (
+        "strategies/single.lua",
+        include_str!("../../scripts/strategies/single.lua"),
+    ),
+    (
+        "strategies/correction_loop.lua",
+        include_str!("../../scripts/strategies/correction_loop.lua"),
+    ),
+    (
+        "strategies/review.lua",
+        include_str!("../../scripts/strategies/review.lua"),
+    ),
+];
+
+/// One script's text and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The file (`/home/me/.config/cms/safety.lua`) or `builtin:safety.lua`.
+    pub origin: String,
+    pub code: String,
+}
+
+impl Source {
+    /// The Lua chunk name, so errors read `origin:line: message`.
+    pub fn chunk_name(&self) -> String {
+        format!("@{}", self.origin)
+    }
+}
+
+/// Where scripts are looked for, earliest layer first (the built-in set comes
+/// before all of these).
+#[derive(Debug, Clone)]
+pub struct Layers {
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Layers {
+    /// The user's folder and the project's, for a host working in `cwd`.
+    pub fn standard(cwd: &Path) -> Layers {
+        let user = std::env::var_os("CMS_CONFIG_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("cms")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/cms")));
+        let mut dirs: Vec<PathBuf> = user.into_iter().collect();
+        dirs.push(cwd.join(".cms"));
+        Layers { dirs }
+    }
+
+    /// Only the built-in scripts.
+    pub fn builtin_only() -> Layers {
+        Layers { dirs: Vec::new() }
+    }
+
+    /// The script at `rel` (`safety.lua`, `strategies/single.lua`) from the latest
+    /// layer that has it.
+    pub fn find(&self, rel: &str) -> Option<Source> {
+        for dir in self.dirs.iter().rev() {
+            let path = dir.join(rel);
+            if let Ok(code) = std::fs::read_to_string(&path) {
+                return Some(Source {
+                    origin: path.display().to_string(),
+                    code,
+                });
+            }
+        }
+        BUILTIN
+            .iter()
+            .find(|(name, _)| *name == rel)
+            .map(|(name, code)| Source {
+                origin: format!("builtin:{name}"),
+                code: (*code).to_string(),
+            })
+    }
+
+    /// Names of every strategy in any layer (`single`, `review`, ...), sorted.
+    pub fn strategies(&self) -> Vec<String> {
+        let mut names: Vec<String> = BUILTIN
+            .iter()
+            .filter_map(|(n, _)| {
+                n.strip_prefix("strategies/")?
+                    .strip_suffix(".lua")
+                    .map(String::from)
+            })
+            .collect();
+        for dir in &self.dirs {
+            if let Ok(entries) = std::fs::read_dir(dir.join("strategies")) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(stem) = name.strip_suffix(".lua") {
+                        names.push(stem.to_string());
+                    }
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_layers_win_and_builtins_fill_in() {
+        let user = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        std::fs::write(user.path().join("safety.lua"), "return 'user'").unwrap();
+        std::fs::write(project.path().join("safety.lua"), "return 'project'").unwrap();
+        std::fs::write(user.path().join("presets.lua"), "return 'user presets'").unwrap();
+        std::fs::create_dir_all(project.path().join("strategies")).unwrap();
+        std::fs::write(
+            project.path().join("strategies/mine.lua"),
+            "return function() end",
+        )
+        .unwrap();
+        let layers = Layers {
+            dirs: vec![user.path().into(), project.path().into()],
+        };
+        assert_eq!(layers.find("safety.lua").unwrap().code, "return 'project'");
+        assert_eq!(
+            layers.find("presets.lua").unwrap().code,
+            "return 'user presets'"
+        );
+        let builtin = layers.find("protected_paths.lua").unwrap();
+        assert_eq!(builtin.origin, "builtin:protected_paths.lua");
+        assert!(layers.find("nope.lua").is_none());
+        assert_eq!(
+            layers.strategies(),
+            vec!["correction_loop", "mine", "review", "single"]
+        );
+    }
+}

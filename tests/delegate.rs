@@ -1,0 +1,546 @@
+//! Delegation on the simulator: every status and limit, presets, protected paths
+//! decided before the tool runs, strategies, continue/finish/abort, `cms.delegate`
+//! from Lua, hot reload in a running host, and `cms policy`.
+
+mod support;
+
+use serde_json::Value;
+use std::process::Output;
+use support::Cms;
+
+fn delegate(cms: &Cms, args: &[&str]) -> (Value, Output) {
+    let mut all = vec!["delegate", "--json"];
+    all.extend_from_slice(args);
+    let out = cms.run(&all);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+fn write_task(path: &str, content: &str) -> String {
+    format!(r#"USE_TOOL Write {{"file_path": "{path}", "content": "{content}"}}"#)
+}
+
+#[test]
+fn a_protected_write_is_denied_before_it_runs_and_the_rest_goes_through() {
+    let cms = Cms::new();
+    std::fs::write(cms.work().join(".env"), "SECRET=1\n").unwrap();
+    let task = format!(
+        "{}\n{}",
+        write_task(".env", "HACKED"),
+        write_task("src/x.txt", "ok")
+    );
+    let (v, out) = delegate(&cms, &["--name", "d", "--task", &task]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(
+        std::fs::read_to_string(cms.work().join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cms.work().join("src/x.txt")).unwrap(),
+        "ok"
+    );
+    let denied = v["deniedBeforeExecution"].as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{v}");
+    assert_eq!(denied[0]["tool"], "Write");
+    assert!(
+        denied[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(".env is protected"),
+        "{v}"
+    );
+    assert_eq!(v["safety"]["totalViolations"], 1);
+    assert_eq!(v["safety"]["violations"][0]["type"], "protected_path");
+    assert_eq!(v["safety"]["violations"][0]["action"], "denied");
+    assert_eq!(v["safety"]["limits"]["maxCostUsd"], 2.0);
+    assert_eq!(v["safety"]["limits"]["maxTurns"], 50);
+    assert_eq!(v["retries"], 1, "one follow-up named the refusal");
+    assert_eq!(v["canContinue"], true);
+    assert_eq!(v["preset"], "edit");
+    assert_eq!(v["strategy"], "single");
+    assert!(v["toolsUsed"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("Write")));
+    let history = cms.json(&["history", "--name", "d"]);
+    let kinds: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["delegate", "retry"]);
+    assert!(
+        history[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("- Write: .env is protected"),
+        "{history}"
+    );
+    // The result's cost is this call's: both turns.
+    assert!(close(
+        v["cost"].as_f64().unwrap(),
+        v["totalCost"].as_f64().unwrap()
+    ));
+}
+
+#[test]
+fn cost_limits_hold_across_restarts_and_end_the_delegation() {
+    let cms = Cms::new();
+    let (v, _) = delegate(
+        &cms,
+        &[
+            "--name",
+            "c",
+            "--task",
+            "COST 0.3 first",
+            "--max-cost",
+            "0.5",
+        ],
+    );
+    assert_eq!(v["status"], "completed", "{v}");
+    // `continue` runs in a new process (the session resumes): the net still counts 0.3.
+    let out = cms.run(&[
+        "continue",
+        "--name",
+        "c",
+        "--message",
+        "COST 0.3 second",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "cost_exceeded", "{v}");
+    assert_eq!(v["canContinue"], false);
+    assert_eq!(
+        v["safety"]["violations"][0]["message"],
+        "Cost $0.6000 exceeded limit $0.5000"
+    );
+    assert_eq!(cms.json(&["status", "--name", "c"])["state"], "killed");
+    let err = cms.fails(&["continue", "--name", "c", "--message", "more"]);
+    assert!(
+        err.contains("the safety net ended 'c' (Cost $0.6000 exceeded limit $0.5000)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cli_budget_cap_also_counts_as_cost_exceeded() {
+    let cms = Cms::new();
+    let (v, out) = delegate(
+        &cms,
+        &[
+            "--name",
+            "b",
+            "--task",
+            "COST 0.2 LOOP_TOOL Read {}",
+            "--max-cost",
+            "0.1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(v["status"], "cost_exceeded", "{v}");
+}
+
+#[test]
+fn turn_limits_stop_a_runaway_turn() {
+    let cms = Cms::new();
+    let (v, out) = delegate(
+        &cms,
+        &[
+            "--name",
+            "t",
+            "--task",
+            r#"LOOP_TOOL Read {"file_path": "x"}"#,
+            "--max-turns",
+            "3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(v["status"], "turns_exceeded", "{v}");
+    let violations = v["safety"]["violations"].as_array().unwrap();
+    assert_eq!(violations.len(), 1, "one violation, not one per event: {v}");
+    assert_eq!(violations[0]["message"], "Turns 4 exceeded limit 3");
+    assert_eq!(violations[0]["action"], "killed");
+}
+
+#[test]
+fn a_crash_fails_and_the_session_can_continue() {
+    let cms = Cms::new();
+    let (v, out) = delegate(&cms, &["--name", "f", "--task", "first"]);
+    assert!(out.status.success());
+    assert_eq!(v["status"], "completed");
+    let out = cms.run(&["continue", "--name", "f", "--message", "CRASH", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert!(v["error"].as_str().unwrap().contains("boom"), "{v}");
+    assert_eq!(v["canContinue"], true);
+    let out = cms.ok(&["continue", "--name", "f", "--message", "RECALL"]);
+    assert!(out.starts_with("recall: first | CRASH"), "{out}");
+}
+
+#[test]
+fn a_slow_turn_times_out_as_failed() {
+    let cms = Cms::new();
+    let (v, out) = delegate(
+        &cms,
+        &["--name", "s", "--task", "SLOW 5000 zzz", "--timeout", "0.5"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(v["status"], "failed");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 0.5s"),
+        "{v}"
+    );
+}
+
+#[test]
+fn correction_loop_reports_needs_input_until_the_check_passes() {
+    let cms = Cms::new();
+    let args = [
+        "--name",
+        "n",
+        "--task",
+        "make done.txt",
+        "--strategy",
+        "correction_loop",
+        "--check",
+        "test -f done.txt && echo found",
+        "--max-attempts",
+        "2",
+    ];
+    let (v, out) = delegate(&cms, &args);
+    assert!(out.status.success(), "needs_input exits 0");
+    assert_eq!(v["status"], "needs_input", "{v}");
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2);
+    assert_eq!(checks[0]["passed"], false);
+    assert!(
+        checks[0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("exited with 1"),
+        "{v}"
+    );
+    assert_eq!(v["retries"], 1);
+    let history = cms.json(&["history", "--name", "n"]);
+    assert!(
+        history[1]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The check failed (attempt 1 of 2)"),
+        "{history}"
+    );
+    // The work appears; continuing runs the check again and it passes.
+    std::fs::write(cms.work().join("done.txt"), "").unwrap();
+    let out = cms.run(&[
+        "continue",
+        "--name",
+        "n",
+        "--message",
+        "check again",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["checks"][0]["passed"], true);
+    assert!(v["checks"][0]["output"].as_str().unwrap().contains("found"));
+}
+
+#[test]
+fn the_review_strategy_asks_a_read_only_reviewer() {
+    let cms = Cms::new();
+    let (v, _) = delegate(
+        &cms,
+        &[
+            "--name",
+            "w",
+            "--task",
+            "write docs",
+            "--strategy",
+            "review",
+        ],
+    );
+    assert_eq!(v["status"], "completed", "{v}");
+    let reviews = v["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0]["session"], "w-review-1");
+    // The reviewer runs read-only: its tools are limited in its argv.
+    let args = cms.ok(&["send", "--name", "w-review-1", "--message", "ARGS"]);
+    assert!(
+        args.contains("--disallowedTools") && args.contains("Write"),
+        "{args}"
+    );
+    assert!(args.contains("--permission-prompt-tool"), "{args}");
+    assert!(
+        close(v["cost"].as_f64().unwrap(), 0.002),
+        "worker and reviewer: {v}"
+    );
+}
+
+#[test]
+fn presets_shape_the_session_and_full_works_without_bypass() {
+    let cms = Cms::new();
+    let (v, _) = delegate(
+        &cms,
+        &[
+            "--name",
+            "ro",
+            "--preset",
+            "read-only",
+            "--task",
+            &write_task("src/r.txt", "x"),
+        ],
+    );
+    assert!(!cms.work().join("src/r.txt").exists());
+    assert_eq!(
+        v["deniedBeforeExecution"].as_array().unwrap().len(),
+        0,
+        "read-only removes Write altogether"
+    );
+    let (v, _) = delegate(
+        &cms,
+        &["--name", "full", "--preset", "full", "--task", "ARGS"],
+    );
+    let argv = v["response"].as_str().unwrap();
+    assert!(argv.contains("\"--permission-mode\",\"default\""), "{argv}");
+    assert!(!argv.contains("bypassPermissions"), "{argv}");
+    assert!(argv.contains("\"--max-budget-usd\",\"2\""), "{argv}");
+    let (v, _) = delegate(
+        &cms,
+        &[
+            "--name",
+            "bash",
+            "--preset",
+            "full",
+            "--task",
+            r#"USE_TOOL Bash {"command": "touch made-by-bash"}"#,
+        ],
+    );
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(cms.work().join("made-by-bash").exists());
+    let (v, _) = delegate(
+        &cms,
+        &[
+            "--name",
+            "edit",
+            "--task",
+            r#"USE_TOOL Bash {"command": "touch nope"}"#,
+        ],
+    );
+    assert!(!cms.work().join("nope").exists());
+    assert!(
+        v["deniedBeforeExecution"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the edit preset does not allow Bash"),
+        "{v}"
+    );
+    let err = cms.fails(&["delegate", "--name", "x", "--task", "t", "--preset", "yolo"]);
+    assert!(
+        err.contains("unknown preset 'yolo' (known: edit, full, plan, read-only, review)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_safety_turns_off_limits_and_protected_paths() {
+    let cms = Cms::new();
+    let (v, _) = delegate(
+        &cms,
+        &[
+            "--name",
+            "ns",
+            "--no-safety",
+            "--task",
+            &write_task(".env", "X=1"),
+        ],
+    );
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["safety"], Value::Null);
+    assert_eq!(
+        std::fs::read_to_string(cms.work().join(".env")).unwrap(),
+        "X=1"
+    );
+}
+
+#[test]
+fn continue_finish_and_abort_need_a_delegated_session() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "plain", "--prompt", "hi"]);
+    let err = cms.fails(&["continue", "--name", "plain", "--message", "x"]);
+    assert!(err.contains("'plain' is not a delegated session"), "{err}");
+    assert!(cms
+        .fails(&["finish", "--name", "ghost"])
+        .contains("session 'ghost' not found"));
+    let err = cms.fails(&["delegate", "--name", "plain", "--task", "x"]);
+    assert!(err.contains("session 'plain' already exists"), "{err}");
+    delegate(&cms, &["--name", "d", "--task", "COST 0.01 hi"]);
+    let v = cms.json(&["finish", "--name", "d"]);
+    assert_eq!(v["status"], "finished");
+    assert!(close(v["totalCost"].as_f64().unwrap(), 0.01));
+    let v = cms.json(&["abort", "--name", "d"]);
+    assert_eq!(v["status"], "aborted");
+    assert_eq!(cms.json(&["status", "--name", "d"])["state"], "killed");
+    let err = cms.fails(&[
+        "delegate",
+        "--name",
+        "d",
+        "--task",
+        "x",
+        "--strategy",
+        "nope",
+    ]);
+    assert!(
+        err.contains("unknown strategy 'nope' (known: correction_loop, review, single)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn delegate_from_lua_with_a_check_function_and_continue() {
+    let cms = Cms::new();
+    std::fs::write(
+        cms.work().join("plan.lua"),
+        r#"
+        local seen = {}
+        local d = cms.delegate{
+          name = "lua", task = "first try", strategy = "correction_loop", max_attempts = 3,
+          check = function(r)
+            seen[#seen + 1] = r.text
+            if r.text:find("fixed") then return true end
+            return false, "please say fixed"
+          end,
+        }
+        local more = d:continue("done")
+        local fin = d:finish()
+        return { status = d.status, checks = #d.checks, seen = seen, more = more.status,
+                 fin = fin.status, retries = d.retries }
+        "#,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&cms.ok(&["script", "--json", "plan.lua"])).unwrap();
+    // The correction repeats the check's message; the echo then contains "fixed".
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["checks"], 2);
+    assert_eq!(v["retries"], 1);
+    assert_eq!(v["seen"][0], "echo: first try");
+    assert_eq!(v["fin"], "finished");
+}
+
+#[test]
+fn editing_protected_paths_changes_the_next_decision_in_a_running_script() {
+    let cms = Cms::new();
+    std::fs::create_dir_all(cms.work().join(".cms")).unwrap();
+    let builtin = include_str!("../scripts/protected_paths.lua");
+    let edited = builtin.replace("M.paths = {", "M.paths = { \"src/\",");
+    std::fs::write(cms.work().join("edited.lua"), &edited).unwrap();
+    std::fs::write(
+        cms.work().join("plan.lua"),
+        r#"
+        local first = cms.delegate{ name = "a", task = 'USE_TOOL Write {"file_path": "src/a.txt", "content": "a"}' }
+        -- Install a project override that also protects src/, as a person editing it would.
+        local src = assert(io.open("edited.lua")):read("a")
+        local f = assert(io.open(".cms/protected_paths.lua", "w")); f:write(src); f:close()
+        cms.sleep(0.3)
+        local second = cms.delegate{ name = "b", task = 'USE_TOOL Write {"file_path": "src/b.txt", "content": "b"}' }
+        return { first = #first.deniedBeforeExecution, second = second.deniedBeforeExecution[1] }
+        "#,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&cms.ok(&["script", "--json", "plan.lua"])).unwrap();
+    assert_eq!(v["first"], 0, "{v}");
+    assert!(
+        v["second"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("src/b.txt is protected (src/)"),
+        "{v}"
+    );
+    assert!(cms.work().join("src/a.txt").exists());
+    assert!(!cms.work().join("src/b.txt").exists());
+}
+
+#[test]
+fn policy_check_and_show() {
+    let cms = Cms::new();
+    let dir = cms.work().join("p");
+    std::fs::create_dir_all(dir.join("strategies")).unwrap();
+    std::fs::write(
+        dir.join("safety.lua"),
+        "return { on_tool_use = function() return 'allow' end }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("presets.lua"),
+        "return { odd = { permission_mode = 'sometimes' } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("protected_paths.lua"),
+        "local M = {}\nM.paths = { '.env'\nreturn M\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("strategies/mine.lua"), "return 42\n").unwrap();
+    assert!(cms
+        .ok(&["policy", "check", "p/safety.lua"])
+        .contains("ok (safety policy"));
+    let err = cms.fails(&["policy", "check", "p/presets.lua"]);
+    assert!(
+        err.contains("preset 'odd': unknown permission_mode 'sometimes'"),
+        "{err}"
+    );
+    let err = cms.fails(&["policy", "check", "p/protected_paths.lua"]);
+    assert!(err.contains("p/protected_paths.lua:3:"), "{err}");
+    let err = cms.fails(&["policy", "check", "p/strategies/mine.lua"]);
+    assert!(err.contains("must return a function(task)"), "{err}");
+    for shipped in [
+        "safety.lua",
+        "protected_paths.lua",
+        "presets.lua",
+        "strategies/single.lua",
+        "strategies/correction_loop.lua",
+        "strategies/review.lua",
+    ] {
+        let path = format!("{}/scripts/{shipped}", env!("CARGO_MANIFEST_DIR"));
+        cms.ok(&["policy", "check", &path]);
+    }
+    // An override in the user's folder shows as in force.
+    let user = cms.dir.path().join(".config/cms");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::copy(dir.join("safety.lua"), user.join("safety.lua")).unwrap();
+    let show = cms.json(&["policy", "show"]);
+    let scripts: Vec<&str> = show["scripts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        scripts
+            .iter()
+            .any(|s| s.ends_with(".config/cms/safety.lua")),
+        "{show}"
+    );
+    assert!(scripts.contains(&"builtin:presets.lua"), "{show}");
+    assert_eq!(show["limits"]["max_cost"], 2.0);
+}
