@@ -54,30 +54,44 @@ local function glob_pattern(glob)
   return "^" .. p .. "$"
 end
 
-local function name_matches(entry, name)
-  entry, name = lower(entry), lower(name)
-  if entry:find("[*?%[]") then
-    return name:match(glob_pattern(entry)) ~= nil
+-- M.paths prepared once (names lower-cased, globs as patterns); redone if replaced.
+local prepared, prepared_for
+local function entries()
+  if prepared_for ~= M.paths then
+    prepared, prepared_for = {}, M.paths
+    for _, entry in ipairs(M.paths) do
+      local e = { entry = entry, name = lower(entry:gsub("/$", "")), dir = entry:sub(-1) == "/" }
+      e.path = not e.dir and e.name:find("/", 1, true) ~= nil
+      e.glob = e.name:find("[*?%[]") ~= nil
+      e.pattern = e.glob and glob_pattern(e.name) or nil
+      prepared[#prepared + 1] = e
+    end
   end
-  return entry == name
+  return prepared
+end
+
+local function name_matches(e, name)
+  name = lower(name)
+  if e.glob then return name:match(e.pattern) ~= nil end
+  return e.name == name
 end
 
 --- The protected entry `path` falls under, or nil. `path` is as a tool gives it.
 function M.match(path, cwd)
   if type(path) ~= "string" or path == "" then return nil end
-  local rel = cms.path.relative(path, cwd) or cms.path.resolve(path, cwd):sub(2)
+  local rel, abs = cms.path.relative(path, cwd)
+  rel = rel or abs:sub(2)
   local parts = {}
   for part in rel:gmatch("[^/]+") do parts[#parts + 1] = part end
-  for _, entry in ipairs(M.paths) do
-    local dir = entry:match("^(.-)/$")
-    if dir then
+  for _, e in ipairs(entries()) do
+    if e.dir then
       for _, part in ipairs(parts) do
-        if name_matches(dir, part) then return entry end
+        if name_matches(e, part) then return e.entry end
       end
-    elseif entry:find("/") then
-      if lower(rel) == lower(entry) then return entry end
-    elseif #parts > 0 and name_matches(entry, parts[#parts]) then
-      return entry
+    elseif e.path then
+      if lower(rel) == e.name then return e.entry end
+    elseif #parts > 0 and name_matches(e, parts[#parts]) then
+      return e.entry
     end
   end
   return nil
@@ -88,9 +102,8 @@ local function glob_hits(word)
   local base = word:match("[^/]*$")
   if base == "" or not base:find("[*?%[]") then return nil end
   local pattern = glob_pattern(lower(base))
-  for _, entry in ipairs(M.paths) do
-    local name = lower(entry:gsub("/$", ""))
-    if not name:find("[*?%[/]") and name:match(pattern) then return entry end
+  for _, e in ipairs(entries()) do
+    if not e.glob and not e.path and e.name:match(pattern) then return e.entry end
   end
   return nil
 end
@@ -98,15 +111,14 @@ end
 -- Does `word` mention a protected name anywhere (`open('.env','w')`, `of=.env`)?
 local function mentions(word)
   local w = lower(word)
-  for _, entry in ipairs(M.paths) do
-    local name = lower(entry:gsub("/$", ""))
-    if not name:find("[*?%[]") then
+  for _, e in ipairs(entries()) do
+    if not e.glob then
       local from = 1
       while true do
-        local s, e = w:find(name, from, true)
+        local s, f = w:find(e.name, from, true)
         if not s then break end
-        local before, after = w:sub(s - 1, s - 1), w:sub(e + 1, e + 1)
-        if not before:match("[%w_%-]") and not after:match("[%w_%-%.]") then return entry end
+        local before, after = w:sub(s - 1, s - 1), w:sub(f + 1, f + 1)
+        if not before:match("[%w_%-]") and not after:match("[%w_%-%.]") then return e.entry end
         from = s + 1
       end
     end
@@ -174,7 +186,8 @@ check_command = function(cmd, cwd, depth)
       return ("`%s` is given %q, which is only known at run time"):format(name, a)
     end
     local value = a:match("^%-%-?[%w-]+=(.*)$") or a:match("^%a+=(.*)$") or a
-    local hit = M.match(value, cwd) or glob_hits(value) or mentions(a)
+    local is_flag = value == a and a:match("^%-") ~= nil
+    local hit = (not is_flag and (M.match(value, cwd) or glob_hits(value))) or mentions(a)
     if hit then return ("`%s` would touch %s (protected: %s)"):format(name, a, hit) end
     if (name == "rm" or name == "mv" or name == "rmdir") and not a:match("^%-") and holds_project(a, cwd) then
       return ("`%s %s` would take the whole project with it"):format(name, a)

@@ -342,8 +342,6 @@ async fn bypass_permissions_as_root_is_reported_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lua_script_drives_the_real_cli() {
     let Some(env) = env().await else { return };
-    let claude = support::real_claude().unwrap();
-    let root = env.work.parent().unwrap().to_path_buf();
     let plan = env.work.join("plan.lua");
     std::fs::write(
         &plan,
@@ -363,24 +361,8 @@ async fn a_lua_script_drives_the_real_cli() {
         "#,
     )
     .unwrap();
-    let mut cmd = tokio::process::Command::new(support::cms_bin());
-    cmd.args(["script", "--json"])
-        .arg(&plan)
-        .current_dir(&env.work)
-        .env("CMS_HOME", root.join("cms-home"))
-        .env("CMS_CLAUDE_BIN", &claude)
-        .env("RUST_LOG", "warn");
-    for (k, v) in [
-        ("HOME", root.join("home").display().to_string()),
-        ("ANTHROPIC_BASE_URL", env.api.base_url()),
-        ("ANTHROPIC_API_KEY", "sk-test-dummy".into()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
-        ("DISABLE_TELEMETRY", "1".into()),
-        ("DISABLE_AUTOUPDATER", "1".into()),
-        ("CLAUDE_CODE_MAX_RETRIES", "1".into()),
-    ] {
-        cmd.env(k, v);
-    }
+    let mut cmd = cms_command(&env, &["script", "--json"]);
+    cmd.arg(&plan);
     let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
         .expect("the script finished")
@@ -406,4 +388,140 @@ async fn a_lua_script_drives_the_real_cli() {
     let sum: f64 = costs.iter().sum();
     assert!(close(sum, v["session_cost"].as_f64().unwrap()), "{v}");
     assert!(close(sum, v["total"].as_f64().unwrap()), "{v}");
+}
+
+/// `cms ARGS` in the project, on the real CLI and the fake API, with its own home.
+fn cms_command(env: &Env, args: &[&str]) -> tokio::process::Command {
+    let claude = support::real_claude().unwrap();
+    let root = env.work.parent().unwrap().to_path_buf();
+    let mut cmd = tokio::process::Command::new(support::cms_bin());
+    cmd.args(args)
+        .current_dir(&env.work)
+        .env("CMS_HOME", root.join("cms-home"))
+        .env("CMS_CLAUDE_BIN", &claude)
+        .env("CMS_CONFIG_DIR", root.join("config"))
+        .env("RUST_LOG", "warn");
+    for (k, v) in [
+        ("HOME", root.join("home").display().to_string()),
+        ("ANTHROPIC_BASE_URL", env.api.base_url()),
+        ("ANTHROPIC_API_KEY", "sk-test-dummy".into()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
+        ("DISABLE_TELEMETRY", "1".into()),
+        ("DISABLE_AUTOUPDATER", "1".into()),
+        ("CLAUDE_CODE_MAX_RETRIES", "1".into()),
+    ] {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn run_json(mut cmd: tokio::process::Command) -> serde_json::Value {
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("cms finished")
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `cms delegate` on the real CLI: a Write to `.env` is refused before it runs (the
+/// file never appears) while a Write to `src/x.txt` goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_denies_a_protected_write_before_it_happens() {
+    let Some(env) = env().await else { return };
+    let task = format!(
+        "USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"HACKED=1\\n\"}}",
+        env.work.join(".env").display()
+    );
+    let v = run_json(cms_command(
+        &env,
+        &["delegate", "--json", "--name", "guarded", "--task", &task],
+    ))
+    .await;
+    assert!(
+        !env.work.join(".env").exists(),
+        "the protected file never appeared: {v}"
+    );
+    assert_eq!(v["deniedBeforeExecution"][0]["tool"], "Write", "{v}");
+    assert!(
+        v["deniedBeforeExecution"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(".env is protected"),
+        "{v}"
+    );
+    assert_eq!(v["safety"]["violations"][0]["type"], "protected_path");
+    assert_eq!(v["status"], "completed", "the retry finished the turn: {v}");
+
+    let task = format!(
+        "USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"fine\\n\"}}",
+        env.work.join("src/x.txt").display()
+    );
+    let v = run_json(cms_command(
+        &env,
+        &["delegate", "--json", "--name", "allowed", "--task", &task],
+    ))
+    .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["deniedBeforeExecution"], serde_json::json!([]), "{v}");
+    assert_eq!(
+        std::fs::read_to_string(env.work.join("src/x.txt")).unwrap(),
+        "fine\n"
+    );
+    assert!(v["toolsUsed"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::Value::from("Write")));
+}
+
+/// Editing the protected-path script while a host runs (here `cms script`) changes
+/// its next decision, on the real CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_protected_paths_script_changes_the_next_decision() {
+    let Some(env) = env().await else { return };
+    let config = env.work.parent().unwrap().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let edited = include_str!("../scripts/protected_paths.lua")
+        .replace("M.paths = {", "M.paths = { \"docs/\",");
+    std::fs::write(env.work.join("edited.lua"), edited).unwrap();
+    let write = |p: &str| {
+        format!(
+            "USE_TOOL Write {{\\\"file_path\\\": \\\"{}\\\", \\\"content\\\": \\\"x\\\"}}",
+            env.work.join(p).display()
+        )
+    };
+    let plan = format!(
+        r#"
+        local first = cms.delegate{{ name = "before", task = "{}" }}
+        local src = assert(io.open("edited.lua")):read("a")
+        local f = assert(io.open("{}", "w")); f:write(src); f:close()
+        cms.sleep(0.4)
+        local second = cms.delegate{{ name = "after", task = "{}" }}
+        return {{ first = first, second = second }}
+        "#,
+        write("docs/a.md"),
+        config.join("protected_paths.lua").display(),
+        write("docs/b.md")
+    );
+    std::fs::write(env.work.join("plan.lua"), plan).unwrap();
+    let v = run_json(cms_command(&env, &["script", "--json", "plan.lua"])).await;
+    assert_eq!(
+        v["first"]["deniedBeforeExecution"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    assert!(env.work.join("docs/a.md").exists());
+    assert!(
+        v["second"]["deniedBeforeExecution"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is protected (docs/)"),
+        "{v}"
+    );
+    assert!(!env.work.join("docs/b.md").exists());
 }

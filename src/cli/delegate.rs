@@ -46,7 +46,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                     let opts = options(a).map_err(|e| e.to_string())?;
                     delegate::delegate(host.lua(), &manager, &attached.service, opts, None)
                         .await
-                        .map(Printed::Result)
+                        .map(|r| Printed::Result(Box::new(r)))
                         .map_err(|e| e.to_string())
                 }
                 Command::Continue(a) => {
@@ -59,7 +59,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                         &message,
                     )
                     .await
-                    .map(Printed::Result)
+                    .map(|r| Printed::Result(Box::new(r)))
                     .map_err(|e| e.to_string())
                 }
                 Command::Finish(a) => delegate::finish(&manager, &a.name)
@@ -138,7 +138,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
 }
 
 enum Printed {
-    Result(DelegateResult),
+    Result(Box<DelegateResult>),
     End(serde_json::Value, String),
 }
 

@@ -270,8 +270,10 @@ fn delegation(
         _ => return Err(mlua::Error::runtime("cannot convert the delegation result")),
     };
     let name = result.name.clone();
+    // Methods live in the metatable, so the result itself stays plain data (JSON).
+    let methods = lua.create_table()?;
     let (m, sh, n) = (manager.clone(), shared.clone(), name.clone());
-    t.set(
+    methods.set(
         "continue",
         lua.create_async_function(move |lua, (_self, message): (Value, String)| {
             let (m, sh, n) = (m.clone(), sh.clone(), n.clone());
@@ -288,7 +290,7 @@ fn delegation(
         })?,
     )?;
     let (m, n) = (manager.clone(), name.clone());
-    t.set(
+    methods.set(
         "finish",
         lua.create_async_function(move |lua, _self: Value| {
             let (m, n) = (m.clone(), n.clone());
@@ -301,7 +303,7 @@ fn delegation(
         })?,
     )?;
     let (m, n) = (manager, name);
-    t.set(
+    methods.set(
         "abort",
         lua.create_async_function(move |lua, _self: Value| {
             let (m, n) = (m.clone(), n.clone());
@@ -313,5 +315,8 @@ fn delegation(
             }
         })?,
     )?;
+    let meta = lua.create_table()?;
+    meta.set("__index", methods)?;
+    t.set_metatable(Some(meta));
     Ok(Value::Table(t))
 }

@@ -788,7 +788,7 @@ async fn run(
         }
         Err(e) => (None, Some(describe(&e))),
     };
-    let responses = state.responses.borrow();
+    let responses = state.responses.borrow().clone();
     let last = responses.last();
     let violations = state.violations.borrow().clone();
     let ended_by = |rule: &str| {
@@ -817,13 +817,7 @@ async fn run(
         "needs_input"
     } else {
         match override_status.as_deref() {
-            Some(s @ ("failed" | "completed")) => {
-                if s == "failed" {
-                    "failed"
-                } else {
-                    "completed"
-                }
-            }
+            Some("failed") => "failed",
             _ => "completed",
         }
     };

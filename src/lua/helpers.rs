@@ -2,7 +2,8 @@
 //! to scripts, the REPL, policies and plugins alike.
 //!
 //! - `cms.path.resolve(path, cwd)`: the absolute path, `..` and symlinks resolved;
-//! - `cms.path.relative(path, cwd)`: the same relative to `cwd`, or nil outside it;
+//! - `cms.path.relative(path, cwd)`: the same relative to `cwd` (nil outside it),
+//!   and the absolute path as a second value;
 //! - `cms.path.exists(path)`, `cms.path.is_dir(path)`;
 //! - `cms.shell.parse(command)`: the simple commands of a Bash line, each
 //!   `{argv = {...}, assigns = {...}, redirects = {{op, target, writes}}}`.
@@ -24,7 +25,8 @@ pub fn install(lua: &Lua, cms: &Table) -> mlua::Result<()> {
         "relative",
         lua.create_function(|_, (p, cwd): (String, Option<String>)| {
             let cwd = cwd.unwrap_or_else(|| ".".into());
-            Ok(paths::relative(&p, Path::new(&cwd)))
+            let (rel, full) = paths::locate(&p, Path::new(&cwd));
+            Ok((rel, full.display().to_string()))
         })?,
     )?;
     path.set(

@@ -68,11 +68,67 @@ pub fn resolve(path: &str, cwd: &Path) -> PathBuf {
 
 /// `path` relative to `cwd` (both resolved), or None when it lies outside.
 pub fn relative(path: &str, cwd: &Path) -> Option<String> {
-    let base = resolve(".", cwd);
-    let full = resolve(path, cwd);
-    full.strip_prefix(&base)
+    locate(path, cwd).0
+}
+
+/// `path` relative to `cwd` when inside it, and its absolute resolved form. The
+/// working directory's own resolution is remembered per thread (policies ask about
+/// the same one again and again).
+pub fn locate(path: &str, cwd: &Path) -> (Option<String>, PathBuf) {
+    thread_local! {
+        static BASE: std::cell::RefCell<Option<(PathBuf, PathBuf)>> = const { std::cell::RefCell::new(None) };
+    }
+    let base = BASE.with(|b| {
+        let mut b = b.borrow_mut();
+        match &*b {
+            Some((dir, resolved)) if dir == cwd => resolved.clone(),
+            _ => {
+                let resolved = resolve(".", cwd);
+                *b = Some((cwd.to_path_buf(), resolved.clone()));
+                resolved
+            }
+        }
+    });
+    // Relative paths start from the resolved base: the same answer, fewer lookups.
+    let full = if Path::new(path).is_absolute() || path.starts_with('~') {
+        resolve(path, cwd)
+    } else {
+        resolve_under(path, &base)
+    };
+    let rel = full
+        .strip_prefix(&base)
         .ok()
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(|p| p.to_string_lossy().into_owned());
+    (rel, full)
+}
+
+/// [`resolve`] of a relative path under a directory that is already resolved: only
+/// the path's own parts are looked up.
+fn resolve_under(path: &str, base: &Path) -> PathBuf {
+    let mut out = base.to_path_buf();
+    let mut rest = Path::new(path).components();
+    while let Some(c) = rest.next() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                let candidate = out.join(name);
+                let is_link = std::fs::symlink_metadata(&candidate)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false);
+                if is_link {
+                    // Hand the rest to the full walk, which follows links.
+                    let remaining: PathBuf = std::iter::once(c).chain(rest).collect();
+                    return resolve(&out.join(remaining).to_string_lossy(), base);
+                }
+                out = candidate;
+            }
+            _ => return resolve(path, base),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

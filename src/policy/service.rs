@@ -1,12 +1,13 @@
-//! The policy service: one thread with its own Lua state running the safety policy,
-//! the protected-path rules and the presets (`scripts/`, layered by [`Layers`]).
-//! Sessions ask it before a tool runs and after events; [`PolicyService::reload`]
-//! (called by the file watcher) swaps in edited scripts, and a broken edit leaves the
-//! last good version in force.
+//! The policy service: the safety policy, the protected-path rules and the presets
+//! (`scripts/`, layered by [`Layers`]) as Lua. Sessions ask it before a tool runs
+//! and after events; [`PolicyService::reload`] (called by the file watcher) swaps
+//! in edited scripts, and a broken edit leaves the last good version in force.
 //!
-//! Lua states are single-threaded, so the engine's sessions (on the runtime's worker
-//! threads) reach this one through a channel; a decision is a round trip of a few
-//! tens of microseconds.
+//! The scripts in force are a validated *snapshot* of sources. Lua states are
+//! single-threaded, so each thread that asks (the runtime's worker threads, where
+//! sessions run) keeps its own state built from the current snapshot and rebuilds
+//! it when the snapshot changes: a decision is a plain function call, with no
+//! hop to another thread.
 
 use crate::engine::events::EventKind;
 use crate::engine::{
@@ -16,8 +17,10 @@ use crate::lua::host::{call_limited, describe, restrict};
 use crate::policy::scripts::{Layers, Source};
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Table, Value};
 use serde::{Deserialize, Serialize};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The Lua modules a reload refreshes.
@@ -75,44 +78,82 @@ pub struct ReloadReport {
     pub origins: Vec<String>,
 }
 
-enum Job {
-    Decide(Box<(ToolCall, Guard)>, SyncSender<Decision>),
-    Event(Box<(SessionEvent, Guard, Progress)>, SyncSender<Verdict>),
-    Preset(String, SyncSender<Result<Preset, PolicyError>>),
-    Limits(SyncSender<Limits>),
-    Reload(SyncSender<ReloadReport>),
+/// The scripts in force: one source per module, known to load.
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    generation: u64,
+    modules: HashMap<String, Source>,
+}
+
+impl Snapshot {
+    fn from_layers(layers: &Layers) -> Snapshot {
+        let modules = MODULES
+            .iter()
+            .filter_map(|m| {
+                layers
+                    .find(&format!("{m}.lua"))
+                    .map(|src| (m.to_string(), src))
+            })
+            .collect();
+        Snapshot {
+            generation: 0,
+            modules,
+        }
+    }
+
+    fn origins(&self) -> Vec<String> {
+        MODULES
+            .iter()
+            .filter_map(|m| self.modules.get(*m).map(|s| s.origin.clone()))
+            .collect()
+    }
+}
+
+static NEXT_SERVICE: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's Lua state for each service, by service id.
+    static WORKERS: RefCell<HashMap<u64, Worker>> = RefCell::new(HashMap::new());
 }
 
 pub struct PolicyService {
-    tx: Mutex<Sender<Job>>,
+    id: u64,
     layers: Layers,
     limit: Duration,
+    good: RwLock<Arc<Snapshot>>,
     last: Mutex<ReloadReport>,
+    reloading: Mutex<()>,
 }
 
 impl PolicyService {
-    /// Start the service thread and load the scripts. A user script that fails to
-    /// load is reported (in the returned report) and the built-in one is used.
+    /// Load the scripts. A user script that fails to load is reported (in the
+    /// returned report) and the built-in one is used in its place.
     pub fn start(
         layers: Layers,
         limit: Duration,
     ) -> Result<(Arc<PolicyService>, ReloadReport), PolicyError> {
-        let (tx, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let worker_layers = layers.clone();
-        std::thread::Builder::new()
-            .name("cms-policy".into())
-            .spawn(move || worker(worker_layers, limit, rx, ready_tx))
-            .map_err(|e| PolicyError::Load(format!("cannot start the policy thread: {e}")))?;
-        let report = ready_rx.recv().map_err(|_| PolicyError::Gone)??;
-        for e in &report.errors {
+        let builtin = Snapshot::from_layers(&Layers::builtin_only());
+        let (mut snapshot, errors) =
+            settle(&layers, Snapshot::from_layers(&layers), &builtin, limit);
+        if let Some(e) = validate(&layers, &snapshot, limit).err() {
+            return Err(PolicyError::Load(e.join("\n")));
+        }
+        snapshot.generation = 1;
+        for e in &errors {
             tracing::error!("policy script not loaded (the built-in one is used): {e}");
         }
+        let report = ReloadReport {
+            generation: 1,
+            errors,
+            origins: snapshot.origins(),
+        };
         let service = Arc::new(PolicyService {
-            tx: Mutex::new(tx),
+            id: NEXT_SERVICE.fetch_add(1, Ordering::Relaxed),
             layers,
             limit,
+            good: RwLock::new(Arc::new(snapshot)),
             last: Mutex::new(report.clone()),
+            reloading: Mutex::new(()),
         });
         Ok((service, report))
     }
@@ -121,44 +162,79 @@ impl PolicyService {
         &self.layers
     }
 
-    fn ask<T>(&self, make: impl FnOnce(SyncSender<T>) -> Job) -> Option<T> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.lock().ok()?.send(make(tx)).ok()?;
-        rx.recv_timeout(self.limit + Duration::from_secs(2)).ok()
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.good.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Run `f` with this thread's Lua state for the current snapshot.
+    fn with_worker<T>(&self, f: impl FnOnce(&Worker) -> T) -> Result<T, String> {
+        let snap = self.snapshot();
+        WORKERS.with(|cell| {
+            let mut workers = cell
+                .try_borrow_mut()
+                .map_err(|_| "the policy was called from inside itself".to_string())?;
+            let stale = workers
+                .get(&self.id)
+                .is_none_or(|w| w.generation != snap.generation);
+            if stale {
+                let w = Worker::build(&self.layers, &snap, self.limit).map_err(|e| e.join("; "))?;
+                workers.insert(self.id, w);
+            }
+            let w = workers.get(&self.id).ok_or("no policy state")?;
+            Ok(f(w))
+        })
     }
 
     /// Decide a tool call of a guarded session. Fails closed.
     pub fn decide(&self, call: &ToolCall, guard: &Guard) -> Decision {
-        self.ask(|tx| Job::Decide(Box::new((call.clone(), guard.clone())), tx))
-            .unwrap_or_else(|| fail_closed("the policy service did not answer"))
+        self.with_worker(|w| w.decide(call, guard))
+            .unwrap_or_else(|e| fail_closed(&e))
     }
 
     /// Look at an event of a guarded session.
     pub fn on_event(&self, event: &SessionEvent, guard: &Guard, progress: &Progress) -> Verdict {
-        self.ask(|tx| {
-            Job::Event(
-                Box::new((event.clone(), guard.clone(), progress.clone())),
-                tx,
-            )
-        })
-        .unwrap_or(Verdict::Continue)
+        self.with_worker(|w| w.on_event(event, guard, progress))
+            .unwrap_or(Verdict::Continue)
     }
 
     pub fn preset(&self, name: &str) -> Result<Preset, PolicyError> {
-        self.ask(|tx| Job::Preset(name.to_string(), tx))
-            .ok_or(PolicyError::Gone)?
+        self.with_worker(|w| w.preset(name))
+            .map_err(PolicyError::Load)?
     }
 
     /// The default limits of the safety policy.
     pub fn limits(&self) -> Limits {
-        self.ask(Job::Limits).unwrap_or_default()
+        self.with_worker(|w| w.limits).unwrap_or(Limits::SEED)
     }
 
     /// Reload every script; report what failed (those keep their last good version).
     pub fn reload(&self) -> ReloadReport {
-        let report = self.ask(Job::Reload).unwrap_or_default();
-        for e in &report.errors {
+        let _one_at_a_time = self.reloading.lock();
+        let current = self.snapshot();
+        let (mut next, errors) = settle(
+            &self.layers,
+            Snapshot::from_layers(&self.layers),
+            &current,
+            self.limit,
+        );
+        let changed = next.modules != current.modules;
+        next.generation = if changed {
+            current.generation + 1
+        } else {
+            current.generation
+        };
+        for e in &errors {
             tracing::error!("policy script not reloaded (the last good version stays): {e}");
+        }
+        let report = ReloadReport {
+            generation: next.generation,
+            errors,
+            origins: next.origins(),
+        };
+        if changed {
+            if let Ok(mut g) = self.good.write() {
+                *g = Arc::new(next);
+            }
         }
         if let Ok(mut last) = self.last.lock() {
             *last = report.clone();
@@ -170,6 +246,40 @@ impl PolicyService {
     pub fn status(&self) -> ReloadReport {
         self.last.lock().map(|r| r.clone()).unwrap_or_default()
     }
+}
+
+/// Load `candidate`; if it fails, put back the `fallback` source of each module
+/// whose file the errors name, and try again. Returns what to use and the errors.
+fn settle(
+    layers: &Layers,
+    candidate: Snapshot,
+    fallback: &Snapshot,
+    limit: Duration,
+) -> (Snapshot, Vec<String>) {
+    let errors = match validate(layers, &candidate, limit) {
+        Ok(()) => return (candidate, Vec::new()),
+        Err(e) => e,
+    };
+    let mut repaired = candidate.clone();
+    for m in MODULES {
+        if let Some(src) = candidate.modules.get(*m) {
+            if errors.iter().any(|e| e.contains(&src.origin)) {
+                match fallback.modules.get(*m) {
+                    Some(old) => repaired.modules.insert(m.to_string(), old.clone()),
+                    None => repaired.modules.remove(*m),
+                };
+            }
+        }
+    }
+    if validate(layers, &repaired, limit).is_ok() {
+        (repaired, errors)
+    } else {
+        (fallback.clone(), errors)
+    }
+}
+
+fn validate(layers: &Layers, snap: &Snapshot, limit: Duration) -> Result<(), Vec<String>> {
+    Worker::build(layers, snap, limit).map(|_| ())
 }
 
 impl std::fmt::Debug for PolicyService {
@@ -235,147 +345,58 @@ impl Policy for GuardedSession {
 }
 
 // ---------------------------------------------------------------------------
-// The service thread.
+// One Lua state with the scripts of a snapshot loaded.
 
 struct Worker {
     lua: Lua,
-    layers: Layers,
     limit: Duration,
-    safety: Option<Table>,
-    presets: Option<Table>,
-    origins: Vec<String>,
+    safety: Table,
+    presets: Table,
+    limits: Limits,
     generation: u64,
 }
 
-fn worker(
-    layers: Layers,
-    limit: Duration,
-    rx: Receiver<Job>,
-    ready: SyncSender<Result<ReloadReport, PolicyError>>,
-) {
-    let mut w = match Worker::new(layers, limit) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = ready.send(Err(PolicyError::Load(describe(&e))));
-            return;
-        }
-    };
-    let mut report = w.load();
-    if !report.errors.is_empty() {
-        // Nothing good loaded yet from the user's files: fall back to the built-ins.
-        let user_layers = std::mem::replace(&mut w.layers, Layers::builtin_only());
-        let builtin = w.load();
-        w.layers = user_layers;
-        if !builtin.errors.is_empty() {
-            let _ = ready.send(Err(PolicyError::Load(builtin.errors.join("\n"))));
-            return;
-        }
-        report.generation = builtin.generation;
-        report.origins = builtin.origins;
-    }
-    let _ = ready.send(Ok(report));
-    while let Ok(job) = rx.recv() {
-        match job {
-            Job::Decide(b, reply) => {
-                let (call, guard) = *b;
-                let _ = reply.send(w.decide(&call, &guard));
-            }
-            Job::Event(b, reply) => {
-                let (event, guard, progress) = *b;
-                let _ = reply.send(w.on_event(&event, &guard, &progress));
-            }
-            Job::Preset(name, reply) => {
-                let _ = reply.send(w.preset(&name));
-            }
-            Job::Limits(reply) => {
-                let _ = reply.send(w.limits());
-            }
-            Job::Reload(reply) => {
-                let _ = reply.send(w.load());
-            }
-        }
-    }
-}
-
 impl Worker {
-    fn new(layers: Layers, limit: Duration) -> mlua::Result<Worker> {
-        let libs = StdLib::COROUTINE
-            | StdLib::TABLE
-            | StdLib::STRING
-            | StdLib::UTF8
-            | StdLib::MATH
-            | StdLib::PACKAGE
-            | StdLib::OS
-            | StdLib::IO;
-        let lua = Lua::new_with(libs, LuaOptions::new())?;
-        lua.set_memory_limit(64 * 1024 * 1024)?;
-        restrict(&lua, false)?;
-        let cms = lua.create_table()?;
-        crate::lua::helpers::install(&lua, &cms)?;
-        crate::lua::api::install_pure(&lua, &cms)?;
-        lua.globals().set("cms", cms)?;
-        Ok(Worker {
-            lua,
-            layers,
-            limit,
-            safety: None,
-            presets: None,
-            origins: Vec::new(),
-            generation: 0,
-        })
-    }
-
-    /// Load `name` (`safety`, `strategies.single`) from the layers, as `require` does.
-    fn require(&self, name: &str) -> mlua::Result<Value> {
-        load_module(&self.lua, &self.layers, name)
-    }
-
-    /// (Re)load every module. A module that fails keeps its last good version.
-    fn load(&mut self) -> ReloadReport {
-        install_searcher(&self.lua, &self.layers).ok();
-        if let Ok(loaded) = self
-            .lua
-            .globals()
-            .get::<Table>("package")
-            .and_then(|p| p.get::<Table>("loaded"))
-        {
-            for m in MODULES {
-                let _ = loaded.set(*m, Value::Nil);
-            }
-        }
+    /// A Lua state with the snapshot's scripts loaded, or the `file:line` errors.
+    fn build(layers: &Layers, snap: &Snapshot, limit: Duration) -> Result<Worker, Vec<String>> {
+        let one = |e: mlua::Error| vec![describe(&e)];
+        let lua = base_lua().map_err(one)?;
+        install_searcher(&lua, layers, &snap.modules).map_err(one)?;
+        let require = |name: &str| -> mlua::Result<Value> {
+            let require: Function = lua.globals().get("require")?;
+            require.call::<Value>(name)
+        };
         let mut errors = Vec::new();
-        match self.require("safety").and_then(|v| check_safety(&v)) {
-            Ok(t) => self.safety = Some(t),
-            Err(e) => errors.push(describe(&e)),
-        }
-        match self
-            .require("presets")
-            .and_then(|v| check_presets(&self.lua, &v))
-        {
-            Ok(t) => self.presets = Some(t),
-            Err(e) => errors.push(describe(&e)),
-        }
-        self.origins = MODULES
-            .iter()
-            .filter_map(|m| self.layers.find(&format!("{m}.lua")).map(|s| s.origin))
-            .collect();
-        if errors.is_empty() {
-            self.generation += 1;
-        }
-        ReloadReport {
-            generation: self.generation,
-            errors,
-            origins: self.origins.clone(),
-        }
+        let safety = require("safety")
+            .and_then(|v| check_safety(&v))
+            .map_err(|e| errors.push(describe(&e)))
+            .ok();
+        let presets = require("presets")
+            .and_then(|v| check_presets(&lua, &v))
+            .map_err(|e| errors.push(describe(&e)))
+            .ok();
+        let (Some(safety), Some(presets)) = (safety, presets) else {
+            return Err(errors);
+        };
+        let mut w = Worker {
+            lua,
+            limit,
+            safety,
+            presets,
+            limits: Limits::SEED,
+            generation: snap.generation,
+        };
+        w.limits = w.read_limits();
+        Ok(w)
     }
 
     /// `M.limits` of the safety policy; a limit it leaves out keeps the seed's
     /// default, so no limit is dropped by omission.
-    fn limits(&self) -> Limits {
+    fn read_limits(&self) -> Limits {
         let set: Limits = self
             .safety
-            .as_ref()
-            .and_then(|s| s.get::<Value>("limits").ok())
+            .get::<Value>("limits")
+            .ok()
             .and_then(|v| self.lua.from_value(v).ok())
             .unwrap_or_default();
         Limits {
@@ -386,24 +407,16 @@ impl Worker {
     }
 
     fn preset_table(&self, name: &str) -> Option<Table> {
-        self.presets
-            .as_ref()?
-            .get::<Option<Table>>(name)
-            .ok()
-            .flatten()
+        self.presets.get::<Option<Table>>(name).ok().flatten()
     }
 
     fn preset(&self, name: &str) -> Result<Preset, PolicyError> {
         let Some(t) = self.preset_table(name) else {
             let mut known: Vec<String> = self
                 .presets
-                .as_ref()
-                .map(|p| {
-                    p.pairs::<String, Value>()
-                        .filter_map(|kv| kv.ok().map(|(k, _)| k))
-                        .collect()
-                })
-                .unwrap_or_default();
+                .pairs::<String, Value>()
+                .filter_map(|kv| kv.ok().map(|(k, _)| k))
+                .collect();
             known.sort();
             return Err(PolicyError::UnknownPreset {
                 name: name.into(),
@@ -437,7 +450,7 @@ impl Worker {
                 ctx.set("preset", p)?;
             }
         }
-        let defaults = self.limits();
+        let defaults = self.limits;
         let limits = lua.create_table()?;
         limits.set("max_cost", guard.max_cost_usd.or(defaults.max_cost))?;
         limits.set("max_turns", guard.max_turns.or(defaults.max_turns))?;
@@ -450,9 +463,7 @@ impl Worker {
     }
 
     fn decide(&self, call: &ToolCall, guard: &Guard) -> Decision {
-        let Some(safety) = &self.safety else {
-            return fail_closed("no safety policy is loaded");
-        };
+        let safety = &self.safety;
         let run = || -> mlua::Result<Decision> {
             let f: Function = safety.get("on_tool_use")?;
             let tool = self.lua.create_table()?;
@@ -492,9 +503,7 @@ impl Worker {
     }
 
     fn on_event(&self, event: &SessionEvent, guard: &Guard, progress: &Progress) -> Verdict {
-        let Some(safety) = &self.safety else {
-            return Verdict::Continue;
-        };
+        let safety = &self.safety;
         let run = || -> mlua::Result<Verdict> {
             let Some(f) = safety.get::<Option<Function>>("on_event")? else {
                 return Ok(Verdict::Continue);
@@ -520,9 +529,11 @@ impl Worker {
                 Some("warn") => Verdict::Warn(v),
                 Some("stop") => Verdict::Stop(v),
                 Some("kill") => Verdict::Kill(v),
-                Some(other) => return Err(mlua::Error::runtime(format!(
+                Some(other) => {
+                    return Err(mlua::Error::runtime(format!(
                     "on_event returned \"{other}\"; expected nil, \"warn\", \"stop\" or \"kill\""
-                ))),
+                )))
+                }
             })
         };
         run().unwrap_or_else(|e| {
@@ -534,15 +545,41 @@ impl Worker {
     }
 }
 
-/// Make `require` find modules in the layers (`require("protected_paths")` loads
-/// the project's copy when there is one).
-fn install_searcher(lua: &Lua, layers: &Layers) -> mlua::Result<()> {
+/// A sandboxed Lua state with the pure parts of `cms` (`cms.path`, `cms.shell`,
+/// `cms.json`, `cms.log`): what policies are written with.
+fn base_lua() -> mlua::Result<Lua> {
+    let libs = StdLib::COROUTINE
+        | StdLib::TABLE
+        | StdLib::STRING
+        | StdLib::UTF8
+        | StdLib::MATH
+        | StdLib::PACKAGE
+        | StdLib::OS
+        | StdLib::IO;
+    let lua = Lua::new_with(libs, LuaOptions::new())?;
+    lua.set_memory_limit(64 * 1024 * 1024)?;
+    restrict(&lua, false)?;
+    let cms = lua.create_table()?;
+    crate::lua::helpers::install(&lua, &cms)?;
+    crate::lua::api::install_pure(&lua, &cms)?;
+    lua.globals().set("cms", cms)?;
+    Ok(lua)
+}
+
+/// Make `require` find cms modules: the snapshot's sources first (the versions in
+/// force), then the layers (a helper module of yours in `.cms/`).
+fn install_searcher(
+    lua: &Lua,
+    layers: &Layers,
+    modules: &HashMap<String, Source>,
+) -> mlua::Result<()> {
     let package: Table = lua.globals().get("package")?;
     let searchers: Table = package.get("searchers")?;
     let layers = layers.clone();
+    let modules = modules.clone();
     let searcher = lua.create_function(move |lua, name: String| {
         let rel = format!("{}.lua", name.replace('.', "/"));
-        match layers.find(&rel) {
+        match modules.get(&name).cloned().or_else(|| layers.find(&rel)) {
             Some(src) => {
                 let f = lua
                     .load(src.code.as_str())
@@ -561,17 +598,7 @@ fn install_searcher(lua: &Lua, layers: &Layers) -> mlua::Result<()> {
     })?;
     // Slot 2: after the preload searcher, before the file searcher.
     searchers.raw_insert(2, searcher)?;
-    // Keep just one cms searcher however often this runs.
-    while searchers.raw_len() > 3 {
-        searchers.raw_remove(3)?;
-    }
     Ok(())
-}
-
-/// `require(name)` through the layers.
-pub fn load_module(lua: &Lua, _layers: &Layers, name: &str) -> mlua::Result<Value> {
-    let require: Function = lua.globals().get("require")?;
-    require.call::<Value>(name)
 }
 
 fn check_safety(v: &Value) -> mlua::Result<Table> {
@@ -630,14 +657,10 @@ pub fn check_file(path: &std::path::Path) -> Result<String, String> {
         code,
     };
     let started = Instant::now();
-    let w = Worker::new(
-        Layers::standard(&std::env::current_dir().unwrap_or_default()),
-        Duration::from_secs(2),
-    )
-    .map_err(|e| describe(&e))?;
-    install_searcher(&w.lua, &w.layers).map_err(|e| describe(&e))?;
-    let value: Value = w
-        .lua
+    let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
+    let lua = base_lua().map_err(|e| describe(&e))?;
+    install_searcher(&lua, &layers, &HashMap::new()).map_err(|e| describe(&e))?;
+    let value: Value = lua
         .load(src.code.as_str())
         .set_name(src.chunk_name())
         .call(())
@@ -656,7 +679,7 @@ pub fn check_file(path: &std::path::Path) -> Result<String, String> {
             "safety policy"
         }
         "presets.lua" => {
-            check_presets(&w.lua, &value).map_err(|e| describe(&e))?;
+            check_presets(&lua, &value).map_err(|e| describe(&e))?;
             "presets"
         }
         "protected_paths.lua" => {

@@ -63,8 +63,7 @@ impl Parser {
     fn commands(&mut self, close: Option<char>) {
         let mut cmd = Command::default();
         let mut pending_redirect: Option<String> = None;
-        loop {
-            let Some(c) = self.peek(0) else { break };
+        while let Some(c) = self.peek(0) {
             if Some(c) == close {
                 self.pos += 1;
                 break;
@@ -162,11 +161,13 @@ impl Parser {
     fn redirect_op(&mut self) -> String {
         let mut op = String::new();
         while let Some(c) = self.peek(0) {
-            let extend = match (op.as_str(), c) {
-                ("", '<' | '>') => true,
-                (">", '>' | '|' | '&') | ("<", '<' | '>' | '&') | ("<<", '<' | '-') => true,
-                _ => false,
-            };
+            let extend = matches!(
+                (op.as_str(), c),
+                ("", '<' | '>')
+                    | (">", '>' | '|' | '&')
+                    | ("<", '<' | '>' | '&')
+                    | ("<<", '<' | '-')
+            );
             if !extend {
                 break;
             }
