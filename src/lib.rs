@@ -8,6 +8,9 @@
 pub mod cli;
 pub mod engine;
 pub mod lua;
+pub mod mcp;
+pub mod plugins;
 pub mod policy;
 pub mod sim;
+pub mod views;
 pub mod wire;

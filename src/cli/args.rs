@@ -86,6 +86,37 @@ pub enum Command {
     /// Safety policies, presets and strategies: check a script, show what is in force.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Serve MCP on stdio, so Claude Code can spawn and steer sessions with native tools.
+    Mcp,
+    /// Register `cms mcp` with Claude Code (interactive without flags).
+    Setup(SetupArgs),
+    /// Plugins: list what is loaded, or check that every plugin loads.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// For every project: ~/.claude.json (user scope).
+    #[arg(long)]
+    pub global: bool,
+    /// For this project: ./.mcp.json (project scope).
+    #[arg(long)]
+    pub local: bool,
+    /// Also add the delegation strategy guide to CLAUDE.md (replaced, never duplicated).
+    #[arg(long)]
+    pub guide: bool,
+    /// Remove cms (and the guide) from both scopes.
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every plugin found (shipped, ~/.config/cms/plugins, .cms/plugins) and what it adds.
+    List,
+    /// Load every plugin and report the ones that fail; exit 1 if any does.
+    Check,
 }
 
 #[derive(Debug, Args)]

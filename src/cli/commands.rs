@@ -1,7 +1,7 @@
 //! Running one CLI command: build the engine, call it, render, choose the exit code.
 
 use super::args::{Cli, Command};
-use super::{delegate, demo, render, repl, script};
+use super::{delegate, demo, plugins, render, repl, script, setup};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
     SessionRecord, SpawnRequest,
@@ -67,6 +67,9 @@ pub fn run(cli: Cli) -> i32 {
         | Command::Finish(_)
         | Command::Abort(_)) => return delegate::run(cfg, cmd, json),
         Command::Policy(cmd) => return delegate::policy_command(cmd, json),
+        Command::Mcp => return crate::mcp::run(cfg),
+        Command::Setup(a) => return setup::run(a, &cfg, json),
+        Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::LuaTypes => {
             print!("{}", crate::lua::stubs::CMS_META);
             return 0;
@@ -216,7 +219,7 @@ fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, Cli
     })
 }
 
-pub(super) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -384,7 +387,10 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         | Command::Continue(_)
         | Command::Finish(_)
         | Command::Abort(_)
-        | Command::Policy(_) => {
+        | Command::Policy(_)
+        | Command::Mcp
+        | Command::Setup(_)
+        | Command::Plugins(_) => {
             unreachable!("handled before the runtime starts")
         }
     })

@@ -5,9 +5,11 @@ mod args;
 mod commands;
 mod delegate;
 mod demo;
+mod plugins;
 mod render;
 mod repl;
 mod script;
+mod setup;
 
 pub use args::{Cli, Command};
-pub use commands::run;
+pub use commands::{run, shutdown_signal};

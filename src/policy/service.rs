@@ -83,6 +83,8 @@ pub struct ReloadReport {
 struct Snapshot {
     generation: u64,
     modules: HashMap<String, Source>,
+    /// Plugins (`plugins/NAME/init.lua`), whose `policies` run before safety.lua's.
+    plugins: Vec<(String, Source)>,
 }
 
 impl Snapshot {
@@ -98,6 +100,7 @@ impl Snapshot {
         Snapshot {
             generation: 0,
             modules,
+            plugins: crate::plugins::discover(layers),
         }
     }
 
@@ -217,7 +220,7 @@ impl PolicyService {
             &current,
             self.limit,
         );
-        let changed = next.modules != current.modules;
+        let changed = next.modules != current.modules || next.plugins != current.plugins;
         next.generation = if changed {
             current.generation + 1
         } else {
@@ -353,6 +356,8 @@ struct Worker {
     safety: Table,
     presets: Table,
     limits: Limits,
+    /// `(name, on_tool_use)` of each plugin policy, asked first.
+    plugin_policies: Vec<(String, Function)>,
     generation: u64,
 }
 
@@ -378,12 +383,14 @@ impl Worker {
         let (Some(safety), Some(presets)) = (safety, presets) else {
             return Err(errors);
         };
+        let plugin_policies = crate::plugins::policies(&lua, &snap.plugins);
         let mut w = Worker {
             lua,
             limit,
             safety,
             presets,
             limits: Limits::SEED,
+            plugin_policies,
             generation: snap.generation,
         };
         w.limits = w.read_limits();
@@ -470,6 +477,35 @@ impl Worker {
             tool.set("name", call.tool_name.as_str())?;
             tool.set("input", self.lua.to_value(&call.input)?)?;
             let ctx = self.ctx(&call.session, &call.cwd, guard, &call.progress)?;
+            if guard.safety {
+                for (name, policy) in &self.plugin_policies {
+                    let out: MultiValue =
+                        call_limited(&self.lua, self.limit, policy, (tool.clone(), ctx.clone()))
+                            .map_err(|e| {
+                                mlua::Error::runtime(format!(
+                                    "plugin policy '{name}': {}",
+                                    describe(&e)
+                                ))
+                            })?;
+                    let mut it = out.into_iter();
+                    if it
+                        .next()
+                        .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
+                        .as_deref()
+                        == Some("deny")
+                    {
+                        let reason = it
+                            .next()
+                            .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
+                            .unwrap_or_else(|| format!("denied by the {name} policy"));
+                        return Ok(Decision::Deny {
+                            reason,
+                            interrupt: false,
+                            rule: Some(name.clone()),
+                        });
+                    }
+                }
+            }
             let out: MultiValue = call_limited(&self.lua, self.limit, &f, (tool, ctx))?;
             let mut it = out.into_iter();
             let verb = it.next().unwrap_or(Value::Nil);

@@ -1,0 +1,220 @@
+//! The MCP server's Lua thread. Lua states are single-threaded while the MCP
+//! handler runs on the runtime's worker threads, so everything that needs Lua
+//! (delegation strategies, plugin tools) is sent here as a job and answered on a
+//! oneshot channel. Jobs run concurrently as local tasks: one long `delegate_task`
+//! does not hold up another.
+
+use crate::engine::Manager;
+use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
+use crate::lua::{HostOptions, LuaHost};
+use crate::plugins::{self, PluginSet};
+use crate::policy::PolicyService;
+use mlua::{Lua, LuaSerdeExt};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A plugin tool as the MCP server lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolInfo {
+    pub plugin: String,
+    pub name: String,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Job {
+    Delegate(Box<DelegateOptions>, Reply<DelegateResult>),
+    Continue(String, String, Reply<DelegateResult>),
+    Tool(String, serde_json::Value, Reply<serde_json::Value>),
+    Reload(oneshot::Sender<(Vec<ToolInfo>, Vec<String>)>),
+}
+
+#[derive(Clone)]
+pub struct LuaWorker {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+/// Longest a plugin tool may run.
+fn tool_limit() -> Duration {
+    std::env::var("CMS_PLUGIN_TOOL_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(600))
+}
+
+impl LuaWorker {
+    /// Start the thread; returns the worker, the plugin tools, and plugin errors.
+    pub fn start(
+        handle: tokio::runtime::Handle,
+        manager: Arc<Manager>,
+        policy: Arc<PolicyService>,
+    ) -> Result<(LuaWorker, Vec<ToolInfo>, Vec<String>), String> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("cms-mcp-lua".into())
+            .spawn(move || {
+                let local = tokio::task::LocalSet::new();
+                handle.block_on(local.run_until(async move {
+                    let opts = HostOptions {
+                        policy: Some(policy.clone()),
+                        ..HostOptions::default()
+                    };
+                    let host = match LuaHost::new(manager.clone(), opts) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("cannot start Lua: {e}")));
+                            return;
+                        }
+                    };
+                    let lua = host.lua().clone();
+                    let set = Rc::new(RefCell::new(load_plugins(&lua, &policy)));
+                    let _ = ready_tx.send(Ok(describe(&set.borrow())));
+                    while let Some(job) = rx.recv().await {
+                        let (lua, manager, policy, set) =
+                            (lua.clone(), manager.clone(), policy.clone(), set.clone());
+                        tokio::task::spawn_local(async move {
+                            match job {
+                                Job::Delegate(opts, reply) => {
+                                    let r =
+                                        delegate::delegate(&lua, &manager, &policy, *opts, None)
+                                            .await;
+                                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                                }
+                                Job::Continue(name, message, reply) => {
+                                    let r = delegate::continue_task(
+                                        &lua, &manager, &policy, &name, &message,
+                                    )
+                                    .await;
+                                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                                }
+                                Job::Tool(name, args, reply) => {
+                                    let _ = reply.send(call_tool(&lua, &set, &name, args).await);
+                                }
+                                Job::Reload(reply) => {
+                                    let fresh = load_plugins(&lua, &policy);
+                                    let info = describe(&fresh);
+                                    *set.borrow_mut() = fresh;
+                                    let _ = reply.send(info);
+                                }
+                            }
+                        });
+                    }
+                    drop(host);
+                }));
+            })
+            .map_err(|e| format!("cannot start the Lua thread: {e}"))?;
+        let (tools, errors) = ready_rx
+            .recv()
+            .map_err(|_| "the Lua thread ended".to_string())??;
+        Ok((LuaWorker { tx }, tools, errors))
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .map_err(|_| "the Lua thread has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the Lua thread dropped the call".to_string())?
+    }
+
+    pub async fn delegate(&self, opts: DelegateOptions) -> Result<DelegateResult, String> {
+        self.ask(|tx| Job::Delegate(Box::new(opts), tx)).await
+    }
+
+    pub async fn continue_task(
+        &self,
+        name: String,
+        message: String,
+    ) -> Result<DelegateResult, String> {
+        self.ask(|tx| Job::Continue(name, message, tx)).await
+    }
+
+    pub async fn call_tool(
+        &self,
+        name: String,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.ask(|tx| Job::Tool(name, args, tx)).await
+    }
+
+    /// Load the plugins again (a file changed); returns the tools and errors.
+    pub async fn reload(&self) -> Result<(Vec<ToolInfo>, Vec<String>), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Reload(tx))
+            .map_err(|_| "the Lua thread has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the Lua thread dropped the call".to_string())
+    }
+}
+
+fn load_plugins(lua: &Lua, policy: &PolicyService) -> PluginSet {
+    let set = plugins::load(lua, &plugins::discover(policy.layers()));
+    lua.set_app_data(set.clone());
+    set
+}
+
+fn describe(set: &PluginSet) -> (Vec<ToolInfo>, Vec<String>) {
+    let tools = set
+        .tools
+        .iter()
+        .map(|t| ToolInfo {
+            plugin: t.plugin.clone(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            input_schema: t.input_schema.clone(),
+        })
+        .collect();
+    (tools, set.errors.clone())
+}
+
+async fn call_tool(
+    lua: &Lua,
+    set: &Rc<RefCell<PluginSet>>,
+    name: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let tool = set
+        .borrow()
+        .tools
+        .iter()
+        .find(|t| t.name == name)
+        .cloned()
+        .ok_or_else(|| format!("unknown tool: {name}"))?;
+    let args = crate::lua::convert::to_lua(lua, &args).map_err(|e| e.to_string())?;
+    let limit = tool_limit();
+    let call = tool.handler.call_async::<mlua::Value>(args);
+    let value = match tokio::time::timeout(limit, call).await {
+        Err(_) => {
+            return Err(format!(
+                "plugin {} tool {name} took longer than {}s",
+                tool.plugin,
+                limit.as_secs()
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(format!(
+                "plugin {} tool {name} failed: {}",
+                tool.plugin,
+                crate::lua::host::describe(&e)
+            ))
+        }
+        Ok(Ok(v)) => v,
+    };
+    lua.from_value::<serde_json::Value>(value).map_err(|e| {
+        format!(
+            "plugin {} tool {name} returned something that is not JSON: {e}",
+            tool.plugin
+        )
+    })
+}

@@ -1,0 +1,95 @@
+//! `cms mcp`: an MCP server over stdio, so Claude Code (or any MCP client) can
+//! spawn and steer sessions through native tools. Built on rmcp, the official Rust
+//! SDK. stdout carries only the protocol; logs go to stderr.
+//!
+//! - [`server`]: the handler: the seed's 17 tools and plugin tools;
+//! - [`tools`]: their schemas and argument types;
+//! - [`lua_worker`]: the thread where Lua runs (strategies, plugin tools);
+//! - [`stdio`]: the line filter that answers malformed input with JSON-RPC errors.
+
+pub mod lua_worker;
+pub mod server;
+pub mod stdio;
+pub mod tools;
+
+use crate::engine::{EngineConfig, Manager};
+use rmcp::ServiceExt;
+
+/// Serve MCP on stdin/stdout until the client goes away or a signal arrives; every
+/// session the server started is then stopped (resumable). Returns the exit code.
+pub fn run(cfg: EngineConfig) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        let manager = match Manager::new(cfg) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return 1;
+            }
+        };
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let (service, _) = match crate::policy::PolicyService::start(
+            crate::policy::Layers::standard(&cwd),
+            crate::policy::DECISION_LIMIT,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("Error: cannot load the safety policy: {e}");
+                return 1;
+            }
+        };
+        manager.set_policy(std::sync::Arc::new(crate::policy::LuaPolicy(
+            service.clone(),
+        )));
+        let (lua, plugin_tools, errors) =
+            match lua_worker::LuaWorker::start(handle.clone(), manager.clone(), service.clone()) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return 1;
+                }
+            };
+        for e in errors {
+            tracing::error!("plugin disabled: {e}");
+        }
+        let server = server::CmsServer::new(manager.clone(), lua, plugin_tools);
+        // Script and plugin edits: the policy reloads; plugin tools reload and
+        // clients hear about it.
+        let notify = server.clone();
+        let _watch = crate::policy::watch::watch(service.clone(), move |_| {
+            let s = notify.clone();
+            handle.spawn(async move { s.plugins_changed().await });
+        })
+        .map_err(|e| tracing::warn!("script changes will not be picked up: {e}"))
+        .ok();
+        let transport = stdio::filtered();
+        let running = match server.serve(transport).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("Error: MCP start failed: {e}");
+                manager.shutdown().await;
+                return 1;
+            }
+        };
+        tokio::select! {
+            r = running.waiting() => {
+                if let Err(e) = r {
+                    tracing::warn!("MCP session ended: {e}");
+                }
+            }
+            _ = crate::cli::shutdown_signal() => {}
+        }
+        manager.shutdown().await;
+        0
+    })
+}

@@ -1,0 +1,554 @@
+//! `cms mcp` driven by a real MCP client (rmcp's), on the simulator: every built-in
+//! tool, plugin tools, list_changed when a plugin changes on disk, background work,
+//! progress, and 10,000 malformed messages answered without the server dying.
+
+mod support;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, ProgressNotificationParam};
+use rmcp::service::{NotificationContext, RoleClient, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        Env { dir }
+    }
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+    fn command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(support::cms_bin());
+        c.arg("mcp")
+            .current_dir(self.work())
+            .env("CMS_HOME", self.dir.path().join("cms"))
+            .env("CMS_CLAUDE_BIN", support::sim_bin())
+            .env("HOME", self.dir.path())
+            .env("CMS_CONFIG_DIR", self.dir.path().join("config"))
+            .env("RUST_LOG", "warn");
+        c
+    }
+}
+
+/// A client that reports list_changed and progress notifications.
+#[derive(Clone)]
+struct Watcher {
+    changed: mpsc::UnboundedSender<()>,
+    progress: mpsc::UnboundedSender<String>,
+}
+
+impl ClientHandler for Watcher {
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        let _ = self.changed.send(());
+    }
+    async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        let _ = self.progress.send(p.message.unwrap_or_default());
+    }
+}
+
+type Client = RunningService<RoleClient, Watcher>;
+
+async fn connect(
+    env: &Env,
+) -> (
+    Client,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (ctx, crx) = mpsc::unbounded_channel();
+    let (ptx, prx) = mpsc::unbounded_channel();
+    let transport = TokioChildProcess::new(env.command()).unwrap();
+    let client = Watcher {
+        changed: ctx,
+        progress: ptx,
+    }
+    .serve(transport)
+    .await
+    .unwrap();
+    (client, crx, prx)
+}
+
+fn args(v: Value) -> JsonObject {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("arguments must be an object"),
+    }
+}
+
+async fn call(client: &Client, tool: &str, a: Value) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(a)))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The JSON a successful call returned.
+async fn ok(client: &Client, tool: &str, a: Value) -> Value {
+    let r = call(client, tool, a).await;
+    assert_ne!(r.is_error, Some(true), "{tool} failed: {}", text(&r));
+    serde_json::from_str(&text(&r)).unwrap()
+}
+
+async fn fails(client: &Client, tool: &str, a: Value) -> String {
+    let r = call(client, tool, a).await;
+    assert_eq!(r.is_error, Some(true), "{tool} should fail: {}", text(&r));
+    text(&r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_builtin_tool_works_through_a_real_client() {
+    let env = Env::new();
+    let (client, _, _) = connect(&env).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    for expected in [
+        "spawn_session",
+        "send_message",
+        "resume_session",
+        "pause_session",
+        "fork_session",
+        "stop_session",
+        "kill_session",
+        "get_session_status",
+        "get_last_output",
+        "list_sessions",
+        "get_history",
+        "delete_session",
+        "delegate_task",
+        "continue_task",
+        "finish_task",
+        "abort_task",
+        "batch_spawn",
+        "session_report",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "missing {expected}: {names:?}"
+        );
+    }
+    assert_eq!(names.len(), 18, "{names:?}");
+    for t in &tools {
+        assert_eq!(
+            t.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            t.name
+        );
+    }
+    let spawn = tools.iter().find(|t| t.name == "spawn_session").unwrap();
+    assert_eq!(spawn.input_schema["required"], json!(["name", "prompt"]));
+
+    let v = ok(
+        &client,
+        "spawn_session",
+        json!({ "name": "a", "prompt": "hello" }),
+    )
+    .await;
+    assert_eq!(v["response"]["text"], "echo: hello");
+    assert_eq!(
+        v["session"]["state"], "idle",
+        "the session stays live in the server"
+    );
+    let v = ok(
+        &client,
+        "send_message",
+        json!({ "name": "a", "message": "RECALL" }),
+    )
+    .await;
+    assert_eq!(v["response"]["text"], "recall: hello");
+    assert_eq!(
+        ok(&client, "get_last_output", json!({ "name": "a" })).await["output"],
+        "recall: hello"
+    );
+    let v = ok(&client, "get_session_status", json!({ "name": "a" })).await;
+    assert_eq!(v["interaction_count"], 2);
+    assert_eq!(
+        ok(&client, "get_history", json!({ "name": "a", "limit": 1 })).await["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ok(&client, "pause_session", json!({ "name": "a" })).await["state"],
+        "paused"
+    );
+    assert!(fails(
+        &client,
+        "send_message",
+        json!({ "name": "a", "message": "x" })
+    )
+    .await
+    .contains("paused"));
+    let v = ok(
+        &client,
+        "resume_session",
+        json!({ "name": "a", "message": "back" }),
+    )
+    .await;
+    assert_eq!(v["response"]["text"], "echo: back");
+    let v = ok(
+        &client,
+        "fork_session",
+        json!({ "name": "a", "new_name": "b", "message": "RECALL" }),
+    )
+    .await;
+    assert_eq!(v["response"]["text"], "recall: hello | RECALL | back");
+    assert_eq!(
+        ok(&client, "stop_session", json!({ "name": "a" })).await["state"],
+        "stopped"
+    );
+    assert_eq!(
+        ok(&client, "kill_session", json!({ "name": "b" })).await["state"],
+        "killed"
+    );
+    let v = ok(&client, "list_sessions", json!({ "status": "killed" })).await;
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(v["server_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        ok(&client, "delete_session", json!({ "name": "b" })).await["deleted"],
+        true
+    );
+
+    std::fs::write(env.work().join(".env"), "S=1\n").unwrap();
+    let task = r#"USE_TOOL Write {"file_path": ".env", "content": "X"}"#;
+    let v = ok(
+        &client,
+        "delegate_task",
+        json!({ "name": "d", "task": task, "max_cost": 1.0 }),
+    )
+    .await;
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["deniedBeforeExecution"][0]["tool"], "Write");
+    assert_eq!(
+        std::fs::read_to_string(env.work().join(".env")).unwrap(),
+        "S=1\n"
+    );
+    let v = ok(
+        &client,
+        "continue_task",
+        json!({ "name": "d", "message": "RECALL" }),
+    )
+    .await;
+    assert!(
+        v["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("recall: USE_TOOL Write"),
+        "{v}"
+    );
+    assert_eq!(
+        ok(&client, "finish_task", json!({ "name": "d" })).await["status"],
+        "finished"
+    );
+    assert_eq!(
+        ok(&client, "abort_task", json!({ "name": "d" })).await["status"],
+        "aborted"
+    );
+    let v = ok(&client, "batch_spawn", json!({ "sessions": [
+        { "name": "p1", "prompt": "one" }, { "name": "p2", "prompt": "CRASH" }, { "name": "p3", "prompt": "three" }
+    ] })).await;
+    let oks: Vec<bool> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["ok"].as_bool().unwrap())
+        .collect();
+    assert_eq!(oks, [true, false, true], "{v}");
+    let v = ok(&client, "session_report", json!({ "top": 1 })).await;
+    assert_eq!(v["count"], 5, "{v}");
+    assert_eq!(v["most_expensive"].as_array().unwrap().len(), 1);
+
+    // Tool errors say what is wrong; the server goes on.
+    assert!(
+        fails(&client, "get_session_status", json!({ "name": "ghost" }))
+            .await
+            .contains("session 'ghost' not found")
+    );
+    assert!(fails(&client, "spawn_session", json!({ "name": "x" }))
+        .await
+        .contains("missing field `prompt`"));
+    assert!(fails(
+        &client,
+        "spawn_session",
+        json!({ "name": "x", "prompt": "p", "modle": "opus" })
+    )
+    .await
+    .contains("unknown field `modle`"));
+    assert!(fails(
+        &client,
+        "delegate_task",
+        json!({ "name": "y", "task": "t", "preset": "yolo" })
+    )
+    .await
+    .contains("unknown preset 'yolo'"));
+    assert!(fails(&client, "no_such_tool", json!({}))
+        .await
+        .contains("Unknown tool: no_such_tool"));
+    assert!(fails(
+        &client,
+        "spawn_session",
+        json!({ "name": "a", "prompt": "dup" })
+    )
+    .await
+    .contains("already exists"));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_work_runs_in_the_background_and_reports_progress() {
+    let env = Env::new();
+    let (client, _, mut progress) = connect(&env).await;
+    let started = Instant::now();
+    let v = ok(
+        &client,
+        "delegate_task",
+        json!({ "name": "bg", "task": "SLOW 1500 slow work", "background": true }),
+    )
+    .await;
+    assert_eq!(v["status"], "started");
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "returned at once"
+    );
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        let s = ok(&client, "get_session_status", json!({ "name": "bg" })).await;
+        if s["background"]["status"] == "done" {
+            done = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        done["background"]["result"]["status"], "completed",
+        "{done}"
+    );
+    assert_eq!(done["background"]["result"]["response"], "echo: slow work");
+
+    // A client that sends a progress token hears about tool uses and turns.
+    let mut params = CallToolRequestParams::new("delegate_task").with_arguments(args(json!({
+        "name": "fg", "task": r#"USE_TOOL Read {"file_path": "/etc/hostname"}"#
+    })));
+    let mut meta = rmcp::model::RequestMetaObject::default();
+    meta.set_progress_token(rmcp::model::ProgressToken(
+        rmcp::model::NumberOrString::Number(7),
+    ));
+    params.meta = Some(meta);
+    let r = client.call_tool(params).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let mut messages = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), progress.recv()).await
+    {
+        messages.push(m);
+    }
+    assert!(messages.iter().any(|m| m == "using Read"), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m.starts_with("turn done")),
+        "{messages:?}"
+    );
+    client.cancel().await.unwrap();
+}
+
+fn write_plugin(dir: &Path, name: &str, code: &str) {
+    let d = dir.join("plugins").join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("init.lua"), code).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_changes_on_disk_update_the_tool_list() {
+    let env = Env::new();
+    let project = env.work().join(".cms");
+    std::fs::create_dir_all(&project).unwrap();
+    let (client, mut changed, _) = connect(&env).await;
+    let count = |tools: &[rmcp::model::Tool]| tools.iter().filter(|t| t.name == "hello").count();
+    assert_eq!(count(&client.list_all_tools().await.unwrap()), 0);
+
+    write_plugin(
+        &project,
+        "hello",
+        r#"
+        return { name = "hello", version = "1.0", tools = { {
+          name = "hello", description = "Greets",
+          input_schema = { type = "object", properties = { who = { type = "string" } }, required = { "who" } },
+          handler = function(args) return { greeting = "hello " .. args.who, sessions = #cms.list() } end,
+        } } }
+    "#,
+    );
+    tokio::time::timeout(Duration::from_secs(5), changed.recv())
+        .await
+        .expect("tools/list_changed after adding a plugin");
+    assert_eq!(count(&client.list_all_tools().await.unwrap()), 1);
+    let v = ok(&client, "hello", json!({ "who": "there" })).await;
+    assert_eq!(v, json!({ "greeting": "hello there", "sessions": 0 }));
+
+    // A handler that throws is a tool error; the server goes on.
+    write_plugin(
+        &project,
+        "hello",
+        r#"
+        return { name = "hello", tools = { { name = "hello", description = "Greets (v2)", handler = function() error("no greeting today") end } } }
+    "#,
+    );
+    tokio::time::timeout(Duration::from_secs(5), changed.recv())
+        .await
+        .expect("list_changed after editing");
+    let e = fails(&client, "hello", json!({})).await;
+    assert!(
+        e.contains("plugin hello tool hello failed") && e.contains("init.lua:2: no greeting today"),
+        "{e}"
+    );
+
+    // A plugin that fails to load is left out, with the others still served.
+    write_plugin(&project, "hello", "return { tools = {");
+    tokio::time::timeout(Duration::from_secs(5), changed.recv())
+        .await
+        .expect("list_changed after breaking it");
+    let tools = client.list_all_tools().await.unwrap();
+    assert_eq!(count(&tools), 0);
+    assert!(tools.iter().any(|t| t.name == "session_report"));
+    std::fs::remove_dir_all(project.join("plugins/hello")).unwrap();
+    ok(&client, "list_sessions", json!({})).await;
+    client.cancel().await.unwrap();
+}
+
+/// A small deterministic generator of bad input.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_malformed_messages_get_errors_not_a_dead_server() {
+    let env = Env::new();
+    let mut child = env
+        .command()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let init = r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"fuzz","version":"1"}}}"#;
+    stdin
+        .write_all(
+            format!("{init}\n{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let valid = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_session_status","arguments":{"name":"x"}}}"#;
+    let mut out = Vec::with_capacity(1 << 20);
+    let n = 10_000;
+    for i in 0..n {
+        let line: Vec<u8> = match i % 10 {
+            0 => (0..(rng.next() % 60 + 1)).map(|_| b"{}[]\":,abc 0189\\\x01\x7f"[(rng.next() % 18) as usize]).filter(|b| *b != b'\n').collect(),
+            1 => valid[..(rng.next() as usize % (valid.len() - 1)) + 1].as_bytes().to_vec(),
+            2 => rng.pick(&["[]", "[1,2]", "42", "\"str\"", "null", "true", "[{\"jsonrpc\":\"2.0\"}]"]).as_bytes().to_vec(),
+            3 => format!(r#"{{"jsonrpc":"{}","id":{i},"method":"ping"}}"#, rng.pick(&["1.0", "3", ""])).into_bytes(),
+            4 => format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"{}"}}"#, rng.pick(&["tools/nope", "x", "initialize/again", "shutdown"])).into_bytes(),
+            5 => format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{}}}"#, rng.pick(&["5", "\"s\"", "{\"name\":7}", "{\"name\":\"x\",\"arguments\":[1]}"])).into_bytes(),
+            6 => format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{}","arguments":{{"name":{}}}}}}}"#, rng.pick(&["get_session_status", "kill_session", "get_history"]), rng.pick(&["5", "null", "[]", "{}"])).into_bytes(),
+            7 => format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{}","arguments":{{}}}}}}"#, rng.pick(&["spawn_session", "delegate_task", "batch_spawn", "ghost_tool"])).into_bytes(),
+            8 => vec![0xff, 0xfe, b'{', 0xc3, 0x28],
+            _ => format!(r#"{{"jsonrpc":"2.0","id":{{"nested":{i}}},"method":"ping"}}"#).into_bytes(),
+        };
+        out.extend_from_slice(&line);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":\"final\",\"method\":\"ping\"}\n");
+    let writer = tokio::spawn(async move {
+        stdin.write_all(&out).await.unwrap();
+        stdin.flush().await.unwrap();
+        stdin
+    });
+    let mut errors = 0;
+    let mut tool_errors = 0;
+    let mut answered = std::collections::HashSet::new();
+    let mut final_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Ok(line) = tokio::time::timeout_at(deadline.into(), lines.next_line()).await else {
+            let missing: Vec<u64> = (0..n as u64)
+                .filter(|i| matches!(i % 10, 3..=7) && !answered.contains(i))
+                .collect();
+            panic!("no more answers after {errors} errors and {tool_errors} tool errors; unanswered: {missing:?}");
+        };
+        let line = line.unwrap();
+        let Some(line) = line else {
+            panic!("the server died after {errors} errors")
+        };
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON-RPC on stdout ({e}): {line}"));
+        // (Requests are handled concurrently: slow tool calls may answer after the final ping.)
+        assert_eq!(v["jsonrpc"], "2.0", "{line}");
+        if v["id"] == "final" {
+            assert_eq!(v["result"], json!({}));
+            final_seen = true;
+        }
+        if v["id"] == "final" {
+            if errors + tool_errors == n {
+                break;
+            }
+            continue;
+        }
+        if v["id"] == "init" {
+            continue;
+        }
+        if let Some(id) = v["id"].as_u64() {
+            answered.insert(id);
+        }
+        if v.get("error").is_some() {
+            errors += 1;
+        } else if v["result"]["isError"] == true {
+            tool_errors += 1;
+        } else {
+            panic!("a malformed message succeeded: {line}");
+        }
+        if final_seen && errors + tool_errors == n {
+            break;
+        }
+    }
+    let missing: Vec<u64> = (0..n as u64)
+        .filter(|i| matches!(i % 10, 3..=7) && !answered.contains(i))
+        .collect();
+    assert!(missing.is_empty(), "no answer to {missing:?}");
+    assert_eq!(
+        errors + tool_errors,
+        n,
+        "one answer per malformed message ({errors} JSON-RPC errors, {tool_errors} tool errors)"
+    );
+    let _stdin = writer.await.unwrap();
+}
