@@ -525,3 +525,140 @@ async fn editing_the_protected_paths_script_changes_the_next_decision() {
     );
     assert!(!env.work.join("docs/b.md").exists());
 }
+
+/// The real Claude Code as an MCP client: started with `--mcp-config` pointing at
+/// `cms mcp`, the (fake) model calls `mcp__cms__spawn_session` and
+/// `mcp__cms__list_sessions`, and the session appears in `cms list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_drives_cms_through_mcp() {
+    let Some(env) = env().await else { return };
+    let root = env.work.parent().unwrap().to_path_buf();
+    let inner_home = root.join("inner-cms");
+    let config = serde_json::json!({ "mcpServers": { "cms": {
+        "command": support::cms_bin(), "args": ["mcp"],
+        "env": { "CMS_HOME": inner_home, "CMS_CLAUDE_BIN": support::sim_bin(), "RUST_LOG": "warn" }
+    } } });
+    let config_path = root.join("mcp.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut req = spawn_req(
+        &env,
+        "outer",
+        r#"USE_TOOL mcp__cms__spawn_session {"name": "from-claude", "prompt": "hello from inside"}"#,
+    );
+    req.options.mcp_config = Some(config_path.display().to_string());
+    req.options.allowed_tools = vec![
+        "mcp__cms__spawn_session".into(),
+        "mcp__cms__list_sessions".into(),
+    ];
+    let (_, r) = env.manager.spawn(req).await.unwrap();
+    assert_eq!(r.tools_used, vec!["mcp__cms__spawn_session"], "{r:?}");
+    assert!(
+        r.permission_denials.is_empty(),
+        "{:?}",
+        r.permission_denials
+    );
+    let r = env
+        .manager
+        .send("outer", "USE_TOOL mcp__cms__list_sessions {}", None)
+        .await
+        .unwrap();
+    assert_eq!(r.tools_used, vec!["mcp__cms__list_sessions"]);
+    // What the tool returned reached the model (the fake API saw it in the next request).
+    let requests = env.api.requests.lock().unwrap().clone();
+    let last = requests.last().unwrap().to_string();
+    assert!(
+        last.contains("from-claude") && last.contains("server_version"),
+        "{last}"
+    );
+    // And the session is in the store the MCP server used.
+    let out = std::process::Command::new(support::cms_bin())
+        .args(["list", "--json"])
+        .env("CMS_HOME", &inner_home)
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["from-claude"]);
+    assert_eq!(list[0]["total_cost_usd"], 0.001);
+}
+
+/// `cms setup --global` writes where Claude Code reads MCP servers: `claude mcp list`
+/// shows cms (and connects to it); after `--uninstall` it does not. Other keys of
+/// ~/.claude.json are kept and the file is backed up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_registers_cms_where_claude_code_finds_it() {
+    let Some(env) = env().await else { return };
+    let claude = support::real_claude().unwrap();
+    let home = env.work.parent().unwrap().join("home");
+    std::fs::write(
+        home.join(".claude.json"),
+        r#"{"numStartups": 3, "mcpServers": {"other": {"command": "true"}}}"#,
+    )
+    .unwrap();
+    let run_cms = |args: &[&str]| {
+        std::process::Command::new(support::cms_bin())
+            .args(args)
+            .current_dir(&env.work)
+            .env("HOME", &home)
+            .env("CMS_CLAUDE_BIN", support::sim_bin())
+            .env("CMS_HOME", home.join("cms"))
+            .output()
+            .unwrap()
+    };
+    let mcp_list = || {
+        let out = std::process::Command::new(&claude)
+            .args(["mcp", "list"])
+            .current_dir(&env.work)
+            .env("HOME", &home)
+            .env("ANTHROPIC_API_KEY", "sk-test-dummy")
+            .env("ANTHROPIC_BASE_URL", env.api.base_url())
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let before = mcp_list();
+    assert!(!before.contains("cms:"), "{before}");
+    let out = run_cms(&["setup", "--global", "--guide"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = mcp_list();
+    assert!(
+        listed.contains("cms:"),
+        "claude mcp list after setup:\n{listed}"
+    );
+    assert!(
+        listed.contains("Connected"),
+        "claude could start `cms mcp`:\n{listed}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    assert_eq!(config["numStartups"], 3, "other keys are kept");
+    assert!(config["mcpServers"]["other"].is_object());
+    assert!(home.join(".claude.json.cms.bak").exists());
+    let guide = std::fs::read_to_string(home.join(".claude/CLAUDE.md")).unwrap();
+    assert_eq!(guide.matches("<!-- cms:start -->").count(), 1);
+
+    let out = run_cms(&["setup", "--uninstall"]);
+    assert!(out.status.success());
+    let after = mcp_list();
+    assert!(
+        !after.contains("cms:"),
+        "claude mcp list after uninstall:\n{after}"
+    );
+    assert!(!std::fs::read_to_string(home.join(".claude/CLAUDE.md"))
+        .unwrap()
+        .contains("cms:start"));
+}

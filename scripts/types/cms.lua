@@ -360,4 +360,19 @@ function cms.shell.parse(line) end
 ---@field turns integer Agent turns so far.
 ---@field elapsed number Seconds of the current turn.
 
+---A plugin: `plugins/NAME/init.lua` returns one.
+---@class cms.Plugin
+---@field name string
+---@field version? string
+---@field description? string
+---@field tools? cms.PluginTool[] MCP tools (`cms mcp`).
+---@field policies? {name: string, on_tool_use: fun(tool: {name: string, input: table}, ctx: cms.PolicyContext): ("deny"|nil), string?}[] Run before safety.lua for guarded sessions.
+---@field strategies? table<string, fun(task: cms.Task): cms.Response?, string?> Used with `--strategy NAME`.
+
+---@class cms.PluginTool
+---@field name string Letters, digits, `_` or `-`.
+---@field description string
+---@field input_schema? table A JSON Schema object (default `{type = "object"}`).
+---@field handler fun(args: table): any The result is sent back as JSON; an error becomes a tool error.
+
 return cms

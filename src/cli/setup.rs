@@ -231,9 +231,7 @@ fn edit_guide(file: &Path, install: bool) -> Result<String, String> {
             (format!("{}{block}{}", &text[..s], &text[e..]), "updated")
         }
         (None, true) => {
-            let sep = if text.is_empty() {
-                ""
-            } else if text.ends_with("\n\n") {
+            let sep = if text.is_empty() || text.ends_with("\n\n") {
                 ""
             } else if text.ends_with('\n') {
                 "\n"

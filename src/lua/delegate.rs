@@ -472,8 +472,17 @@ impl UserData for TaskHandle {
 struct StrategyCache(HashMap<String, (String, Function)>);
 
 fn load_strategy(lua: &Lua, policy: &PolicyService, name: &str) -> Result<Function, DelegateError> {
-    let known = policy.layers().strategies();
     let Some(src) = policy.layers().find(&format!("strategies/{name}.lua")) else {
+        // A plugin's strategy, when the host loaded plugins.
+        let plugins = lua.app_data_ref::<crate::plugins::PluginSet>();
+        if let Some(f) = plugins.as_ref().and_then(|p| p.strategy(name)) {
+            return Ok(f);
+        }
+        let mut known = policy.layers().strategies();
+        if let Some(p) = plugins {
+            known.extend(p.strategies.iter().map(|(n, _)| n.clone()));
+        }
+        known.sort();
         return Err(DelegateError::Invalid(format!(
             "unknown strategy '{name}' (known: {})",
             known.join(", ")

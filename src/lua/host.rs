@@ -220,6 +220,14 @@ impl LuaHost {
             shared,
         };
         api::install(&host.lua, manager, host.shared.clone(), opts.args)?;
+        // Plugins' strategies become available to `cms.delegate`.
+        if let Some(policy) = &opts.policy {
+            let set = crate::plugins::load(&host.lua, &crate::plugins::discover(policy.layers()));
+            for e in &set.errors {
+                tracing::warn!("plugin disabled: {e}");
+            }
+            host.lua.set_app_data(set);
+        }
         Ok(host)
     }
 

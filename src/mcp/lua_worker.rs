@@ -76,7 +76,11 @@ impl LuaWorker {
                         }
                     };
                     let lua = host.lua().clone();
-                    let set = Rc::new(RefCell::new(load_plugins(&lua, &policy)));
+                    // The host loaded the plugins (for their strategies); serve the same set.
+                    let loaded = lua.app_data_ref::<PluginSet>().map(|s| s.clone());
+                    let set = Rc::new(RefCell::new(
+                        loaded.unwrap_or_else(|| load_plugins(&lua, &policy)),
+                    ));
                     let _ = ready_tx.send(Ok(describe(&set.borrow())));
                     while let Some(job) = rx.recv().await {
                         let (lua, manager, policy, set) =

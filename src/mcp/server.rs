@@ -450,9 +450,7 @@ impl ServerHandler for CmsServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let mut r = ListToolsResult::default();
-        r.tools = self.all_tools();
-        Ok(r)
+        Ok(ListToolsResult::with_all_items(self.all_tools()))
     }
 
     async fn call_tool(
