@@ -11,6 +11,10 @@
 //! Under `cargo test` (no `--bench` argument) it runs a small smoke version so the
 //! benchmark is known to work; the goals are only judged under `cargo bench`.
 
+mod support;
+
+use support::{percentile, rss_mb};
+
 use cms::engine::session::{EventSink, LiveSession, StartSpec};
 use cms::engine::{
     AllowAll, EngineConfig, Manager, SessionOptions, SessionRecord, SpawnRequest, Store,
@@ -124,12 +128,6 @@ fn main() {
             verdict(rss_after < 60.0)
         );
     }
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i]
 }
 
 fn micros(d: Duration) -> f64 {
@@ -277,16 +275,6 @@ fn list_startup(cms: &Path, home: &Path, sessions: usize, runs: usize) -> (f64, 
         percentile(&mut times, 0.9),
         min,
     )
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 async fn many_live(sim: &Path, dir: &Path, n: usize) -> (Duration, f64, f64) {

@@ -9,6 +9,10 @@
 //!
 //! Under `cargo test` it runs a smoke version; figures count only under `cargo bench`.
 
+mod support;
+
+use support::{percentile, rss_mb};
+
 use cms::engine::{EngineConfig, Manager, SessionOptions, SpawnRequest};
 use cms::lua::{HostOptions, LuaHost};
 use mlua::Function;
@@ -83,11 +87,6 @@ fn request(name: &str, dir: &Path) -> SpawnRequest {
     }
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[((samples.len() - 1) as f64 * p).round() as usize]
-}
-
 async fn round_trip(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f64)) {
     let m = manager(sim, dir);
     m.spawn(request("rust", dir)).await.unwrap();
@@ -121,16 +120,6 @@ async fn round_trip(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f64)
         (percentile(&mut rust, 0.5), percentile(&mut rust, 0.99)),
         (percentile(&mut lua, 0.5), percentile(&mut lua, 0.99)),
     )
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 async fn lua_parallel(sim: &Path, dir: &Path, n: usize) -> (Duration, f64, f64) {

@@ -5,11 +5,14 @@
 //!
 //! Under `cargo test` it runs a smoke version; figures count only under `cargo bench`.
 
+mod support;
+
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
 use rmcp::ServiceExt;
 use std::path::PathBuf;
 use std::time::Instant;
+use support::percentile;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -70,10 +73,7 @@ fn main() {
                 ping.push(p);
             }
         }
-        let pct = |v: &mut Vec<f64>, p: f64| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[((v.len() - 1) as f64 * p).round() as usize]
-        };
+        let pct = |v: &mut Vec<f64>, p: f64| percentile(v, p);
         println!("\ntools/call over stdio ({calls} calls each, interleaved, 20 sessions in the store)");
         println!("   ping                    p50 {:>7.1} µs  p99 {:>7.1} µs", pct(&mut ping, 0.5), pct(&mut ping, 0.99));
         let (p50, p99) = (pct(&mut list, 0.5), pct(&mut list, 0.99));

@@ -9,6 +9,10 @@
 //!
 //! Under `cargo test` it runs a smoke version; figures count only under `cargo bench`.
 
+mod support;
+
+use support::percentile;
+
 use cms::engine::{Decision, Guard, Progress, ToolCall};
 use cms::policy::{Layers, PolicyService, DECISION_LIMIT};
 use serde_json::{json, Value};
@@ -181,9 +185,4 @@ fn call(cwd: &Path, tool: &str, input: Value) -> ToolCall {
         blocked_path: None,
         progress: Progress::default(),
     }
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[((samples.len() - 1) as f64 * p).round() as usize]
 }

@@ -7,7 +7,7 @@ use super::commands::{init_runtime, shutdown_signal, text_arg};
 use super::render::money;
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
-use crate::lua::{HostOptions, LuaHost};
+use crate::lua::HostOptions;
 use crate::policy::{self, Layers, PolicyService};
 use serde_json::json;
 
@@ -25,20 +25,9 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
             Ok(m) => m,
             Err(e) => return fail(json, &e.to_string()),
         };
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let attached = match policy::attach(&manager, &cwd) {
-            Ok(a) => a,
-            Err(e) => return fail(json, &format!("cannot load the safety policy: {e}")),
-        };
-        let host = match LuaHost::new(
-            manager.clone(),
-            HostOptions {
-                policy: Some(attached.service.clone()),
-                ..HostOptions::default()
-            },
-        ) {
+        let (host, attached) = match super::script::start_host(&manager, HostOptions::default()) {
             Ok(h) => h,
-            Err(e) => return fail(json, &format!("cannot start Lua: {e}")),
+            Err(e) => return fail(json, &e),
         };
         let work = async {
             match cmd {

@@ -172,23 +172,14 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
             return 1;
         }
     };
-    let attached =
-        match crate::policy::attach(&manager, &std::env::current_dir().unwrap_or_default()) {
-            Ok(a) => a,
+    let (host, _attached) =
+        match super::script::start_host(&manager, args.lua.host_options(Vec::new())) {
+            Ok(h) => h,
             Err(e) => {
-                eprintln!("Error: cannot load the safety policy: {e}");
+                eprintln!("Error: {e}");
                 return 1;
             }
         };
-    let mut opts = args.lua.host_options(Vec::new());
-    opts.policy = Some(attached.service.clone());
-    let host = match LuaHost::new(manager.clone(), opts) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("Error: cannot start Lua: {e}");
-            return 1;
-        }
-    };
     let interactive = std::io::stdin().is_terminal();
     let mut input = if interactive {
         let mut ed: Editor<ReplHelper, DefaultHistory> = match Editor::new() {

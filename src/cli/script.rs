@@ -5,6 +5,20 @@ use super::commands::shutdown_signal;
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 
+/// Load the safety policy (watched for edits) onto `manager` and start a Lua host
+/// with it: how every Lua frontend begins. Keep the returned `Attached` alive.
+pub(super) fn start_host(
+    manager: &std::sync::Arc<Manager>,
+    mut opts: crate::lua::HostOptions,
+) -> Result<(LuaHost, crate::policy::Attached), String> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let attached = crate::policy::attach(manager, &cwd)
+        .map_err(|e| format!("cannot load the safety policy: {e}"))?;
+    opts.policy = Some(attached.service.clone());
+    let host = LuaHost::new(manager.clone(), opts).map_err(|e| format!("cannot start Lua: {e}"))?;
+    Ok((host, attached))
+}
+
 /// Run the script; returns the exit code (0, 1 on error, the code of `os.exit`, 130
 /// on Ctrl-C or SIGTERM).
 pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
@@ -27,20 +41,11 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                 return 1;
             }
         };
-        let attached =
-            match crate::policy::attach(&manager, &std::env::current_dir().unwrap_or_default()) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("Error: cannot load the safety policy: {e}");
-                    return 1;
-                }
-            };
-        let mut opts = args.lua.host_options(args.args.clone());
-        opts.policy = Some(attached.service.clone());
-        let host = match LuaHost::new(manager.clone(), opts) {
+        let (host, _attached) = match start_host(&manager, args.lua.host_options(args.args.clone()))
+        {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("Error: cannot start Lua: {e}");
+                eprintln!("Error: {e}");
                 return 1;
             }
         };

@@ -206,7 +206,44 @@ struct TaskState {
     denied: RefCell<Vec<DeniedCall>>,
 }
 
+/// What differs between a new delegation and a `continue`.
+struct TaskSetup {
+    prompt: String,
+    preset: String,
+    strategy: String,
+    work_dir: PathBuf,
+    timeout: Option<Duration>,
+    spawn: Option<SpawnRequest>,
+    check_fn: Option<Function>,
+    first_kind: &'static str,
+}
+
 impl TaskState {
+    fn new(manager: &Arc<Manager>, options: DelegateOptions, setup: TaskSetup) -> Rc<TaskState> {
+        Rc::new(TaskState {
+            name: options.name.clone(),
+            prompt: setup.prompt,
+            preset: setup.preset,
+            strategy: setup.strategy,
+            check_fn: setup.check_fn,
+            work_dir: setup.work_dir,
+            spawn: RefCell::new(setup.spawn),
+            timeout: setup.timeout,
+            events: RefCell::new(manager.subscribe()),
+            manager: manager.clone(),
+            options,
+            responses: RefCell::default(),
+            retries: Cell::new(0),
+            first_kind: setup.first_kind,
+            error: RefCell::default(),
+            ended: Cell::new(false),
+            checks: RefCell::default(),
+            reviews: RefCell::default(),
+            violations: RefCell::default(),
+            denied: RefCell::default(),
+        })
+    }
+
     /// Take in the events of this task's session since the last look.
     fn collect_events(&self) {
         let mut rx = self.events.borrow_mut();
@@ -626,28 +663,20 @@ pub async fn delegate(
         .ok(),
         ..SpawnRequest::default()
     };
-    let state = Rc::new(TaskState {
-        name: opts.name.clone(),
-        prompt,
-        preset: preset_name,
-        strategy,
-        check_fn,
-        work_dir,
-        spawn: RefCell::new(Some(spawn)),
-        timeout,
-        events: RefCell::new(manager.subscribe()),
-        manager: manager.clone(),
-        options: opts,
-        responses: RefCell::default(),
-        retries: Cell::new(0),
-        first_kind: "delegate",
-        error: RefCell::default(),
-        ended: Cell::new(false),
-        checks: RefCell::default(),
-        reviews: RefCell::default(),
-        violations: RefCell::default(),
-        denied: RefCell::default(),
-    });
+    let state = TaskState::new(
+        manager,
+        opts,
+        TaskSetup {
+            prompt,
+            preset: preset_name,
+            strategy,
+            work_dir,
+            timeout,
+            spawn: Some(spawn),
+            check_fn,
+            first_kind: "delegate",
+        },
+    );
     run(lua, policy, state, function, &guard).await
 }
 
@@ -691,28 +720,20 @@ pub async fn continue_task(
         strategy: Some(strategy.clone()),
         ..saved
     };
-    let state = Rc::new(TaskState {
-        name: name.into(),
-        prompt: message.into(),
-        preset: guard.preset.clone().unwrap_or_default(),
-        strategy,
-        check_fn: None,
-        work_dir,
-        spawn: RefCell::new(None),
-        timeout: guard.timeout_secs.map(Duration::from_secs_f64),
-        events: RefCell::new(manager.subscribe()),
-        manager: manager.clone(),
-        options: opts,
-        responses: RefCell::default(),
-        retries: Cell::new(0),
-        first_kind: "continue",
-        error: RefCell::default(),
-        ended: Cell::new(false),
-        checks: RefCell::default(),
-        reviews: RefCell::default(),
-        violations: RefCell::default(),
-        denied: RefCell::default(),
-    });
+    let state = TaskState::new(
+        manager,
+        opts,
+        TaskSetup {
+            prompt: message.into(),
+            preset: guard.preset.clone().unwrap_or_default(),
+            strategy,
+            work_dir,
+            timeout: guard.timeout_secs.map(Duration::from_secs_f64),
+            spawn: None,
+            check_fn: None,
+            first_kind: "continue",
+        },
+    );
     run(lua, policy, state, function, &guard).await
 }
 
