@@ -664,6 +664,11 @@ impl Manager {
         if !claims_process || self.live(&rec.name).is_some() || other_live_host(rec).is_some() {
             return None;
         }
+        // Being started right now (here or in another process): no pid is known yet.
+        let just_made = crate::engine::events::now_ms() - rec.updated_at < STARTING_GRACE_MS;
+        if rec.state == SessionState::Starting && rec.pid.is_none() && just_made {
+            return None;
+        }
         Some(if rec.state.is_live() {
             SessionState::Stopped
         } else {
@@ -811,6 +816,10 @@ impl Manager {
 }
 
 /// The pid of another running cms process that holds this session live, if any.
+/// How long a new record may show `starting` without a process before it counts as
+/// abandoned (its creator died before the child started).
+const STARTING_GRACE_MS: i64 = 60_000;
+
 fn other_live_host(rec: &SessionRecord) -> Option<u32> {
     let host = rec.host_pid?;
     (host != std::process::id()
