@@ -44,7 +44,8 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
             return 1;
         }
     };
-    let code = rt.block_on(async {
+    let local = tokio::task::LocalSet::new();
+    let code = rt.block_on(local.run_until(async {
         match tour(cfg).await {
             Ok(()) => 0,
             Err(e) => {
@@ -52,7 +53,7 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
                 1
             }
         }
-    });
+    }));
     if args.keep {
         println!(
             "\nState kept in {} (CMS_HOME={}/state)",
@@ -70,6 +71,11 @@ fn step(cmd: &str) {
 }
 
 async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
+    let project = cfg
+        .home
+        .parent()
+        .map(|p| p.join("project"))
+        .unwrap_or_default();
     println!("cms demo — every session below is a long-lived process of the bundled simulator,");
     println!("which speaks Claude Code's stream-json protocol (no account, no network).");
     let m = Manager::new(cfg)?;
@@ -160,6 +166,8 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
         println!("{}", render::response_block(&rec, &r));
     }
 
+    guarded_and_scripted(&m, &project).await;
+
     m.shutdown().await;
     step("list");
     println!("{}", render::list_table(&m.list()?));
@@ -172,4 +180,72 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
     );
     println!("Next: point cms at the real CLI (`--claude-bin`, or `claude` on PATH) and try `cms spawn`.");
     Ok(())
+}
+
+/// The safety net and the Lua API, on a scratch project.
+async fn guarded_and_scripted(m: &std::sync::Arc<Manager>, project: &std::path::Path) {
+    use crate::lua::delegate::{delegate, DelegateOptions};
+    let _ = std::fs::create_dir_all(project);
+    let _ = std::fs::write(project.join(".env"), "SECRET=1\n");
+    let (host, attached) = match super::script::start_host(m, crate::lua::HostOptions::default()) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("  (skipped: {e})");
+            return;
+        }
+    };
+    step("delegate --name guarded --task \"...write .env, then notes.txt...\"   # checked before each tool runs");
+    let task = "USE_TOOL Write {\"file_path\": \".env\", \"content\": \"SECRET=stolen\"}\n\
+                USE_TOOL Write {\"file_path\": \"notes.txt\", \"content\": \"notes\"}";
+    let opts = DelegateOptions {
+        name: "guarded".into(),
+        task: task.into(),
+        work_dir: Some(project.to_path_buf()),
+        max_cost: Some(0.5),
+        safety: true,
+        ..DelegateOptions::default()
+    };
+    match delegate(host.lua(), m, &attached.service, opts, None).await {
+        Ok(r) => {
+            for d in &r.denied_before_execution {
+                println!("  refused before it ran: {}: {}", d.tool, d.reason);
+            }
+            println!(
+                "  [{}] {}  .env still {:?}, notes.txt {}",
+                r.name,
+                r.status,
+                std::fs::read_to_string(project.join(".env"))
+                    .unwrap_or_default()
+                    .trim(),
+                if project.join("notes.txt").exists() {
+                    "written"
+                } else {
+                    "missing"
+                }
+            );
+        }
+        Err(e) => println!("  delegate failed: {e}"),
+    }
+
+    step("script plan.lua   # Lua: cms.parallel runs sessions at once");
+    let plan = r#"
+        local answers = cms.parallel{
+          function() return cms.spawn{ name = "lua-a", prompt = "SLOW 300 first" }.response.text end,
+          function() return cms.spawn{ name = "lua-b", prompt = "SLOW 300 second" }.response.text end,
+        }
+        return table.concat(answers, " + ")"#;
+    let started = std::time::Instant::now();
+    match host
+        .lua()
+        .load(plan)
+        .set_name("=plan.lua")
+        .call_async::<String>(())
+        .await
+    {
+        Ok(text) => println!(
+            "  {text}  (two 0.3 s turns in {:.1} s)",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => println!("  script failed: {e}"),
+    }
 }
