@@ -1,5 +1,5 @@
 //! The simulator: a stand-in for the `claude` executable that speaks the same
-//! stream-json protocol (as in `../shared/reference/transcripts`), scripted by the
+//! stream-json protocol (as in `tests/fixtures/transcripts`), scripted by the
 //! text of each user message, fast and deterministic. Tests and `cms demo` run on it.
 //!
 //! A message's first word picks what the simulated model does:

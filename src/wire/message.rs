@@ -419,7 +419,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn transcripts() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/transcripts")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transcripts")
     }
 
     fn all_stdout_lines() -> Vec<(String, String)> {

@@ -2,7 +2,8 @@
 //! Claude Code CLI. It answers `POST /v1/messages` with a Server-Sent-Events stream,
 //! scripted by the last user text (the same words the simulator understands):
 //!
-//! - `USE_TOOL Name {json}`: one `tool_use` block (after the tool result: `done: N tool results`);
+//! - `USE_TOOL Name {json}`: a `tool_use` block, one per such line (after the tool results:
+//!   `done: N tool results`);
 //! - `SLOW ms [text]`: waits before the text (so a turn can be interrupted);
 //! - `RECALL`: lists the earlier user texts of the conversation it was sent;
 //! - anything else: `echo: <text>`.
@@ -163,14 +164,19 @@ async fn answer(stream: &mut TcpStream, req: &Value) -> std::io::Result<()> {
             vec![json!({"type":"text","text":format!("done: {tool_results} tool results")})],
             "end_turn",
         )
-    } else if let Some(rest) = last.trim().strip_prefix("USE_TOOL ") {
-        let (name, input) = rest.split_once(' ').unwrap_or((rest, "{}"));
-        let input: Value = serde_json::from_str(input.trim()).unwrap_or(json!({}));
-        let id = format!("toolu_fake_{}", uuid::Uuid::new_v4().simple());
-        (
-            vec![json!({"type":"tool_use","id":id,"name":name.trim(),"input":input})],
-            "tool_use",
-        )
+    } else if last.trim().starts_with("USE_TOOL ") {
+        // One tool_use block per USE_TOOL line (parallel tool calls).
+        let blocks = last
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("USE_TOOL "))
+            .map(|rest| {
+                let (name, input) = rest.split_once(' ').unwrap_or((rest, "{}"));
+                let input: Value = serde_json::from_str(input.trim()).unwrap_or(json!({}));
+                let id = format!("toolu_fake_{}", uuid::Uuid::new_v4().simple());
+                json!({"type":"tool_use","id":id,"name":name.trim(),"input":input})
+            })
+            .collect();
+        (blocks, "tool_use")
     } else if let Some(rest) = last.trim().strip_prefix("SLOW ") {
         let (ms, text) = rest.split_once(' ').unwrap_or((rest, ""));
         delay = Duration::from_millis(ms.parse().unwrap_or(1000));
