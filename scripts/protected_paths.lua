@@ -70,8 +70,8 @@ local function entries()
   return prepared
 end
 
+-- `name` is already lower-case.
 local function name_matches(e, name)
-  name = lower(name)
   if e.glob then return name:match(e.pattern) ~= nil end
   return e.name == name
 end
@@ -80,17 +80,18 @@ end
 function M.match(path, cwd)
   if type(path) ~= "string" or path == "" then return nil end
   local rel, abs = cms.path.relative(path, cwd)
-  rel = rel or abs:sub(2)
+  rel = lower(rel or abs:sub(2))
   local parts = {}
   for part in rel:gmatch("[^/]+") do parts[#parts + 1] = part end
+  local last = parts[#parts]
   for _, e in ipairs(entries()) do
     if e.dir then
       for _, part in ipairs(parts) do
         if name_matches(e, part) then return e.entry end
       end
     elseif e.path then
-      if lower(rel) == e.name then return e.entry end
-    elseif #parts > 0 and name_matches(e, parts[#parts]) then
+      if rel == e.name then return e.entry end
+    elseif last and name_matches(e, last) then
       return e.entry
     end
   end
@@ -187,7 +188,10 @@ check_command = function(cmd, cwd, depth)
     end
     local value = a:match("^%-%-?[%w-]+=(.*)$") or a:match("^%a+=(.*)$") or a
     local is_flag = value == a and a:match("^%-") ~= nil
-    local hit = (not is_flag and (M.match(value, cwd) or glob_hits(value))) or mentions(a)
+    -- Resolving a word costs file lookups: do it for writers and `cd`, and for
+    -- words that look like paths (a `/`, `.`, `~` or glob).
+    local pathlike = M.writers[name] or name == "cd" or name == "pushd" or value:find("[/.~*?%[]")
+    local hit = (not is_flag and pathlike and (M.match(value, cwd) or glob_hits(value))) or mentions(a)
     if hit then return ("`%s` would touch %s (protected: %s)"):format(name, a, hit) end
     if (name == "rm" or name == "mv" or name == "rmdir") and not a:match("^%-") and holds_project(a, cwd) then
       return ("`%s %s` would take the whole project with it"):format(name, a)

@@ -718,7 +718,9 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
     ];
     let mut message = String::new();
     for p in &writes {
-        message.push_str(&format!("USE_TOOL Write {{\"file_path\": \"{p}\", \"content\": \"HACKED\"}}\n"));
+        message.push_str(&format!(
+            "USE_TOOL Write {{\"file_path\": \"{p}\", \"content\": \"HACKED\"}}\n"
+        ));
     }
     for c in &commands {
         message.push_str(&format!("USE_TOOL Bash {{\"command\": \"{c}\"}}\n"));
@@ -726,8 +728,13 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
     let attempts = writes.len() + commands.len();
     assert!(attempts >= 30);
 
-    let (service, _) = cms::policy::PolicyService::start(cms::policy::Layers::builtin_only(), cms::policy::DECISION_LIMIT).unwrap();
-    env.manager.set_policy(Arc::new(cms::policy::LuaPolicy(service)));
+    let (service, _) = cms::policy::PolicyService::start(
+        cms::policy::Layers::builtin_only(),
+        cms::policy::DECISION_LIMIT,
+    )
+    .unwrap();
+    env.manager
+        .set_policy(Arc::new(cms::policy::LuaPolicy(service)));
     let mut events = env.manager.subscribe();
     let mut req = spawn_req(&env, "bypass", message.trim_end());
     req.options.guard = Some(cms::engine::Guard {
@@ -738,14 +745,21 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
     // Claude Code refuses to overwrite a file it has not read (before asking anyone):
     // read the existing ones first, so every Write below reaches the safety net.
     let mut reads = String::new();
-    for p in writes.iter().filter(|p| w.join(p).exists() || Path::new(p).exists()) {
+    for p in writes
+        .iter()
+        .filter(|p| w.join(p).exists() || Path::new(p).exists())
+    {
         reads.push_str(&format!("USE_TOOL Read {{\"file_path\": \"{p}\"}}\n"));
     }
     let mut first = spawn_req(&env, "bypass", reads.trim_end());
     first.options.guard = req.options.guard.clone();
     env.manager.spawn(first).await.unwrap();
     while events.try_recv().is_ok() {}
-    let r = env.manager.send("bypass", message.trim_end(), None).await.unwrap();
+    let r = env
+        .manager
+        .send("bypass", message.trim_end(), None)
+        .await
+        .unwrap();
     let mut violations = 0;
     while let Ok(e) = events.try_recv() {
         if let EventKind::Violation { rule, .. } = &e.kind {
@@ -753,11 +767,27 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
             violations += 1;
         }
     }
-    assert_eq!(violations, attempts, "every attempt was refused by the net: {r:?}");
+    assert_eq!(
+        violations, attempts,
+        "every attempt was refused by the net: {r:?}"
+    );
     assert_eq!(r.permission_denials.len(), attempts);
-    assert_eq!(std::fs::read_to_string(w.join(".env")).unwrap(), "SECRET=1\n");
-    assert_eq!(std::fs::read_to_string(w.join(".git/config")).unwrap(), "[core]\n");
-    for p in [".ENV", ".env.local", "node_modules", "credentials", "certs", ".git/hooks/pre-commit"] {
+    assert_eq!(
+        std::fs::read_to_string(w.join(".env")).unwrap(),
+        "SECRET=1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.join(".git/config")).unwrap(),
+        "[core]\n"
+    );
+    for p in [
+        ".ENV",
+        ".env.local",
+        "node_modules",
+        "credentials",
+        "certs",
+        ".git/hooks/pre-commit",
+    ] {
         assert!(!w.join(p).exists(), "{p} appeared");
     }
     assert!(w.join("notes.txt").is_symlink() && w.join("docs").is_symlink());

@@ -148,6 +148,10 @@ fn bypass_attempts_are_all_denied_before_the_tool_runs() {
         ("variable target", bash(&p, "F=.env; echo x > $F")),
         ("variable arg", bash(&p, "rm $TARGET")),
         ("cd then write", bash(&p, "cd .git && echo x > config")),
+        (
+            "cd through a symlink",
+            bash(&p, "cd docs && echo x > config"),
+        ),
         ("glob", bash(&p, "rm .e*")),
         ("star", bash(&p, "rm -rf *")),
         ("dd", bash(&p, "dd if=/dev/zero of=.env bs=1 count=1")),

@@ -113,8 +113,13 @@ fn print_out(p: &Printed, json: bool) {
         let written = match &p.json {
             Json::Value(v) => serde_json::to_writer_pretty(&mut out, v),
             Json::Records(recs) => {
+                // Long lists go to programs: compact unless a person is looking.
                 let views: Vec<_> = recs.iter().map(render::record_view).collect();
-                serde_json::to_writer_pretty(&mut out, &views)
+                if std::io::stdout().is_terminal() {
+                    serde_json::to_writer_pretty(&mut out, &views)
+                } else {
+                    serde_json::to_writer(&mut out, &views)
+                }
             }
         };
         written

@@ -53,23 +53,37 @@ impl EngineConfig {
     }
 }
 
-/// The options a session is created with (kept in the store, reused on resume).
+/// The options a session is created with (kept in the store, reused on resume;
+/// stored without the fields left unset, so listings parse little).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SessionOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub work_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub permission_mode: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_tools: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub disallowed_tools: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_budget_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub worktree: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp_config: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add_dirs: Vec<String>,
     /// Preset and safety net (None: the CLI's own permission mode decides alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<crate::engine::policy::Guard>,
 }
 

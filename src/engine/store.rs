@@ -299,18 +299,21 @@ impl Store {
     }
 
     /// Every session, most recently active first. To stay fast with thousands of
-    /// sessions the (possibly long) `last_response` is not loaded here: it is `None`
-    /// in these records; [`Store::get`] has it.
+    /// sessions these records are summaries: no `last_response` and no `meta` (they
+    /// are `None`), and of the options only `model`, `permission_mode` and
+    /// `allowed_tools`. [`Store::get`] has everything.
     pub fn list(&self) -> Result<Vec<SessionRecord>> {
         let conn = self.conn.lock().unwrap();
-        let columns = SESSION_COLUMNS.replace("last_response", "NULL");
+        let columns = SESSION_COLUMNS
+            .replace("last_response", "NULL")
+            .replace(", meta", ", NULL");
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {columns} FROM sessions ORDER BY +updated_at DESC, name"
             ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], record_from_row)
+            .query_map([], summary_from_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))
@@ -583,6 +586,51 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         meta: r
             .get::<_, Option<String>>(17)?
             .and_then(|m| serde_json::from_str(&m).ok()),
+    })
+}
+
+/// The options a listing shows; the rest of the JSON is skipped, not built.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ListedOptions {
+    model: Option<String>,
+    permission_mode: Option<String>,
+    allowed_tools: Vec<String>,
+}
+
+/// [`record_from_row`] for listings: options reduced to [`ListedOptions`].
+fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let state: String = r.get(2)?;
+    let options: ListedOptions = r
+        .get_ref(3)?
+        .as_str()
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    Ok(SessionRecord {
+        name: r.get(0)?,
+        claude_session_id: r.get(1)?,
+        state: SessionState::parse(&state).unwrap_or(SessionState::Stopped),
+        options: SessionOptions {
+            model: options.model,
+            permission_mode: options.permission_mode,
+            allowed_tools: options.allowed_tools,
+            ..SessionOptions::default()
+        },
+        work_dir: PathBuf::from(r.get::<_, String>(4)?),
+        cwd: r.get::<_, Option<String>>(5)?.map(PathBuf::from),
+        forked_from: r.get(6)?,
+        fork_parent_id: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        total_cost_usd: r.get(10)?,
+        total_turns: r.get(11)?,
+        interaction_count: r.get(12)?,
+        last_response: None,
+        last_error: r.get(14)?,
+        pid: r.get(15)?,
+        host_pid: r.get(16)?,
+        meta: None,
     })
 }
 
