@@ -189,7 +189,8 @@ fn done(text: String, json: Value) -> Outcome {
     })
 }
 
-pub(super) fn init_runtime() -> Result<tokio::runtime::Runtime, String> {
+/// The multi-threaded runtime every async command runs on.
+pub fn init_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,13 +34,10 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
     cfg.home = scratch.join("state");
     // The simulator keeps its conversations under $HOME/.claude, like the real CLI.
     cfg.child_env = vec![("HOME".into(), scratch.display().to_string())];
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            eprintln!("Error: {e}");
             return 1;
         }
     };

@@ -12,4 +12,4 @@ mod script;
 mod setup;
 
 pub use args::{Cli, Command};
-pub use commands::{run, shutdown_signal};
+pub use commands::{init_runtime, run, shutdown_signal};

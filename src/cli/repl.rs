@@ -153,13 +153,10 @@ impl Input {
 }
 
 pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            eprintln!("Error: {e}");
             return 1;
         }
     };

@@ -22,13 +22,10 @@ pub(super) fn start_host(
 /// Run the script; returns the exit code (0, 1 on error, the code of `os.exit`, 130
 /// on Ctrl-C or SIGTERM).
 pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            eprintln!("Error: {e}");
             return 1;
         }
     };

@@ -18,13 +18,10 @@ use rmcp::ServiceExt;
 /// Serve MCP on stdin/stdout until the client goes away or a signal arrives; every
 /// session the server started is then stopped (resumable). Returns the exit code.
 pub fn run(cfg: EngineConfig) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            eprintln!("Error: {e}");
             return 1;
         }
     };
