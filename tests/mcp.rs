@@ -35,6 +35,7 @@ impl Env {
             .env("CMS_CLAUDE_BIN", support::sim_bin())
             .env("HOME", self.dir.path())
             .env("CMS_CONFIG_DIR", self.dir.path().join("config"))
+            .env("CMS_PLUGIN_TOOL_TIMEOUT", "2")
             .env("RUST_LOG", "warn");
         c
     }
@@ -427,6 +428,23 @@ async fn plugin_changes_on_disk_update_the_tool_list() {
     assert_eq!(count(&tools), 0);
     assert!(tools.iter().any(|t| t.name == "session_report"));
     std::fs::remove_dir_all(project.join("plugins/hello")).unwrap();
+    ok(&client, "list_sessions", json!({})).await;
+
+    // A handler that spins is stopped at the tool time limit; the server goes on.
+    write_plugin(
+        &project,
+        "spin",
+        r#"
+        return { name = "spin", tools = { { name = "spin", description = "Never ends", handler = function() while true do end end } } }
+    "#,
+    );
+    tokio::time::timeout(Duration::from_secs(5), changed.recv())
+        .await
+        .expect("list_changed after adding spin");
+    let started = Instant::now();
+    let e = fails(&client, "spin", json!({})).await;
+    assert!(e.contains("ran past its time limit"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
     ok(&client, "list_sessions", json!({})).await;
     client.cancel().await.unwrap();
 }

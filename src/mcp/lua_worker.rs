@@ -197,7 +197,25 @@ async fn call_tool(
         .ok_or_else(|| format!("unknown tool: {name}"))?;
     let args = crate::lua::convert::to_lua(lua, &args).map_err(|e| e.to_string())?;
     let limit = tool_limit();
-    let call = tool.handler.call_async::<mlua::Value>(args);
+    // Its own coroutine with a deadline hook: a handler spinning without yielding is
+    // stopped too (the timeout below only catches one that waits).
+    let thread = lua
+        .create_thread(tool.handler.clone())
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + limit;
+    thread.set_hook(
+        mlua::HookTriggers::new().every_nth_instruction(10_000),
+        move |_, _| {
+            if std::time::Instant::now() > deadline {
+                Err(mlua::Error::runtime(
+                    "the tool ran past its time limit (an endless loop?)",
+                ))
+            } else {
+                Ok(mlua::VmState::Continue)
+            }
+        },
+    );
+    let call = thread.into_async::<mlua::Value>(args);
     let value = match tokio::time::timeout(limit, call).await {
         Err(_) => {
             return Err(format!(

@@ -369,33 +369,53 @@ impl CmsServer {
                 json!({ "name": session, "status": "started", "background": true, "poll": "get_session_status" }),
             );
         }
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
         let progress = progress_token(ctx).map(|token| {
             let mut events = self.inner.manager.subscribe();
             let (peer, name) = (ctx.peer.clone(), session.to_string());
             tokio::spawn(async move {
                 let mut n = 0.0;
-                while let Ok(e) = events.recv().await {
-                    if e.session != name {
+                let mut finishing = false;
+                loop {
+                    let event = if finishing {
+                        // The work is done: send what is already queued, then stop.
+                        match events.try_recv() {
+                            Ok(e) => e,
+                            Err(_) => break,
+                        }
+                    } else {
+                        tokio::select! {
+                            e = events.recv() => match e {
+                                Ok(e) => e,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                                Err(_) => break,
+                            },
+                            _ = &mut done_rx => {
+                                finishing = true;
+                                continue;
+                            }
+                        }
+                    };
+                    if event.session != name {
                         continue;
                     }
-                    let message = match &e.kind {
+                    let message = match &event.kind {
                         EventKind::ToolUse { name, .. } => format!("using {name}"),
                         EventKind::Result { cost_usd, .. } => format!("turn done (${cost_usd:.4})"),
                         EventKind::Violation { message, .. } => format!("safety: {message}"),
                         _ => continue,
                     };
                     n += 1.0;
-                    let _ = peer
-                        .notify_progress(
-                            ProgressNotificationParam::new(token.clone(), n).with_message(message),
-                        )
-                        .await;
+                    let p = ProgressNotificationParam::new(token.clone(), n).with_message(message);
+                    let _ = peer.notify_progress(p).await;
                 }
             })
         });
         let result = work.await;
+        let _ = done_tx.send(());
         if let Some(p) = progress {
-            p.abort();
+            // Progress goes out before the result (clients drop late progress).
+            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
         }
         result
     }
