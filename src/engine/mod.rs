@@ -2,12 +2,14 @@
 //! sessions, the SQLite store and the policy door. Host-agnostic and async; it never
 //! prints and never reads a terminal.
 
+mod actor;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod manager;
 pub mod policy;
 pub mod process;
+mod reader;
 pub mod response;
 pub mod session;
 pub mod state;

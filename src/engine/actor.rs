@@ -1,0 +1,738 @@
+//! The task that owns one session's child: it writes its stdin, takes its parsed
+//! stdout lines, answers control requests through the policy, runs one turn at a
+//! time (sends are queued FIFO), enforces turn deadlines, and ends the child on
+//! stop, kill or a policy verdict. [`crate::engine::session::LiveSession`] is its
+//! handle.
+
+use crate::engine::error::{EngineError, Result};
+use crate::engine::events::{now_ms, ApiRetryEvent, EventKind, SessionEvent};
+use crate::engine::policy::{Decision, Policy, Progress, ToolCall, Verdict};
+use crate::engine::process;
+use crate::engine::reader::Line;
+use crate::engine::response::{Response, TurnCollector};
+use crate::engine::session::{exited_error, Cmd, EventSink, ExitInfo, Shared, StartSpec};
+use crate::engine::state::SessionState;
+use crate::wire::message::{ControlRequestBody, KnownBlock, Message};
+use crate::wire::outgoing;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+
+struct Turn {
+    reply: Option<oneshot::Sender<Result<Response>>>,
+    collector: TurnCollector,
+    started: Instant,
+    deadline: TokioInstant,
+    timeout: Duration,
+    timed_out: bool,
+    tool_results: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    Stop,
+    Kill,
+    Timeout,
+    PolicyStop,
+    PolicyKill,
+}
+
+pub(crate) struct Actor {
+    name: String,
+    keep_resume_id: bool,
+    include_partial: bool,
+    cwd: String,
+    pid: u32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<Line>,
+    cmds: mpsc::UnboundedReceiver<Cmd>,
+    shared: Arc<Shared>,
+    policy: Arc<dyn Policy>,
+    sink: EventSink,
+    queue: VecDeque<(String, Duration, oneshot::Sender<Result<Response>>)>,
+    current: Option<Turn>,
+    /// The process's last cumulative `total_cost_usd`.
+    process_total: f64,
+    /// The session's cost over all its processes.
+    session_cost: f64,
+    turns: u32,
+    pending_controls: HashMap<String, oneshot::Sender<Result<Value>>>,
+    next_request: AtomicU64,
+    /// Set once the session is being ended on purpose.
+    ending: Option<Ending>,
+    /// When ending: the next escalation (SIGTERM, then SIGKILL).
+    end_deadline: Option<(TokioInstant, i32)>,
+    stop_grace: Duration,
+    interrupt_grace: Duration,
+    exit_waiters: Vec<oneshot::Sender<ExitInfo>>,
+    policy_reason: Option<String>,
+    /// A Stop/Kill verdict raised while emitting, applied by `after_policy`.
+    policy_end: Option<(Ending, String)>,
+}
+
+/// The child's pipes and the actor's inboxes.
+pub(crate) struct Channels {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub pid: u32,
+    pub lines: mpsc::Receiver<Line>,
+    pub cmds: mpsc::UnboundedReceiver<Cmd>,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        spec: &StartSpec,
+        io: Channels,
+        shared: Arc<Shared>,
+        policy: Arc<dyn Policy>,
+        sink: EventSink,
+    ) -> Actor {
+        Actor {
+            name: spec.name.clone(),
+            keep_resume_id: spec.args.resume.is_some() && !spec.args.fork_session,
+            include_partial: spec.args.include_partial_messages,
+            cwd: spec.cwd.display().to_string(),
+            pid: io.pid,
+            child: io.child,
+            stdin: Some(io.stdin),
+            lines: io.lines,
+            cmds: io.cmds,
+            shared,
+            policy,
+            sink,
+            queue: VecDeque::new(),
+            current: None,
+            process_total: 0.0,
+            session_cost: spec.cost_before,
+            turns: spec.turns_before,
+            pending_controls: HashMap::new(),
+            next_request: AtomicU64::new(1),
+            ending: None,
+            end_deadline: None,
+            stop_grace: spec.stop_grace,
+            interrupt_grace: spec.interrupt_grace,
+            exit_waiters: Vec::new(),
+            policy_reason: None,
+            policy_end: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut commands_open = true;
+        loop {
+            if self.current.is_none() && self.ending.is_none() {
+                if let Some((text, timeout, reply)) = self.queue.pop_front() {
+                    self.begin_turn(text, timeout, reply).await;
+                }
+            }
+            let turn_deadline = self.current.as_ref().map(|t| t.deadline);
+            let end_deadline = self.end_deadline.map(|(d, _)| d);
+            tokio::select! {
+                cmd = self.cmds.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.on_command(cmd).await,
+                    None => {
+                        // Every handle is gone: nobody can use this process any more.
+                        commands_open = false;
+                        self.begin_kill(Ending::Kill);
+                    }
+                },
+                line = self.lines.recv() => match line {
+                    Some(Line::Msg(m)) => {
+                        self.on_message(*m).await;
+                        self.after_policy().await;
+                    }
+                    Some(Line::Garbage(g)) => {
+                        tracing::warn!(session = %self.name, "garbage on claude's stdout: {g}");
+                        self.emit(EventKind::Error { message: format!("unreadable line from claude: {g}") });
+                    }
+                    None => break,
+                },
+                _ = sleep_until_opt(turn_deadline), if turn_deadline.is_some() => self.on_turn_deadline().await,
+                _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => self.escalate(),
+            }
+        }
+        self.finish().await;
+    }
+
+    fn set_state(&mut self, state: SessionState) {
+        let changed = *self.shared.state.borrow() != state;
+        if changed {
+            self.shared.state.send_replace(state);
+            self.emit(EventKind::State { state });
+        }
+    }
+
+    fn emit(&mut self, kind: EventKind) {
+        let event = SessionEvent {
+            session: self.name.clone(),
+            at_ms: now_ms(),
+            kind,
+        };
+        // Once the session is ending, further events need no more verdicts.
+        let verdict = if self.policy_end.is_some() || self.ending.is_some() {
+            Verdict::Continue
+        } else {
+            self.policy.on_event(&event, &self.progress())
+        };
+        self.sink.emit(event);
+        let (violation, action) = match verdict {
+            Verdict::Continue => return,
+            Verdict::Warn(v) => (v, "warned"),
+            Verdict::Stop(v) => {
+                self.policy_end
+                    .get_or_insert((Ending::PolicyStop, v.message.clone()));
+                (v, "stopped")
+            }
+            Verdict::Kill(v) => {
+                self.policy_end = Some((Ending::PolicyKill, v.message.clone()));
+                (v, "killed")
+            }
+        };
+        tracing::info!(session = %self.name, rule = %violation.rule, "policy: {} ({action})", violation.message);
+        self.sink.emit(SessionEvent {
+            session: self.name.clone(),
+            at_ms: now_ms(),
+            kind: EventKind::Violation {
+                rule: violation.rule,
+                message: violation.message,
+                action: action.into(),
+                tool: None,
+            },
+        });
+    }
+
+    fn progress(&self) -> Progress {
+        let (live_turns, elapsed) = match &self.current {
+            Some(t) => (1 + t.tool_results, t.started.elapsed()),
+            None => (0, Duration::ZERO),
+        };
+        Progress {
+            cost_usd: self.session_cost,
+            turns: self.turns + live_turns,
+            turn_elapsed: elapsed,
+        }
+    }
+
+    /// Apply a Stop/Kill verdict raised while emitting.
+    async fn after_policy(&mut self) {
+        let Some((how, reason)) = self.policy_end.take() else {
+            return;
+        };
+        if self.ending.is_some() {
+            return;
+        }
+        tracing::info!(session = %self.name, "the policy ends the session: {reason}");
+        self.policy_reason = Some(reason);
+        if how == Ending::PolicyKill {
+            self.begin_kill(how);
+        } else {
+            self.begin_stop(how).await;
+        }
+    }
+
+    async fn write_line(&mut self, line: &str) -> bool {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return false;
+        };
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        match stdin.write_all(&bytes).await {
+            Ok(()) => stdin.flush().await.is_ok(),
+            Err(e) => {
+                tracing::debug!(session = %self.name, "stdin write failed: {e}");
+                false
+            }
+        }
+    }
+
+    fn request_id(&self) -> String {
+        format!("cms_{}", self.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn begin_turn(
+        &mut self,
+        text: String,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Response>>,
+    ) {
+        let now = Instant::now();
+        self.current = Some(Turn {
+            reply: Some(reply),
+            collector: TurnCollector::new(),
+            started: now,
+            deadline: TokioInstant::from_std(now + timeout),
+            timeout,
+            timed_out: false,
+            tool_results: 0,
+        });
+        self.set_state(SessionState::Busy);
+        // If the write fails the child is gone: stdout ends and the turn fails with
+        // the child's exit status and stderr, which says more than EPIPE.
+        self.write_line(&outgoing::user_text(&text)).await;
+    }
+
+    async fn on_command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Send {
+                text,
+                timeout,
+                reply,
+            } => {
+                if let Some(ending) = self.ending {
+                    let _ = reply.send(Err(self.ending_error(ending, None)));
+                } else {
+                    self.queue.push_back((text, timeout, reply));
+                }
+            }
+            Cmd::Interrupt { reply } => {
+                if self.current.is_some() {
+                    let id = self.request_id();
+                    if !self.write_line(&outgoing::interrupt(&id)).await {
+                        let _ =
+                            reply.send(Err(EngineError::Write("claude's stdin is closed".into())));
+                        return;
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::Control {
+                subtype,
+                fields,
+                reply,
+            } => {
+                let id = self.request_id();
+                if self
+                    .write_line(&outgoing::control_request(&id, subtype, fields))
+                    .await
+                {
+                    self.pending_controls.insert(id, reply);
+                } else {
+                    let _ = reply.send(Err(EngineError::Write("claude's stdin is closed".into())));
+                }
+            }
+            Cmd::Stop { reply } => {
+                self.exit_waiters.push(reply);
+                if self.ending.is_none() {
+                    self.begin_stop(Ending::Stop).await;
+                }
+            }
+            Cmd::Kill { reply } => {
+                self.exit_waiters.push(reply);
+                self.begin_kill(Ending::Kill);
+            }
+        }
+    }
+
+    async fn begin_stop(&mut self, why: Ending) {
+        self.ending = Some(why);
+        if self.current.is_some() {
+            let id = self.request_id();
+            self.write_line(&outgoing::interrupt(&id)).await;
+        }
+        self.fail_queue(why);
+        // Closing stdin ends the CLI after the turn in flight.
+        self.stdin = None;
+        self.end_deadline = Some((TokioInstant::now() + self.stop_grace, libc::SIGTERM));
+    }
+
+    fn begin_kill(&mut self, why: Ending) {
+        if matches!(self.ending, Some(Ending::Kill)) {
+            return;
+        }
+        self.ending = Some(why);
+        self.stdin = None;
+        process::signal_group(self.pid, libc::SIGKILL);
+        self.fail_queue(why);
+        // If the pipes stay open (a grandchild holds them), stop waiting after a while.
+        self.end_deadline = Some((TokioInstant::now() + Duration::from_secs(2), -1));
+    }
+
+    fn escalate(&mut self) {
+        match self.end_deadline.take() {
+            Some((_, sig)) if sig == libc::SIGTERM => {
+                tracing::debug!(session = %self.name, "claude did not exit after stdin closed: SIGTERM");
+                process::signal_group(self.pid, libc::SIGTERM);
+                self.end_deadline =
+                    Some((TokioInstant::now() + Duration::from_secs(2), libc::SIGKILL));
+            }
+            Some((_, sig)) if sig == libc::SIGKILL => {
+                process::signal_group(self.pid, libc::SIGKILL);
+                self.end_deadline = Some((TokioInstant::now() + Duration::from_secs(2), -1));
+            }
+            _ => {
+                // Give up on the pipes: close our end so the loop ends.
+                self.lines.close();
+            }
+        }
+    }
+
+    fn fail_queue(&mut self, why: Ending) {
+        for (_, _, reply) in self.queue.drain(..) {
+            let _ = reply.send(Err(match why {
+                Ending::Kill => EngineError::Killed { partial: None },
+                _ => EngineError::Stopped { partial: None },
+            }));
+        }
+    }
+
+    fn ending_error(&self, ending: Ending, partial: Option<Box<Response>>) -> EngineError {
+        match ending {
+            Ending::Stop => EngineError::Stopped { partial },
+            Ending::Kill => EngineError::Killed { partial },
+            Ending::Timeout => EngineError::Timeout {
+                secs: self
+                    .current
+                    .as_ref()
+                    .map(|t| t.timeout.as_secs_f64())
+                    .unwrap_or(0.0),
+                action: "interrupted, then killed because claude did not stop",
+                partial,
+            },
+            Ending::PolicyStop | Ending::PolicyKill => EngineError::PolicyStopped {
+                reason: self.policy_reason.clone().unwrap_or_default(),
+                partial,
+            },
+        }
+    }
+
+    async fn on_turn_deadline(&mut self) {
+        let Some(turn) = self.current.as_mut() else {
+            return;
+        };
+        if !turn.timed_out {
+            turn.timed_out = true;
+            turn.deadline = TokioInstant::now() + self.interrupt_grace;
+            tracing::warn!(session = %self.name, "turn timed out after {:?}: interrupting", turn.timeout);
+            let id = self.request_id();
+            self.write_line(&outgoing::interrupt(&id)).await;
+        } else {
+            tracing::warn!(session = %self.name, "claude ignored the interrupt: killing it");
+            if let Some(t) = self.current.as_mut() {
+                t.deadline = TokioInstant::now() + Duration::from_secs(3600);
+            }
+            self.begin_kill(Ending::Timeout);
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) {
+        match msg {
+            Message::System(sys) => {
+                if let Some(init) = sys.init() {
+                    let id = sys.session_id.clone().unwrap_or_default();
+                    {
+                        let mut info = self.shared.info.lock().unwrap();
+                        if !self.keep_resume_id || info.session_id.is_none() {
+                            info.session_id = Some(id.clone());
+                        } else if info.session_id.as_deref() != Some(id.as_str()) {
+                            tracing::warn!(session = %self.name, init_id = %id, "init reports another session id on resume; keeping the stored one");
+                        }
+                        if init.cwd.is_some() {
+                            info.cwd = init.cwd.clone();
+                        }
+                        if init.model.is_some() {
+                            info.model = init.model.clone();
+                        }
+                    }
+                    self.emit(EventKind::Init {
+                        session_id: id,
+                        model: init.model,
+                        cwd: init.cwd,
+                    });
+                } else if let Some(retry) = sys.api_retry() {
+                    if self.current.is_some() {
+                        self.set_state(SessionState::Retrying);
+                    }
+                    self.emit(EventKind::Retry(ApiRetryEvent::from(retry)));
+                }
+            }
+            Message::Assistant(a) => {
+                let blocks = a.message.content.blocks();
+                if *self.shared.state.borrow() == SessionState::Retrying {
+                    self.set_state(SessionState::Busy);
+                }
+                if let Some(t) = self.current.as_mut() {
+                    t.collector.assistant_blocks(&blocks);
+                }
+                for b in blocks {
+                    match b {
+                        KnownBlock::Text { text } if !self.include_partial => {
+                            self.emit(EventKind::Text { text })
+                        }
+                        KnownBlock::ToolUse { id, name, input } => {
+                            self.emit(EventKind::ToolUse { id, name, input })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Message::User(u) => {
+                for b in u.message.content.blocks() {
+                    if let KnownBlock::ToolResult {
+                        tool_use_id,
+                        content,
+                        is_error,
+                    } = b
+                    {
+                        if let Some(t) = self.current.as_mut() {
+                            t.tool_results += 1;
+                        }
+                        self.emit(EventKind::ToolResult {
+                            tool_use_id,
+                            is_error: is_error.unwrap_or(false),
+                            content,
+                        });
+                    }
+                }
+            }
+            Message::StreamEvent(e) => {
+                if let Some(text) = e.text_delta() {
+                    self.emit(EventKind::Text {
+                        text: text.to_string(),
+                    });
+                }
+            }
+            Message::Result(r) => self.on_result(*r),
+            Message::ControlRequest(req) => self.on_control_request(req).await,
+            Message::ControlResponse(resp) => {
+                if let Some(reply) = self.pending_controls.remove(&resp.response.request_id) {
+                    let _ = reply.send(if resp.response.subtype == "success" {
+                        Ok(resp.response.response.unwrap_or(Value::Null))
+                    } else {
+                        Err(EngineError::Invalid(format!(
+                            "claude refused the request: {}",
+                            resp.response
+                                .error
+                                .unwrap_or_else(|| "unknown error".into())
+                        )))
+                    });
+                }
+            }
+            Message::KeepAlive | Message::Unknown(_) => {}
+        }
+    }
+
+    async fn on_control_request(&mut self, req: crate::wire::ControlRequest) {
+        match req.body() {
+            ControlRequestBody::CanUseTool(t) => {
+                let call = ToolCall {
+                    session: self.name.clone(),
+                    tool_name: t.tool_name.clone(),
+                    input: t.input.clone(),
+                    tool_use_id: t.tool_use_id.clone(),
+                    cwd: self.cwd.clone(),
+                    blocked_path: t.blocked_path.clone(),
+                    progress: self.progress(),
+                };
+                let decision = self.policy.decide(&call);
+                let (line, allowed, reason) = match &decision {
+                    Decision::Allow => {
+                        (outgoing::allow_tool(&req.request_id, &t.input), true, None)
+                    }
+                    Decision::AllowWith(input) => {
+                        (outgoing::allow_tool(&req.request_id, input), true, None)
+                    }
+                    Decision::Deny {
+                        reason,
+                        interrupt,
+                        rule,
+                    } => {
+                        if let Some(rule) = rule {
+                            self.emit(EventKind::Violation {
+                                rule: rule.clone(),
+                                message: reason.clone(),
+                                action: "denied".into(),
+                                tool: Some(t.tool_name.clone()),
+                            });
+                        }
+                        (
+                            outgoing::deny_tool(&req.request_id, reason, *interrupt),
+                            false,
+                            Some(reason.clone()),
+                        )
+                    }
+                };
+                self.write_line(&line).await;
+                self.emit(EventKind::Permission {
+                    tool: t.tool_name,
+                    allowed,
+                    reason,
+                });
+            }
+            ControlRequestBody::Other { subtype } => {
+                let line = outgoing::error_response(
+                    &req.request_id,
+                    &format!("cms does not handle control request subtype '{subtype}'"),
+                );
+                self.write_line(&line).await;
+            }
+        }
+    }
+
+    fn on_result(&mut self, result: crate::wire::ResultMessage) {
+        let mut turn = self.current.take();
+        let measured = turn
+            .as_ref()
+            .map_or(0, |t| t.started.elapsed().as_millis() as u64);
+        let collector = turn
+            .as_mut()
+            .map(|t| std::mem::take(&mut t.collector))
+            .unwrap_or_default();
+        let response = collector.finish(&result, self.process_total, self.session_cost, measured);
+        if let Some(total) = result.total_cost_usd {
+            self.process_total = total;
+        }
+        self.session_cost = response.session_cost_usd;
+        self.turns += response.num_turns;
+        {
+            let mut info = self.shared.info.lock().unwrap();
+            info.session_cost = self.session_cost;
+            info.turns = self.turns;
+            if !self.keep_resume_id && !result.session_id.is_empty() {
+                info.session_id = Some(result.session_id.clone());
+            }
+        }
+        self.emit(EventKind::Result {
+            cost_usd: response.cost_usd,
+            session_cost_usd: response.session_cost_usd,
+            num_turns: response.num_turns,
+            is_error: response.is_error,
+            subtype: response.subtype.clone(),
+        });
+        match turn {
+            Some(mut t) => {
+                let reply = t.reply.take();
+                let outcome = match self.ending {
+                    Some(e) => Err(self.ending_error(e, Some(Box::new(response)))),
+                    None if t.timed_out => Err(EngineError::Timeout {
+                        secs: t.timeout.as_secs_f64(),
+                        action: "interrupted; the session is still alive",
+                        partial: Some(Box::new(response)),
+                    }),
+                    None => Ok(response),
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            None => tracing::debug!(session = %self.name, "result with no turn waiting (counted)"),
+        }
+        if self.ending.is_none() {
+            self.set_state(SessionState::Idle);
+        }
+    }
+
+    /// The child's stdout ended: collect its exit, fail what is still waiting.
+    async fn finish(mut self) {
+        self.stdin = None;
+        let status = match tokio::time::timeout(Duration::from_secs(3), self.child.wait()).await {
+            Ok(Ok(s)) => Some(s),
+            _ => {
+                process::signal_group(self.pid, libc::SIGKILL);
+                tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+            }
+        };
+        use std::os::unix::process::ExitStatusExt;
+        // Let the stderr reader drain what the child wrote last.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let exit = ExitInfo {
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            stderr: self.shared.stderr_tail(),
+        };
+        self.shared.info.lock().unwrap().exit = Some(exit.clone());
+        // The state is final before anyone waiting hears of the exit.
+        let state = match self.ending {
+            Some(Ending::Kill) => SessionState::Killed,
+            Some(Ending::Stop) | Some(Ending::Timeout) => SessionState::Stopped,
+            Some(Ending::PolicyStop) => SessionState::Stopped,
+            Some(Ending::PolicyKill) => SessionState::Killed,
+            None if exit.code == Some(0) => SessionState::Stopped,
+            None => SessionState::Failed,
+        };
+        if state == SessionState::Failed {
+            self.emit(EventKind::Error {
+                message: exited_error(&exit, None).to_string(),
+            });
+        }
+        self.emit(EventKind::Exit {
+            code: exit.code,
+            signal: exit.signal,
+        });
+        self.set_state(state);
+        let partial = self.current.as_ref().map(|t| {
+            Box::new(Response {
+                text: t.collector.text(),
+                session_id: self
+                    .shared
+                    .info
+                    .lock()
+                    .unwrap()
+                    .session_id
+                    .clone()
+                    .unwrap_or_default(),
+                session_cost_usd: self.session_cost,
+                is_error: true,
+                subtype: "incomplete".into(),
+                ..Response::default()
+            })
+        });
+        let error = match self.ending {
+            Some(e) => self.ending_error(e, partial),
+            None => exited_error(&exit, partial),
+        };
+        if let Some(mut t) = self.current.take() {
+            if let Some(reply) = t.reply.take() {
+                let _ = reply.send(Err(error));
+            }
+        }
+        for (_, _, reply) in self.queue.drain(..) {
+            let _ = reply.send(Err(match self.ending {
+                Some(Ending::Kill) => EngineError::Killed { partial: None },
+                Some(_) => EngineError::Stopped { partial: None },
+                None => exited_error(&exit, None),
+            }));
+        }
+        for (_, reply) in self.pending_controls.drain() {
+            let _ = reply.send(Err(exited_error(&exit, None)));
+        }
+        for w in self.exit_waiters.drain(..) {
+            let _ = w.send(exit.clone());
+        }
+        // Drain commands that raced with the exit.
+        self.cmds.close();
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Send { reply, .. } => {
+                    let _ = reply.send(Err(exited_error(&exit, None)));
+                }
+                Cmd::Interrupt { reply } => {
+                    let _ = reply.send(Err(exited_error(&exit, None)));
+                }
+                Cmd::Control { reply, .. } => {
+                    let _ = reply.send(Err(exited_error(&exit, None)));
+                }
+                Cmd::Stop { reply } | Cmd::Kill { reply } => {
+                    let _ = reply.send(exit.clone());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<TokioInstant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
