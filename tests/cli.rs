@@ -253,17 +253,7 @@ fn sigterm_stops_every_child_and_leaves_the_session_resumable() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the session's claude child is running.
-    let mut pid = None;
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(50));
-        let v = cms.json(&["status", "--name", "h"]);
-        if let Some(p) = v["pid"].as_u64() {
-            pid = Some(p as i32);
-            break;
-        }
-    }
-    let pid = pid.expect("the session went live");
+    let pid = cms.busy_pid("h");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

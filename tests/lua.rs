@@ -569,18 +569,7 @@ fn sigterm_stops_every_session_the_script_started() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut pid = None;
-    for _ in 0..300 {
-        std::thread::sleep(Duration::from_millis(50));
-        let v = cms.run(&["status", "--name", "h", "--json"]);
-        if let Ok(v) = serde_json::from_slice::<Value>(&v.stdout) {
-            if v["state"] == "busy" {
-                pid = v["pid"].as_u64();
-                break;
-            }
-        }
-    }
-    let pid = pid.expect("the session went busy") as i32;
+    let pid = cms.busy_pid("h");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();

@@ -304,6 +304,15 @@ async fn every_builtin_tool_works_through_a_real_client() {
     assert!(fails(&client, "no_such_tool", json!({}))
         .await
         .contains("Unknown tool: no_such_tool"));
+    let dup =
+        json!({ "sessions": [{ "name": "q", "prompt": "1" }, { "name": "q", "prompt": "2" }] });
+    assert!(fails(&client, "batch_spawn", dup)
+        .await
+        .contains("the batch names 'q' twice"));
+    let bad_timeout = json!({ "name": "t", "prompt": "p", "timeout": -1 });
+    assert!(fails(&client, "spawn_session", bad_timeout)
+        .await
+        .contains("timeout must be"));
     assert!(fails(
         &client,
         "spawn_session",

@@ -201,9 +201,20 @@ fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, Cli
     let rt = init_runtime().map_err(CliError::Input)?;
     rt.block_on(async move {
         let manager = Manager::new(cfg)?;
-        // Guarded (delegated) sessions stay guarded when sent to directly.
-        let _policy = crate::policy::attach(&manager, &std::env::current_dir().unwrap_or_default())
-            .map_err(|e| CliError::Input(format!("cannot load the safety policy: {e}")))?;
+        // A delegated session stays guarded when sent to directly: load the safety
+        // policy for the commands that can restart one (the others never need it).
+        let _policy = if matches!(
+            cmd,
+            Command::Send(_) | Command::Resume(_) | Command::Fork(_)
+        ) {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            Some(
+                crate::policy::attach(&manager, &cwd)
+                    .map_err(|e| CliError::Input(format!("cannot load the safety policy: {e}")))?,
+            )
+        } else {
+            None
+        };
         let outcome = {
             let work = async_command(&manager, cmd, json);
             tokio::select! {
@@ -415,30 +426,13 @@ async fn batch(
             file.display()
         ))
     })?;
-    if specs.is_empty() {
-        return Err(CliError::Input(format!(
-            "batch file {} has no entries",
-            file.display()
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for s in &specs {
-        crate::engine::manager::validate_name(&s.name)?;
-        if !seen.insert(s.name.clone()) {
-            return Err(CliError::Input(format!(
-                "batch file names '{}' twice",
-                s.name
-            )));
-        }
-        if s.prompt.trim().is_empty() {
-            return Err(CliError::Input(format!(
-                "batch entry '{}' has an empty prompt",
-                s.name
-            )));
-        }
-    }
+    crate::engine::manager::check_batch(&specs)
+        .map_err(|e| CliError::Input(format!("batch file {}: {e}", file.display())))?;
     let show_progress = std::io::stderr().is_terminal();
-    let reqs = specs.into_iter().map(BatchSpec::into_request).collect();
+    let reqs = specs
+        .into_iter()
+        .map(|s| s.into_request(true))
+        .collect::<Result<Vec<_>, _>>()?;
     let outcomes = m
         .batch(reqs, concurrency, |p| {
             if show_progress {

@@ -3,7 +3,7 @@
 
 use super::args::DemoArgs;
 use super::render;
-use crate::engine::{BatchSpec, EngineConfig, Manager, SessionOptions};
+use crate::engine::{EngineConfig, Manager, SessionOptions, SpawnSpec};
 use std::path::PathBuf;
 
 /// The simulator: `cms-sim` next to this executable, or else this executable
@@ -78,29 +78,17 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
     let m = Manager::new(cfg)?;
 
     step("batch --file tasks.json   # three sessions in parallel");
-    let specs: Vec<BatchSpec> = ["login", "signup", "dashboard"]
-        .iter()
-        .map(|n| BatchSpec {
-            name: (*n).to_string(),
+    let mut reqs = Vec::new();
+    for n in ["login", "signup", "dashboard"] {
+        let spec = SpawnSpec {
+            name: n.to_string(),
             prompt: format!("Build the {n} page"),
             model: Some("sonnet".into()),
-            ..BatchSpec::default()
-        })
-        .collect();
-    let outcomes = m
-        .batch(
-            specs
-                .into_iter()
-                .map(|s| {
-                    let mut r = s.into_request();
-                    r.stop_after = false;
-                    r
-                })
-                .collect(),
-            3,
-            |_| {},
-        )
-        .await;
+            ..SpawnSpec::default()
+        };
+        reqs.push(spec.into_request(false)?);
+    }
+    let outcomes = m.batch(reqs, 3, |_| {}).await;
     for o in &outcomes {
         let r = o.response.as_ref();
         println!(

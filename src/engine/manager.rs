@@ -40,10 +40,12 @@ pub struct SpawnRequest {
     pub kind: Option<String>,
 }
 
-/// One entry of a batch file: a spawn spec (camelCase as in the seed, snake_case too).
+/// A session to start, as people write it: a batch file entry, `cms.spawn{...}`,
+/// the MCP `spawn_session` arguments. snake_case, with the seed's camelCase names
+/// accepted too; unknown fields are errors, so typos are caught.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatchSpec {
+pub struct SpawnSpec {
     pub name: String,
     pub prompt: String,
     #[serde(default)]
@@ -54,13 +56,28 @@ pub struct BatchSpec {
     pub permission_mode: Option<String>,
     #[serde(default, alias = "allowedTools")]
     pub allowed_tools: Option<ToolList>,
+    #[serde(default, alias = "disallowedTools")]
+    pub disallowed_tools: Option<ToolList>,
     #[serde(default, alias = "systemPrompt")]
     pub system_prompt: Option<String>,
     #[serde(default, alias = "maxBudget", alias = "max_budget_usd")]
     pub max_budget: Option<f64>,
+    #[serde(default, alias = "maxTurns")]
+    pub max_turns: Option<u32>,
     #[serde(default)]
     pub agent: Option<String>,
+    #[serde(default)]
+    pub worktree: Option<String>,
+    /// Stop the session after the first response (default: the caller's).
+    #[serde(default)]
+    pub stop: Option<bool>,
+    /// Seconds one turn may take.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
+
+/// The seed's name for a batch entry.
+pub type BatchSpec = SpawnSpec;
 
 /// A tool list given as `["Read","Grep"]` or `"Read,Grep"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,9 +105,12 @@ pub fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-impl BatchSpec {
-    pub fn into_request(self) -> SpawnRequest {
-        SpawnRequest {
+impl SpawnSpec {
+    /// The engine's request; `stop` applies when the spec does not say.
+    pub fn into_request(self, stop: bool) -> Result<SpawnRequest> {
+        Ok(SpawnRequest {
+            timeout: seconds(self.timeout)?,
+            stop_after: self.stop.unwrap_or(stop),
             name: self.name,
             prompt: self.prompt,
             options: SessionOptions {
@@ -101,15 +121,56 @@ impl BatchSpec {
                     .allowed_tools
                     .map(ToolList::into_vec)
                     .unwrap_or_default(),
+                disallowed_tools: self
+                    .disallowed_tools
+                    .map(ToolList::into_vec)
+                    .unwrap_or_default(),
                 system_prompt: self.system_prompt,
                 max_budget_usd: self.max_budget,
+                max_turns: self.max_turns,
                 agent: self.agent,
+                worktree: self.worktree,
                 ..SessionOptions::default()
             },
-            stop_after: true,
             ..SpawnRequest::default()
+        })
+    }
+}
+
+/// A timeout given in seconds, checked: above 0 and finite.
+pub fn seconds(t: Option<f64>) -> Result<Option<Duration>> {
+    match t {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(EngineError::Invalid(format!(
+            "timeout must be a number of seconds above 0, got {s}"
+        ))),
+    }
+}
+
+/// Check a batch before anything starts: at least one entry, valid and distinct
+/// names, no empty prompt.
+pub fn check_batch(specs: &[SpawnSpec]) -> Result<()> {
+    if specs.is_empty() {
+        return Err(EngineError::Invalid("the batch has no entries".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in specs {
+        validate_name(&s.name)?;
+        if !seen.insert(s.name.as_str()) {
+            return Err(EngineError::Invalid(format!(
+                "the batch names '{}' twice",
+                s.name
+            )));
+        }
+        if s.prompt.trim().is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "batch entry '{}' has an empty prompt",
+                s.name
+            )));
         }
     }
+    Ok(())
 }
 
 /// The outcome of one batch entry.
@@ -665,7 +726,7 @@ impl Manager {
             return None;
         }
         // Being started right now (here or in another process): no pid is known yet.
-        let just_made = crate::engine::events::now_ms() - rec.updated_at < STARTING_GRACE_MS;
+        let just_made = now_ms() - rec.updated_at < STARTING_GRACE_MS;
         if rec.state == SessionState::Starting && rec.pid.is_none() && just_made {
             return None;
         }
@@ -815,11 +876,11 @@ impl Manager {
     }
 }
 
-/// The pid of another running cms process that holds this session live, if any.
 /// How long a new record may show `starting` without a process before it counts as
 /// abandoned (its creator died before the child started).
 const STARTING_GRACE_MS: i64 = 60_000;
 
+/// The pid of another running cms process that holds this session live, if any.
 fn other_live_host(rec: &SessionRecord) -> Option<u32> {
     let host = rec.host_pid?;
     (host != std::process::id()
@@ -880,19 +941,58 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_checked_before_anything_starts() {
+        let spec = |n: &str, p: &str| SpawnSpec {
+            name: n.into(),
+            prompt: p.into(),
+            ..SpawnSpec::default()
+        };
+        assert!(check_batch(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("no entries"));
+        let twice = check_batch(&[spec("a", "x"), spec("a", "y")]).unwrap_err();
+        assert!(twice.to_string().contains("names 'a' twice"), "{twice}");
+        assert!(check_batch(&[spec("a", " ")])
+            .unwrap_err()
+            .to_string()
+            .contains("empty prompt"));
+        assert!(matches!(
+            check_batch(&[spec("bad name", "x")]),
+            Err(EngineError::InvalidName(_))
+        ));
+        assert!(check_batch(&[spec("a", "x"), spec("b", "y")]).is_ok());
+    }
+
+    #[test]
     fn batch_specs_accept_seed_and_snake_case_fields() {
         let specs: Vec<BatchSpec> = serde_json::from_str(
             r#"[{"name":"a","prompt":"p","model":"haiku","workDir":"/tmp","allowedTools":"Read, Grep"},
                 {"name":"b","prompt":"q","allowed_tools":["Edit"],"maxBudget":1.5}]"#,
         )
         .unwrap();
-        let a = specs[0].clone().into_request();
+        let a = specs[0].clone().into_request(true).unwrap();
         assert_eq!(a.options.allowed_tools, vec!["Read", "Grep"]);
         assert_eq!(a.options.work_dir.as_deref(), Some(Path::new("/tmp")));
-        assert!(a.stop_after);
-        let b = specs[1].clone().into_request();
+        assert!(a.stop_after, "the caller's default applies");
+        let b = specs[1].clone().into_request(true).unwrap();
         assert_eq!(b.options.allowed_tools, vec!["Edit"]);
         assert_eq!(b.options.max_budget_usd, Some(1.5));
+        let live: SpawnSpec = serde_json::from_str(
+            r#"{"name":"c","prompt":"p","stop":false,"timeout":2.5,"maxTurns":3}"#,
+        )
+        .unwrap();
+        let c = live.into_request(true).unwrap();
+        assert!(!c.stop_after, "the spec's own stop wins");
+        assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.options.max_turns, Some(3));
+        let zero: SpawnSpec =
+            serde_json::from_str(r#"{"name":"d","prompt":"p","timeout":0}"#).unwrap();
+        assert!(zero
+            .into_request(false)
+            .unwrap_err()
+            .to_string()
+            .contains("timeout must be a number of seconds above 0"));
         let bad: std::result::Result<Vec<BatchSpec>, _> =
             serde_json::from_str(r#"[{"name":"a","prompt":"p","modle":"x"}]"#);
         assert!(

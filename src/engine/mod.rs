@@ -18,7 +18,7 @@ pub mod store;
 pub use config::{EngineConfig, SessionOptions};
 pub use error::{EngineError, Result};
 pub use events::{EventKind, SessionEvent};
-pub use manager::{BatchOutcome, BatchSpec, Manager, SpawnRequest};
+pub use manager::{seconds, BatchOutcome, BatchSpec, Manager, SpawnRequest, SpawnSpec};
 pub use policy::{AllowAll, Decision, Guard, Policy, Progress, ToolCall, Verdict, Violation};
 pub use response::Response;
 pub use session::LiveSession;

@@ -107,8 +107,8 @@ pub trait Policy: Send + Sync {
 }
 
 /// How cms guards a session: its permission preset and safety net. Set by
-/// `delegate` (and `spawn --preset`), kept in the store, so a resumed process is
-/// guarded exactly like the first one.
+/// `delegate` (and for its reviewer sessions), kept in the store, so a resumed
+/// process is guarded exactly like the first one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Guard {

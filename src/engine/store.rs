@@ -564,12 +564,51 @@ fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usiz
 }
 
 fn record_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let options = serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
+    let meta = r
+        .get::<_, Option<String>>(17)?
+        .and_then(|m| serde_json::from_str(&m).ok());
+    record_with(r, options, meta)
+}
+
+/// The options a listing shows; the rest of the JSON is skipped, not built.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ListedOptions {
+    model: Option<String>,
+    permission_mode: Option<String>,
+    allowed_tools: Vec<String>,
+}
+
+/// [`record_from_row`] for listings: options reduced to [`ListedOptions`], no meta.
+fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let listed: ListedOptions = r
+        .get_ref(3)?
+        .as_str()
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let options = SessionOptions {
+        model: listed.model,
+        permission_mode: listed.permission_mode,
+        allowed_tools: listed.allowed_tools,
+        ..SessionOptions::default()
+    };
+    record_with(r, options, None)
+}
+
+/// A record from a row of [`SESSION_COLUMNS`], with options and meta already read.
+fn record_with(
+    r: &Row<'_>,
+    options: SessionOptions,
+    meta: Option<serde_json::Value>,
+) -> rusqlite::Result<SessionRecord> {
     let state: String = r.get(2)?;
     Ok(SessionRecord {
         name: r.get(0)?,
         claude_session_id: r.get(1)?,
         state: SessionState::parse(&state).unwrap_or(SessionState::Stopped),
-        options: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+        options,
         work_dir: PathBuf::from(r.get::<_, String>(4)?),
         cwd: r.get::<_, Option<String>>(5)?.map(PathBuf::from),
         forked_from: r.get(6)?,
@@ -583,54 +622,7 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         last_error: r.get(14)?,
         pid: r.get(15)?,
         host_pid: r.get(16)?,
-        meta: r
-            .get::<_, Option<String>>(17)?
-            .and_then(|m| serde_json::from_str(&m).ok()),
-    })
-}
-
-/// The options a listing shows; the rest of the JSON is skipped, not built.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ListedOptions {
-    model: Option<String>,
-    permission_mode: Option<String>,
-    allowed_tools: Vec<String>,
-}
-
-/// [`record_from_row`] for listings: options reduced to [`ListedOptions`].
-fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
-    let state: String = r.get(2)?;
-    let options: ListedOptions = r
-        .get_ref(3)?
-        .as_str()
-        .ok()
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default();
-    Ok(SessionRecord {
-        name: r.get(0)?,
-        claude_session_id: r.get(1)?,
-        state: SessionState::parse(&state).unwrap_or(SessionState::Stopped),
-        options: SessionOptions {
-            model: options.model,
-            permission_mode: options.permission_mode,
-            allowed_tools: options.allowed_tools,
-            ..SessionOptions::default()
-        },
-        work_dir: PathBuf::from(r.get::<_, String>(4)?),
-        cwd: r.get::<_, Option<String>>(5)?.map(PathBuf::from),
-        forked_from: r.get(6)?,
-        fork_parent_id: r.get(7)?,
-        created_at: r.get(8)?,
-        updated_at: r.get(9)?,
-        total_cost_usd: r.get(10)?,
-        total_turns: r.get(11)?,
-        interaction_count: r.get(12)?,
-        last_response: None,
-        last_error: r.get(14)?,
-        pid: r.get(15)?,
-        host_pid: r.get(16)?,
-        meta: None,
+        meta,
     })
 }
 

@@ -2,8 +2,8 @@
 //! `cms.off`, `cms.sleep`, `cms.log`, `cms.json.encode/decode`, `cms.args`,
 //! `cms.version`. Documented for editors in `scripts/types/cms.lua`.
 
-use crate::engine::{Manager, SpawnRequest};
-use crate::lua::convert::{self, SpawnOpts};
+use crate::engine::{Manager, SpawnSpec};
+use crate::lua::convert;
 use crate::lua::host::{dispatch_events, ensure_subscribed, Handler, HostShared};
 use crate::lua::session::{engine_err, handle};
 use futures_util::future::join_all;
@@ -43,15 +43,8 @@ pub fn install(
         lua.create_async_function(move |lua, opts: Value| {
             let (m, sh) = (m.clone(), sh.clone());
             async move {
-                let mut o: SpawnOpts = convert::opts(&lua, "cms.spawn", opts)?;
-                let req = SpawnRequest {
-                    name: o.name.clone(),
-                    prompt: o.prompt.clone(),
-                    options: o.session_options(),
-                    timeout: convert::seconds(o.timeout)?,
-                    stop_after: o.stop,
-                    ..SpawnRequest::default()
-                };
+                let spec: SpawnSpec = convert::opts(&lua, "cms.spawn", opts)?;
+                let req = spec.into_request(false).map_err(engine_err)?;
                 let result = m.spawn(req).await;
                 dispatch_events(&lua, &sh);
                 let (rec, r) = result.map_err(engine_err)?;

@@ -1,10 +1,8 @@
 //! Engine values as Lua tables, and Lua option tables as engine values.
 
-use crate::engine::manager::split_list;
-use crate::engine::{Interaction, Response, SessionOptions, SessionRecord};
+use crate::engine::{Interaction, Response, SessionRecord};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// How values go to Lua: `None` becomes nil, never a `null` sentinel.
@@ -108,83 +106,6 @@ pub fn history(lua: &Lua, items: &[Interaction]) -> mlua::Result<Value> {
     to_lua(lua, &items)
 }
 
-/// A tool list given as `{"Read", "Grep"}` or `"Read,Grep"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Tools {
-    List(Vec<String>),
-    Text(String),
-}
-
-impl Tools {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            Tools::List(v) => v,
-            Tools::Text(t) => split_list(&t),
-        }
-    }
-}
-
-/// The options of `cms.spawn{...}`. Unknown keys are errors, so typos are caught.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SpawnOpts {
-    pub name: String,
-    pub prompt: String,
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default)]
-    pub work_dir: Option<PathBuf>,
-    #[serde(default)]
-    pub permission_mode: Option<String>,
-    #[serde(default)]
-    pub allowed_tools: Option<Tools>,
-    #[serde(default)]
-    pub disallowed_tools: Option<Tools>,
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    #[serde(default)]
-    pub max_budget: Option<f64>,
-    #[serde(default)]
-    pub max_turns: Option<u32>,
-    #[serde(default)]
-    pub agent: Option<String>,
-    #[serde(default)]
-    pub worktree: Option<String>,
-    /// Stop the session after the first response.
-    #[serde(default)]
-    pub stop: bool,
-    /// Seconds one turn may take.
-    #[serde(default)]
-    pub timeout: Option<f64>,
-}
-
-impl SpawnOpts {
-    pub fn session_options(&mut self) -> SessionOptions {
-        SessionOptions {
-            model: self.model.take(),
-            work_dir: self.work_dir.take(),
-            permission_mode: self.permission_mode.take(),
-            allowed_tools: self
-                .allowed_tools
-                .take()
-                .map(Tools::into_vec)
-                .unwrap_or_default(),
-            disallowed_tools: self
-                .disallowed_tools
-                .take()
-                .map(Tools::into_vec)
-                .unwrap_or_default(),
-            system_prompt: self.system_prompt.take(),
-            max_budget_usd: self.max_budget,
-            max_turns: self.max_turns,
-            agent: self.agent.take(),
-            worktree: self.worktree.take(),
-            ..SessionOptions::default()
-        }
-    }
-}
-
 /// The options of `s:fork{...}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -208,14 +129,9 @@ pub struct SendOpts {
     pub timeout: Option<f64>,
 }
 
+/// A timeout in seconds, checked by the engine.
 pub fn seconds(t: Option<f64>) -> mlua::Result<Option<Duration>> {
-    match t {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(mlua::Error::runtime(format!(
-            "timeout must be a number of seconds above 0, got {s}"
-        ))),
-    }
+    crate::engine::seconds(t).map_err(|e| mlua::Error::runtime(e.to_string()))
 }
 
 /// Read an options table, naming the function in the error.

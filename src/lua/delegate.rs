@@ -256,7 +256,7 @@ impl TaskState {
                         action,
                         tool,
                     } => {
-                        if action == "killed" || action == "stopped" {
+                        if ends_session(&action) {
                             self.ended.set(true);
                         }
                         self.violations.borrow_mut().push(ViolationView {
@@ -337,7 +337,7 @@ impl TaskState {
         r
     }
 
-    async fn check(&self, lua: &Lua, last: Value) -> mlua::Result<(bool, String)> {
+    async fn check(&self, last: Value) -> mlua::Result<(bool, String)> {
         let (passed, output) = if let Some(f) = &self.check_fn {
             let (ok, out): (Value, Option<String>) = f.call_async(last).await?;
             (ok.as_boolean().unwrap_or(false), out.unwrap_or_default())
@@ -351,7 +351,6 @@ impl TaskState {
         } else {
             (true, "no check configured".to_string())
         };
-        let _ = lua;
         self.checks.borrow_mut().push(CheckRecord {
             passed,
             output: output.clone(),
@@ -484,8 +483,8 @@ impl UserData for TaskHandle {
                 convert::response(&lua, &r)
             },
         );
-        methods.add_async_method("check", |lua, t, last: Value| async move {
-            t.state.check(&lua, last).await
+        methods.add_async_method("check", |_, t, last: Value| async move {
+            t.state.check(last).await
         });
         methods.add_async_method("review", |lua, t, prompt: String| async move {
             let r = t.state.review(&prompt, &t.policy).await;
@@ -772,13 +771,47 @@ fn delegated_guard(name: &str, options: &SessionOptions) -> Result<Guard, Delega
     }
 }
 
+/// Whether a violation's action ended the session.
+fn ends_session(action: &str) -> bool {
+    action == "killed" || action == "stopped"
+}
+
+/// What a delegation call came to, for its status.
+struct Outcome<'a> {
+    cost_exceeded: bool,
+    turns_exceeded: bool,
+    /// The last turn's `result` subtype.
+    subtype: &'a str,
+    failed: bool,
+    /// The last turn still had permission denials.
+    denials_left: bool,
+    /// A status the strategy returned (`needs_input`, `failed`, `completed`).
+    strategy_says: Option<&'a str>,
+}
+
+/// The status, in this order: the safety net's or the CLI's limits, a failure,
+/// something the caller must answer, else completed.
+fn derive_status(o: &Outcome) -> &'static str {
+    if o.cost_exceeded || o.subtype == "error_max_budget_usd" {
+        "cost_exceeded"
+    } else if o.turns_exceeded || o.subtype == "error_max_turns" {
+        "turns_exceeded"
+    } else if o.failed || o.strategy_says == Some("failed") {
+        "failed"
+    } else if o.denials_left || o.strategy_says == Some("needs_input") {
+        "needs_input"
+    } else {
+        "completed"
+    }
+}
+
 /// The message of the violation that ended the session, if the net ended it.
 fn ending_violation(manager: &Manager, name: &str) -> Option<String> {
     let events = manager.store().events(name).ok()?;
     let last_violation = events.iter().rev().find(|e| e.kind == "violation")?;
     let action = last_violation.data["action"].as_str()?;
     let rule = last_violation.data["rule"].as_str().unwrap_or("");
-    if (action == "killed" || action == "stopped") && rule != "policy_error" {
+    if ends_session(action) && rule != "policy_error" {
         last_violation.data["message"].as_str().map(String::from)
     } else {
         None
@@ -824,9 +857,8 @@ async fn run(
     let ended_by = |rule: &str| {
         violations
             .iter()
-            .any(|v| v.rule == rule && (v.action == "killed" || v.action == "stopped"))
+            .any(|v| v.rule == rule && ends_session(&v.action))
     };
-    let subtype = last.map(|r| r.subtype.as_str()).unwrap_or("");
     let error = strategy_error
         .map(|m| format!("strategy '{}' failed: {m}", state.strategy))
         .or_else(|| state.error.borrow().clone())
@@ -835,22 +867,14 @@ async fn run(
             last.is_none()
                 .then(|| "the strategy sent nothing".to_string())
         });
-    let status = if ended_by("cost_exceeded") || subtype == "error_max_budget_usd" {
-        "cost_exceeded"
-    } else if ended_by("turns_exceeded") || subtype == "error_max_turns" {
-        "turns_exceeded"
-    } else if error.is_some() {
-        "failed"
-    } else if override_status.as_deref() == Some("needs_input")
-        || last.is_some_and(|r| !r.permission_denials.is_empty())
-    {
-        "needs_input"
-    } else {
-        match override_status.as_deref() {
-            Some("failed") => "failed",
-            _ => "completed",
-        }
-    };
+    let status = derive_status(&Outcome {
+        cost_exceeded: ended_by("cost_exceeded"),
+        turns_exceeded: ended_by("turns_exceeded"),
+        subtype: last.map(|r| r.subtype.as_str()).unwrap_or(""),
+        failed: error.is_some(),
+        denials_left: last.is_some_and(|r| !r.permission_denials.is_empty()),
+        strategy_says: override_status.as_deref(),
+    });
     let mut tools: Vec<String> = Vec::new();
     for r in responses.iter() {
         for t in &r.tools_used {
@@ -859,9 +883,7 @@ async fn run(
             }
         }
     }
-    let killed_by_net = violations
-        .iter()
-        .any(|v| v.action == "killed" || v.action == "stopped");
+    let killed_by_net = violations.iter().any(|v| ends_session(&v.action));
     if violations.iter().any(|v| v.action == "killed") {
         // Make sure the process is gone and the store says so.
         let _ = state.manager.kill(&state.name).await;
@@ -934,4 +956,90 @@ pub fn options_from_lua(lua: &Lua, v: Value) -> mlua::Result<(DelegateOptions, O
         ))
     })?;
     Ok((opts, check_fn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome() -> Outcome<'static> {
+        Outcome {
+            cost_exceeded: false,
+            turns_exceeded: false,
+            subtype: "success",
+            failed: false,
+            denials_left: false,
+            strategy_says: None,
+        }
+    }
+
+    #[test]
+    fn statuses_come_in_the_documented_order() {
+        assert_eq!(derive_status(&outcome()), "completed");
+        let limits_first = Outcome {
+            cost_exceeded: true,
+            turns_exceeded: true,
+            failed: true,
+            ..outcome()
+        };
+        assert_eq!(derive_status(&limits_first), "cost_exceeded");
+        assert_eq!(
+            derive_status(&Outcome {
+                subtype: "error_max_budget_usd",
+                ..outcome()
+            }),
+            "cost_exceeded"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                turns_exceeded: true,
+                failed: true,
+                ..outcome()
+            }),
+            "turns_exceeded"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                subtype: "error_max_turns",
+                ..outcome()
+            }),
+            "turns_exceeded"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                failed: true,
+                denials_left: true,
+                ..outcome()
+            }),
+            "failed"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                strategy_says: Some("failed"),
+                ..outcome()
+            }),
+            "failed"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                denials_left: true,
+                ..outcome()
+            }),
+            "needs_input"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                strategy_says: Some("needs_input"),
+                ..outcome()
+            }),
+            "needs_input"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                strategy_says: Some("completed"),
+                ..outcome()
+            }),
+            "completed"
+        );
+    }
 }

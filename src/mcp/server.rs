@@ -4,7 +4,7 @@
 
 use super::lua_worker::{LuaWorker, ToolInfo};
 use super::tools::{self, parse};
-use crate::engine::{EventKind, Manager, SessionOptions, SpawnRequest};
+use crate::engine::{EventKind, Manager, SessionOptions, SpawnRequest, SpawnSpec};
 use crate::lua::delegate::DelegateOptions;
 use crate::views::{record_json, turn_json};
 use rmcp::model::{
@@ -121,33 +121,19 @@ impl CmsServer {
         let err = |e: crate::engine::EngineError| e.to_string();
         match name {
             "spawn_session" => {
-                let a: tools::SpawnArgs = parse(name, &args)?;
-                let req = SpawnRequest {
-                    name: a.name,
-                    prompt: a.prompt,
-                    options: SessionOptions {
-                        model: a.model,
-                        work_dir: a.work_dir,
-                        permission_mode: a.permission_mode,
-                        allowed_tools: a.allowed_tools,
-                        disallowed_tools: a.disallowed_tools,
-                        system_prompt: a.system_prompt,
-                        max_budget_usd: a.max_budget,
-                        max_turns: a.max_turns,
-                        agent: a.agent,
-                        ..SessionOptions::default()
-                    },
-                    timeout: seconds(a.timeout)?,
-                    stop_after: a.stop,
-                    ..SpawnRequest::default()
-                };
+                let spec: SpawnSpec = parse(name, &args)?;
+                let req = spec.into_request(false).map_err(err)?;
                 let (rec, r) = m.spawn(req).await.map_err(err)?;
                 Ok(turn_json(&rec, Some(&r)))
             }
             "send_message" => {
                 let a: tools::SendArgs = parse(name, &args)?;
                 let r = m
-                    .send(&a.name, &a.message, seconds(a.timeout)?)
+                    .send(
+                        &a.name,
+                        &a.message,
+                        crate::engine::seconds(a.timeout).map_err(err)?,
+                    )
                     .await
                     .map_err(err)?;
                 Ok(turn_json(&m.status(&a.name).map_err(err)?, Some(&r)))
@@ -269,8 +255,13 @@ impl CmsServer {
             }
             "batch_spawn" => {
                 let a: tools::BatchArgs = parse(name, &args)?;
-                let reqs: Vec<SpawnRequest> =
-                    a.sessions.into_iter().map(|s| s.into_request()).collect();
+                crate::engine::manager::check_batch(&a.sessions).map_err(err)?;
+                let reqs = a
+                    .sessions
+                    .into_iter()
+                    .map(|s| s.into_request(true))
+                    .collect::<Result<Vec<SpawnRequest>, _>>()
+                    .map_err(err)?;
                 let names: Vec<String> = reqs.iter().map(|r| r.name.clone()).collect();
                 let (manager, token, peer) = (m.clone(), progress_token(ctx), ctx.peer.clone());
                 let concurrency = m.config().batch_concurrency;
@@ -430,16 +421,6 @@ fn take_bool(args: &mut Value, key: &str) -> bool {
         .and_then(|m| m.remove(key))
         .and_then(|v| v.as_bool())
         .unwrap_or(false)
-}
-
-fn seconds(t: Option<f64>) -> Result<Option<Duration>, String> {
-    match t {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(format!(
-            "timeout must be a number of seconds above 0, got {s}"
-        )),
-    }
 }
 
 impl ServerHandler for CmsServer {

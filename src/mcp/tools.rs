@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 
 /// `(name, description, input schema)` of every built-in tool.
 pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
@@ -22,6 +21,7 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
         "max_budget": { "type": "number", "exclusiveMinimum": 0, "description": "Hard budget in USD for the claude process" },
         "max_turns": { "type": "integer", "minimum": 1 },
         "agent": { "type": "string" },
+        "worktree": { "type": "string", "description": "Run in a git worktree of this name (claude -w)" },
         "stop": { "type": "boolean", "description": "Stop the session after the first response (one-shot)" },
         "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds one turn may take" }
     });
@@ -62,35 +62,6 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
             "background": background
         }), &["sessions"])),
     ]
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SpawnArgs {
-    pub name: String,
-    pub prompt: String,
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default)]
-    pub work_dir: Option<PathBuf>,
-    #[serde(default)]
-    pub permission_mode: Option<String>,
-    #[serde(default)]
-    pub allowed_tools: Vec<String>,
-    #[serde(default)]
-    pub disallowed_tools: Vec<String>,
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    #[serde(default)]
-    pub max_budget: Option<f64>,
-    #[serde(default)]
-    pub max_turns: Option<u32>,
-    #[serde(default)]
-    pub agent: Option<String>,
-    #[serde(default)]
-    pub stop: bool,
-    #[serde(default)]
-    pub timeout: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,7 +125,7 @@ pub struct ContinueArgs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchArgs {
-    pub sessions: Vec<crate::engine::BatchSpec>,
+    pub sessions: Vec<crate::engine::SpawnSpec>,
     #[serde(default)]
     pub background: bool,
 }

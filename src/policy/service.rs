@@ -124,7 +124,6 @@ pub struct PolicyService {
     layers: Layers,
     limit: Duration,
     good: RwLock<Arc<Snapshot>>,
-    last: Mutex<ReloadReport>,
     reloading: Mutex<()>,
 }
 
@@ -136,11 +135,14 @@ impl PolicyService {
         limit: Duration,
     ) -> Result<(Arc<PolicyService>, ReloadReport), PolicyError> {
         let builtin = Snapshot::from_layers(&Layers::builtin_only());
-        let (mut snapshot, errors) =
-            settle(&layers, Snapshot::from_layers(&layers), &builtin, limit);
-        if let Some(e) = validate(&layers, &snapshot, limit).err() {
-            return Err(PolicyError::Load(e.join("\n")));
-        }
+        let (mut snapshot, errors) = settle(
+            &layers,
+            Snapshot::from_layers(&layers),
+            &builtin,
+            false,
+            limit,
+        )
+        .map_err(|e| PolicyError::Load(e.join("\n")))?;
         snapshot.generation = 1;
         for e in &errors {
             tracing::error!("policy script not loaded (the built-in one is used): {e}");
@@ -155,7 +157,6 @@ impl PolicyService {
             layers,
             limit,
             good: RwLock::new(Arc::new(snapshot)),
-            last: Mutex::new(report.clone()),
             reloading: Mutex::new(()),
         });
         Ok((service, report))
@@ -214,12 +215,15 @@ impl PolicyService {
     pub fn reload(&self) -> ReloadReport {
         let _one_at_a_time = self.reloading.lock();
         let current = self.snapshot();
-        let (mut next, errors) = settle(
+        let settled = settle(
             &self.layers,
             Snapshot::from_layers(&self.layers),
             &current,
+            true,
             self.limit,
         );
+        // The current snapshot is known good, so settling always yields one.
+        let (mut next, errors) = settled.unwrap_or_else(|e| ((*current).clone(), e));
         let changed = next.modules != current.modules || next.plugins != current.plugins;
         next.generation = if changed {
             current.generation + 1
@@ -239,28 +243,22 @@ impl PolicyService {
                 *g = Arc::new(next);
             }
         }
-        if let Ok(mut last) = self.last.lock() {
-            *last = report.clone();
-        }
         report
-    }
-
-    /// The last load's report.
-    pub fn status(&self) -> ReloadReport {
-        self.last.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
 /// Load `candidate`; if it fails, put back the `fallback` source of each module
-/// whose file the errors name, and try again. Returns what to use and the errors.
+/// whose file the errors name, and try again; failing that, use `fallback` (checked
+/// unless it is known to be good). Returns what to use and the candidate's errors.
 fn settle(
     layers: &Layers,
     candidate: Snapshot,
     fallback: &Snapshot,
+    fallback_is_good: bool,
     limit: Duration,
-) -> (Snapshot, Vec<String>) {
+) -> Result<(Snapshot, Vec<String>), Vec<String>> {
     let errors = match validate(layers, &candidate, limit) {
-        Ok(()) => return (candidate, Vec::new()),
+        Ok(()) => return Ok((candidate, Vec::new())),
         Err(e) => e,
     };
     let mut repaired = candidate.clone();
@@ -275,10 +273,12 @@ fn settle(
         }
     }
     if validate(layers, &repaired, limit).is_ok() {
-        (repaired, errors)
-    } else {
-        (fallback.clone(), errors)
+        return Ok((repaired, errors));
     }
+    if !fallback_is_good {
+        validate(layers, fallback, limit)?;
+    }
+    Ok((fallback.clone(), errors))
 }
 
 fn validate(layers: &Layers, snap: &Snapshot, limit: Duration) -> Result<(), Vec<String>> {

@@ -102,4 +102,20 @@ impl Cms {
         assert_eq!(out.status.code(), Some(1), "cms {args:?}");
         String::from_utf8(out.stderr).unwrap()
     }
+
+    /// Wait until `name` is in a turn, and return its claude child's pid.
+    pub fn busy_pid(&self, name: &str) -> i32 {
+        for _ in 0..300 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let out = self.run(&["status", "--name", name, "--json"]);
+            if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+                if v["state"] == "busy" {
+                    if let Some(pid) = v["pid"].as_u64() {
+                        return pid as i32;
+                    }
+                }
+            }
+        }
+        panic!("session {name} never went busy");
+    }
 }
