@@ -13,12 +13,10 @@
 
 mod support;
 
-use support::{percentile, rss_mb};
+use support::{manager, percentile, request, rss_mb};
 
 use cms::engine::session::{EventSink, LiveSession, StartSpec};
-use cms::engine::{
-    AllowAll, EngineConfig, Manager, SessionOptions, SessionRecord, SpawnRequest, Store,
-};
+use cms::engine::{AllowAll, SessionOptions, SessionRecord, Store};
 use cms::wire::ClaudeArgs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -170,7 +168,7 @@ async fn turn_overhead(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f
 
     // Manager: the same, plus the store write of every turn.
     let m = manager(sim, &dir.join("mgr"));
-    spawn(&m, "bench", dir).await;
+    m.spawn(request("bench", dir)).await.unwrap();
 
     let (mut raw, mut engine, mut managed) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n + 20 {
@@ -207,29 +205,6 @@ async fn turn_overhead(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f
             percentile(&mut managed, 0.99),
         ),
     )
-}
-
-fn manager(sim: &Path, dir: &Path) -> Arc<Manager> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cfg = EngineConfig::from_env();
-    cfg.claude_bin = sim.to_path_buf();
-    cfg.home = dir.join("cms");
-    cfg.child_env = vec![("HOME".into(), dir.display().to_string())];
-    Manager::new(cfg).unwrap()
-}
-
-async fn spawn(m: &Arc<Manager>, name: &str, dir: &Path) {
-    m.spawn(SpawnRequest {
-        name: name.into(),
-        prompt: "hello".into(),
-        options: SessionOptions {
-            work_dir: Some(dir.to_path_buf()),
-            ..SessionOptions::default()
-        },
-        ..SpawnRequest::default()
-    })
-    .await
-    .unwrap();
 }
 
 fn list_startup(cms: &Path, home: &Path, sessions: usize, runs: usize) -> (f64, f64, f64) {
@@ -286,7 +261,7 @@ async fn many_live(sim: &Path, dir: &Path, n: usize) -> (Duration, f64, f64) {
         let (m, dir) = (m.clone(), dir.to_path_buf());
         set.spawn(async move {
             let name = format!("live-{i}");
-            spawn(&m, &name, &dir).await;
+            m.spawn(request(&name, &dir)).await.unwrap();
             m.send(&name, "second", None).await.unwrap();
         });
     }

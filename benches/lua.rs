@@ -11,13 +11,11 @@
 
 mod support;
 
-use support::{percentile, rss_mb};
+use support::{manager, percentile, request, rss_mb};
 
-use cms::engine::{EngineConfig, Manager, SessionOptions, SpawnRequest};
 use cms::lua::{HostOptions, LuaHost};
 use mlua::Function;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -64,27 +62,6 @@ fn main() {
         lua_t.as_secs_f64() / rust_t.as_secs_f64()
     );
     println!("   RSS of this process: {rss_before:.1} MB before, {rss_after:.1} MB with all {sessions} live from Lua");
-}
-
-fn manager(sim: &Path, dir: &Path) -> Arc<Manager> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cfg = EngineConfig::from_env();
-    cfg.claude_bin = sim.to_path_buf();
-    cfg.home = dir.join("cms");
-    cfg.child_env = vec![("HOME".into(), dir.display().to_string())];
-    Manager::new(cfg).unwrap()
-}
-
-fn request(name: &str, dir: &Path) -> SpawnRequest {
-    SpawnRequest {
-        name: name.into(),
-        prompt: "hello".into(),
-        options: SessionOptions {
-            work_dir: Some(dir.to_path_buf()),
-            ..SessionOptions::default()
-        },
-        ..SpawnRequest::default()
-    }
 }
 
 async fn round_trip(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f64)) {

@@ -1,6 +1,33 @@
 //! Helpers shared by the benchmarks.
 #![allow(dead_code)]
 
+use cms::engine::{EngineConfig, Manager, SessionOptions, SpawnRequest};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A manager on the simulator, with its state and HOME under `dir`.
+pub fn manager(sim: &Path, dir: &Path) -> Arc<Manager> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cfg = EngineConfig::from_env();
+    cfg.claude_bin = sim.to_path_buf();
+    cfg.home = dir.join("cms");
+    cfg.child_env = vec![("HOME".into(), dir.display().to_string())];
+    Manager::new(cfg).unwrap()
+}
+
+/// Spawn `name` in `dir` with the prompt "hello".
+pub fn request(name: &str, dir: &Path) -> SpawnRequest {
+    SpawnRequest {
+        name: name.into(),
+        prompt: "hello".into(),
+        options: SessionOptions {
+            work_dir: Some(dir.to_path_buf()),
+            ..SessionOptions::default()
+        },
+        ..SpawnRequest::default()
+    }
+}
+
 /// The `p` quantile (0..=1) of the samples (sorted in place).
 pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());

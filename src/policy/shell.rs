@@ -215,16 +215,7 @@ impl Parser {
                     self.pos += 2;
                     self.ansi_c(&mut w);
                 }
-                '$' if self.peek(1) == Some('(') => {
-                    self.pos += 2;
-                    self.nested(')');
-                    w.push_str("$(...)");
-                }
-                '`' => {
-                    self.pos += 1;
-                    self.backticks();
-                    w.push_str("$(...)");
-                }
+                '$' | '`' if self.substitution(&mut w) => {}
                 _ => {
                     w.push(c);
                     self.pos += 1;
@@ -232,6 +223,24 @@ impl Parser {
             }
         }
         w
+    }
+
+    /// `$( ... )` or `` `...` `` at the cursor: parse the nested command and leave
+    /// a run-time marker in the word. False (nothing read) for anything else.
+    fn substitution(&mut self, w: &mut String) -> bool {
+        match (self.peek(0), self.peek(1)) {
+            (Some('$'), Some('(')) => {
+                self.pos += 2;
+                self.nested(')');
+            }
+            (Some('`'), _) => {
+                self.pos += 1;
+                self.backticks();
+            }
+            _ => return false,
+        }
+        w.push_str("$(...)");
+        true
     }
 
     fn double_quoted(&mut self, w: &mut String) {
@@ -253,16 +262,7 @@ impl Parser {
                     }
                     self.pos += 2;
                 }
-                '$' if self.peek(1) == Some('(') => {
-                    self.pos += 2;
-                    self.nested(')');
-                    w.push_str("$(...)");
-                }
-                '`' => {
-                    self.pos += 1;
-                    self.backticks();
-                    w.push_str("$(...)");
-                }
+                '$' | '`' if self.substitution(w) => {}
                 _ => {
                     w.push(c);
                     self.pos += 1;
