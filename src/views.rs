@@ -30,6 +30,12 @@ pub struct RecordView<'a> {
     interaction_count: u32,
     last_error: Option<&'a str>,
     pid: Option<u32>,
+    /// The cms process holding the session live, and its kind (`cli`, `mcp`, ...).
+    host_pid: Option<u32>,
+    host_kind: Option<&'a str>,
+    /// The API retry in progress while the CLI retries a failing call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<&'a crate::engine::events::ApiRetryEvent>,
 }
 
 pub fn record_view(rec: &SessionRecord) -> RecordView<'_> {
@@ -50,6 +56,9 @@ pub fn record_view(rec: &SessionRecord) -> RecordView<'_> {
         interaction_count: rec.interaction_count,
         last_error: rec.last_error.as_deref(),
         pid: rec.pid,
+        host_pid: rec.host_pid,
+        host_kind: rec.pid.and(rec.host_kind.as_deref()),
+        retry: rec.retry.as_ref(),
     }
 }
 

@@ -308,3 +308,237 @@ fn prompts_can_come_from_stdin() {
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("echo: from stdin"));
 }
+
+/// Sends from several shells to one session never run side by side: each waits its
+/// turn, in arrival order, and the conversation the next turn sees holds every
+/// message and its answer (the sim's RECALL lists what its transcript holds).
+#[test]
+fn concurrent_sends_from_many_shells_are_served_one_at_a_time_in_arrival_order() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "race", "--prompt", "start"]);
+    let mut children = Vec::new();
+    for i in 0..8 {
+        let msg = format!("SLOW 250 msg-{i}");
+        children.push(
+            cms.cmd(&["send", "--name", "race", "--message", &msg])
+                .env("CMS_PROGRESS", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // Distinct arrival times, so the order is defined.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let mut waited = 0;
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "send {i}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&format!("echo: msg-{i}")),
+            "send {i} got its own answer"
+        );
+        if stderr.contains("is busy in another cms command") {
+            waited += 1;
+        }
+    }
+    assert!(waited >= 6, "later sends said they were waiting ({waited})");
+    let out = cms.ok(&["send", "--name", "race", "--message", "RECALL"]);
+    let expected: Vec<String> = std::iter::once("start".to_string())
+        .chain((0..8).map(|i| format!("SLOW 250 msg-{i}")))
+        .collect();
+    assert!(
+        out.starts_with(&format!("recall: {}", expected.join(" | "))),
+        "every message, in order of arrival: {out}"
+    );
+    let history = cms.json(&["history", "--name", "race"]);
+    let answers: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["response"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers.len(), 10);
+    for i in 0..8 {
+        assert_eq!(answers[i + 1], format!("echo: msg-{i}"));
+    }
+}
+
+/// `--no-wait` refuses instead of queueing, and a session held live by a long-lived
+/// cms process is named with its pid and kind, never with a destructive suggestion.
+#[test]
+fn a_busy_or_held_session_is_explained_not_forked() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "x", "--prompt", "start"]);
+    let slow = cms
+        .cmd(&["send", "--name", "x", "--message", "SLOW 3000 long"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let holder = slow.id();
+    cms.busy_pid("x");
+    let err = cms.fails(&["send", "--no-wait", "--name", "x", "--message", "y"]);
+    assert!(
+        err.contains("is busy")
+            && err.contains(&format!("pid {holder}"))
+            && err.contains("--no-wait"),
+        "{err}"
+    );
+    assert!(slow.wait_with_output().unwrap().status.success());
+
+    let plan = cms.work().join("hold.lua");
+    std::fs::write(
+        &plan,
+        "local s = cms.spawn{ name = 'held', prompt = 'hi' }\nio.stderr:write('ready\\n')\ncms.sleep(4)\n",
+    )
+    .unwrap();
+    let mut script = cms
+        .cmd(&["script", plan.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut live = false;
+    for _ in 0..100 {
+        let v = cms.json(&["list"]);
+        if v.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "held" && s["state"] == "idle")
+        {
+            live = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(live, "the script holds the session live");
+    let started = std::time::Instant::now();
+    let err = cms.fails(&["send", "--name", "held", "--message", "y"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refused at once"
+    );
+    assert!(
+        err.contains(&format!("cms script (pid {})", script.id())),
+        "{err}"
+    );
+    assert!(!err.contains("cms stop") && !err.contains("kill"), "{err}");
+    let status = cms.json(&["status", "--name", "held"]);
+    assert_eq!(status["host_kind"], "script");
+    assert!(script.wait().unwrap().success());
+    // Once the script has ended, the session is anyone's again.
+    let out = cms.ok(&["send", "--name", "held", "--message", "RECALL"]);
+    assert!(out.contains("recall: hi"), "{out}");
+}
+
+/// A child of `cms mcp` (run by Claude Code) must not act as the parent session.
+#[test]
+fn children_do_not_inherit_a_parent_claude_code_session() {
+    let cms = Cms::new();
+    let v = cms.json_with(
+        &["spawn", "--name", "e", "--prompt", "ENV"],
+        &[
+            ("CLAUDECODE", "1"),
+            ("CLAUDE_CODE_SESSION_ID", "parent-session"),
+            ("CLAUDE_CODE_ENTRYPOINT", "sdk-cli"),
+            ("CLAUDE_CODE_MESSAGING_SOCKET", "/tmp/parent.sock"),
+            ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9"),
+            ("CLAUDE_CONFIG_DIR", "/tmp/user-config"),
+        ],
+    );
+    let text = v["response"]["text"].as_str().unwrap().to_string();
+    let names: Vec<&str> = text.split_whitespace().collect();
+    for parent in [
+        "CLAUDECODE",
+        "CLAUDE_CODE_SESSION_ID",
+        "CLAUDE_CODE_ENTRYPOINT",
+        "CLAUDE_CODE_MESSAGING_SOCKET",
+    ] {
+        assert!(!names.contains(&parent), "{parent} leaked: {text}");
+    }
+    for user in ["ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR", "HOME"] {
+        assert!(names.contains(&user), "{user} must pass: {text}");
+    }
+}
+
+/// While the API fails, the retries show as they happen (on a terminal, or with
+/// CMS_PROGRESS=1), `status --json` carries them, and the final error names them.
+#[test]
+fn api_retries_are_shown_while_they_happen() {
+    let cms = Cms::new();
+    let out = cms
+        .cmd(&["spawn", "--name", "r", "--prompt", "RETRY 3 API_ERROR 529"])
+        .env("CMS_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for attempt in 1..=3 {
+        assert!(
+            stderr.contains(&format!("API error 529 (overloaded); retry {attempt}/10")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("after 3 API retries, last status 529"),
+        "{stderr}"
+    );
+
+    let slow = cms
+        .cmd(&["send", "--name", "r", "--message", "RETRY 2 SLOW 3000 fine"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        let v = cms.json(&["status", "--name", "r"]);
+        if v["state"] == "retrying" && v["retry"]["attempt"] == 2 {
+            seen = Some(v);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v = seen.expect("another process sees the retries");
+    assert_eq!(v["retry"]["error_status"], 529);
+    let out = slow.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v = cms.json(&["status", "--name", "r"]);
+    assert!(v.get("retry").is_none(), "{v}");
+}
+
+/// The Claude session id is kept as soon as the CLI announces it: a session whose cms
+/// died during its first turn is still resumable.
+#[test]
+fn a_session_whose_cms_died_in_its_first_turn_can_be_resumed() {
+    let cms = Cms::new();
+    let mut spawn = cms
+        .cmd(&["spawn", "--name", "k", "--prompt", "SLOW 10000 first words"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = None;
+    for _ in 0..100 {
+        let out = cms.run(&["status", "--name", "k", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(s) = v["claude_session_id"].as_str() {
+            id = Some(s.to_string());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = id.expect("the id is stored while the first turn runs");
+    spawn.kill().unwrap();
+    spawn.wait().unwrap();
+    let v = cms.json(&["send", "--name", "k", "--message", "RECALL"]);
+    assert_eq!(v["response"]["session_id"], id.as_str());
+    assert!(
+        v["response"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("SLOW 10000 first words"),
+        "{v}"
+    );
+}

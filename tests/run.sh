@@ -2,24 +2,51 @@
 # The whole test suite, on a fresh machine: unit tests, integration tests on the
 # simulator, the benchmark's smoke run, and end-to-end tests against the real
 # Claude Code CLI (installed here from npm; it runs offline against a fake API).
+#
+# The end-to-end tests run twice: on the Claude Code people install today
+# (CLAUDE_CODE_VERSION, npm `latest` when this was written) and on the oldest
+# version cms supports (CLAUDE_CODE_OLDEST). The two count cost differently
+# (per process before 2.1.332, per conversation since). CMS_E2E_CLAUDE=/path/to/claude
+# runs them once, on that binary, instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.197}"
-claude_exe=".ci/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
-if [ -z "${CMS_E2E_CLAUDE:-}" ] && [ ! -x "$claude_exe" ]; then
-  echo "==> installing @anthropic-ai/claude-code@${CLAUDE_CODE_VERSION} into .ci/ (for the end-to-end tests)"
-  mkdir -p .ci
-  [ -f .ci/package.json ] || echo '{"name":"cms-e2e","private":true}' > .ci/package.json
-  npm install --prefix .ci --no-audit --no-fund --loglevel=error \
-    "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}"
-  if [ ! -x "$claude_exe" ] && [ -f .ci/node_modules/@anthropic-ai/claude-code/install.cjs ]; then
-    (cd .ci/node_modules/@anthropic-ai/claude-code && node install.cjs)
+CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.332}"
+CLAUDE_CODE_OLDEST="${CLAUDE_CODE_OLDEST:-2.1.197}"
+
+# install_claude VERSION PREFIX: the native CLI of that version under PREFIX; prints its path.
+install_claude() {
+  local version="$1" prefix="$2"
+  local exe="$prefix/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
+  if [ -x "$exe" ] && "$exe" --version 2>/dev/null | grep -q "^$version "; then
+    echo "$exe"; return
+  fi
+  echo "==> installing @anthropic-ai/claude-code@$version into $prefix/ (for the end-to-end tests)" >&2
+  mkdir -p "$prefix"
+  [ -f "$prefix/package.json" ] || echo '{"name":"cms-e2e","private":true}' > "$prefix/package.json"
+  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error \
+    "@anthropic-ai/claude-code@$version" >&2
+  # Newer npm may skip the package's postinstall, which puts the native binary in place.
+  if ! "$exe" --version >/dev/null 2>&1 && [ -f "$prefix/node_modules/@anthropic-ai/claude-code/install.cjs" ]; then
+    (cd "$prefix/node_modules/@anthropic-ai/claude-code" && node install.cjs) >&2
+  fi
+  echo "$exe"
+}
+
+export CMS_E2E_REQUIRED=1
+if [ -n "${CMS_E2E_CLAUDE:-}" ]; then
+  versions=("$CMS_E2E_CLAUDE")
+else
+  versions=("$PWD/$(install_claude "$CLAUDE_CODE_VERSION" .ci)")
+  if [ "$CLAUDE_CODE_OLDEST" != "$CLAUDE_CODE_VERSION" ]; then
+    versions+=("$PWD/$(install_claude "$CLAUDE_CODE_OLDEST" .ci/oldest)")
   fi
 fi
-export CMS_E2E_CLAUDE="${CMS_E2E_CLAUDE:-$PWD/$claude_exe}"
-"$CMS_E2E_CLAUDE" --version
-export CMS_E2E_REQUIRED=1
 
-echo "==> cargo test (unit, simulator integration, benchmark smoke, end-to-end)"
-cargo test --all-targets
+echo "==> cargo test (unit, simulator integration, benchmark smoke, end-to-end on $("${versions[0]}" --version))"
+CMS_E2E_CLAUDE="${versions[0]}" cargo test --all-targets
+
+for exe in "${versions[@]:1}"; do
+  echo "==> end-to-end again on the oldest supported Claude Code: $("$exe" --version)"
+  CMS_E2E_CLAUDE="$exe" cargo test --test e2e_claude
+done

@@ -659,3 +659,123 @@ async fn stderr_is_kept_and_shown_when_the_child_fails() {
     );
     m.shutdown().await;
 }
+
+/// The two CLI generations count `total_cost_usd` differently (per process; per
+/// conversation from 2.1.332 on). Through spawn → send → stop → resume → fork, every
+/// turn must cost one turn on both, and a fork is charged only its own turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_turn_costs_one_turn_on_both_cli_generations() {
+    for scope in ["process", "conversation"] {
+        let env = env_with(|c| {
+            c.child_env
+                .push(("CMS_SIM_COST_SCOPE".into(), scope.into()))
+        });
+        let m = &env.manager;
+        let mut costs = Vec::new();
+        let (_, r) = m.spawn(req(&env, "c", "one")).await.unwrap();
+        costs.push(r.cost_usd);
+        costs.push(m.send("c", "two", None).await.unwrap().cost_usd);
+        m.stop("c").await.unwrap();
+        let (_, r) = m.resume("c", Some("three"), None).await.unwrap();
+        costs.push(r.unwrap().cost_usd);
+        let baseline = m.live("c").unwrap().info().cost_baseline.unwrap();
+        if scope == "conversation" {
+            // The count carried the two earlier turns; cms started from exactly there.
+            assert_eq!(format!("{:?}", baseline.scope), "Conversation");
+            assert!(close(baseline.usd, 0.002), "{baseline:?}");
+        } else {
+            assert!(close(baseline.usd, 0.0), "{baseline:?}");
+        }
+        costs.push(m.send("c", "four", None).await.unwrap().cost_usd);
+        m.stop("c").await.unwrap();
+        let (_, r) = m
+            .fork("c", "f", Some("five"), SessionOptions::default(), None)
+            .await
+            .unwrap();
+        costs.push(r.unwrap().cost_usd);
+        m.stop("f").await.unwrap();
+        costs.push(m.send("f", "six", None).await.unwrap().cost_usd);
+        for (i, c) in costs.iter().enumerate() {
+            assert!(close(*c, 0.001), "{scope}: turn {} cost {c}", i + 1);
+        }
+        assert!(
+            close(m.status("c").unwrap().total_cost_usd, 0.004),
+            "{scope}"
+        );
+        let fork = m.status("f").unwrap();
+        assert!(close(fork.total_cost_usd, 0.002), "{scope}: {fork:?}");
+        let history: f64 = m.history("c").unwrap().iter().map(|h| h.cost_usd).sum();
+        assert!(close(history, 0.004), "{scope}");
+        m.shutdown().await;
+    }
+}
+
+/// A session's budget is for its life: a resumed process gets what is left of it, and a
+/// spent budget takes no more turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_spans_every_process_of_a_session() {
+    for scope in ["process", "conversation"] {
+        let env = env_with(|c| {
+            c.child_env
+                .push(("CMS_SIM_COST_SCOPE".into(), scope.into()))
+        });
+        let m = &env.manager;
+        let mut r = req(&env, "b", "one");
+        r.options.max_budget_usd = Some(0.0025);
+        m.spawn(r).await.unwrap();
+        assert!(!m.send("b", "two", None).await.unwrap().is_error);
+        m.stop("b").await.unwrap();
+        // 0.0005 is left: the resumed process stops after its first API call.
+        let third = m.send("b", "three", None).await.unwrap();
+        assert_eq!(third.subtype, "error_max_budget_usd", "{scope}");
+        assert!(third.errors[0].contains("0.0005"), "{:?}", third.errors);
+        let err = m.send("b", "four", None).await.unwrap_err();
+        assert!(matches!(err, EngineError::BudgetSpent { .. }), "{err}");
+        assert!(err.to_string().contains("spent its budget"), "{err}");
+        m.stop("b").await.unwrap();
+        let err = m.send("b", "five", None).await.unwrap_err();
+        assert!(matches!(err, EngineError::BudgetSpent { .. }), "{err}");
+        assert!(close(m.status("b").unwrap().total_cost_usd, 0.003));
+        m.shutdown().await;
+    }
+}
+
+/// The CLI's API retries are visible while they happen and named in the final error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_retries_are_counted_and_named_in_the_error() {
+    let env = env();
+    let m = &env.manager;
+    let (_, r) = m
+        .spawn(req(&env, "r", "RETRY 3 API_ERROR 529"))
+        .await
+        .unwrap();
+    assert!(r.is_error);
+    assert_eq!(r.api_retries, 3);
+    assert_eq!(r.last_retry_status, Some(529));
+    let summary = r.error_summary();
+    assert!(
+        summary.contains("API error 529") && summary.contains("after 3 API retries"),
+        "{summary}"
+    );
+    let stored = m.status("r").unwrap();
+    assert!(stored.last_error.unwrap().contains("after 3 API retries"));
+    assert!(
+        stored.retry.is_none(),
+        "no retry in progress once the turn ended"
+    );
+    // A timeout while retrying says so.
+    let err = m
+        .send(
+            "r",
+            "RETRY 2 SLOW 5000 late",
+            Some(Duration::from_millis(700)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("after 2 API retries, last status 529"),
+        "{err}"
+    );
+    m.shutdown().await;
+}

@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "CMS_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// When another cms command is using the session, fail at once instead of waiting
+    /// for it (waiting is the default; sends to one session never run side by side).
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -57,6 +57,16 @@ pub fn run(cli: Cli) -> i32 {
     if let Some(home) = &cli.home {
         cfg.home = home.clone();
     }
+    cfg.wait_when_busy = !cli.no_wait;
+    // Recorded with the sessions this process holds live, so others can say who holds them.
+    cfg.host_kind = match &cli.command {
+        Command::Script(_) => "script",
+        Command::Repl(_) => "repl",
+        Command::Mcp => "mcp",
+        Command::Demo(_) => "demo",
+        _ => "cli",
+    }
+    .into();
     let json = cli.json;
     let result = match cli.command {
         Command::Demo(a) => return demo::run(&a, &cfg),
@@ -201,6 +211,7 @@ fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, Cli
     let rt = init_runtime().map_err(CliError::Input)?;
     rt.block_on(async move {
         let manager = Manager::new(cfg)?;
+        let _progress = super::progress::watch(&manager).map(AbortOnDrop);
         // A delegated session stays guarded when sent to directly: load the safety
         // policy for the commands that can restart one (the others never need it).
         let _policy = if matches!(
@@ -234,6 +245,15 @@ fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, Cli
             }
         }
     })
+}
+
+/// Ends a background task when dropped.
+pub(super) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub async fn shutdown_signal() {

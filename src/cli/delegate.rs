@@ -25,6 +25,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
             Ok(m) => m,
             Err(e) => return fail(json, &e.to_string()),
         };
+        let _progress = super::progress::watch(&manager).map(super::commands::AbortOnDrop);
         let (host, attached) = match super::script::start_host(&manager, HostOptions::default()) {
             Ok(h) => h,
             Err(e) => return fail(json, &e),

@@ -6,6 +6,7 @@ mod commands;
 mod delegate;
 mod demo;
 mod plugins;
+mod progress;
 mod render;
 mod repl;
 mod script;

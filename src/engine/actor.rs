@@ -4,14 +4,16 @@
 //! stop, kill or a policy verdict. [`crate::engine::session::LiveSession`] is its
 //! handle.
 
+use crate::engine::cost::{decide_baseline, CostBaseline};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::events::{now_ms, ApiRetryEvent, EventKind, SessionEvent};
 use crate::engine::policy::{Decision, Policy, Progress, ToolCall, Verdict};
 use crate::engine::process;
 use crate::engine::reader::Line;
-use crate::engine::response::{Response, TurnCollector};
+use crate::engine::response::{retries_note, Response, TurnCollector};
 use crate::engine::session::{exited_error, Cmd, EventSink, ExitInfo, Shared, StartSpec};
 use crate::engine::state::SessionState;
+use crate::wire::cost::{parse_session_cost, GET_SESSION_COST};
 use crate::wire::message::{ControlRequestBody, KnownBlock, Message};
 use crate::wire::outgoing;
 use serde_json::Value;
@@ -32,7 +34,23 @@ struct Turn {
     timeout: Duration,
     timed_out: bool,
     tool_results: u32,
+    /// API retries in this turn, and the last one.
+    retries: u32,
+    last_retry: Option<ApiRetryEvent>,
 }
+
+impl Turn {
+    /// What the CLI's retries of this turn say, for an error message.
+    fn retrying(&self) -> String {
+        retries_note(
+            self.retries,
+            self.last_retry.as_ref().and_then(|r| r.error_status),
+        )
+    }
+}
+
+/// How long a resumed process may take to say what its cost count starts from.
+const BASELINE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ending {
@@ -58,8 +76,15 @@ pub(crate) struct Actor {
     sink: EventSink,
     queue: VecDeque<(String, Duration, oneshot::Sender<Result<Response>>)>,
     current: Option<Turn>,
-    /// The process's last cumulative `total_cost_usd`.
+    /// The process's last cumulative `total_cost_usd` (before its first turn: the
+    /// figure its count starts from).
     process_total: f64,
+    /// A resumed process's `get_session_cost` request in flight: no turn starts until
+    /// it is answered (or its deadline passes), so the first turn's cost is exact.
+    baseline_request: Option<(String, TokioInstant)>,
+    recorded_conversation_cost: Option<f64>,
+    /// Held until this task ends, so no other cms process drives the session meanwhile.
+    _lease: Option<Arc<crate::engine::lease::Lease>>,
     /// The session's cost over all its processes.
     session_cost: f64,
     turns: u32,
@@ -110,6 +135,9 @@ impl Actor {
             queue: VecDeque::new(),
             current: None,
             process_total: 0.0,
+            baseline_request: None,
+            recorded_conversation_cost: spec.recorded_conversation_cost,
+            _lease: spec.lease.clone(),
             session_cost: spec.cost_before,
             turns: spec.turns_before,
             pending_controls: HashMap::new(),
@@ -124,16 +152,22 @@ impl Actor {
         }
     }
 
-    pub(crate) async fn run(mut self) {
+    pub(crate) async fn run(mut self, resumes: bool) {
+        if resumes {
+            self.ask_baseline().await;
+        } else {
+            self.set_baseline(CostBaseline::fresh());
+        }
         let mut commands_open = true;
         loop {
-            if self.current.is_none() && self.ending.is_none() {
+            if self.current.is_none() && self.ending.is_none() && self.baseline_request.is_none() {
                 if let Some((text, timeout, reply)) = self.queue.pop_front() {
                     self.begin_turn(text, timeout, reply).await;
                 }
             }
             let turn_deadline = self.current.as_ref().map(|t| t.deadline);
             let end_deadline = self.end_deadline.map(|(d, _)| d);
+            let baseline_deadline = self.baseline_request.as_ref().map(|(_, d)| *d);
             tokio::select! {
                 cmd = self.cmds.recv(), if commands_open => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
@@ -156,9 +190,42 @@ impl Actor {
                 },
                 _ = sleep_until_opt(turn_deadline), if turn_deadline.is_some() => self.on_turn_deadline().await,
                 _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => self.escalate(),
+                _ = sleep_until_opt(baseline_deadline), if baseline_deadline.is_some() => {
+                    self.baseline_request = None;
+                    self.set_baseline(decide_baseline(None, self.recorded_conversation_cost));
+                }
             }
         }
         self.finish().await;
+    }
+
+    /// Ask a resumed process what its cost count starts from.
+    async fn ask_baseline(&mut self) {
+        let id = self.request_id();
+        let line = outgoing::control_request(&id, GET_SESSION_COST, Value::Null);
+        if self.write_line(&line).await {
+            self.baseline_request = Some((id, TokioInstant::now() + BASELINE_WAIT));
+        } else {
+            self.set_baseline(decide_baseline(None, self.recorded_conversation_cost));
+        }
+    }
+
+    fn on_baseline_answer(&mut self, answer: Option<&Value>) {
+        self.baseline_request = None;
+        let reported = answer
+            .and_then(|v| v.get("text"))
+            .and_then(Value::as_str)
+            .and_then(parse_session_cost);
+        self.set_baseline(decide_baseline(reported, self.recorded_conversation_cost));
+    }
+
+    fn set_baseline(&mut self, baseline: CostBaseline) {
+        if let Some(note) = &baseline.note {
+            tracing::warn!(session = %self.name, "cost: {note}");
+        }
+        self.process_total = baseline.usd;
+        self.shared.info.lock().unwrap().cost_baseline = Some(baseline.clone());
+        self.emit(EventKind::CostBaseline(baseline));
     }
 
     fn set_state(&mut self, state: SessionState) {
@@ -272,6 +339,8 @@ impl Actor {
             timeout,
             timed_out: false,
             tool_results: 0,
+            retries: 0,
+            last_retry: None,
         });
         self.set_state(SessionState::Busy);
         // If the write fails the child is gone: stdout ends and the turn fails with
@@ -394,6 +463,11 @@ impl Actor {
                     .map(|t| t.timeout.as_secs_f64())
                     .unwrap_or(0.0),
                 action: "interrupted, then killed because claude did not stop",
+                retrying: self
+                    .current
+                    .as_ref()
+                    .map(Turn::retrying)
+                    .unwrap_or_default(),
                 partial,
             },
             Ending::PolicyStop | Ending::PolicyKill => EngineError::PolicyStopped {
@@ -447,15 +521,20 @@ impl Actor {
                         cwd: init.cwd,
                     });
                 } else if let Some(retry) = sys.api_retry() {
-                    if self.current.is_some() {
+                    let retry = ApiRetryEvent::from(retry);
+                    if let Some(t) = self.current.as_mut() {
+                        t.retries += 1;
+                        t.last_retry = Some(retry.clone());
+                        self.shared.info.lock().unwrap().retry = Some(retry.clone());
                         self.set_state(SessionState::Retrying);
                     }
-                    self.emit(EventKind::Retry(ApiRetryEvent::from(retry)));
+                    self.emit(EventKind::Retry(retry));
                 }
             }
             Message::Assistant(a) => {
                 let blocks = a.message.content.blocks();
                 if *self.shared.state.borrow() == SessionState::Retrying {
+                    self.shared.info.lock().unwrap().retry = None;
                     self.set_state(SessionState::Busy);
                 }
                 if let Some(t) = self.current.as_mut() {
@@ -501,6 +580,17 @@ impl Actor {
             }
             Message::Result(r) => self.on_result(*r),
             Message::ControlRequest(req) => self.on_control_request(req).await,
+            Message::ControlResponse(resp)
+                if self
+                    .baseline_request
+                    .as_ref()
+                    .is_some_and(|(id, _)| *id == resp.response.request_id) =>
+            {
+                let answer = (resp.response.subtype == "success")
+                    .then_some(resp.response.response.as_ref())
+                    .flatten();
+                self.on_baseline_answer(answer);
+            }
             Message::ControlResponse(resp) => {
                 if let Some(reply) = self.pending_controls.remove(&resp.response.request_id) {
                     let _ = reply.send(if resp.response.subtype == "success" {
@@ -585,7 +675,12 @@ impl Actor {
             .as_mut()
             .map(|t| std::mem::take(&mut t.collector))
             .unwrap_or_default();
-        let response = collector.finish(&result, self.process_total, self.session_cost, measured);
+        let mut response =
+            collector.finish(&result, self.process_total, self.session_cost, measured);
+        if let Some(t) = &turn {
+            response.api_retries = t.retries;
+            response.last_retry_status = t.last_retry.as_ref().and_then(|r| r.error_status);
+        }
         if let Some(total) = result.total_cost_usd {
             self.process_total = total;
         }
@@ -595,6 +690,10 @@ impl Actor {
             let mut info = self.shared.info.lock().unwrap();
             info.session_cost = self.session_cost;
             info.turns = self.turns;
+            info.retry = None;
+            if result.total_cost_usd.is_some() {
+                info.reported_total = Some(self.process_total);
+            }
             if !self.keep_resume_id && !result.session_id.is_empty() {
                 info.session_id = Some(result.session_id.clone());
             }
@@ -614,6 +713,7 @@ impl Actor {
                     None if t.timed_out => Err(EngineError::Timeout {
                         secs: t.timeout.as_secs_f64(),
                         action: "interrupted; the session is still alive",
+                        retrying: t.retrying(),
                         partial: Some(Box::new(response)),
                     }),
                     None => Ok(response),

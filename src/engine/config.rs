@@ -24,6 +24,12 @@ pub struct EngineConfig {
     pub interrupt_grace: Duration,
     /// Parallel spawns in a batch.
     pub batch_concurrency: usize,
+    /// What kind of cms process this is (`cli`, `mcp`, `repl`, `script`, ...): recorded
+    /// with the sessions it holds live, so others can say who holds them.
+    pub host_kind: String,
+    /// When another cms command is driving a session: wait for it (in arrival order)
+    /// rather than refuse.
+    pub wait_when_busy: bool,
 }
 
 impl EngineConfig {
@@ -49,6 +55,8 @@ impl EngineConfig {
             stop_grace: Duration::from_secs(5),
             interrupt_grace: Duration::from_secs(5),
             batch_concurrency: 4,
+            host_kind: "cli".into(),
+            wait_when_busy: true,
         }
     }
 }

@@ -22,6 +22,13 @@ pub enum EngineError {
     #[error("session '{0}' has no Claude session id yet, so it cannot be resumed or forked")]
     NoSessionId(String),
 
+    #[error("session '{name}' has spent its budget (${spent:.4} of ${budget:.4}); raise --max-budget or fork a new session")]
+    BudgetSpent {
+        name: String,
+        budget: f64,
+        spent: f64,
+    },
+
     #[error("claude executable not found: {path} ({hint})")]
     BinaryNotFound { path: PathBuf, hint: String },
 
@@ -40,10 +47,12 @@ pub enum EngineError {
         partial: Option<Box<Response>>,
     },
 
-    #[error("no answer within {secs}s; the turn was {action}")]
+    #[error("no answer within {secs}s{retrying}; the turn was {action}")]
     Timeout {
         secs: f64,
         action: &'static str,
+        /// What the CLI was doing meanwhile, e.g. ` (after 4 API retries, last status 529)`.
+        retrying: String,
         partial: Option<Box<Response>>,
     },
 
@@ -58,6 +67,12 @@ pub enum EngineError {
         reason: String,
         partial: Option<Box<Response>>,
     },
+
+    #[error("session '{name}' is live in {holder}: send to it there, or wait until that process ends it (`cms status {name}` shows who holds it)")]
+    HeldElsewhere { name: String, holder: String },
+
+    #[error("session '{name}' is busy: {holder} is driving it; try again when it is done, or leave out --no-wait to queue behind it")]
+    Busy { name: String, holder: String },
 
     #[error("session '{0}' is not running in this process")]
     NotLive(String),

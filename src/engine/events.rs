@@ -46,6 +46,15 @@ pub enum EventKind {
         reason: Option<String>,
     },
     Retry(ApiRetryEvent),
+    /// This process waits for another cms process to finish with the session.
+    Waiting {
+        holder_pid: Option<u32>,
+        holder_kind: Option<String>,
+        /// 1: next in line.
+        position: usize,
+    },
+    /// A process's cost count starts from this figure (see [`crate::engine::cost`]).
+    CostBaseline(crate::engine::cost::CostBaseline),
     /// The policy found a safety rule broken and acted (`denied`, `warned`,
     /// `stopped`, `killed`).
     Violation {
@@ -76,7 +85,7 @@ pub enum EventKind {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ApiRetryEvent {
     pub attempt: u32,
     pub max_retries: u32,
@@ -107,6 +116,8 @@ impl EventKind {
             EventKind::ToolResult { .. } => "tool_result",
             EventKind::Permission { .. } => "permission",
             EventKind::Retry(_) => "retry",
+            EventKind::CostBaseline(_) => "cost_baseline",
+            EventKind::Waiting { .. } => "waiting",
             EventKind::Violation { .. } => "violation",
             EventKind::Result { .. } => "result",
             EventKind::State { .. } => "state",
@@ -115,13 +126,16 @@ impl EventKind {
         }
     }
 
-    /// Events worth keeping in the store (the rest are transient).
+    /// Events worth keeping in the store (the rest are transient). `init` is not kept
+    /// as an event, but the store takes the Claude session id from it.
     pub fn worth_keeping(&self) -> bool {
         matches!(
             self,
-            EventKind::ToolUse { .. }
+            EventKind::Init { .. }
+                | EventKind::ToolUse { .. }
                 | EventKind::Permission { .. }
                 | EventKind::Retry(_)
+                | EventKind::CostBaseline(_)
                 | EventKind::Violation { .. }
                 | EventKind::Error { .. }
                 | EventKind::Exit { .. }

@@ -8,7 +8,8 @@
 
 use crate::engine::config::{EngineConfig, SessionOptions};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::events::{now_ms, SessionEvent};
+use crate::engine::events::{now_ms, EventKind, SessionEvent};
+use crate::engine::lease::{self, Holder};
 use crate::engine::policy::{AllowAll, Policy};
 use crate::engine::process;
 use crate::engine::response::Response;
@@ -302,10 +303,13 @@ impl Manager {
         }
         let mut rec = SessionRecord::new(&req.name, options, work_dir.clone());
         rec.meta = req.meta.clone();
+        // Held from before the record exists: nobody else can drive a half-made session.
+        let lease = lease::try_take(&self.cfg.home, &req.name)?
+            .ok_or_else(|| EngineError::AlreadyExists(req.name.clone()))?;
         let inserted = rec.clone();
         self.blocking(move |s| s.insert_session(&inserted)).await?;
         let args = rec.options.claude_args();
-        let session = match self.start_live(&rec, args, &work_dir).await {
+        let session = match self.start_live(&rec, args, &work_dir, lease).await {
             Ok(s) => s,
             Err(e) => {
                 let name = req.name.clone();
@@ -374,6 +378,23 @@ impl Manager {
         message: &str,
         timeout: Option<Duration>,
     ) -> Result<Response> {
+        // The budget is the session's, across its processes: a spent one takes no turn.
+        let n = name.to_string();
+        let budget = self
+            .blocking(move |s| s.require(&n))
+            .await?
+            .options
+            .max_budget_usd;
+        if let Some(budget) = budget {
+            let spent = session.info().session_cost;
+            if spent >= budget {
+                return Err(EngineError::BudgetSpent {
+                    name: name.to_string(),
+                    budget,
+                    spent,
+                });
+            }
+        }
         let started = Instant::now();
         // Written before the turn and awaited, so the turn's end always lands after it.
         let n = name.to_string();
@@ -393,6 +414,7 @@ impl Manager {
             Ok(r) => (Some(r.clone()), None),
             Err(e) => (e.partial().cloned(), Some(e.to_string())),
         };
+        let reported_cost_usd = info.reported_total;
         let (name2, kind2, message2) = (name.to_string(), kind.to_string(), message.to_string());
         let duration_ms = started.elapsed().as_millis() as u64;
         let keep_pid = session.is_alive();
@@ -404,6 +426,7 @@ impl Manager {
                     duration_ms,
                     session_id: info.session_id.as_deref(),
                     cwd: info.cwd.as_deref(),
+                    reported_cost_usd,
                 };
                 let rec = s.record_turn(&name2, &kind2, &message2, &outcome, state)?;
                 if !keep_pid {
@@ -428,35 +451,103 @@ impl Manager {
         }
     }
 
-    /// The live session, or a new process resuming the stored conversation.
+    /// The live session, or a new process resuming the stored conversation. Another
+    /// cms process driving the session is waited for, in arrival order (see
+    /// [`crate::engine::lease`]), unless it keeps sessions live for long (an MCP server,
+    /// a REPL, a script) or the configuration says not to wait.
     async fn live_or_resume(&self, name: &str) -> Result<Arc<LiveSession>> {
-        let _guard = self.start_lock.lock().await;
+        let mut ticket: Option<Ticket> = None;
+        loop {
+            {
+                let _guard = self.start_lock.lock().await;
+                if let Some(s) = self.live_here(name)? {
+                    return Ok(s);
+                }
+                let n = name.to_string();
+                let mine = ticket.as_ref().map_or(i64::MAX, |t| t.id);
+                let ahead = self.blocking(move |s| s.tickets_before(&n, mine)).await?;
+                if ahead == 0 {
+                    if let Some(lease) = lease::try_take(&self.cfg.home, name)? {
+                        drop(ticket.take());
+                        return self.resume_locked(name, lease).await;
+                    }
+                }
+                let n = name.to_string();
+                let rec = self.blocking(move |s| s.require(&n)).await?;
+                let holder = holder_of(&rec);
+                if holder.is_long_lived() {
+                    return Err(EngineError::HeldElsewhere {
+                        name: name.to_string(),
+                        holder: holder.describe(),
+                    });
+                }
+                if !self.cfg.wait_when_busy {
+                    return Err(EngineError::Busy {
+                        name: name.to_string(),
+                        holder: holder.describe(),
+                    });
+                }
+                if ticket.is_none() {
+                    let n = name.to_string();
+                    let id = self
+                        .blocking(move |s| s.take_ticket(&n, std::process::id()))
+                        .await?;
+                    ticket = Some(Ticket {
+                        id,
+                        store: self.store.clone(),
+                    });
+                    self.sink().emit(SessionEvent {
+                        session: name.to_string(),
+                        at_ms: now_ms(),
+                        kind: EventKind::Waiting {
+                            holder_pid: holder.pid,
+                            holder_kind: holder.kind,
+                            position: ahead + 1,
+                        },
+                    });
+                }
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+
+    /// The session live in this process, if its child still runs.
+    fn live_here(&self, name: &str) -> Result<Option<Arc<LiveSession>>> {
         if let Some(s) = self.live(name) {
             if s.is_alive() {
                 if s.is_paused() {
                     return Err(EngineError::Paused(name.to_string()));
                 }
-                return Ok(s);
+                return Ok(Some(s));
             }
             self.live.lock().unwrap().remove(name);
         }
+        Ok(None)
+    }
+
+    /// Start a process resuming (or forking) the stored conversation; the lease is held.
+    async fn resume_locked(&self, name: &str, lease: lease::Lease) -> Result<Arc<LiveSession>> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
         if rec.state == SessionState::Paused {
             return Err(EngineError::Paused(name.to_string()));
         }
-        if let Some(host) = other_live_host(&rec) {
-            return Err(EngineError::Invalid(format!(
-                "session '{name}' is live in another cms process (pid {host}, e.g. an MCP server or \
-                 REPL); talk to it there, or `cms stop --name {name}` first"
-            )));
-        }
         let mut args = rec.options.claude_args();
+        let mut recorded = rec.reported_cost_usd;
         match (&rec.fork_parent_id, &rec.claude_session_id) {
             (Some(parent), planned) => {
                 args.resume = Some(parent.clone());
                 args.fork_session = true;
                 args.session_id = planned.clone();
+                // A fork starts from its parent's conversation, and its count from there.
+                let parent_name = rec.forked_from.clone();
+                recorded = match parent_name {
+                    Some(p) => self
+                        .blocking(move |s| s.get(&p))
+                        .await?
+                        .and_then(|p| p.reported_cost_usd),
+                    None => None,
+                };
             }
             (None, Some(id)) => args.resume = Some(id.clone()),
             (None, None) => return Err(EngineError::NoSessionId(name.to_string())),
@@ -464,7 +555,9 @@ impl Manager {
         let dir = rec.resume_dir().to_path_buf();
         // A worktree exists already; resuming must not create it again.
         args.worktree = None;
-        self.start_live_locked(&rec, args, &dir).await
+        let mut rec = rec;
+        rec.reported_cost_usd = recorded;
+        self.start_live_locked(&rec, args, &dir, lease).await
     }
 
     async fn start_live(
@@ -472,17 +565,33 @@ impl Manager {
         rec: &SessionRecord,
         args: ClaudeArgs,
         cwd: &Path,
+        lease: lease::Lease,
     ) -> Result<Arc<LiveSession>> {
         let _guard = self.start_lock.lock().await;
-        self.start_live_locked(rec, args, cwd).await
+        self.start_live_locked(rec, args, cwd, lease).await
     }
 
+    /// Start the child. `rec.reported_cost_usd` is the conversation total the CLI last
+    /// reported (for a fork, the parent's).
     async fn start_live_locked(
         &self,
         rec: &SessionRecord,
         mut args: ClaudeArgs,
         cwd: &Path,
+        lease: lease::Lease,
     ) -> Result<Arc<LiveSession>> {
+        // `--max-budget-usd` counts one process; the session's budget is for its life.
+        if let Some(budget) = args.max_budget_usd {
+            let left = budget - rec.total_cost_usd;
+            if left <= 0.0 {
+                return Err(EngineError::BudgetSpent {
+                    name: rec.name.clone(),
+                    budget,
+                    spent: rec.total_cost_usd,
+                });
+            }
+            args.max_budget_usd = Some(left);
+        }
         let global = self.policy.read().unwrap().clone();
         let policy = global
             .session_policy(&rec.name, &rec.options)
@@ -490,6 +599,7 @@ impl Manager {
         if policy.wants_tool_prompts() {
             args.permission_prompt_stdio = true;
         }
+        let resumes = args.resume.is_some();
         let spec = StartSpec {
             name: rec.name.clone(),
             claude_bin: self.cfg.claude_bin.clone(),
@@ -498,6 +608,8 @@ impl Manager {
             env: self.cfg.child_env.clone(),
             cost_before: rec.total_cost_usd,
             turns_before: rec.total_turns,
+            recorded_conversation_cost: resumes.then_some(rec.reported_cost_usd).flatten(),
+            lease: Some(Arc::new(lease)),
             turn_timeout: self.cfg.turn_timeout,
             stop_grace: self.cfg.stop_grace,
             interrupt_grace: self.cfg.interrupt_grace,
@@ -507,12 +619,14 @@ impl Manager {
             .lock()
             .unwrap()
             .insert(rec.name.clone(), session.clone());
-        let (name, pid) = (rec.name.clone(), session.pid());
+        let (name, pid, kind) = (rec.name.clone(), session.pid(), self.cfg.host_kind.clone());
         self.blocking(move |s| {
             s.update(&name, |r| {
                 r.state = SessionState::Starting;
                 r.pid = Some(pid);
                 r.host_pid = Some(std::process::id());
+                r.host_kind = Some(kind);
+                r.retry = None;
             })
         })
         .await?;
@@ -879,6 +993,38 @@ impl Manager {
 /// How long a new record may show `starting` without a process before it counts as
 /// abandoned (its creator died before the child started).
 const STARTING_GRACE_MS: i64 = 60_000;
+
+/// How often a waiting command looks whether its turn has come.
+const LEASE_POLL: Duration = Duration::from_millis(20);
+
+/// A place in the queue of a session; leaves it when dropped (also when the wait is
+/// cancelled).
+struct Ticket {
+    id: i64,
+    store: Arc<Store>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.drop_ticket(self.id) {
+            tracing::debug!("could not leave the queue: {e}");
+        }
+    }
+}
+
+/// Who holds a session live, as far as the store knows.
+fn holder_of(rec: &SessionRecord) -> Holder {
+    match rec.host_pid.filter(|p| process::pid_alive(*p)) {
+        Some(pid) => Holder {
+            pid: Some(pid),
+            kind: rec.host_kind.clone(),
+        },
+        None => Holder {
+            pid: None,
+            kind: None,
+        },
+    }
+}
 
 /// The pid of another running cms process that holds this session live, if any.
 fn other_live_host(rec: &SessionRecord) -> Option<u32> {

@@ -4,8 +4,10 @@
 
 mod actor;
 pub mod config;
+pub mod cost;
 pub mod error;
 pub mod events;
+pub mod lease;
 pub mod manager;
 pub mod policy;
 pub mod process;

@@ -3,6 +3,12 @@
 //! Every child is the leader of its own process group (so tools it starts go with it),
 //! is killed when its handle is dropped, and on Linux gets SIGKILL if cms dies
 //! (`PR_SET_PDEATHSIG`). Children never outlive cms.
+//!
+//! A child does not inherit the variables by which a parent Claude Code session marks
+//! its own children (`CLAUDECODE`, `CLAUDE_CODE_SESSION_ID`, its messaging socket, ...):
+//! `cms mcp` runs inside a Claude Code session, and the sessions it starts are new
+//! sessions, not that one. The user's own configuration (`ANTHROPIC_*`,
+//! `CLAUDE_CONFIG_DIR`, `CLAUDE_CODE_MAX_RETRIES`, proxies) passes through.
 
 use crate::engine::error::{EngineError, Result};
 use std::path::{Path, PathBuf};
@@ -47,7 +53,35 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Start `bin args...` in `cwd` with extra environment.
+/// Variables a running Claude Code session puts into the environment of what it starts
+/// (seen on 2.1.197 and 2.1.332: the MCP servers it runs get them), by exact name.
+const PARENT_SESSION_VARS: &[&str] = &[
+    "CLAUDECODE",
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_CODE_SSE_PORT",
+    "CLAUDE_PROJECT_DIR",
+    "AI_AGENT",
+    "ENABLE_IDE_INTEGRATION",
+];
+
+/// ... and by prefix.
+const PARENT_SESSION_PREFIXES: &[&str] = &[
+    "CLAUDE_CODE_SESSION_",
+    "CLAUDE_CODE_MESSAGING_",
+    "CLAUDE_CODE_CHILD_",
+    "CLAUDE_CODE_LAUNCHED_BY_",
+    "CLAUDE_CODE_IDE_",
+];
+
+/// True for a variable that belongs to a parent Claude Code session, not to the user.
+pub fn is_parent_session_var(name: &str) -> bool {
+    PARENT_SESSION_VARS.contains(&name)
+        || name == "CLAUDE_CODE_SESSION_ID"
+        || PARENT_SESSION_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Start `bin args...` in `cwd` with extra environment (applied after the parent
+/// session's variables are removed).
 pub fn spawn(bin: &Path, args: &[String], cwd: &Path, env: &[(String, String)]) -> Result<Spawned> {
     let bin = resolve_binary(bin)?;
     if !cwd.is_dir() {
@@ -64,6 +98,11 @@ pub fn spawn(bin: &Path, args: &[String], cwd: &Path, env: &[(String, String)]) 
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_parent_session_var) {
+            cmd.env_remove(&name);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -140,6 +179,36 @@ mod tests {
         assert!(msg.contains("definitely-not-a-claude-binary"), "{msg}");
         assert!(msg.contains("CMS_CLAUDE_BIN"), "{msg}");
         assert!(resolve_binary(Path::new("/nonexistent/claude")).is_err());
+    }
+
+    #[test]
+    fn parent_session_variables_are_told_from_user_configuration() {
+        for parent in [
+            "CLAUDECODE",
+            "CLAUDE_CODE_SESSION_ID",
+            "CLAUDE_CODE_ENTRYPOINT",
+            "CLAUDE_CODE_MESSAGING_SOCKET",
+            "CLAUDE_CODE_MESSAGING_TOKEN",
+            "CLAUDE_CODE_CHILD_NOTES_DIR",
+            "CLAUDE_CODE_LAUNCHED_BY_SESSION_IDS",
+            "CLAUDE_CODE_SSE_PORT",
+            "CLAUDE_PROJECT_DIR",
+            "AI_AGENT",
+        ] {
+            assert!(is_parent_session_var(parent), "{parent}");
+        }
+        for user in [
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "CLAUDE_CONFIG_DIR",
+            "CLAUDE_CODE_MAX_RETRIES",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+            "CLAUDE_CODE_USE_BEDROCK",
+            "HTTPS_PROXY",
+            "HOME",
+        ] {
+            assert!(!is_parent_session_var(user), "{user}");
+        }
     }
 
     #[test]

@@ -32,26 +32,44 @@ pub struct Response {
     pub stop_reason: Option<String>,
     /// This turn's token usage, as the CLI reports it.
     pub usage: Option<Value>,
+    /// How many times the CLI retried a failing API call in this turn.
+    #[serde(default)]
+    pub api_retries: u32,
+    /// The HTTP status of the last retried API failure (None: none, or no status).
+    #[serde(default)]
+    pub last_retry_status: Option<u16>,
     pub structured_output: Option<Value>,
 }
 
 impl Response {
-    /// A one-line summary of why a turn failed (empty when it did not).
+    /// A one-line summary of why a turn failed (empty when it did not), with the API
+    /// retries that came before it.
     pub fn error_summary(&self) -> String {
         if !self.is_error {
             return String::new();
         }
-        if !self.errors.is_empty() {
-            return self.errors.join("; ");
-        }
-        if let Some(status) = self.api_error_status {
-            return format!("API error {status}: {}", self.text);
-        }
-        if self.text.is_empty() {
+        let what = if !self.errors.is_empty() {
+            self.errors.join("; ")
+        } else if let Some(status) = self.api_error_status {
+            format!("API error {status}: {}", self.text)
+        } else if self.text.is_empty() {
             self.subtype.clone()
         } else {
             self.text.clone()
-        }
+        };
+        format!(
+            "{what}{}",
+            retries_note(self.api_retries, self.last_retry_status)
+        )
+    }
+}
+
+/// ` (after N API retries, last status S)`, or nothing when there were none.
+pub fn retries_note(retries: u32, last_status: Option<u16>) -> String {
+    match (retries, last_status) {
+        (0, _) => String::new(),
+        (n, Some(s)) => format!(" (after {n} API retries, last status {s})"),
+        (n, None) => format!(" (after {n} API retries, the API could not be reached)"),
     }
 }
 
@@ -123,6 +141,8 @@ impl TurnCollector {
             stop_reason: result.stop_reason.clone(),
             usage: result.usage.clone(),
             structured_output: result.structured_output.clone(),
+            api_retries: 0,
+            last_retry_status: None,
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Sends are queued FIFO because the CLI merges messages written during a running
 //! turn into that turn. Each `send` gets its own [`Response`], with this turn's own
-//! cost (`total_cost_usd` is cumulative per process).
+//! cost (`total_cost_usd` is cumulative, per process or per conversation depending on
+//! the CLI: see [`crate::engine::cost`]).
 
 use crate::engine::actor::{Actor, Channels};
 use crate::engine::error::{EngineError, Result};
@@ -35,6 +36,12 @@ pub struct StartSpec {
     pub cost_before: f64,
     /// Agent turns before this process.
     pub turns_before: u32,
+    /// For a process that resumes or forks a conversation: the last cumulative
+    /// `total_cost_usd` cms saw the CLI report for it (a fork: its parent's), used to
+    /// read the CLI's rounded starting figure exactly (see [`crate::engine::cost`]).
+    pub recorded_conversation_cost: Option<f64>,
+    /// The session's lease ([`crate::engine::lease`]), held until the child ends.
+    pub lease: Option<Arc<crate::engine::lease::Lease>>,
     pub turn_timeout: Duration,
     pub stop_grace: Duration,
     pub interrupt_grace: Duration,
@@ -93,6 +100,12 @@ pub struct LiveInfo {
     pub session_cost: f64,
     pub turns: u32,
     pub exit: Option<ExitInfo>,
+    /// The last cumulative `total_cost_usd` the CLI reported (kept for the next resume).
+    pub reported_total: Option<f64>,
+    /// What this process's cost count started from, once known.
+    pub cost_baseline: Option<crate::engine::cost::CostBaseline>,
+    /// The API retry in progress in the current turn, if the CLI is retrying.
+    pub retry: Option<crate::engine::events::ApiRetryEvent>,
 }
 
 pub(crate) struct Shared {
@@ -170,7 +183,7 @@ impl LiveSession {
                 model: spec.args.model.clone(),
                 session_cost: spec.cost_before,
                 turns: spec.turns_before,
-                exit: None,
+                ..LiveInfo::default()
             }),
             stderr: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
@@ -193,7 +206,7 @@ impl LiveSession {
             policy,
             sink,
         );
-        tokio::spawn(actor.run());
+        tokio::spawn(actor.run(spec.args.resume.is_some()));
         Ok(LiveSession {
             name: spec.name,
             pid,

@@ -9,7 +9,7 @@
 
 use crate::engine::config::SessionOptions;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::events::{now_ms, SessionEvent};
+use crate::engine::events::{now_ms, EventKind, SessionEvent};
 use crate::engine::response::Response;
 use crate::engine::state::SessionState;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -70,6 +70,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_session ON events(session, id);
     "#,
+    // 2: exact cost across CLI generations, who holds a live session, API retries,
+    //    and the queue of commands waiting to drive a session.
+    r#"
+    ALTER TABLE sessions ADD COLUMN reported_cost_usd REAL;
+    ALTER TABLE sessions ADD COLUMN host_kind TEXT;
+    ALTER TABLE sessions ADD COLUMN retry TEXT;
+    CREATE TABLE waiters (
+        ticket  INTEGER PRIMARY KEY AUTOINCREMENT,
+        session TEXT NOT NULL,
+        pid     INTEGER NOT NULL,
+        at      INTEGER NOT NULL
+    );
+    CREATE INDEX waiters_session ON waiters(session, ticket);
+    "#,
 ];
 
 /// A session as stored.
@@ -98,6 +112,14 @@ pub struct SessionRecord {
     pub host_pid: Option<u32>,
     /// Free-form JSON for layers above the engine (delegation settings, ...).
     pub meta: Option<serde_json::Value>,
+    /// The last cumulative `total_cost_usd` the CLI reported for this conversation:
+    /// where a resumed (or forked) process's count starts on CLIs that count per
+    /// conversation (see [`crate::engine::cost`]).
+    pub reported_cost_usd: Option<f64>,
+    /// What kind of cms process holds the session live (`cli`, `mcp`, `repl`, `script`...).
+    pub host_kind: Option<String>,
+    /// The API retry in progress, while the CLI is retrying a failing call.
+    pub retry: Option<crate::engine::events::ApiRetryEvent>,
 }
 
 impl SessionRecord {
@@ -123,6 +145,9 @@ impl SessionRecord {
             pid: None,
             host_pid: None,
             meta: None,
+            reported_cost_usd: None,
+            host_kind: None,
+            retry: None,
         }
     }
 
@@ -169,7 +194,7 @@ pub struct Store {
 const SESSION_COLUMNS: &str =
     "name, claude_session_id, state, options, work_dir, cwd, forked_from, \
      fork_parent_id, created_at, updated_at, total_cost_usd, total_turns, interaction_count, \
-     last_response, last_error, pid, host_pid, meta";
+     last_response, last_error, pid, host_pid, meta, reported_cost_usd, host_kind, retry";
 
 impl Store {
     /// Open (creating it if needed) the store in `home`.
@@ -208,10 +233,30 @@ impl Store {
         let conn = self.conn.lock().unwrap();
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(|e| self.err(e))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(|e| self.err(e))
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| self.err(e))?;
+        // WAL is kept in the file: set it once. Switching needs the database to itself
+        // and is not covered by the busy timeout, so a second command opening a new
+        // store at the same moment tries again for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mode: rusqlite::Result<String> =
+                conn.query_row("PRAGMA journal_mode", [], |r| r.get(0));
+            let result = match mode {
+                Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
+                Ok(_) => conn
+                    .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => continue,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
     }
 
     fn migrate(&self) -> Result<()> {
@@ -248,7 +293,7 @@ impl Store {
     pub fn insert_session(&self, rec: &SessionRecord) -> Result<()> {
         let conn = self.conn.lock().unwrap();
         let r = conn.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"),
+            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
             params![
                 rec.name,
                 rec.claude_session_id,
@@ -268,6 +313,9 @@ impl Store {
                 rec.pid,
                 rec.host_pid,
                 rec.meta.as_ref().map(|m| m.to_string()),
+                rec.reported_cost_usd,
+                rec.host_kind,
+                retry_json(rec),
             ],
         );
         match r {
@@ -407,6 +455,10 @@ impl Store {
             rec.claude_session_id = Some(id.to_string());
             rec.fork_parent_id = None;
         }
+        if outcome.reported_cost_usd.is_some() {
+            rec.reported_cost_usd = outcome.reported_cost_usd;
+        }
+        rec.retry = None;
         if let Some(cwd) = outcome.cwd {
             rec.cwd = Some(PathBuf::from(cwd));
         }
@@ -497,12 +549,78 @@ impl Store {
                 )
                 .map_err(|e| self.err(e))?;
             for e in events {
+                match &e.kind {
+                    // The id is known from the first line of the first turn: keep it at once,
+                    // so a session killed (or whose cms died) mid-turn can be resumed.
+                    EventKind::Init { session_id, .. } => {
+                        tx.execute(
+                            "UPDATE sessions SET claude_session_id = ?2 \
+                             WHERE name = ?1 AND claude_session_id IS NULL AND ?2 != ''",
+                            params![e.session, session_id],
+                        )
+                        .map_err(|e| self.err(e))?;
+                        continue;
+                    }
+                    // Another process's `cms status` sees the retries while they happen.
+                    EventKind::Retry(r) => {
+                        tx.execute(
+                            "UPDATE sessions SET retry = ?2, state = 'retrying' \
+                             WHERE name = ?1 AND state IN ('busy', 'retrying')",
+                            params![e.session, serde_json::to_string(r).unwrap_or_default()],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    }
+                    _ => {}
+                }
                 let data = serde_json::to_value(&e.kind).unwrap_or_default();
                 stmt.execute(params![e.session, e.at_ms, e.kind.name(), data.to_string()])
                     .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Join the queue of processes waiting to drive a session; returns the ticket.
+    pub fn take_ticket(&self, name: &str, pid: u32) -> Result<i64> {
+        let conn = self.conn.lock().unwrap();
+        conn.execute(
+            "INSERT INTO waiters (session, pid, at) VALUES (?1, ?2, ?3)",
+            params![name, pid, now_ms()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Leave the queue.
+    pub fn drop_ticket(&self, ticket: i64) -> Result<()> {
+        let conn = self.conn.lock().unwrap();
+        conn.execute("DELETE FROM waiters WHERE ticket = ?1", [ticket])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// How many tickets of living processes wait before this one (0: its turn).
+    /// Tickets of processes that died are removed on the way.
+    pub fn tickets_before(&self, name: &str, ticket: i64) -> Result<usize> {
+        let conn = self.conn.lock().unwrap();
+        let mut stmt = conn
+            .prepare_cached("SELECT ticket, pid FROM waiters WHERE session = ?1 AND ticket < ?2")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(i64, u32)> = stmt
+            .query_map(params![name, ticket], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))?;
+        let mut before = 0;
+        for (t, pid) in rows {
+            if crate::engine::process::pid_alive(pid) {
+                before += 1;
+            } else {
+                conn.execute("DELETE FROM waiters WHERE ticket = ?1", [t])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(before)
     }
 
     pub fn events(&self, name: &str) -> Result<Vec<StoredEvent>> {
@@ -533,14 +651,16 @@ pub struct TurnOutcome<'a> {
     /// The Claude session id to keep (None: leave the stored one).
     pub session_id: Option<&'a str>,
     pub cwd: Option<&'a str>,
+    /// The CLI's last cumulative `total_cost_usd` (None: leave the stored one).
+    pub reported_cost_usd: Option<f64>,
 }
 
 fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE sessions SET claude_session_id=?2, state=?3, options=?4, work_dir=?5, cwd=?6, \
          forked_from=?7, fork_parent_id=?8, updated_at=?9, total_cost_usd=?10, total_turns=?11, \
-         interaction_count=?12, last_response=?13, last_error=?14, pid=?15, host_pid=?16, meta=?17 \
-         WHERE name=?1",
+         interaction_count=?12, last_response=?13, last_error=?14, pid=?15, host_pid=?16, meta=?17, \
+         reported_cost_usd=?18, host_kind=?19, retry=?20 WHERE name=?1",
         params![
             rec.name,
             rec.claude_session_id,
@@ -559,8 +679,17 @@ fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usiz
             rec.pid,
             rec.host_pid,
             rec.meta.as_ref().map(|m| m.to_string()),
+            rec.reported_cost_usd,
+            rec.host_kind,
+            retry_json(rec),
         ],
     )
+}
+
+fn retry_json(rec: &SessionRecord) -> Option<String> {
+    rec.retry
+        .as_ref()
+        .and_then(|r| serde_json::to_string(r).ok())
 }
 
 fn record_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -623,11 +752,21 @@ fn record_with(
         pid: r.get(15)?,
         host_pid: r.get(16)?,
         meta,
+        reported_cost_usd: r.get(18)?,
+        host_kind: r.get(19)?,
+        retry: r
+            .get::<_, Option<String>>(20)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
 fn json_col<T: serde::de::DeserializeOwned + Default>(s: String) -> T {
     serde_json::from_str(&s).unwrap_or_default()
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn store_err(path: &Path, source: rusqlite::Error) -> EngineError {

@@ -15,12 +15,19 @@
 //! | `CRASH [code]`                | writes `boom` on stderr and exits mid-turn (code 3)           |
 //! | `GARBAGE [text]`              | prints a line that is not JSON, then echoes                   |
 //! | `HUGE bytes`                  | answers with a text of that many bytes on one line            |
-//! | `RETRY n [text]`              | prints n `system/api_retry` lines, then echoes                |
+//! | `RETRY n [text]`              | prints n `system/api_retry` lines, then plays the rest        |
 //! | `API_ERROR status`            | fails like an API error: `subtype: success`, `is_error: true` |
 //! | `COST usd [text]`             | each API call of this turn costs `usd` (default `CMS_SIM_COST` or 0.001) |
 //! | `RECALL`                      | lists every earlier user message of the conversation          |
-//! | `ARGS` / `CWD` / `ENV NAME`   | answers with its argv (JSON), working directory, or a variable |
+//! | `ARGS` / `CWD` / `ENV [NAME]` | answers with its argv (JSON), working directory, a variable, or every variable's name |
 //! | `STDERR text`                 | writes text on stderr, then echoes                            |
+//!
+//! Cost is counted like the CLI generation it plays: per process (2.1.197, the
+//! default) or, with `CMS_SIM_COST_SCOPE=conversation`, per conversation as from
+//! 2.1.332 on (a `--resume`d or `--fork-session` process starts from the
+//! conversation's total so far, kept on disk beside the history; `--max-budget-usd`
+//! still counts this process only). `get_session_cost` answers in that generation's
+//! words.
 //!
 //! It honours `--resume`, `--fork-session`, `--session-id`, `--max-turns`,
 //! `--max-budget-usd`, `--permission-mode`, `--allowedTools`, `--disallowedTools`,
@@ -39,6 +46,21 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 pub const VERSION: &str = "2.1.197-sim";
+/// The version reported when cost is counted per conversation.
+pub const VERSION_CONVERSATION_COST: &str = "2.1.332-sim";
+
+/// True when cost is counted per conversation (`CMS_SIM_COST_SCOPE=conversation`).
+fn conversation_cost() -> bool {
+    std::env::var("CMS_SIM_COST_SCOPE").as_deref() == Ok("conversation")
+}
+
+fn version() -> &'static str {
+    if conversation_cost() {
+        VERSION_CONVERSATION_COST
+    } else {
+        VERSION
+    }
+}
 
 static SIGINT: AtomicBool = AtomicBool::new(false);
 
@@ -217,7 +239,10 @@ struct Sim {
     file: PathBuf,
     history: Vec<(String, String)>,
     model: String,
+    /// The cumulative `total_cost_usd` this process reports.
     total_cost: f64,
+    /// What this process itself spent (what `--max-budget-usd` limits).
+    process_cost: f64,
     pending: VecDeque<String>,
     last_error: bool,
     eof: bool,
@@ -263,7 +288,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     let mut out = Out {
         stdout: std::io::stdout(),
     };
-    let (session_id, history) = match &args.resume {
+    let (session_id, history, carried_cost) = match &args.resume {
         Some(id) => {
             let path = dir.join(format!("{id}.jsonl"));
             let Ok(text) = std::fs::read_to_string(&path) else {
@@ -276,11 +301,16 @@ pub fn run(argv: Vec<String>) -> i32 {
                 return 1;
             };
             let history = read_history(&text);
+            let carried = if conversation_cost() {
+                read_cost_state(&text)
+            } else {
+                0.0
+            };
             if args.fork {
                 let new_id = args.session_id.clone().unwrap_or_else(uuid);
-                (new_id, history)
+                (new_id, history, carried)
             } else {
-                (id.clone(), history)
+                (id.clone(), history, carried)
             }
         }
         None => {
@@ -289,7 +319,7 @@ pub fn run(argv: Vec<String>) -> i32 {
                 eprintln!("Error: Session ID {id} is already in use.");
                 return 1;
             }
-            (id, Vec::new())
+            (id, Vec::new(), 0.0)
         }
     };
     let file = dir.join(format!("{session_id}.jsonl"));
@@ -305,7 +335,8 @@ pub fn run(argv: Vec<String>) -> i32 {
         file,
         history,
         model,
-        total_cost: 0.0,
+        total_cost: carried_cost,
+        process_cost: 0.0,
         pending: VecDeque::new(),
         last_error: false,
         eof: false,
@@ -316,6 +347,15 @@ pub fn run(argv: Vec<String>) -> i32 {
         sim.persist_all();
     }
     sim.main_loop()
+}
+
+/// The conversation's cost so far: the last `cost_state` line of its file.
+fn read_cost_state(text: &str) -> f64 {
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v["cost_state"].as_f64())
+        .unwrap_or(0.0)
 }
 
 fn read_history(text: &str) -> Vec<(String, String)> {
@@ -456,7 +496,19 @@ impl Sim {
                 self.out.line(&ok(json!({})));
             }
             "mcp_status" => self.out.line(&ok(json!({"mcpServers":[]}))),
-            "get_binary_version" => self.out.line(&ok(json!({"version": VERSION}))),
+            "get_binary_version" => self.out.line(&ok(json!({"version": version()}))),
+            "get_session_cost" => {
+                let label = if conversation_cost() {
+                    "Estimated cost:        "
+                } else {
+                    "Total cost:            "
+                };
+                let text = format!(
+                    "{label}${:.4}\nTotal duration (API):  0s\nTotal duration (wall): 0s",
+                    self.total_cost
+                );
+                self.out.line(&ok(json!({ "text": text })));
+            }
             other => self.out.line(&json!({"type":"control_response","response":{"subtype":"error","request_id":id,
                 "error":format!("Unsupported control request subtype: {other}")}})),
         }
@@ -533,6 +585,10 @@ impl Sim {
             .history
             .iter()
             .map(|(role, text)| format!("{}\n", json!({"role": role, "text": text})))
+            .chain(std::iter::once(format!(
+                "{}\n",
+                json!({ "cost_state": self.total_cost })
+            )))
             .collect();
         let _ = std::fs::write(&self.file, text);
     }
@@ -548,6 +604,17 @@ impl Sim {
             .open(&self.file)
         {
             let _ = writeln!(f, "{}", json!({"role": role, "text": text}));
+        }
+    }
+
+    /// Keep the conversation's running total beside its history (as 2.1.332 does).
+    fn persist_cost_state(&self) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)
+        {
+            let _ = writeln!(f, "{}", json!({ "cost_state": self.total_cost }));
         }
     }
 
@@ -571,7 +638,7 @@ impl Sim {
             .collect();
         self.out.line(&json!({"type":"system","subtype":"init","cwd":self.cwd.display().to_string(),
             "session_id":self.session_id,"tools":tools,"mcp_servers":[],"model":self.model,
-            "permissionMode":self.args.permission_mode,"apiKeySource":"none","claude_code_version":VERSION,
+            "permissionMode":self.args.permission_mode,"apiKeySource":"none","claude_code_version":version(),
             "output_style":"default","uuid":uuid()}));
     }
 
@@ -680,6 +747,7 @@ impl Sim {
             result["api_error_status"] = api_status.map_or(Value::Null, |s| json!(s));
         }
         self.last_error = is_error;
+        self.persist_cost_state();
         self.out.line(&result);
     }
 
@@ -687,8 +755,9 @@ impl Sim {
     fn bill(&mut self, t: &mut TurnState) -> bool {
         t.calls += 1;
         self.total_cost += t.cost_per_call;
+        self.process_cost += t.cost_per_call;
         match self.args.max_budget {
-            Some(b) => self.total_cost < b,
+            Some(b) => self.process_cost < b,
             None => true,
         }
     }
@@ -752,7 +821,8 @@ impl Sim {
                         return Outcome::Interrupted;
                     }
                 }
-                echo(r)
+                // What follows plays as a message of its own (`RETRY 3 API_ERROR 529`).
+                return self.play(r, earlier, t);
             }
             "API_ERROR" => {
                 let status: i64 = rest.trim().parse().unwrap_or(500);
@@ -765,6 +835,14 @@ impl Sim {
             "RECALL" => format!("recall: {}", earlier.join(" | ")),
             "ARGS" => serde_json::to_string(&self.args.raw).unwrap_or_default(),
             "CWD" => self.cwd.display().to_string(),
+            "ENV" if rest.trim().is_empty() => {
+                // Every variable's name, sorted: what a child inherited.
+                let mut names: Vec<String> = std::env::vars_os()
+                    .map(|(k, _)| k.to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                names.join(" ")
+            }
             "ENV" => std::env::var(rest.trim()).unwrap_or_default(),
             "STDERR" => {
                 eprintln!("{rest}");

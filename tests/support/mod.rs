@@ -96,6 +96,23 @@ impl Cms {
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
 
+    /// [`Cms::json`] with extra environment for the `cms` process.
+    pub fn json_with(&self, args: &[&str], env: &[(&str, &str)]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let mut cmd = self.cmd(&all);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "cms {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(!out.status.success(), "cms {args:?} should fail");
