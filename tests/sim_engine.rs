@@ -779,3 +779,20 @@ async fn api_retries_are_counted_and_named_in_the_error() {
     );
     m.shutdown().await;
 }
+
+/// A stdout line over the 64 MiB cap may have been the turn's answer: the turn fails at
+/// once (not at its timeout) and the session stays resumable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_over_the_cap_fails_the_turn_at_once() {
+    let env = env_with(|c| c.turn_timeout = Duration::from_secs(120));
+    let m = &env.manager;
+    m.spawn(req(&env, "big", "before")).await.unwrap();
+    let started = Instant::now();
+    let err = m.send("big", "HUGE 70000000", None).await.unwrap_err();
+    assert!(matches!(err, EngineError::LineTooLong), "{err}");
+    assert!(err.to_string().contains("64 MiB"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60), "failed at once");
+    let r = m.send("big", "RECALL", None).await.unwrap();
+    assert!(r.text.contains("before"), "{}", r.text);
+    m.shutdown().await;
+}

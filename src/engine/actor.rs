@@ -9,7 +9,7 @@ use crate::engine::error::{EngineError, Result};
 use crate::engine::events::{now_ms, ApiRetryEvent, EventKind, SessionEvent};
 use crate::engine::policy::{Decision, Policy, Progress, ToolCall, Verdict};
 use crate::engine::process;
-use crate::engine::reader::Line;
+use crate::engine::reader::{self, Line};
 use crate::engine::response::{retries_note, Response, TurnCollector};
 use crate::engine::session::{exited_error, Cmd, EventSink, ExitInfo, Shared, StartSpec};
 use crate::engine::state::SessionState;
@@ -182,6 +182,7 @@ impl Actor {
                         self.on_message(*m).await;
                         self.after_policy().await;
                     }
+                    Some(Line::Oversized) => self.on_oversized_line().await,
                     Some(Line::Garbage(g)) => {
                         tracing::warn!(session = %self.name, "garbage on claude's stdout: {g}");
                         self.emit(EventKind::Error { message: format!("unreadable line from claude: {g}") });
@@ -474,6 +475,21 @@ impl Actor {
                 reason: self.policy_reason.clone().unwrap_or_default(),
                 partial,
             },
+        }
+    }
+
+    /// A line too long to read may have been the turn's answer: waiting for it could
+    /// last forever, so the turn fails now and the session stops (it stays resumable).
+    async fn on_oversized_line(&mut self) {
+        tracing::warn!(session = %self.name, "claude printed a line over {} bytes: dropped", reader::MAX_LINE);
+        self.emit(EventKind::Error {
+            message: EngineError::LineTooLong.to_string(),
+        });
+        if let Some(reply) = self.current.as_mut().and_then(|t| t.reply.take()) {
+            let _ = reply.send(Err(EngineError::LineTooLong));
+            if self.ending.is_none() {
+                self.begin_stop(Ending::Stop).await;
+            }
         }
     }
 

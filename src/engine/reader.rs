@@ -16,6 +16,8 @@ pub(crate) const STDERR_TAIL: usize = 64 * 1024;
 pub(crate) enum Line {
     Msg(Box<Message>),
     Garbage(String),
+    /// A line longer than [`MAX_LINE`] was dropped (it may have been the turn's answer).
+    Oversized,
 }
 
 /// Read stdout, one JSON line at a time, parsing off the actor's task.
@@ -43,9 +45,7 @@ pub(crate) async fn read_stdout(stdout: tokio::process::ChildStdout, tx: mpsc::S
         if complete {
             let item = if dropping {
                 dropping = false;
-                Some(Line::Garbage(format!(
-                    "a stdout line over {MAX_LINE} bytes was dropped"
-                )))
+                Some(Line::Oversized)
             } else {
                 parse_line(&buf)
             };
