@@ -14,6 +14,13 @@ fn main() {
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("cms-sim")) {
         std::process::exit(cms::sim::run(std::env::args().skip(1).collect()));
     }
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(cms::engine::supervisor::ARG))
+    {
+        std::process::exit(cms::engine::supervisor::run(
+            std::env::args().skip(2).collect(),
+        ));
+    }
     let cli = cms::cli::Cli::parse();
     std::process::exit(cms::cli::run(cli));
 }

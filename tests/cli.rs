@@ -542,3 +542,60 @@ fn a_session_whose_cms_died_in_its_first_turn_can_be_resumed() {
         "{v}"
     );
 }
+
+/// Claude Code runs each Bash tool in a process group of its own. However a session
+/// ends — `cms kill` from another shell, SIGTERM of its cms, `kill -9` of its cms —
+/// nothing of its process tree is left a second later.
+#[test]
+fn no_process_of_an_ended_session_survives_it() {
+    for (i, how) in ["kill", "sigterm", "sigkill"].iter().enumerate() {
+        let cms = Cms::new();
+        let marker = format!("31{i}.{}", std::process::id());
+        // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
+        // an argument, so it is in the tool process's command line.
+        let tool = format!("USE_TOOL Bash {{\"command\": \"perl -e 'sleep 600' {marker}\"}}");
+        // The prompt goes on stdin: only the tool's processes carry the marker.
+        let mut child = cms
+            .cmd(&[
+                "spawn",
+                "--name",
+                "t",
+                "--allowed-tools",
+                "Bash",
+                "--prompt",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(tool.as_bytes()).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while support::processes_with(&marker) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how}: the tool never ran"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match *how {
+            "kill" => {
+                cms.ok(&["kill", "--name", "t"]);
+            }
+            // SAFETY: signalling our own child.
+            "sigterm" => unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            },
+            _ => child.kill().unwrap(),
+        }
+        let left = support::processes_left_after(&marker, Duration::from_secs(1));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(left, 0, "{how}: processes of the session survived it");
+    }
+}

@@ -913,3 +913,71 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {text}");
 }
+
+/// The real CLI runs each Bash tool in a process group of its own. However a session
+/// ends — `cms kill` from another shell, SIGTERM of its cms, `kill -9` of its cms — no
+/// process of its tree is left a second later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_process_of_an_ended_session_survives_it_on_the_real_cli() {
+    let Some(env) = env().await else { return };
+    for (i, how) in ["kill", "sigterm", "sigkill"].iter().enumerate() {
+        let marker = format!("41{i}.{}", std::process::id());
+        let name = format!("tree-{how}");
+        // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
+        // an argument, so it is in the tool process's command line.
+        let tool = format!("USE_TOOL Bash {{\"command\": \"perl -e 'sleep 600' {marker}\"}}");
+        let mut cmd = cms_command(
+            &env,
+            &[
+                "spawn",
+                "--name",
+                &name,
+                "--allowed-tools",
+                "Bash",
+                "--prompt",
+                "-",
+            ],
+        );
+        // The prompt goes on stdin: only the tool's processes carry the marker.
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(tool.as_bytes()).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while support::processes_with(&marker) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how}: the tool never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match *how {
+            "kill" => {
+                let out = cms_command(&env, &["kill", "--name", &name])
+                    .output()
+                    .await
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+            }
+            // SAFETY: signalling our own child.
+            "sigterm" => unsafe {
+                libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
+            },
+            _ => child.start_kill().unwrap(),
+        }
+        let left = tokio::task::spawn_blocking(move || {
+            support::processes_left_after(&marker, Duration::from_secs(1))
+        })
+        .await
+        .unwrap();
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        eprintln!("{how}: {left} process(es) left after 1 s");
+        assert_eq!(left, 0, "{how}: processes of the session survived it");
+    }
+}

@@ -791,7 +791,10 @@ async fn a_line_over_the_cap_fails_the_turn_at_once() {
     let err = m.send("big", "HUGE 70000000", None).await.unwrap_err();
     assert!(matches!(err, EngineError::LineTooLong), "{err}");
     assert!(err.to_string().contains("64 MiB"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(60), "failed at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "failed at once"
+    );
     let r = m.send("big", "RECALL", None).await.unwrap();
     assert!(r.text.contains("before"), "{}", r.text);
     m.shutdown().await;

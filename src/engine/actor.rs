@@ -67,6 +67,8 @@ pub(crate) struct Actor {
     include_partial: bool,
     cwd: String,
     pid: u32,
+    /// The child is a supervisor: SIGTERM to it ends the whole tree.
+    supervised: bool,
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<Line>,
@@ -125,6 +127,7 @@ impl Actor {
             include_partial: spec.args.include_partial_messages,
             cwd: spec.cwd.display().to_string(),
             pid: io.pid,
+            supervised: spec.supervisor.is_some(),
             child: io.child,
             stdin: Some(io.stdin),
             lines: io.lines,
@@ -419,10 +422,17 @@ impl Actor {
         }
         self.ending = Some(why);
         self.stdin = None;
-        process::signal_group(self.pid, libc::SIGKILL);
+        if self.supervised {
+            // The supervisor kills the whole tree, tools in their own groups included;
+            // if it has not within a second, the group is killed.
+            process::signal_pid(self.pid, libc::SIGTERM);
+            self.end_deadline = Some((TokioInstant::now() + Duration::from_secs(1), libc::SIGKILL));
+        } else {
+            process::signal_group(self.pid, libc::SIGKILL);
+            // If the pipes stay open (a grandchild holds them), stop waiting after a while.
+            self.end_deadline = Some((TokioInstant::now() + Duration::from_secs(2), -1));
+        }
         self.fail_queue(why);
-        // If the pipes stay open (a grandchild holds them), stop waiting after a while.
-        self.end_deadline = Some((TokioInstant::now() + Duration::from_secs(2), -1));
     }
 
     fn escalate(&mut self) {

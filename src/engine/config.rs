@@ -10,6 +10,11 @@ use std::time::Duration;
 pub struct EngineConfig {
     /// The `claude` executable (a name looked up on PATH, or a path).
     pub claude_bin: PathBuf,
+    /// The executable that supervises each child (`cms`, run as `cms __supervise`), so a
+    /// session's whole process tree ends with it. Default: `$CMS_SUPERVISOR`, else this
+    /// program when it is `cms`; None (or `CMS_SUPERVISOR=none`) runs `claude` bare (its
+    /// tools may then outlive it).
+    pub supervisor: Option<PathBuf>,
     /// Where the store lives (`$CMS_HOME`, default `~/.claude-multi-session`).
     pub home: PathBuf,
     /// Extra environment for every child (tests point `HOME`, `ANTHROPIC_BASE_URL` here).
@@ -46,8 +51,17 @@ impl EngineConfig {
         let claude_bin = std::env::var_os("CMS_CLAUDE_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("claude"));
+        let supervisor = match std::env::var_os("CMS_SUPERVISOR") {
+            Some(v) if v == "none" => None,
+            Some(v) => Some(PathBuf::from(v)),
+            None => std::env::current_exe()
+                .ok()
+                .filter(|p| p.file_name().is_some_and(|n| n == "cms")),
+        }
+        .filter(|_| cfg!(target_os = "linux"));
         EngineConfig {
             claude_bin,
+            supervisor,
             home,
             child_env: Vec::new(),
             default_model: "sonnet".into(),

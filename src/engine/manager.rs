@@ -607,6 +607,7 @@ impl Manager {
         let spec = StartSpec {
             name: rec.name.clone(),
             claude_bin: self.cfg.claude_bin.clone(),
+            supervisor: self.cfg.supervisor.clone(),
             args,
             cwd: cwd.to_path_buf(),
             env: self.cfg.child_env.clone(),
@@ -768,7 +769,11 @@ impl Manager {
                 last_error = Some(format!("claude exited with code {:?} on stop", exit.code));
             }
         } else if let (Some(_), Some(pid)) = (other_live_host(&rec), rec.pid) {
-            process::signal_group(pid, if kill { libc::SIGKILL } else { libc::SIGTERM });
+            if kill {
+                let _ = tokio::task::spawn_blocking(move || process::end_tree(pid)).await;
+            } else {
+                process::signal_group(pid, libc::SIGTERM);
+            }
         }
         let state = if kill {
             SessionState::Killed
@@ -799,7 +804,7 @@ impl Manager {
         if let Some(s) = live {
             s.kill().await;
         } else if let (Some(_), Some(pid)) = (other_live_host(&rec), rec.pid) {
-            process::signal_group(pid, libc::SIGKILL);
+            let _ = tokio::task::spawn_blocking(move || process::end_tree(pid)).await;
         }
         let n = name.to_string();
         self.blocking(move |s| s.delete(&n)).await?;

@@ -16,6 +16,7 @@ pub mod response;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 
 pub use config::{EngineConfig, SessionOptions};
 pub use error::{EngineError, Result};

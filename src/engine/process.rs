@@ -1,8 +1,11 @@
 //! Starting the `claude` child and signalling it.
 //!
-//! Every child is the leader of its own process group (so tools it starts go with it),
-//! is killed when its handle is dropped, and on Linux gets SIGKILL if cms dies
-//! (`PR_SET_PDEATHSIG`). Children never outlive cms.
+//! Every child is the leader of its own process group, is killed when its handle is
+//! dropped, and on Linux is signalled if cms dies (`PR_SET_PDEATHSIG`). With a
+//! supervisor ([`crate::engine::supervisor`]) the child is the supervisor, which runs
+//! `claude` and takes its whole process tree down with it (Claude Code's Bash tools run
+//! in process groups of their own, out of reach of a group signal). Children never
+//! outlive cms.
 //!
 //! A child does not inherit the variables by which a parent Claude Code session marks
 //! its own children (`CLAUDECODE`, `CLAUDE_CODE_SESSION_ID`, its messaging socket, ...):
@@ -81,8 +84,14 @@ pub fn is_parent_session_var(name: &str) -> bool {
 }
 
 /// Start `bin args...` in `cwd` with extra environment (applied after the parent
-/// session's variables are removed).
-pub fn spawn(bin: &Path, args: &[String], cwd: &Path, env: &[(String, String)]) -> Result<Spawned> {
+/// session's variables are removed), under `supervisor` when one is given.
+pub fn spawn(
+    bin: &Path,
+    args: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    supervisor: Option<&Path>,
+) -> Result<Spawned> {
     let bin = resolve_binary(bin)?;
     if !cwd.is_dir() {
         return Err(EngineError::Invalid(format!(
@@ -90,7 +99,20 @@ pub fn spawn(bin: &Path, args: &[String], cwd: &Path, env: &[(String, String)]) 
             cwd.display()
         )));
     }
-    let mut cmd = Command::new(&bin);
+    let mut cmd = match supervisor {
+        Some(sup) => {
+            let mut c = Command::new(sup);
+            c.arg(crate::engine::supervisor::ARG).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    // The supervisor cleans up when cms dies; a bare child is simply killed.
+    let death_signal = if supervisor.is_some() {
+        libc::SIGTERM
+    } else {
+        libc::SIGKILL
+    };
     cmd.args(args)
         .current_dir(cwd)
         .stdin(Stdio::piped())
@@ -112,7 +134,7 @@ pub fn spawn(bin: &Path, args: &[String], cwd: &Path, env: &[(String, String)]) 
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::prctl(libc::PR_SET_PDEATHSIG, death_signal);
                 if libc::getppid() != parent {
                     libc::_exit(1);
                 }
@@ -144,6 +166,20 @@ pub fn signal_group(pid: u32, signal: i32) {
         unsafe {
             libc::kill(-(pid as libc::pid_t), signal);
         }
+    }
+}
+
+/// End a session's process tree from outside its cms process: SIGTERM to the child
+/// (a supervisor then kills the whole tree), then SIGKILL to its group if it is still
+/// there after a second. Blocks up to that second.
+pub fn end_tree(pid: u32) {
+    signal_pid(pid, libc::SIGTERM);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while pid_alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if pid_alive(pid) {
+        signal_group(pid, libc::SIGKILL);
     }
 }
 

@@ -29,6 +29,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub struct StartSpec {
     pub name: String,
     pub claude_bin: PathBuf,
+    /// The executable that runs `cms __supervise` (None: `claude` runs bare).
+    pub supervisor: Option<PathBuf>,
     pub args: ClaudeArgs,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
@@ -166,7 +168,13 @@ impl LiveSession {
             stdin,
             stdout,
             stderr,
-        } = process::spawn(&spec.claude_bin, &argv, &spec.cwd, &spec.env)?;
+        } = process::spawn(
+            &spec.claude_bin,
+            &argv,
+            &spec.cwd,
+            &spec.env,
+            spec.supervisor.as_deref(),
+        )?;
         let known_id = if spec.args.fork_session {
             spec.args.session_id.clone()
         } else {

@@ -315,7 +315,10 @@ impl Sim {
                 }
             }
             "Bash" => {
+                use std::os::unix::process::CommandExt;
+                // In a process group of its own, as Claude Code runs its Bash tools.
                 let out = std::process::Command::new("sh")
+                    .process_group(0)
                     .arg("-c")
                     .arg(input["command"].as_str().unwrap_or(""))
                     .current_dir(&self.cwd)

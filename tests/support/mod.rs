@@ -41,6 +41,40 @@ pub fn real_claude() -> Option<PathBuf> {
     found
 }
 
+/// How many living processes have `marker` in their command line (zombies excluded).
+pub fn processes_with(marker: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rfind(')')
+                .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'));
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+        })
+        .count()
+}
+
+/// Wait up to `within` for no process to carry `marker`; how many are left.
+pub fn processes_left_after(marker: &str, within: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let n = processes_with(marker);
+        if n == 0 || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A `cms` with its own home, store and working directory, on the simulator.
 pub struct Cms {
     pub dir: tempfile::TempDir,
