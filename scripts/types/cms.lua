@@ -237,7 +237,7 @@ function cms.json.decode(text) end
 
 ---A delegation's result (the JSON of `cms delegate --json`), with methods to go on.
 ---@class cms.Delegation
----@field status "completed"|"needs_input"|"failed"|"cost_exceeded"|"turns_exceeded"
+---@field status "completed"|"needs_input"|"check_failed"|"failed"|"cost_exceeded"|"turns_exceeded" `check_failed`: the last check did not pass.
 ---@field response string The final text.
 ---@field cost number The cost of this call.
 ---@field turns integer
@@ -280,7 +280,10 @@ function Delegation:abort() end
 ---@return cms.Delegation
 function cms.delegate(opts) end
 
----The `task` a strategy (`scripts/strategies/NAME.lua`) is given.
+---The `task` a strategy (`scripts/strategies/NAME.lua`) is given. A strategy returns
+---the last response and optionally a status: `"needs_input"`, `"check_failed"`,
+---`"failed"` or `"completed"`. Whatever it returns, a delegation whose last
+---`task:check` did not pass is `check_failed`.
 ---@class cms.Task
 ---@field name string The session's name.
 ---@field prompt string The task (context included), or the `continue` message.
@@ -298,7 +301,9 @@ local Task = {}
 ---@return cms.Response
 function Task:send(text, kind) end
 
----Run the task's check (`options.check`): true, or false and its output.
+---Run the task's check (`options.check`, or the function given to `cms.delegate`):
+---true, or false and its output. Every call is listed in the result's `checks`; if the
+---last one failed, the delegation ends `check_failed`.
 ---@async
 ---@param last cms.Response The response to check.
 ---@return boolean passed

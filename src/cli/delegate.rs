@@ -12,8 +12,8 @@ use crate::policy::{self, Layers, PolicyService};
 use serde_json::json;
 
 /// Run a delegation command; returns the exit code. `completed` and `needs_input`
-/// exit 0; `failed`, `cost_exceeded` and `turns_exceeded` exit 1 (the result is
-/// printed either way).
+/// exit 0; `check_failed`, `failed`, `cost_exceeded` and `turns_exceeded` exit 1
+/// (the result is printed either way).
 pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
     let rt = match init_runtime() {
         Ok(rt) => rt,
@@ -46,6 +46,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                         &attached.service,
                         &a.name,
                         &message,
+                        None,
                     )
                     .await
                     .map(|r| Printed::Result(Box::new(r)))
