@@ -308,3 +308,101 @@ fn prompts_can_come_from_stdin() {
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("echo: from stdin"));
 }
+
+/// Run `cms args` with stdout a pipe whose reader reads `lines` lines and then goes
+/// away (`| head -N`; 0: gone before cms writes anything). Returns the exit code and
+/// stderr.
+fn with_stdout_closed_after(cms: &Cms, args: &[&str], lines: usize) -> (Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut reader = (lines > 0).then(|| std::io::BufReader::new(reader));
+    let mut child = cms
+        .cmd(args)
+        .env("TMPDIR", cms.dir.path())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(r) = reader.as_mut() {
+        for _ in 0..lines {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+        }
+    }
+    drop(reader);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap().code(), stderr)
+}
+
+#[test]
+fn a_closed_stdout_ends_any_command_quietly() {
+    let cms = Cms::new();
+    for n in ["a", "b", "c"] {
+        cms.ok(&["spawn", "--name", n, "--prompt", "hi"]);
+    }
+    std::fs::write(cms.work().join("plan.lua"), "return { answer = 42 }\n").unwrap();
+    let commands: [&[&str]; 10] = [
+        &["script", "plan.lua"],
+        &["policy", "show"],
+        &["lua-types"],
+        &["plugins", "list"],
+        &["--json", "demo"],
+        &["list"],
+        &["--json", "list"],
+        &["history", "--name", "a"],
+        &["send", "--name", "a", "--message", "more"],
+        &["delegate", "--name", "d", "--task", "work"],
+    ];
+    for lines in [0, 1] {
+        for args in commands {
+            let (code, stderr) = with_stdout_closed_after(&cms, args, lines);
+            assert_eq!(code, Some(0), "cms {args:?} | head -{lines}: {stderr}");
+            assert!(
+                !stderr.contains("panicked") && !stderr.contains("Error"),
+                "cms {args:?} | head -{lines}: {stderr}"
+            );
+        }
+        let _ = cms.run(&["delete", "--name", "d"]);
+    }
+    // The sessions a command ran were stopped as on any exit, and stay resumable.
+    let v = cms.json(&["status", "--name", "a"]);
+    assert_eq!(v["state"], "stopped", "{v}");
+    assert_eq!(v["interaction_count"], 3, "{v}");
+    // A command that fails still fails, and says so on stderr.
+    let (code, stderr) = with_stdout_closed_after(&cms, &["status", "--name", "ghost"], 0);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("session 'ghost' not found"), "{stderr}");
+}
+
+#[test]
+fn a_demo_cut_short_by_its_reader_stops_its_sessions_and_cleans_up() {
+    let cms = Cms::new();
+    // `cms demo | head -3`: the reader leaves while the demo's sessions run.
+    let (code, stderr) = with_stdout_closed_after(&cms, &["demo"], 3);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(cms.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cms-demo-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the demo's scratch directory stays: {left:?}"
+    );
+    // No simulator of the demo is left running (none works in the scratch directory).
+    let inside: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path().join("cwd")).ok())
+        .filter(|cwd| cwd.starts_with(cms.dir.path()) && !cwd.ends_with("work"))
+        .collect();
+    assert!(inside.is_empty(), "{inside:?}");
+}

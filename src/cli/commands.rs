@@ -1,6 +1,7 @@
 //! Running one CLI command: build the engine, call it, render, choose the exit code.
 
 use super::args::{Cli, Command};
+use super::out::{self, outln};
 use super::{delegate, demo, plugins, render, repl, script, setup};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
@@ -47,8 +48,13 @@ pub enum CliError {
     Interrupted,
 }
 
-/// Run the parsed command line; returns the process exit code.
+/// Run the parsed command line; returns the process exit code. A reader that
+/// closed stdout early ends the command quietly (see [`out`]).
 pub fn run(cli: Cli) -> i32 {
+    out::exit_code(run_command(cli))
+}
+
+fn run_command(cli: Cli) -> i32 {
     init_tracing(cli.verbose);
     let mut cfg = EngineConfig::from_env();
     if let Some(bin) = &cli.claude_bin {
@@ -71,7 +77,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::LuaTypes => {
-            print!("{}", crate::lua::stubs::CMS_META);
+            let _ = out::text(crate::lua::stubs::CMS_META);
             return 0;
         }
         // Reading commands need no async runtime: they start fast.
@@ -94,7 +100,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Err(e) => {
             if json {
-                println!("{}", json!({ "error": e.to_string() }));
+                let _ = outln!("{}", json!({ "error": e.to_string() }));
             }
             eprintln!("Error: {e}");
             if matches!(e, CliError::Interrupted) {
@@ -107,30 +113,28 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn print_out(p: &Printed, json: bool) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let _ = if json {
-        let written = match &p.json {
-            Json::Value(v) => serde_json::to_writer_pretty(&mut out, v),
+    if !json && p.text.is_empty() {
+        return;
+    }
+    let _ = out::with(|out| {
+        if !json {
+            return writeln!(out, "{}", p.text);
+        }
+        match &p.json {
+            Json::Value(v) => serde_json::to_writer_pretty(&mut *out, v),
             Json::Records(recs) => {
                 // Long lists go to programs: compact unless a person is looking.
                 let views: Vec<_> = recs.iter().map(render::record_view).collect();
                 if std::io::stdout().is_terminal() {
-                    serde_json::to_writer_pretty(&mut out, &views)
+                    serde_json::to_writer_pretty(&mut *out, &views)
                 } else {
-                    serde_json::to_writer(&mut out, &views)
+                    serde_json::to_writer(&mut *out, &views)
                 }
             }
-        };
-        written
-            .map_err(std::io::Error::from)
-            .and_then(|_| writeln!(out))
-    } else if !p.text.is_empty() {
-        writeln!(out, "{}", p.text)
-    } else {
-        Ok(())
-    };
-    let _ = out.flush();
+        }
+        .map_err(std::io::Error::from)?;
+        writeln!(out)
+    });
 }
 
 pub(super) fn init_tracing(verbose: u8) {

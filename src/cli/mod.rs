@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod delegate;
 mod demo;
+mod out;
 mod plugins;
 mod render;
 mod repl;

@@ -1,6 +1,7 @@
 //! `cms plugins list` and `cms plugins check`.
 
 use super::args::PluginsCommand;
+use super::out::outln;
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins;
@@ -33,7 +34,7 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
     let set = plugins::load(host.lua(), &plugins::discover(&layers));
     if json {
-        println!(
+        let _ = outln!(
             "{}",
             serde_json::to_string_pretty(&json!({ "plugins": set.plugins, "errors": set.errors }))
                 .unwrap_or_default()
@@ -41,20 +42,20 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     } else {
         if matches!(cmd, PluginsCommand::List) {
             for p in &set.plugins {
-                println!("{} {} — {}", p.name, p.version, p.description);
-                println!("  from {}", p.origin);
+                let _ = outln!("{} {} — {}", p.name, p.version, p.description);
+                let _ = outln!("  from {}", p.origin);
                 for (what, list) in [
                     ("tools", &p.tools),
                     ("policies", &p.policies),
                     ("strategies", &p.strategies),
                 ] {
                     if !list.is_empty() {
-                        println!("  {what}: {}", list.join(", "));
+                        let _ = outln!("  {what}: {}", list.join(", "));
                     }
                 }
             }
         } else {
-            println!("{} plugin(s) load", set.plugins.len());
+            let _ = outln!("{} plugin(s) load", set.plugins.len());
         }
         for e in &set.errors {
             eprintln!("Error: {e}");

@@ -3,6 +3,7 @@
 //! `:help`, `:load FILE`, `:quit`. With stdin not a terminal it runs the lines given.
 
 use super::args::ReplArgs;
+use super::out::{self, outln};
 use crate::engine::{EngineConfig, Manager, SessionState};
 use crate::lua::host::Eval;
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
@@ -130,7 +131,7 @@ impl Input {
             Input::Terminal(ed) => match ed.readline(prompt) {
                 Ok(line) => Line::Text(line),
                 Err(ReadlineError::Interrupted) => {
-                    println!("(Ctrl-C: input cleared; :quit or Ctrl-D to leave)");
+                    let _ = outln!("(Ctrl-C: input cleared; :quit or Ctrl-D to leave)");
                     Line::Cleared
                 }
                 Err(_) => Line::End,
@@ -190,7 +191,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
             manager: manager.clone(),
         }));
         let _ = ed.load_history(&history);
-        println!(
+        let _ = outln!(
             "cms {} — Lua REPL. :help for help, :quit to leave.",
             env!("CARGO_PKG_VERSION")
         );
@@ -201,7 +202,8 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     let local = tokio::task::LocalSet::new();
     let mut buffer = String::new();
     let mut failed = false;
-    loop {
+    // A reader that closed stdout (`cms repl < steps.lua | head -1`) ends the session.
+    while !out::is_closed() {
         let prompt = if buffer.is_empty() { "cms> " } else { "  >> " };
         let line = match input.read(prompt) {
             Line::Text(line) => line,
@@ -216,7 +218,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                 "" => continue,
                 ":quit" | ":q" | ":exit" => break,
                 ":help" | ":h" => {
-                    println!("{HELP}");
+                    let _ = outln!("{HELP}");
                     input.remember(line.trim());
                     continue;
                 }
@@ -304,13 +306,13 @@ fn show(r: Result<Eval, ScriptError>) -> bool {
     match r {
         Ok(Eval::Values(values)) => {
             for v in values.iter().filter(|v| !v.is_nil()) {
-                println!("{}", pretty(v));
+                let _ = outln!("{}", pretty(v));
             }
             true
         }
         Ok(Eval::Incomplete) => true,
         Err(ScriptError::Exit(code)) => {
-            println!("(os.exit({code}) ignored in the REPL; use :quit)");
+            let _ = outln!("(os.exit({code}) ignored in the REPL; use :quit)");
             true
         }
         Err(e) => {

@@ -2,6 +2,7 @@
 
 use super::args::ScriptArgs;
 use super::commands::shutdown_signal;
+use super::out::outln;
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 
@@ -65,7 +66,9 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
             Some(Ok(value)) => {
                 if json {
                     match serde_json::to_string_pretty(&value) {
-                        Ok(text) => println!("{text}"),
+                        Ok(text) => {
+                            let _ = outln!("{text}");
+                        }
                         Err(e) => {
                             eprintln!("Error: the script's return value is not JSON: {e}");
                             manager.shutdown().await;
@@ -73,7 +76,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                         }
                     }
                 } else if !value.is_nil() {
-                    println!("{}", pretty(&value));
+                    let _ = outln!("{}", pretty(&value));
                 }
                 0
             }
