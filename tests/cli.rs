@@ -406,3 +406,106 @@ fn a_demo_cut_short_by_its_reader_stops_its_sessions_and_cleans_up() {
         .collect();
     assert!(inside.is_empty(), "{inside:?}");
 }
+
+/// The help entries (option or argument, and its text) of `cms ARGS --help`.
+fn help_entries(args: &[&str]) -> (String, Vec<(String, String)>) {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let out = Cms::new().ok(&all);
+    let usage = out
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_default()
+        .to_string();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in out.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let header = (2..=6).contains(&indent)
+            && (trimmed.starts_with('-') || trimmed.starts_with('<') || trimmed.starts_with('['));
+        if header {
+            // `--opt <V>  text` on one line, or the text on the lines below.
+            let (spec, text) = match trimmed.find("  ") {
+                Some(i) => (&trimmed[..i], trimmed[i..].trim()),
+                None => (trimmed, ""),
+            };
+            entries.push((spec.to_string(), text.to_string()));
+        } else if indent > 6 {
+            // The text below its option (long help).
+            if let Some(last) = entries.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(trimmed);
+            }
+        }
+    }
+    (usage, entries)
+}
+
+#[test]
+fn every_help_entry_has_a_description_and_every_optional_value_its_default() {
+    let top = Cms::new().ok(&["--help"]);
+    let mut commands: Vec<Vec<&str>> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(|c| vec![c])
+        .collect();
+    assert!(commands.len() > 20, "{top}");
+    for (group, subs) in [
+        ("policy", ["check", "show"]),
+        ("plugins", ["list", "check"]),
+    ] {
+        commands.retain(|c| c[0] != group);
+        for s in subs {
+            commands.push(vec![group, s]);
+        }
+    }
+    commands.push(vec![]);
+    let mut missing = Vec::new();
+    for cmd in &commands {
+        let (usage, entries) = help_entries(cmd);
+        for (spec, text) in entries {
+            let text = text.trim();
+            if text.is_empty() {
+                missing.push(format!("cms {} {spec}: no description", cmd.join(" ")));
+            }
+            // An option that takes a value and is not required says its default.
+            let takes_value = spec.starts_with('-') && spec.contains('<');
+            let flag = spec.split_whitespace().find(|w| w.starts_with("--"));
+            let required = flag.is_some_and(|f| usage.contains(&format!("{f} <")));
+            if takes_value && !required && !text.contains("[default:") {
+                missing.push(format!("cms {} {spec}: no [default: ...]", cmd.join(" ")));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+#[test]
+fn help_shows_the_real_defaults() {
+    let cms = Cms::new();
+    let spawn = cms.ok(&["spawn", "--help"]);
+    let model = cms::engine::EngineConfig::from_env().default_model;
+    assert!(spawn.contains(&format!("[default: {model}]")), "{spawn}");
+    let secs = cms::engine::config::DEFAULT_TURN_TIMEOUT_SECS;
+    assert!(secs >= 30 * 60, "a turn default fit for real work");
+    let engine = cms::engine::EngineConfig::from_env().turn_timeout;
+    assert_eq!(engine.as_secs(), secs, "MCP and Lua use the same default");
+    for cmd in ["spawn", "send", "resume", "fork"] {
+        let help = cms.ok(&[cmd, "--help"]);
+        assert!(help.contains(&format!("[default: {secs}]")), "{help}");
+    }
+    let delegate = cms.ok(&["delegate", "--help"]);
+    assert!(
+        delegate.contains(&format!("[default: safety.lua's, {secs}]")),
+        "{delegate}"
+    );
+    let policy = cms.ok(&["policy", "show"]);
+    assert!(
+        policy.contains(&format!("/ {secs}s per interaction")),
+        "the safety net's default is the same: {policy}"
+    );
+}

@@ -70,7 +70,7 @@ cms = {}
 ---@field agent? string Use a specific agent.
 ---@field worktree? string Run in a git worktree of this name.
 ---@field stop? boolean Stop the session after the first response.
----@field timeout? number Seconds one turn may take (default 300).
+---@field timeout? number Seconds one turn may take before it is interrupted (default 3600: 60 minutes).
 
 ---Options of `session:fork`.
 ---@class cms.ForkOptions
@@ -78,7 +78,7 @@ cms = {}
 ---@field message? string A first message; without one the fork runs on its first send.
 ---@field model? string Another model for the fork.
 ---@field system_prompt? string Another appended system prompt.
----@field timeout? number
+---@field timeout? number Seconds the first message's turn may take (default 3600).
 
 ---A session. Fields are read live from the store.
 ---@class cms.Session
@@ -92,7 +92,7 @@ local Session = {}
 ---Sends to one session run one after the other.
 ---@async
 ---@param text string
----@param opts? {timeout?: number}
+---@param opts? {timeout?: number} `timeout`: seconds before the turn is interrupted (default 3600).
 ---@return cms.Response
 function Session:send(text, opts) end
 
@@ -224,7 +224,7 @@ function cms.json.decode(text) end
 ---@field preset? "read-only"|"review"|"edit"|"full"|"plan"|string Default `edit`.
 ---@field max_cost? number Session cost limit in USD (default 2.00).
 ---@field max_turns? integer Agent-turn limit (default 50).
----@field timeout? number Seconds one interaction may take (default 300).
+---@field timeout? number Seconds one interaction (a turn, a check) may take (default: safety.lua's, 3600).
 ---@field safety? boolean false: no limits, no protected paths (the preset still applies).
 ---@field context? string Put before the task.
 ---@field work_dir? string

@@ -57,9 +57,7 @@ pub fn run(cli: Cli) -> i32 {
 fn run_command(cli: Cli) -> i32 {
     init_tracing(cli.verbose);
     let mut cfg = EngineConfig::from_env();
-    if let Some(bin) = &cli.claude_bin {
-        cfg.claude_bin = bin.clone();
-    }
+    cfg.claude_bin = cli.claude_bin.clone();
     if let Some(home) = &cli.home {
         cfg.home = home.clone();
     }
@@ -252,8 +250,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn secs(t: Option<f64>) -> Option<Duration> {
-    t.map(Duration::from_secs_f64)
+/// A `--timeout` (checked above 0 by clap).
+fn secs(t: f64) -> Option<Duration> {
+    Some(Duration::from_secs_f64(t))
 }
 
 /// `-` means: read the text from stdin.
@@ -294,7 +293,7 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
                 name: a.name,
                 prompt: text_arg(&a.prompt)?,
                 options: SessionOptions {
-                    model: a.model,
+                    model: Some(a.model),
                     work_dir: a.work_dir,
                     permission_mode: a.permission_mode,
                     allowed_tools: a

@@ -45,7 +45,7 @@ pub struct DelegateOptions {
     /// Agent-turn limit (default 50).
     #[serde(default)]
     pub max_turns: Option<u32>,
-    /// Seconds one interaction may take (default 300).
+    /// Seconds one interaction may take (default: `safety.lua`'s, 3600).
     #[serde(default)]
     pub timeout: Option<f64>,
     /// False: no limits and no protected paths (the preset still applies).
@@ -347,7 +347,8 @@ impl TaskState {
             run_check(
                 cmd,
                 &self.work_dir,
-                self.timeout.unwrap_or(Duration::from_secs(300)),
+                self.timeout
+                    .unwrap_or(crate::engine::config::DEFAULT_TURN_TIMEOUT),
             )
             .await
         } else {

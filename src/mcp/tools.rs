@@ -23,7 +23,7 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
         "agent": { "type": "string" },
         "worktree": { "type": "string", "description": "Run in a git worktree of this name (claude -w)" },
         "stop": { "type": "boolean", "description": "Stop the session after the first response (one-shot)" },
-        "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds one turn may take" }
+        "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds one turn may take before it is interrupted (default 3600: 60 minutes)" }
     });
     let obj = |props: Value, required: &[&str]| json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false });
     let only_name = obj(json!({ "name": name }), &["name"]);
@@ -45,7 +45,7 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
             "preset": { "type": "string", "description": "read-only, review, edit (default), full, plan" },
             "max_cost": { "type": "number", "exclusiveMinimum": 0, "description": "USD limit over the session's life (default 2.00)" },
             "max_turns": { "type": "integer", "minimum": 1, "description": "Agent-turn limit (default 50)" },
-            "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds per interaction (default 300)" },
+            "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds per interaction, a turn or a check (default: safety.lua's, 3600)" },
             "safety": { "type": "boolean", "description": "false: no limits and no protected paths (default true)" },
             "context": { "type": "string", "description": "Put before the task" },
             "work_dir": { "type": "string" }, "system_prompt": { "type": "string" }, "agent": { "type": "string" },
