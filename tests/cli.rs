@@ -509,3 +509,12 @@ fn help_shows_the_real_defaults() {
         "the safety net's default is the same: {policy}"
     );
 }
+
+#[test]
+fn batch_help_names_every_key_a_batch_file_may_use() {
+    let help = Cms::new().ok(&["batch", "--help"]);
+    let spec = serde_json::to_value(cms::engine::SpawnSpec::default()).unwrap();
+    for key in spec.as_object().unwrap().keys() {
+        assert!(help.contains(&format!("`{key}`")), "{key} missing: {help}");
+    }
+}

@@ -315,8 +315,15 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct BatchArgs {
-    /// A JSON array of {name, prompt, model?, workDir?, permissionMode?, allowedTools?,
-    /// systemPrompt?, maxBudget?, agent?}.
+    /// A JSON array of sessions, [{"name": "a", "prompt": "..."}, ...]; --help lists every key.
+    ///
+    /// Each entry: `name` and `prompt` (required); `model`; `work_dir`; `permission_mode`;
+    /// `allowed_tools` and `disallowed_tools` (a list, or "Read,Grep"); `system_prompt`
+    /// (appended); `max_budget` (USD, the CLI's cap per process); `max_turns`; `agent`;
+    /// `worktree`; `stop` (default true: the session stops after its answer, resumable);
+    /// `timeout` (seconds per turn, default 3600). The seed's camelCase names work too
+    /// (workDir, permissionMode, allowedTools, disallowedTools, systemPrompt, maxBudget,
+    /// maxTurns). An unknown key is an error, and nothing starts.
     #[arg(long)]
     pub file: PathBuf,
     /// Sessions started at once.
