@@ -374,6 +374,24 @@ fn a_closed_stdout_ends_any_command_quietly() {
     let v = cms.json(&["status", "--name", "a"]);
     assert_eq!(v["state"], "stopped", "{v}");
     assert_eq!(v["interaction_count"], 3, "{v}");
+    // The REPL stops reading input once nobody reads its output.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    std::fs::write(
+        cms.work().join("steps.lua"),
+        "1 + 1\ncms.spawn{ name = 'late', prompt = 'x' }\n",
+    )
+    .unwrap();
+    let out = cms
+        .cmd(&["repl"])
+        .stdin(std::fs::File::open(cms.work().join("steps.lua")).unwrap())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    cms.fails(&["status", "--name", "late"]);
     // A command that fails still fails, and says so on stderr.
     let (code, stderr) = with_stdout_closed_after(&cms, &["status", "--name", "ghost"], 0);
     assert_eq!(code, Some(1));
