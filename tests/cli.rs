@@ -396,6 +396,22 @@ fn a_closed_stdout_ends_any_command_quietly() {
     let (code, stderr) = with_stdout_closed_after(&cms, &["status", "--name", "ghost"], 0);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("session 'ghost' not found"), "{stderr}");
+    // `cms ... 2>&1 | head -0`: stderr closed too; still its own exit code, no panic (101).
+    for (args, expected) in [
+        (&["status", "--name", "ghost"][..], 1),
+        (&["--json", "status", "--name", "ghost"][..], 1),
+        (&["list"][..], 0),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = cms
+            .cmd(args)
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(expected), "cms {args:?} 2>&1 | head -0");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Running one CLI command: build the engine, call it, render, choose the exit code.
 
 use super::args::{Cli, Command};
-use super::out::{self, outln};
+use super::out::{self, errln, outln};
 use super::{delegate, demo, plugins, render, repl, script, setup};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
@@ -93,14 +93,14 @@ fn run_command(cli: Cli) -> i32 {
         }
         Ok(Outcome::Failed(p, msg)) => {
             print_out(&p, json);
-            eprintln!("Error: {msg}");
+            errln!("Error: {msg}");
             1
         }
         Err(e) => {
             if json {
                 let _ = outln!("{}", json!({ "error": e.to_string() }));
             }
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             if matches!(e, CliError::Interrupted) {
                 130
             } else {
@@ -440,7 +440,7 @@ async fn batch(
         .batch(reqs, concurrency, |p| {
             if show_progress {
                 let status = if p.outcome.ok { "ok" } else { "FAILED" };
-                eprintln!("[{}/{}] {} {status}", p.done, p.total, p.outcome.name);
+                errln!("[{}/{}] {} {status}", p.done, p.total, p.outcome.name);
             }
         })
         .await;

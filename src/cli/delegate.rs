@@ -4,7 +4,7 @@
 
 use super::args::{Command, DelegateArgs, PolicyCommand};
 use super::commands::{init_runtime, shutdown_signal, text_arg};
-use super::out::outln;
+use super::out::{errln, outln};
 use super::render::money;
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
@@ -108,7 +108,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                     "completed" | "needs_input" => 0,
                     _ => {
                         if let Some(e) = &r.error {
-                            eprintln!("Error: {e}");
+                            errln!("Error: {e}");
                         }
                         1
                     }
@@ -137,7 +137,7 @@ fn fail(json: bool, message: &str) -> i32 {
     if json {
         let _ = outln!("{}", json!({ "error": message }));
     }
-    eprintln!("Error: {message}");
+    errln!("Error: {message}");
     1
 }
 

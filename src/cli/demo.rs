@@ -2,7 +2,7 @@
 //! without a Claude account. It uses a scratch state directory.
 
 use super::args::DemoArgs;
-use super::out::{outln, Closed};
+use super::out::{errln, outln, Closed};
 use super::render;
 use crate::engine::{EngineConfig, EngineError, Manager, SessionOptions, SpawnSpec};
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ fn simulator_path(scratch: &std::path::Path) -> Option<PathBuf> {
 pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
     let scratch = std::env::temp_dir().join(format!("cms-demo-{}", std::process::id()));
     let Some(sim) = simulator_path(&scratch) else {
-        eprintln!(
+        errln!(
             "Error: the simulator could not be found or linked in {}",
             scratch.display()
         );
@@ -49,7 +49,7 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
     let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -58,7 +58,7 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
         match tour(cfg).await {
             Ok(()) | Err(TourError::Closed(_)) => 0,
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 1
             }
         }

@@ -5,7 +5,7 @@ mod args;
 mod commands;
 mod delegate;
 mod demo;
-mod out;
+pub(crate) mod out;
 mod plugins;
 mod render;
 mod repl;

@@ -3,7 +3,8 @@
 //! saying "enough", not an error: the first write that finds it closed marks stdout
 //! closed, later writes are skipped, and the command ends quietly with its usual
 //! cleanup (sessions stopped as on any exit) and its usual exit code. Any other
-//! write error is reported once on stderr and makes the exit code 1.
+//! write error is reported once on stderr and makes the exit code 1. Messages for
+//! stderr go through [`errln!`], which never panics either (`cms ... 2>&1 | head`).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -33,7 +34,7 @@ pub fn with(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), 
         if e.kind() == io::ErrorKind::BrokenPipe {
             STATE.store(CLOSED, Ordering::Relaxed);
         } else if STATE.swap(FAILED, Ordering::Relaxed) != FAILED {
-            eprintln!("Error: cannot write to standard output: {e}");
+            error_line(format_args!("Error: cannot write to standard output: {e}"));
         }
         Closed
     })
@@ -50,6 +51,12 @@ pub fn line(args: fmt::Arguments) -> Result<(), Closed> {
         w.write_fmt(args)?;
         w.write_all(b"\n")
     })
+}
+
+/// Write one line to stderr; a closed or broken stderr is ignored.
+pub fn error_line(args: fmt::Arguments) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|_| err.write_all(b"\n"));
 }
 
 /// Whether stdout was found closed or broken.
@@ -77,3 +84,11 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
+
+/// `eprintln!` for the CLI, without its panic when stderr is a closed pipe.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::error_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use errln;

@@ -1,7 +1,7 @@
 //! `cms plugins list` and `cms plugins check`.
 
 use super::args::PluginsCommand;
-use super::out::outln;
+use super::out::{errln, outln};
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins;
@@ -12,7 +12,7 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -20,14 +20,14 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     let manager = match Manager::new(cfg) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
     let host = match LuaHost::new(manager, HostOptions::default()) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("Error: cannot start Lua: {e}");
+            errln!("Error: cannot start Lua: {e}");
             return 1;
         }
     };
@@ -58,7 +58,7 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
             let _ = outln!("{} plugin(s) load", set.plugins.len());
         }
         for e in &set.errors {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
         }
     }
     if set.errors.is_empty() {

@@ -3,7 +3,7 @@
 //! `:help`, `:load FILE`, `:quit`. With stdin not a terminal it runs the lines given.
 
 use super::args::ReplArgs;
-use super::out::{self, outln};
+use super::out::{self, errln, outln};
 use crate::engine::{EngineConfig, Manager, SessionState};
 use crate::lua::host::Eval;
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
@@ -157,7 +157,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -166,7 +166,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     let manager = match Manager::new(cfg) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -174,7 +174,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         match super::script::start_host(&manager, args.lua.host_options(Vec::new())) {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 return 1;
             }
         };
@@ -183,7 +183,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         let mut ed: Editor<ReplHelper, DefaultHistory> = match Editor::new() {
             Ok(ed) => ed,
             Err(e) => {
-                eprintln!("Error: cannot start the line editor: {e}");
+                errln!("Error: cannot start the line editor: {e}");
                 return 1;
             }
         };
@@ -226,7 +226,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                     input.remember(cmd);
                     let path = cmd.trim_start_matches(":load").trim();
                     if path.is_empty() {
-                        eprintln!("error: usage: :load FILE");
+                        errln!("error: usage: :load FILE");
                         failed = true;
                         continue;
                     }
@@ -235,7 +235,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                     continue;
                 }
                 cmd if cmd.starts_with(':') => {
-                    eprintln!("error: unknown command {cmd} (:help, :load FILE, :quit)");
+                    errln!("error: unknown command {cmd} (:help, :load FILE, :quit)");
                     failed = true;
                     continue;
                 }
@@ -255,7 +255,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         buffer.clear();
     }
     if !buffer.trim().is_empty() {
-        eprintln!("error: unfinished input at the end: {}", buffer.trim());
+        errln!("error: unfinished input at the end: {}", buffer.trim());
         failed = true;
     }
     if let Input::Terminal(ed) = &mut input {
@@ -316,7 +316,7 @@ fn show(r: Result<Eval, ScriptError>) -> bool {
             true
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             false
         }
     }

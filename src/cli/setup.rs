@@ -6,7 +6,7 @@
 //! again replaces the block instead of adding a second one.
 
 use super::args::SetupArgs;
-use super::out::outln;
+use super::out::{errln, outln};
 use crate::engine::EngineConfig;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal};
@@ -41,7 +41,7 @@ pub fn run(a: SetupArgs, cfg: &EngineConfig, json_out: bool) -> i32 {
             if json_out {
                 let _ = outln!("{}", json!({ "error": e }));
             }
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             1
         }
     }
