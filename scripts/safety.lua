@@ -19,9 +19,12 @@ local protected = require("protected_paths")
 
 local M = {}
 
--- The seed's defaults; `--max-cost`, `--max-turns` and `--timeout` override them.
--- A limit left out here keeps the seed's default: none is dropped by omission.
-M.limits = { max_cost = 2.00, max_turns = 50, timeout = 300 }
+-- The defaults; `--max-cost`, `--max-turns` and `--timeout` override them.
+-- A limit left out here keeps the built-in default: none is dropped by omission.
+-- `timeout` (seconds per interaction) is the seed's 300 raised to cms's turn
+-- default, 3600: real agent turns take 5-20 minutes and a cut turn is wasted
+-- spend; the cost and turn limits are what stop a runaway delegation.
+M.limits = { max_cost = 2.00, max_turns = 50, timeout = 3600 }
 
 local function granted(preset, name)
   if not preset then return true end

@@ -599,3 +599,247 @@ fn no_process_of_an_ended_session_survives_it() {
         assert_eq!(left, 0, "{how}: processes of the session survived it");
     }
 }
+
+/// Run `cms args` with stdout a pipe whose reader reads `lines` lines and then goes
+/// away (`| head -N`; 0: gone before cms writes anything). Returns the exit code and
+/// stderr.
+fn with_stdout_closed_after(cms: &Cms, args: &[&str], lines: usize) -> (Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut reader = (lines > 0).then(|| std::io::BufReader::new(reader));
+    let mut child = cms
+        .cmd(args)
+        .env("TMPDIR", cms.dir.path())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(r) = reader.as_mut() {
+        for _ in 0..lines {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+        }
+    }
+    drop(reader);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap().code(), stderr)
+}
+
+#[test]
+fn a_closed_stdout_ends_any_command_quietly() {
+    let cms = Cms::new();
+    for n in ["a", "b", "c"] {
+        cms.ok(&["spawn", "--name", n, "--prompt", "hi"]);
+    }
+    std::fs::write(cms.work().join("plan.lua"), "return { answer = 42 }\n").unwrap();
+    let commands: [&[&str]; 10] = [
+        &["script", "plan.lua"],
+        &["policy", "show"],
+        &["lua-types"],
+        &["plugins", "list"],
+        &["--json", "demo"],
+        &["list"],
+        &["--json", "list"],
+        &["history", "--name", "a"],
+        &["send", "--name", "a", "--message", "more"],
+        &["delegate", "--name", "d", "--task", "work"],
+    ];
+    for lines in [0, 1] {
+        for args in commands {
+            let (code, stderr) = with_stdout_closed_after(&cms, args, lines);
+            assert_eq!(code, Some(0), "cms {args:?} | head -{lines}: {stderr}");
+            assert!(
+                !stderr.contains("panicked") && !stderr.contains("Error"),
+                "cms {args:?} | head -{lines}: {stderr}"
+            );
+        }
+        let _ = cms.run(&["delete", "--name", "d"]);
+    }
+    // The sessions a command ran were stopped as on any exit, and stay resumable.
+    let v = cms.json(&["status", "--name", "a"]);
+    assert_eq!(v["state"], "stopped", "{v}");
+    assert_eq!(v["interaction_count"], 3, "{v}");
+    // The REPL stops reading input once nobody reads its output.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    std::fs::write(
+        cms.work().join("steps.lua"),
+        "1 + 1\ncms.spawn{ name = 'late', prompt = 'x' }\n",
+    )
+    .unwrap();
+    let out = cms
+        .cmd(&["repl"])
+        .stdin(std::fs::File::open(cms.work().join("steps.lua")).unwrap())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    cms.fails(&["status", "--name", "late"]);
+    // A command that fails still fails, and says so on stderr.
+    let (code, stderr) = with_stdout_closed_after(&cms, &["status", "--name", "ghost"], 0);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("session 'ghost' not found"), "{stderr}");
+    // `cms ... 2>&1 | head -0`: stderr closed too; still its own exit code, no panic (101).
+    for (args, expected) in [
+        (&["status", "--name", "ghost"][..], 1),
+        (&["--json", "status", "--name", "ghost"][..], 1),
+        (&["list"][..], 0),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = cms
+            .cmd(args)
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(expected), "cms {args:?} 2>&1 | head -0");
+    }
+}
+
+#[test]
+fn a_demo_cut_short_by_its_reader_stops_its_sessions_and_cleans_up() {
+    let cms = Cms::new();
+    // `cms demo | head -3`: the reader leaves while the demo's sessions run.
+    let (code, stderr) = with_stdout_closed_after(&cms, &["demo"], 3);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(cms.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cms-demo-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the demo's scratch directory stays: {left:?}"
+    );
+    // No simulator of the demo is left running (none works in the scratch directory).
+    let inside: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path().join("cwd")).ok())
+        .filter(|cwd| cwd.starts_with(cms.dir.path()) && !cwd.ends_with("work"))
+        .collect();
+    assert!(inside.is_empty(), "{inside:?}");
+}
+
+/// The help entries (option or argument, and its text) of `cms ARGS --help`.
+fn help_entries(args: &[&str]) -> (String, Vec<(String, String)>) {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let out = Cms::new().ok(&all);
+    let usage = out
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_default()
+        .to_string();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in out.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let header = (2..=6).contains(&indent)
+            && (trimmed.starts_with('-') || trimmed.starts_with('<') || trimmed.starts_with('['));
+        if header {
+            // `--opt <V>  text` on one line, or the text on the lines below.
+            let (spec, text) = match trimmed.find("  ") {
+                Some(i) => (&trimmed[..i], trimmed[i..].trim()),
+                None => (trimmed, ""),
+            };
+            entries.push((spec.to_string(), text.to_string()));
+        } else if indent > 6 {
+            // The text below its option (long help).
+            if let Some(last) = entries.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(trimmed);
+            }
+        }
+    }
+    (usage, entries)
+}
+
+#[test]
+fn every_help_entry_has_a_description_and_every_optional_value_its_default() {
+    let top = Cms::new().ok(&["--help"]);
+    let mut commands: Vec<Vec<&str>> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(|c| vec![c])
+        .collect();
+    assert!(commands.len() > 20, "{top}");
+    for (group, subs) in [
+        ("policy", ["check", "show"]),
+        ("plugins", ["list", "check"]),
+    ] {
+        commands.retain(|c| c[0] != group);
+        for s in subs {
+            commands.push(vec![group, s]);
+        }
+    }
+    commands.push(vec![]);
+    let mut missing = Vec::new();
+    for cmd in &commands {
+        let (usage, entries) = help_entries(cmd);
+        for (spec, text) in entries {
+            let text = text.trim();
+            if text.is_empty() {
+                missing.push(format!("cms {} {spec}: no description", cmd.join(" ")));
+            }
+            // An option that takes a value and is not required says its default.
+            let takes_value = spec.starts_with('-') && spec.contains('<');
+            let flag = spec.split_whitespace().find(|w| w.starts_with("--"));
+            let required = flag.is_some_and(|f| usage.contains(&format!("{f} <")));
+            if takes_value && !required && !text.contains("[default:") {
+                missing.push(format!("cms {} {spec}: no [default: ...]", cmd.join(" ")));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+#[test]
+fn help_shows_the_real_defaults() {
+    let cms = Cms::new();
+    let spawn = cms.ok(&["spawn", "--help"]);
+    let model = cms::engine::EngineConfig::from_env().default_model;
+    assert!(spawn.contains(&format!("[default: {model}]")), "{spawn}");
+    let secs = cms::engine::config::DEFAULT_TURN_TIMEOUT_SECS;
+    assert!(secs >= 30 * 60, "a turn default fit for real work");
+    let engine = cms::engine::EngineConfig::from_env().turn_timeout;
+    assert_eq!(engine.as_secs(), secs, "MCP and Lua use the same default");
+    for cmd in ["spawn", "send", "resume", "fork"] {
+        let help = cms.ok(&[cmd, "--help"]);
+        assert!(help.contains(&format!("[default: {secs}]")), "{help}");
+    }
+    let delegate = cms.ok(&["delegate", "--help"]);
+    assert!(
+        delegate.contains(&format!("[default: safety.lua's, {secs}]")),
+        "{delegate}"
+    );
+    let policy = cms.ok(&["policy", "show"]);
+    assert!(
+        policy.contains(&format!("/ {secs}s per interaction")),
+        "the safety net's default is the same: {policy}"
+    );
+}
+
+#[test]
+fn batch_help_names_every_key_a_batch_file_may_use() {
+    let help = Cms::new().ok(&["batch", "--help"]);
+    let spec = serde_json::to_value(cms::engine::SpawnSpec::default()).unwrap();
+    for key in spec.as_object().unwrap().keys() {
+        assert!(help.contains(&format!("`{key}`")), "{key} missing: {help}");
+    }
+}

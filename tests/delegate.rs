@@ -214,7 +214,7 @@ fn a_slow_turn_times_out_as_failed() {
 }
 
 #[test]
-fn correction_loop_reports_needs_input_until_the_check_passes() {
+fn a_check_that_never_passed_is_check_failed_with_exit_1_until_it_passes() {
     let cms = Cms::new();
     let args = [
         "--name",
@@ -229,8 +229,21 @@ fn correction_loop_reports_needs_input_until_the_check_passes() {
         "2",
     ];
     let (v, out) = delegate(&cms, &args);
-    assert!(out.status.success(), "needs_input exits 0");
-    assert_eq!(v["status"], "needs_input", "{v}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a check that never passed fails"
+    );
+    assert_eq!(v["status"], "check_failed", "{v}");
+    assert_eq!(v["canContinue"], true, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("the check did not pass after 2 attempt(s)")
+            && error.contains("cms continue --name n"),
+        "{v}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Error: the check did not pass"), "{stderr}");
     let checks = v["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 2);
     assert_eq!(checks[0]["passed"], false);
@@ -250,6 +263,11 @@ fn correction_loop_reports_needs_input_until_the_check_passes() {
             .starts_with("The check failed (attempt 1 of 2)"),
         "{history}"
     );
+    // Without --json too: the text result, then exit 1.
+    let out = cms.run(&["continue", "--name", "n", "--message", "try again"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("[n] check_failed"), "{stdout}");
     // The work appears; continuing runs the check again and it passes.
     std::fs::write(cms.work().join("done.txt"), "").unwrap();
     let out = cms.run(&[
@@ -260,10 +278,39 @@ fn correction_loop_reports_needs_input_until_the_check_passes() {
         "check again",
         "--json",
     ]);
+    assert_eq!(out.status.code(), Some(0));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["error"], Value::Null, "{v}");
     assert_eq!(v["checks"][0]["passed"], true);
     assert!(v["checks"][0]["output"].as_str().unwrap().contains("found"));
+}
+
+#[test]
+fn a_strategy_cannot_call_a_failed_check_completed() {
+    let cms = Cms::new();
+    let dir = cms.work().join(".cms/strategies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("optimist.lua"),
+        "return function(task)\n  local r = task:send(task.prompt)\n  task:check(r)\n  return r, \"completed\"\nend\n",
+    )
+    .unwrap();
+    let (v, out) = delegate(
+        &cms,
+        &[
+            "--name",
+            "o",
+            "--task",
+            "work",
+            "--strategy",
+            "optimist",
+            "--check",
+            "false",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(v["status"], "check_failed", "{v}");
 }
 
 #[test]
@@ -434,7 +481,7 @@ fn delegate_from_lua_with_a_check_function_and_continue() {
         local more = d:continue("done")
         local fin = d:finish()
         return { status = d.status, checks = #d.checks, seen = seen, more = more.status,
-                 fin = fin.status, retries = d.retries }
+                 more_checks = #more.checks, fin = fin.status, retries = d.retries }
         "#,
     )
     .unwrap();
@@ -444,7 +491,39 @@ fn delegate_from_lua_with_a_check_function_and_continue() {
     assert_eq!(v["checks"], 2);
     assert_eq!(v["retries"], 1);
     assert_eq!(v["seen"][0], "echo: first try");
+    // d:continue keeps the check function: "echo: done" fails it, the correction passes.
+    assert_eq!(v["more"], "completed", "{v}");
+    assert_eq!(v["more_checks"], 2, "{v}");
+    assert_eq!(v["seen"][2], "echo: done", "{v}");
     assert_eq!(v["fin"], "finished");
+}
+
+#[test]
+fn a_lua_check_that_never_passes_is_check_failed_on_delegate_and_continue() {
+    let cms = Cms::new();
+    std::fs::write(
+        cms.work().join("plan.lua"),
+        r#"
+        local d = cms.delegate{
+          name = "never", task = "try", strategy = "correction_loop", max_attempts = 2,
+          check = function(r) return false, "not yet" end,
+        }
+        local more = d:continue("again")
+        return { status = d.status, error = d.error, checks = #d.checks,
+                 more = more.status, more_checks = #more.checks, can = more.canContinue }
+        "#,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&cms.ok(&["script", "--json", "plan.lua"])).unwrap();
+    assert_eq!(v["status"], "check_failed", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not yet"),
+        "the last check's output is in the error: {v}"
+    );
+    assert_eq!(v["checks"], 2);
+    assert_eq!(v["more"], "check_failed", "{v}");
+    assert_eq!(v["more_checks"], 2, "{v}");
+    assert_eq!(v["can"], true, "{v}");
 }
 
 #[test]

@@ -324,6 +324,45 @@ async fn every_builtin_tool_works_through_a_real_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_never_passed_is_check_failed_through_mcp() {
+    let env = Env::new();
+    let (client, _, _) = connect(&env).await;
+    let v = ok(
+        &client,
+        "delegate_task",
+        json!({ "name": "c", "task": "make done.txt", "strategy": "correction_loop",
+                "check": "test -f done.txt", "max_attempts": 2 }),
+    )
+    .await;
+    assert_eq!(v["status"], "check_failed", "{v}");
+    assert_eq!(v["checks"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("the check did not pass"),
+        "{v}"
+    );
+    assert_eq!(v["canContinue"], true);
+    let v = ok(
+        &client,
+        "continue_task",
+        json!({ "name": "c", "message": "try again" }),
+    )
+    .await;
+    assert_eq!(v["status"], "check_failed", "{v}");
+    std::fs::write(env.work().join("done.txt"), "").unwrap();
+    let v = ok(
+        &client,
+        "continue_task",
+        json!({ "name": "c", "message": "check again" }),
+    )
+    .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_work_runs_in_the_background_and_reports_progress() {
     let env = Env::new();
     let (client, _, mut progress) = connect(&env).await;

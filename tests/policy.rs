@@ -288,7 +288,7 @@ fn limits_kill_with_a_named_violation() {
     let limits = s.limits();
     assert_eq!(
         (limits.max_cost, limits.max_turns, limits.timeout),
-        (Some(2.0), Some(50), Some(300.0))
+        (Some(2.0), Some(50), Some(3600.0))
     );
     let g = Guard {
         max_cost_usd: Some(1.0),

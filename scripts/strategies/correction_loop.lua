@@ -6,7 +6,9 @@
 --
 -- The check is a shell command (run in the working directory; exit 0 passes) or, from
 -- Lua, a function of the last response. Every attempt is listed in the result's `checks`.
--- If it never passes the task ends as `needs_input`.
+-- If it never passes the task ends as `check_failed` (a failure: `cms delegate` exits 1;
+-- `cms continue` sends a correction and runs the check again). cms gives that status
+-- to any strategy whose last check did not pass.
 
 ---@param task cms.Task
 return function(task)
@@ -20,5 +22,5 @@ return function(task)
     r = task:send(("The check failed (attempt %d of %d):\n\n%s\n\nFix the problem, then say what you changed.")
       :format(attempt, attempts, output), "correction")
   end
-  return r, "needs_input"
+  return r, "check_failed"
 end

@@ -70,7 +70,7 @@ cms = {}
 ---@field agent? string Use a specific agent.
 ---@field worktree? string Run in a git worktree of this name.
 ---@field stop? boolean Stop the session after the first response.
----@field timeout? number Seconds one turn may take (default 300).
+---@field timeout? number Seconds one turn may take before it is interrupted (default 3600: 60 minutes).
 
 ---Options of `session:fork`.
 ---@class cms.ForkOptions
@@ -78,7 +78,7 @@ cms = {}
 ---@field message? string A first message; without one the fork runs on its first send.
 ---@field model? string Another model for the fork.
 ---@field system_prompt? string Another appended system prompt.
----@field timeout? number
+---@field timeout? number Seconds the first message's turn may take (default 3600).
 
 ---A session. Fields are read live from the store.
 ---@class cms.Session
@@ -92,7 +92,7 @@ local Session = {}
 ---Sends to one session run one after the other.
 ---@async
 ---@param text string
----@param opts? {timeout?: number}
+---@param opts? {timeout?: number} `timeout`: seconds before the turn is interrupted (default 3600).
 ---@return cms.Response
 function Session:send(text, opts) end
 
@@ -224,7 +224,7 @@ function cms.json.decode(text) end
 ---@field preset? "read-only"|"review"|"edit"|"full"|"plan"|string Default `edit`.
 ---@field max_cost? number Session cost limit in USD (default 2.00).
 ---@field max_turns? integer Agent-turn limit (default 50).
----@field timeout? number Seconds one interaction may take (default 300).
+---@field timeout? number Seconds one interaction (a turn, a check) may take (default: safety.lua's, 3600).
 ---@field safety? boolean false: no limits, no protected paths (the preset still applies).
 ---@field context? string Put before the task.
 ---@field work_dir? string
@@ -237,7 +237,7 @@ function cms.json.decode(text) end
 
 ---A delegation's result (the JSON of `cms delegate --json`), with methods to go on.
 ---@class cms.Delegation
----@field status "completed"|"needs_input"|"failed"|"cost_exceeded"|"turns_exceeded"
+---@field status "completed"|"needs_input"|"check_failed"|"failed"|"cost_exceeded"|"turns_exceeded" `check_failed`: the last check did not pass.
 ---@field response string The final text.
 ---@field cost number The cost of this call.
 ---@field turns integer
@@ -280,7 +280,10 @@ function Delegation:abort() end
 ---@return cms.Delegation
 function cms.delegate(opts) end
 
----The `task` a strategy (`scripts/strategies/NAME.lua`) is given.
+---The `task` a strategy (`scripts/strategies/NAME.lua`) is given. A strategy returns
+---the last response and optionally a status: `"needs_input"`, `"check_failed"`,
+---`"failed"` or `"completed"`. Whatever it returns, a delegation whose last
+---`task:check` did not pass is `check_failed`.
 ---@class cms.Task
 ---@field name string The session's name.
 ---@field prompt string The task (context included), or the `continue` message.
@@ -298,7 +301,9 @@ local Task = {}
 ---@return cms.Response
 function Task:send(text, kind) end
 
----Run the task's check (`options.check`): true, or false and its output.
+---Run the task's check (`options.check`, or the function given to `cms.delegate`):
+---true, or false and its output. Every call is listed in the result's `checks`; if the
+---last one failed, the delegation ends `check_failed`.
 ---@async
 ---@param last cms.Response The response to check.
 ---@return boolean passed

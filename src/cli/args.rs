@@ -1,5 +1,6 @@
 //! The command line, as clap sees it.
 
+use crate::engine::config::{DEFAULT_MODEL, DEFAULT_TURN_TIMEOUT_SECS};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -12,6 +13,8 @@ use std::path::PathBuf;
                   Each session is one long-lived `claude` process speaking stream-json. A CLI \
                   command's session process ends with the command; the next `send` resumes the \
                   same conversation (`--resume`, same id, same working directory).\n\n\
+                  A turn is interrupted after 60 minutes unless `--timeout` says otherwise; \
+                  budgets (`--max-budget`, `cms delegate --max-cost`) bound what it spends.\n\n\
                   State lives in $CMS_HOME (default ~/.claude-multi-session)."
 )]
 pub struct Cli {
@@ -19,11 +22,17 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// The Claude Code executable (default: `claude` on PATH).
-    #[arg(long, global = true, env = "CMS_CLAUDE_BIN", value_name = "PATH")]
-    pub claude_bin: Option<PathBuf>,
+    /// The Claude Code executable: a name looked up on PATH, or a path.
+    #[arg(
+        long,
+        global = true,
+        env = "CMS_CLAUDE_BIN",
+        value_name = "PATH",
+        default_value = "claude"
+    )]
+    pub claude_bin: PathBuf,
 
-    /// Where cms keeps its state.
+    /// Where cms keeps its state [default: ~/.claude-multi-session].
     #[arg(long, global = true, env = "CMS_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
@@ -32,7 +41,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_wait: bool,
 
-    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
+    /// More logging on stderr (-v info, -vv debug; default: warnings only); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -126,55 +135,56 @@ pub enum PluginsCommand {
 
 #[derive(Debug, Args)]
 pub struct DelegateArgs {
-    /// Session name.
+    /// Session name (1-64 of A-Z a-z 0-9 . _ -).
     #[arg(long)]
     pub name: String,
     /// What to do (`-` reads it from stdin).
     #[arg(long)]
     pub task: String,
-    /// Model: sonnet (default), opus, haiku, or a model id.
+    /// Model: sonnet, opus, haiku, or a model id [default: sonnet].
     #[arg(long)]
     pub model: Option<String>,
-    /// Permission preset: read-only, review, edit (default), full, plan.
+    /// Permission preset: read-only, review, edit, full, plan [default: edit].
     #[arg(long)]
     pub preset: Option<String>,
-    /// Cost limit in USD over the session's life (default 2.00).
+    /// Cost limit in USD over the session's life [default: safety.lua's, 2.00].
     #[arg(long, value_parser = positive_f64)]
     pub max_cost: Option<f64>,
-    /// Agent-turn limit (default 50).
+    /// Agent-turn limit over the session's life [default: safety.lua's, 50].
     #[arg(long)]
     pub max_turns: Option<u32>,
-    /// Seconds one interaction may take (default 300).
+    /// Seconds one interaction (a turn, a check) may take [default: safety.lua's, 3600].
     #[arg(long, value_parser = positive_f64)]
     pub timeout: Option<f64>,
     /// No safety net: no limits and no protected paths (the preset still applies).
     #[arg(long)]
     pub no_safety: bool,
-    /// Extra context put before the task.
+    /// Extra context put before the task [default: none].
     #[arg(long)]
     pub context: Option<String>,
-    /// Working directory (default: the current one).
+    /// Working directory [default: the current directory].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Text appended to Claude Code's system prompt.
+    /// Text appended to Claude Code's system prompt [default: none].
     #[arg(long)]
     pub system_prompt: Option<String>,
-    /// Use a specific agent.
+    /// Use a specific agent [default: none].
     #[arg(long)]
     pub agent: Option<String>,
-    /// single (default), correction_loop, review, or a strategy of yours.
+    /// single, correction_loop, review, or a strategy of yours [default: single].
     #[arg(long)]
     pub strategy: Option<String>,
-    /// For correction_loop: a shell command that must exit 0 (e.g. "cargo test").
+    /// For correction_loop: a shell command that must exit 0, e.g. "cargo test" [default: none].
     #[arg(long)]
     pub check: Option<String>,
-    /// Attempts for correction_loop, review rounds for review.
+    /// Attempts for correction_loop, review rounds for review [default: 3 and 2].
     #[arg(long)]
     pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Args)]
 pub struct ContinueArgs {
+    /// The delegated session.
     #[arg(long)]
     pub name: String,
     /// The follow-up (`-` reads it from stdin).
@@ -210,45 +220,49 @@ pub struct SpawnArgs {
     #[arg(long)]
     pub prompt: String,
     /// Model: sonnet, opus, haiku, or a full model id.
-    #[arg(long)]
-    pub model: Option<String>,
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
     /// Stop the session after the first response (one-shot).
     #[arg(long)]
     pub stop: bool,
-    /// Working directory for claude (default: the current directory).
+    /// Working directory for claude [default: the current directory].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Permission mode: default, acceptEdits, plan, dontAsk, bypassPermissions.
+    /// Permission mode: default, acceptEdits, plan, dontAsk, bypassPermissions
+    /// [default: Claude Code's own setting].
     #[arg(long)]
     pub permission_mode: Option<String>,
-    /// Tools allowed without asking, comma-separated (e.g. "Read,Grep,Bash(git *)").
+    /// Tools allowed without asking, comma-separated, e.g. "Read,Grep,Bash(git *)"
+    /// [default: none].
     #[arg(long)]
     pub allowed_tools: Option<String>,
-    /// Tools removed from the session, comma-separated.
+    /// Tools removed from the session, comma-separated [default: none].
     #[arg(long)]
     pub disallowed_tools: Option<String>,
-    /// Text appended to Claude Code's system prompt.
+    /// Text appended to Claude Code's system prompt [default: none].
     #[arg(long)]
     pub system_prompt: Option<String>,
-    /// Hard budget in USD for one claude process (`--max-budget-usd`).
+    /// Hard budget in USD for one claude process, `--max-budget-usd` [default: no cap].
     #[arg(long, value_parser = non_negative_f64)]
     pub max_budget: Option<f64>,
-    /// Agent turns allowed per message (`--max-turns`).
+    /// Agent turns allowed per message, `--max-turns` [default: no limit].
     #[arg(long)]
     pub max_turns: Option<u32>,
-    /// Use a specific agent.
+    /// Use a specific agent [default: none].
     #[arg(long)]
     pub agent: Option<String>,
-    /// Run in a git worktree of this name (`claude -w`).
+    /// Run in a git worktree of this name, `claude -w` [default: none].
     #[arg(long)]
     pub worktree: Option<String>,
-    /// Seconds one turn may take before it is interrupted.
-    #[arg(long, value_parser = positive_f64)]
-    pub timeout: Option<f64>,
+    /// Seconds one turn may take before it is interrupted (then killed if claude
+    /// does not stop); the session stays resumable.
+    #[arg(long, value_parser = positive_f64, default_value_t = DEFAULT_TURN_TIMEOUT_SECS as f64)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    /// Session name.
     #[arg(long)]
     pub name: String,
     /// The message (`-` reads it from stdin).
@@ -258,19 +272,21 @@ pub struct SendArgs {
     #[arg(long)]
     pub stop: bool,
     /// Seconds the turn may take before it is interrupted.
-    #[arg(long, value_parser = positive_f64)]
-    pub timeout: Option<f64>,
+    #[arg(long, value_parser = positive_f64, default_value_t = DEFAULT_TURN_TIMEOUT_SECS as f64)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    /// Session name.
     #[arg(long)]
     pub name: String,
-    /// A message to send once resumed.
+    /// A message to send once resumed (`-` reads it from stdin) [default: none].
     #[arg(long)]
     pub message: Option<String>,
-    #[arg(long, value_parser = positive_f64)]
-    pub timeout: Option<f64>,
+    /// Seconds the message's turn may take before it is interrupted.
+    #[arg(long, value_parser = positive_f64, default_value_t = DEFAULT_TURN_TIMEOUT_SECS as f64)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -281,29 +297,38 @@ pub struct ForkArgs {
     /// The new session's name.
     #[arg(long)]
     pub new_name: String,
-    /// A first message for the fork (without one, the fork runs on its first send).
+    /// A first message for the fork [default: none: the fork runs on its first send].
     #[arg(long)]
     pub message: Option<String>,
-    /// Another model for the fork.
+    /// Another model for the fork [default: the parent's].
     #[arg(long)]
     pub model: Option<String>,
-    #[arg(long, value_parser = positive_f64)]
-    pub timeout: Option<f64>,
+    /// Seconds the first message's turn may take before it is interrupted.
+    #[arg(long, value_parser = positive_f64, default_value_t = DEFAULT_TURN_TIMEOUT_SECS as f64)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args)]
 pub struct OutputArgs {
+    /// Session name.
     #[arg(long)]
     pub name: String,
-    /// The whole text (default: the first 2000 characters).
+    /// The whole text (without it: the first 2000 characters).
     #[arg(long)]
     pub full: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct BatchArgs {
-    /// A JSON array of {name, prompt, model?, workDir?, permissionMode?, allowedTools?,
-    /// systemPrompt?, maxBudget?, agent?}.
+    /// A JSON array of sessions, [{"name": "a", "prompt": "..."}, ...]; --help lists every key.
+    ///
+    /// Each entry: `name` and `prompt` (required); `model`; `work_dir`; `permission_mode`;
+    /// `allowed_tools` and `disallowed_tools` (a list, or "Read,Grep"); `system_prompt`
+    /// (appended); `max_budget` (USD, the CLI's cap per process); `max_turns`; `agent`;
+    /// `worktree`; `stop` (default true: the session stops after its answer, resumable);
+    /// `timeout` (seconds per turn, default 3600). The seed's camelCase names work too
+    /// (workDir, permissionMode, allowedTools, disallowedTools, systemPrompt, maxBudget,
+    /// maxTurns). An unknown key is an error, and nothing starts.
     #[arg(long)]
     pub file: PathBuf,
     /// Sessions started at once.

@@ -1,6 +1,7 @@
 //! Running one CLI command: build the engine, call it, render, choose the exit code.
 
 use super::args::{Cli, Command};
+use super::out::{self, errln, outln};
 use super::{delegate, demo, plugins, render, repl, script, setup};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
@@ -47,13 +48,16 @@ pub enum CliError {
     Interrupted,
 }
 
-/// Run the parsed command line; returns the process exit code.
+/// Run the parsed command line; returns the process exit code. A reader that
+/// closed stdout early ends the command quietly (see [`out`]).
 pub fn run(cli: Cli) -> i32 {
+    out::exit_code(run_command(cli))
+}
+
+fn run_command(cli: Cli) -> i32 {
     init_tracing(cli.verbose);
     let mut cfg = EngineConfig::from_env();
-    if let Some(bin) = &cli.claude_bin {
-        cfg.claude_bin = bin.clone();
-    }
+    cfg.claude_bin = cli.claude_bin.clone();
     if let Some(home) = &cli.home {
         cfg.home = home.clone();
     }
@@ -81,7 +85,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::LuaTypes => {
-            print!("{}", crate::lua::stubs::CMS_META);
+            let _ = out::text(crate::lua::stubs::CMS_META);
             return 0;
         }
         // Reading commands need no async runtime: they start fast.
@@ -99,14 +103,14 @@ pub fn run(cli: Cli) -> i32 {
         }
         Ok(Outcome::Failed(p, msg)) => {
             print_out(&p, json);
-            eprintln!("Error: {msg}");
+            errln!("Error: {msg}");
             1
         }
         Err(e) => {
             if json {
-                println!("{}", json!({ "error": e.to_string() }));
+                let _ = outln!("{}", json!({ "error": e.to_string() }));
             }
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             if matches!(e, CliError::Interrupted) {
                 130
             } else {
@@ -117,30 +121,28 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn print_out(p: &Printed, json: bool) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let _ = if json {
-        let written = match &p.json {
-            Json::Value(v) => serde_json::to_writer_pretty(&mut out, v),
+    if !json && p.text.is_empty() {
+        return;
+    }
+    let _ = out::with(|out| {
+        if !json {
+            return writeln!(out, "{}", p.text);
+        }
+        match &p.json {
+            Json::Value(v) => serde_json::to_writer_pretty(&mut *out, v),
             Json::Records(recs) => {
                 // Long lists go to programs: compact unless a person is looking.
                 let views: Vec<_> = recs.iter().map(render::record_view).collect();
                 if std::io::stdout().is_terminal() {
-                    serde_json::to_writer_pretty(&mut out, &views)
+                    serde_json::to_writer_pretty(&mut *out, &views)
                 } else {
-                    serde_json::to_writer(&mut out, &views)
+                    serde_json::to_writer(&mut *out, &views)
                 }
             }
-        };
-        written
-            .map_err(std::io::Error::from)
-            .and_then(|_| writeln!(out))
-    } else if !p.text.is_empty() {
-        writeln!(out, "{}", p.text)
-    } else {
-        Ok(())
-    };
-    let _ = out.flush();
+        }
+        .map_err(std::io::Error::from)?;
+        writeln!(out)
+    });
 }
 
 pub(super) fn init_tracing(verbose: u8) {
@@ -268,8 +270,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn secs(t: Option<f64>) -> Option<Duration> {
-    t.map(Duration::from_secs_f64)
+/// A `--timeout` (checked above 0 by clap).
+fn secs(t: f64) -> Option<Duration> {
+    Some(Duration::from_secs_f64(t))
 }
 
 /// `-` means: read the text from stdin.
@@ -310,7 +313,7 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
                 name: a.name,
                 prompt: text_arg(&a.prompt)?,
                 options: SessionOptions {
-                    model: a.model,
+                    model: Some(a.model),
                     work_dir: a.work_dir,
                     permission_mode: a.permission_mode,
                     allowed_tools: a
@@ -457,7 +460,7 @@ async fn batch(
         .batch(reqs, concurrency, |p| {
             if show_progress {
                 let status = if p.outcome.ok { "ok" } else { "FAILED" };
-                eprintln!("[{}/{}] {} {status}", p.done, p.total, p.outcome.name);
+                errln!("[{}/{}] {} {status}", p.done, p.total, p.outcome.name);
             }
         })
         .await;

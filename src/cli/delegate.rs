@@ -4,6 +4,7 @@
 
 use super::args::{Command, DelegateArgs, PolicyCommand};
 use super::commands::{init_runtime, shutdown_signal, text_arg};
+use super::out::{errln, outln};
 use super::render::money;
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
@@ -12,8 +13,8 @@ use crate::policy::{self, Layers, PolicyService};
 use serde_json::json;
 
 /// Run a delegation command; returns the exit code. `completed` and `needs_input`
-/// exit 0; `failed`, `cost_exceeded` and `turns_exceeded` exit 1 (the result is
-/// printed either way).
+/// exit 0; `check_failed`, `failed`, `cost_exceeded` and `turns_exceeded` exit 1
+/// (the result is printed either way).
 pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
     let rt = match init_runtime() {
         Ok(rt) => rt,
@@ -47,6 +48,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                         &attached.service,
                         &a.name,
                         &message,
+                        None,
                     )
                     .await
                     .map(|r| Printed::Result(Box::new(r)))
@@ -99,15 +101,15 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
             Some(Err(e)) => fail(json, &e),
             Some(Ok(Printed::Result(r))) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    let _ = outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
                 } else {
-                    println!("{}", result_text(&r));
+                    let _ = outln!("{}", result_text(&r));
                 }
                 match r.status.as_str() {
                     "completed" | "needs_input" => 0,
                     _ => {
                         if let Some(e) = &r.error {
-                            eprintln!("Error: {e}");
+                            errln!("Error: {e}");
                         }
                         1
                     }
@@ -115,9 +117,9 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
             }
             Some(Ok(Printed::End(v, text))) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    let _ = outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 } else {
-                    println!("{text}");
+                    let _ = outln!("{text}");
                 }
                 0
             }
@@ -134,9 +136,9 @@ enum Printed {
 
 fn fail(json: bool, message: &str) -> i32 {
     if json {
-        println!("{}", json!({ "error": message }));
+        let _ = outln!("{}", json!({ "error": message }));
     }
-    eprintln!("Error: {message}");
+    errln!("Error: {message}");
     1
 }
 
@@ -229,9 +231,9 @@ pub fn policy_command(cmd: PolicyCommand, json: bool) -> i32 {
         PolicyCommand::Check { file } => match policy::service::check_file(&file) {
             Ok(msg) => {
                 if json {
-                    println!("{}", json!({ "file": file, "ok": true }));
+                    let _ = outln!("{}", json!({ "file": file, "ok": true }));
                 } else {
-                    println!("{msg}");
+                    let _ = outln!("{msg}");
                 }
                 0
             }
@@ -261,9 +263,9 @@ pub fn policy_command(cmd: PolicyCommand, json: bool) -> i32 {
                     "presets": presets,
                     "strategies": layers.strategies(),
                 });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                let _ = outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!(
+                let _ = outln!(
                     "layers (later wins): built-in, {}",
                     layers
                         .dirs
@@ -272,27 +274,29 @@ pub fn policy_command(cmd: PolicyCommand, json: bool) -> i32 {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                println!("scripts in force:");
+                let _ = outln!("scripts in force:");
                 for o in &report.origins {
-                    println!("  {o}");
+                    let _ = outln!("  {o}");
                 }
                 for e in &report.errors {
-                    println!("  NOT LOADED: {e}");
+                    let _ = outln!("  NOT LOADED: {e}");
                 }
-                println!(
+                let _ = outln!(
                     "limits: cost {} / {} turns / {}s per interaction",
                     limits.max_cost.map_or("-".into(), money),
                     limits.max_turns.map_or("-".into(), |t| t.to_string()),
                     limits.timeout.map_or("-".into(), |t| format!("{t:.0}"))
                 );
-                println!("presets:");
+                let _ = outln!("presets:");
                 for p in &presets {
-                    println!(
+                    let _ = outln!(
                         "  {:<10} {:<8} {}",
-                        p.name, p.permission_mode, p.description
+                        p.name,
+                        p.permission_mode,
+                        p.description
                     );
                 }
-                println!("strategies: {}", layers.strategies().join(", "));
+                let _ = outln!("strategies: {}", layers.strategies().join(", "));
             }
             if report.errors.is_empty() {
                 0

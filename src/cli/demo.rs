@@ -2,9 +2,21 @@
 //! without a Claude account. It uses a scratch state directory.
 
 use super::args::DemoArgs;
+use super::out::{errln, outln, Closed};
 use super::render;
-use crate::engine::{EngineConfig, Manager, SessionOptions, SpawnSpec};
+use crate::engine::{EngineConfig, EngineError, Manager, SessionOptions, SpawnSpec};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why the tour ended early.
+#[derive(Debug, thiserror::Error)]
+enum TourError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The reader of stdout went away: end quietly.
+    #[error(transparent)]
+    Closed(#[from] Closed),
+}
 
 /// The simulator: `cms-sim` next to this executable, or else this executable
 /// linked under that name into `scratch` (it acts as the simulator when so named).
@@ -23,7 +35,7 @@ fn simulator_path(scratch: &std::path::Path) -> Option<PathBuf> {
 pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
     let scratch = std::env::temp_dir().join(format!("cms-demo-{}", std::process::id()));
     let Some(sim) = simulator_path(&scratch) else {
-        eprintln!(
+        errln!(
             "Error: the simulator could not be found or linked in {}",
             scratch.display()
         );
@@ -37,22 +49,22 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
     let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
     let local = tokio::task::LocalSet::new();
     let code = rt.block_on(local.run_until(async {
         match tour(cfg).await {
-            Ok(()) => 0,
+            Ok(()) | Err(TourError::Closed(_)) => 0,
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 1
             }
         }
     }));
     if args.keep {
-        println!(
+        let _ = outln!(
             "\nState kept in {} (CMS_HOME={}/state)",
             scratch.display(),
             scratch.display()
@@ -63,21 +75,38 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
     code
 }
 
-fn step(cmd: &str) {
-    println!("\n$ cms {cmd}");
+fn step(cmd: &str) -> Result<(), Closed> {
+    outln!("\n$ cms {cmd}")
 }
 
-async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
+/// The tour; its sessions are stopped however it ends.
+async fn tour(cfg: EngineConfig) -> Result<(), TourError> {
     let project = cfg
         .home
         .parent()
         .map(|p| p.join("project"))
         .unwrap_or_default();
-    println!("cms demo — every session below is a long-lived process of the bundled simulator,");
-    println!("which speaks Claude Code's stream-json protocol (no account, no network).");
+    outln!("cms demo — every session below is a long-lived process of the bundled simulator,")?;
+    outln!("which speaks Claude Code's stream-json protocol (no account, no network).")?;
     let m = Manager::new(cfg)?;
+    let result = steps(&m, &project).await;
+    m.shutdown().await;
+    result?;
+    step("list")?;
+    outln!("{}", render::list_table(&m.list()?))?;
+    step("history --name login")?;
+    outln!("{}", render::history_text("login", &m.history("login")?))?;
+    let total: f64 = m.list()?.iter().map(|r| r.total_cost_usd).sum();
+    outln!(
+        "\nTotal cost of the demo: {} (simulated)",
+        render::money(total)
+    )?;
+    outln!("Next: point cms at the real CLI (`--claude-bin`, or `claude` on PATH) and try `cms spawn`.")?;
+    Ok(())
+}
 
-    step("batch --file tasks.json   # three sessions in parallel");
+async fn steps(m: &Arc<Manager>, project: &std::path::Path) -> Result<(), TourError> {
+    step("batch --file tasks.json   # three sessions in parallel")?;
     let mut reqs = Vec::new();
     for n in ["login", "signup", "dashboard"] {
         let spec = SpawnSpec {
@@ -91,27 +120,27 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
     let outcomes = m.batch(reqs, 3, |_| {}).await;
     for o in &outcomes {
         let r = o.response.as_ref();
-        println!(
+        outln!(
             "  [{}] {} cost={}",
             o.name,
             r.map(|r| r.text.as_str()).unwrap_or("-"),
             render::money(r.map_or(0.0, |r| r.cost_usd))
-        );
+        )?;
     }
 
-    step("send --name login --message \"Add form validation\"   # same process, no restart");
+    step("send --name login --message \"Add form validation\"   # same process, no restart")?;
     let r = m.send("login", "Add form validation", None).await?;
-    println!("{}", render::response_block(&m.status("login")?, &r));
+    outln!("{}", render::response_block(&m.status("login")?, &r))?;
 
-    step("stop --name login");
+    step("stop --name login")?;
     m.stop("login").await?;
-    println!("Session 'login' stopped");
+    outln!("Session 'login' stopped")?;
 
-    step("send --name login --message RECALL   # resumes the conversation (--resume, same id)");
+    step("send --name login --message RECALL   # resumes the conversation (--resume, same id)")?;
     let r = m.send("login", "RECALL", None).await?;
-    println!("{}", render::response_block(&m.status("login")?, &r));
+    outln!("{}", render::response_block(&m.status("login")?, &r))?;
 
-    step("fork --name login --new-name login-jwt --message \"Use JWT instead\"");
+    step("fork --name login --new-name login-jwt --message \"Use JWT instead\"")?;
     let (rec, r) = m
         .fork(
             "login",
@@ -122,14 +151,14 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
         )
         .await?;
     if let Some(r) = r {
-        println!("{}", render::response_block(&rec, &r));
+        outln!("{}", render::response_block(&rec, &r))?;
     }
 
-    step("send --name login-jwt --message RECALL   # the fork holds the parent's context");
+    step("send --name login-jwt --message RECALL   # the fork holds the parent's context")?;
     let r = m.send("login-jwt", "RECALL", None).await?;
-    println!("{}", render::response_block(&m.status("login-jwt")?, &r));
+    outln!("{}", render::response_block(&m.status("login-jwt")?, &r))?;
 
-    step("send --name signup --message \"USE_TOOL Read {\\\"file_path\\\": \\\"/etc/hostname\\\"}\"   # a tool call");
+    step("send --name signup --message \"USE_TOOL Read {\\\"file_path\\\": \\\"/etc/hostname\\\"}\"   # a tool call")?;
     let r = m
         .send(
             "signup",
@@ -137,49 +166,36 @@ async fn tour(cfg: EngineConfig) -> Result<(), crate::engine::EngineError> {
             None,
         )
         .await?;
-    println!("{}  (tools used: {})", r.text, r.tools_used.join(", "));
+    outln!("{}  (tools used: {})", r.text, r.tools_used.join(", "))?;
 
-    step("pause --name dashboard");
+    step("pause --name dashboard")?;
     m.pause("dashboard").await?;
     match m.send("dashboard", "hello?", None).await {
-        Err(e) => println!("  send refused: {e}"),
-        Ok(_) => println!("  (unexpected: the paused session answered)"),
-    }
-    step("resume --name dashboard --message \"Add charts\"");
+        Err(e) => outln!("  send refused: {e}"),
+        Ok(_) => outln!("  (unexpected: the paused session answered)"),
+    }?;
+    step("resume --name dashboard --message \"Add charts\"")?;
     let (rec, r) = m.resume("dashboard", Some("Add charts"), None).await?;
     if let Some(r) = r {
-        println!("{}", render::response_block(&rec, &r));
+        outln!("{}", render::response_block(&rec, &r))?;
     }
 
-    guarded_and_scripted(&m, &project).await;
-
-    m.shutdown().await;
-    step("list");
-    println!("{}", render::list_table(&m.list()?));
-    step("history --name login");
-    println!("{}", render::history_text("login", &m.history("login")?));
-    let total: f64 = m.list()?.iter().map(|r| r.total_cost_usd).sum();
-    println!(
-        "\nTotal cost of the demo: {} (simulated)",
-        render::money(total)
-    );
-    println!("Next: point cms at the real CLI (`--claude-bin`, or `claude` on PATH) and try `cms spawn`.");
+    guarded_and_scripted(m, project).await?;
     Ok(())
 }
 
 /// The safety net and the Lua API, on a scratch project.
-async fn guarded_and_scripted(m: &std::sync::Arc<Manager>, project: &std::path::Path) {
+async fn guarded_and_scripted(m: &Arc<Manager>, project: &std::path::Path) -> Result<(), Closed> {
     use crate::lua::delegate::{delegate, DelegateOptions};
     let _ = std::fs::create_dir_all(project);
     let _ = std::fs::write(project.join(".env"), "SECRET=1\n");
     let (host, attached) = match super::script::start_host(m, crate::lua::HostOptions::default()) {
         Ok(h) => h,
         Err(e) => {
-            println!("  (skipped: {e})");
-            return;
+            return outln!("  (skipped: {e})");
         }
     };
-    step("delegate --name guarded --task \"...write .env, then notes.txt...\"   # checked before each tool runs");
+    step("delegate --name guarded --task \"...write .env, then notes.txt...\"   # checked before each tool runs")?;
     let task = "USE_TOOL Write {\"file_path\": \".env\", \"content\": \"SECRET=stolen\"}\n\
                 USE_TOOL Write {\"file_path\": \"notes.txt\", \"content\": \"notes\"}";
     let opts = DelegateOptions {
@@ -193,9 +209,9 @@ async fn guarded_and_scripted(m: &std::sync::Arc<Manager>, project: &std::path::
     match delegate(host.lua(), m, &attached.service, opts, None).await {
         Ok(r) => {
             for d in &r.denied_before_execution {
-                println!("  refused before it ran: {}: {}", d.tool, d.reason);
+                outln!("  refused before it ran: {}: {}", d.tool, d.reason)?;
             }
-            println!(
+            outln!(
                 "  [{}] {}  .env still {:?}, notes.txt {}",
                 r.name,
                 r.status,
@@ -207,12 +223,12 @@ async fn guarded_and_scripted(m: &std::sync::Arc<Manager>, project: &std::path::
                 } else {
                     "missing"
                 }
-            );
+            )?;
         }
-        Err(e) => println!("  delegate failed: {e}"),
+        Err(e) => outln!("  delegate failed: {e}")?,
     }
 
-    step("script plan.lua   # Lua: cms.parallel runs sessions at once");
+    step("script plan.lua   # Lua: cms.parallel runs sessions at once")?;
     let plan = r#"
         local answers = cms.parallel{
           function() return cms.spawn{ name = "lua-a", prompt = "SLOW 300 first" }.response.text end,
@@ -227,10 +243,10 @@ async fn guarded_and_scripted(m: &std::sync::Arc<Manager>, project: &std::path::
         .call_async::<String>(())
         .await
     {
-        Ok(text) => println!(
+        Ok(text) => outln!(
             "  {text}  (two 0.3 s turns in {:.1} s)",
             started.elapsed().as_secs_f64()
         ),
-        Err(e) => println!("  script failed: {e}"),
+        Err(e) => outln!("  script failed: {e}"),
     }
 }

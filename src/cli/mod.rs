@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod delegate;
 mod demo;
+pub(crate) mod out;
 mod plugins;
 mod progress;
 mod render;

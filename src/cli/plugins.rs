@@ -1,6 +1,7 @@
 //! `cms plugins list` and `cms plugins check`.
 
 use super::args::PluginsCommand;
+use super::out::{errln, outln};
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins;
@@ -11,7 +12,7 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -19,21 +20,21 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     let manager = match Manager::new(cfg) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
     let host = match LuaHost::new(manager, HostOptions::default()) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("Error: cannot start Lua: {e}");
+            errln!("Error: cannot start Lua: {e}");
             return 1;
         }
     };
     let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
     let set = plugins::load(host.lua(), &plugins::discover(&layers));
     if json {
-        println!(
+        let _ = outln!(
             "{}",
             serde_json::to_string_pretty(&json!({ "plugins": set.plugins, "errors": set.errors }))
                 .unwrap_or_default()
@@ -41,23 +42,23 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     } else {
         if matches!(cmd, PluginsCommand::List) {
             for p in &set.plugins {
-                println!("{} {} — {}", p.name, p.version, p.description);
-                println!("  from {}", p.origin);
+                let _ = outln!("{} {} — {}", p.name, p.version, p.description);
+                let _ = outln!("  from {}", p.origin);
                 for (what, list) in [
                     ("tools", &p.tools),
                     ("policies", &p.policies),
                     ("strategies", &p.strategies),
                 ] {
                     if !list.is_empty() {
-                        println!("  {what}: {}", list.join(", "));
+                        let _ = outln!("  {what}: {}", list.join(", "));
                     }
                 }
             }
         } else {
-            println!("{} plugin(s) load", set.plugins.len());
+            let _ = outln!("{} plugin(s) load", set.plugins.len());
         }
         for e in &set.errors {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
         }
     }
     if set.errors.is_empty() {

@@ -3,6 +3,7 @@
 //! `:help`, `:load FILE`, `:quit`. With stdin not a terminal it runs the lines given.
 
 use super::args::ReplArgs;
+use super::out::{self, errln, outln};
 use crate::engine::{EngineConfig, Manager, SessionState};
 use crate::lua::host::Eval;
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
@@ -130,7 +131,7 @@ impl Input {
             Input::Terminal(ed) => match ed.readline(prompt) {
                 Ok(line) => Line::Text(line),
                 Err(ReadlineError::Interrupted) => {
-                    println!("(Ctrl-C: input cleared; :quit or Ctrl-D to leave)");
+                    let _ = outln!("(Ctrl-C: input cleared; :quit or Ctrl-D to leave)");
                     Line::Cleared
                 }
                 Err(_) => Line::End,
@@ -156,7 +157,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -165,7 +166,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     let manager = match Manager::new(cfg) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -173,7 +174,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         match super::script::start_host(&manager, args.lua.host_options(Vec::new())) {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 return 1;
             }
         };
@@ -182,7 +183,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         let mut ed: Editor<ReplHelper, DefaultHistory> = match Editor::new() {
             Ok(ed) => ed,
             Err(e) => {
-                eprintln!("Error: cannot start the line editor: {e}");
+                errln!("Error: cannot start the line editor: {e}");
                 return 1;
             }
         };
@@ -190,7 +191,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
             manager: manager.clone(),
         }));
         let _ = ed.load_history(&history);
-        println!(
+        let _ = outln!(
             "cms {} — Lua REPL. :help for help, :quit to leave.",
             env!("CARGO_PKG_VERSION")
         );
@@ -201,7 +202,8 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     let local = tokio::task::LocalSet::new();
     let mut buffer = String::new();
     let mut failed = false;
-    loop {
+    // A reader that closed stdout (`cms repl < steps.lua | head -1`) ends the session.
+    while !out::is_closed() {
         let prompt = if buffer.is_empty() { "cms> " } else { "  >> " };
         let line = match input.read(prompt) {
             Line::Text(line) => line,
@@ -216,7 +218,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                 "" => continue,
                 ":quit" | ":q" | ":exit" => break,
                 ":help" | ":h" => {
-                    println!("{HELP}");
+                    let _ = outln!("{HELP}");
                     input.remember(line.trim());
                     continue;
                 }
@@ -224,7 +226,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                     input.remember(cmd);
                     let path = cmd.trim_start_matches(":load").trim();
                     if path.is_empty() {
-                        eprintln!("error: usage: :load FILE");
+                        errln!("error: usage: :load FILE");
                         failed = true;
                         continue;
                     }
@@ -233,7 +235,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                     continue;
                 }
                 cmd if cmd.starts_with(':') => {
-                    eprintln!("error: unknown command {cmd} (:help, :load FILE, :quit)");
+                    errln!("error: unknown command {cmd} (:help, :load FILE, :quit)");
                     failed = true;
                     continue;
                 }
@@ -253,7 +255,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         buffer.clear();
     }
     if !buffer.trim().is_empty() {
-        eprintln!("error: unfinished input at the end: {}", buffer.trim());
+        errln!("error: unfinished input at the end: {}", buffer.trim());
         failed = true;
     }
     if let Input::Terminal(ed) = &mut input {
@@ -304,17 +306,17 @@ fn show(r: Result<Eval, ScriptError>) -> bool {
     match r {
         Ok(Eval::Values(values)) => {
             for v in values.iter().filter(|v| !v.is_nil()) {
-                println!("{}", pretty(v));
+                let _ = outln!("{}", pretty(v));
             }
             true
         }
         Ok(Eval::Incomplete) => true,
         Err(ScriptError::Exit(code)) => {
-            println!("(os.exit({code}) ignored in the REPL; use :quit)");
+            let _ = outln!("(os.exit({code}) ignored in the REPL; use :quit)");
             true
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             false
         }
     }

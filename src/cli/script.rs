@@ -2,6 +2,7 @@
 
 use super::args::ScriptArgs;
 use super::commands::shutdown_signal;
+use super::out::{errln, outln};
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 
@@ -25,7 +26,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
     let rt = match super::commands::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             return 1;
         }
     };
@@ -34,7 +35,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
         let manager = match Manager::new(cfg) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 return 1;
             }
         };
@@ -42,13 +43,13 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
         {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 return 1;
             }
         };
         if json {
             if let Err(e) = host.print_to_stderr() {
-                eprintln!("Error: cannot set up Lua: {e}");
+                errln!("Error: cannot set up Lua: {e}");
                 return 1;
             }
         }
@@ -59,27 +60,29 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
         let code = match outcome {
             None => {
                 manager.kill_all().await;
-                eprintln!("Error: interrupted: every session the script started was stopped");
+                errln!("Error: interrupted: every session the script started was stopped");
                 return 130;
             }
             Some(Ok(value)) => {
                 if json {
                     match serde_json::to_string_pretty(&value) {
-                        Ok(text) => println!("{text}"),
+                        Ok(text) => {
+                            let _ = outln!("{text}");
+                        }
                         Err(e) => {
-                            eprintln!("Error: the script's return value is not JSON: {e}");
+                            errln!("Error: the script's return value is not JSON: {e}");
                             manager.shutdown().await;
                             return 1;
                         }
                     }
                 } else if !value.is_nil() {
-                    println!("{}", pretty(&value));
+                    let _ = outln!("{}", pretty(&value));
                 }
                 0
             }
             Some(Err(ScriptError::Exit(code))) => code,
             Some(Err(e)) => {
-                eprintln!("Error: {e}");
+                errln!("Error: {e}");
                 1
             }
         };

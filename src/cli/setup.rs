@@ -6,9 +6,10 @@
 //! again replaces the block instead of adding a second one.
 
 use super::args::SetupArgs;
+use super::out::{errln, outln};
 use crate::engine::EngineConfig;
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 /// The server's name in Claude Code: its tools are `mcp__cms__<tool>`.
@@ -23,24 +24,24 @@ pub fn run(a: SetupArgs, cfg: &EngineConfig, json_out: bool) -> i32 {
     match setup(a, cfg) {
         Ok(actions) => {
             if json_out {
-                println!(
+                let _ = outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({ "actions": actions }))
                         .unwrap_or_default()
                 );
             } else {
                 for (file, action) in &actions {
-                    println!("{action:<10} {file}");
+                    let _ = outln!("{action:<10} {file}");
                 }
-                println!("Restart Claude Code to pick this up (it rewrites ~/.claude.json itself, so close it while running setup).");
+                let _ = outln!("Restart Claude Code to pick this up (it rewrites ~/.claude.json itself, so close it while running setup).");
             }
             0
         }
         Err(e) => {
             if json_out {
-                println!("{}", json!({ "error": e }));
+                let _ = outln!("{}", json!({ "error": e }));
             }
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             1
         }
     }
@@ -112,8 +113,7 @@ fn ask(a: &mut SetupArgs) -> Result<(), String> {
         );
     }
     let read = |q: &str| -> Result<String, String> {
-        print!("{q}");
-        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        super::out::text(q).map_err(|e| e.to_string())?;
         let mut line = String::new();
         std::io::stdin()
             .lock()

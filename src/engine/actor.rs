@@ -731,6 +731,10 @@ impl Actor {
             is_error: response.is_error,
             subtype: response.subtype.clone(),
         });
+        // Idle before the caller hears the answer: whoever reads the state next sees it.
+        if self.ending.is_none() {
+            self.set_state(SessionState::Idle);
+        }
         match turn {
             Some(mut t) => {
                 let reply = t.reply.take();
@@ -749,9 +753,6 @@ impl Actor {
                 }
             }
             None => tracing::debug!(session = %self.name, "result with no turn waiting (counted)"),
-        }
-        if self.ending.is_none() {
-            self.set_state(SessionState::Idle);
         }
     }
 

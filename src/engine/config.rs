@@ -5,6 +5,18 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The model of a session that names none.
+pub const DEFAULT_MODEL: &str = "sonnet";
+
+/// How long one turn may run before it is interrupted, unless the caller says
+/// otherwise: 60 minutes. Real agent turns take 5–20 minutes and a cut turn is
+/// wasted spend, so the default only catches a CLI that hangs; budgets
+/// (`--max-budget`, a delegation's cost limit) are what bound spending.
+pub const DEFAULT_TURN_TIMEOUT_SECS: u64 = 3600;
+
+/// [`DEFAULT_TURN_TIMEOUT_SECS`] as a duration.
+pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(DEFAULT_TURN_TIMEOUT_SECS);
+
 /// How the engine runs `claude` and where it keeps state.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -21,7 +33,8 @@ pub struct EngineConfig {
     pub child_env: Vec<(String, String)>,
     /// Model when a spawn names none.
     pub default_model: String,
-    /// How long one turn may take before it is interrupted.
+    /// How long one turn may take before it is interrupted, when the call names no
+    /// timeout ([`DEFAULT_TURN_TIMEOUT`]).
     pub turn_timeout: Duration,
     /// How long a stop waits for the child to exit before SIGTERM, then SIGKILL.
     pub stop_grace: Duration,
@@ -64,8 +77,8 @@ impl EngineConfig {
             supervisor,
             home,
             child_env: Vec::new(),
-            default_model: "sonnet".into(),
-            turn_timeout: Duration::from_secs(300),
+            default_model: DEFAULT_MODEL.into(),
+            turn_timeout: DEFAULT_TURN_TIMEOUT,
             stop_grace: Duration::from_secs(5),
             interrupt_grace: Duration::from_secs(5),
             batch_concurrency: 4,

@@ -137,10 +137,11 @@ pub fn install(
                     )
                 })?;
                 let (opts, check) = crate::lua::delegate::options_from_lua(&lua, opts)?;
-                let result = crate::lua::delegate::delegate(&lua, &m, &policy, opts, check).await;
+                let result =
+                    crate::lua::delegate::delegate(&lua, &m, &policy, opts, check.clone()).await;
                 dispatch_events(&lua, &sh);
                 let result = result.map_err(|e| mlua::Error::runtime(e.to_string()))?;
-                delegation(&lua, m, sh, result)
+                delegation(&lua, m, sh, result, check)
             }
         })?,
     )?;
@@ -251,12 +252,14 @@ fn log(_: &Lua, args: MultiValue) -> mlua::Result<()> {
 }
 
 /// The object `cms.delegate` returns: the result's fields, plus `d:continue(msg)`,
-/// `d:finish()` and `d:abort()`.
+/// `d:finish()` and `d:abort()`. `d:continue` keeps the check function
+/// `cms.delegate` was given.
 fn delegation(
     lua: &Lua,
     manager: Arc<Manager>,
     shared: Rc<HostShared>,
     result: crate::lua::delegate::DelegateResult,
+    check: Option<mlua::Function>,
 ) -> mlua::Result<Value> {
     let t = match convert::to_lua(lua, &result)? {
         Value::Table(t) => t,
@@ -269,16 +272,24 @@ fn delegation(
     methods.set(
         "continue",
         lua.create_async_function(move |lua, (_self, message): (Value, String)| {
-            let (m, sh, n) = (m.clone(), sh.clone(), n.clone());
+            let (m, sh, n, check) = (m.clone(), sh.clone(), n.clone(), check.clone());
             async move {
                 let policy = sh
                     .policy
                     .clone()
                     .ok_or_else(|| mlua::Error::runtime("no safety policy is loaded"))?;
-                let r = crate::lua::delegate::continue_task(&lua, &m, &policy, &n, &message).await;
+                let r = crate::lua::delegate::continue_task(
+                    &lua,
+                    &m,
+                    &policy,
+                    &n,
+                    &message,
+                    check.clone(),
+                )
+                .await;
                 dispatch_events(&lua, &sh);
                 let r = r.map_err(|e| mlua::Error::runtime(e.to_string()))?;
-                delegation(&lua, m, sh, r)
+                delegation(&lua, m, sh, r, check)
             }
         })?,
     )?;

@@ -6,7 +6,8 @@
 //! The result is the seed's (`status`, `response`, `cost`, `turns`, `duration`,
 //! `sessionId`, `name`, `canContinue`, `toolsUsed`, `safety`, `error`) plus the
 //! denials made before execution, the checks and reviews a strategy ran, and the
-//! session's total cost.
+//! session's total cost. A delegation whose last check did not pass is
+//! `check_failed`, never a success, whatever strategy ran it.
 
 use crate::engine::{
     EngineError, EventKind, Guard, Manager, Response, SessionEvent, SessionOptions, SessionState,
@@ -44,7 +45,7 @@ pub struct DelegateOptions {
     /// Agent-turn limit (default 50).
     #[serde(default)]
     pub max_turns: Option<u32>,
-    /// Seconds one interaction may take (default 300).
+    /// Seconds one interaction may take (default: `safety.lua`'s, 3600).
     #[serde(default)]
     pub timeout: Option<f64>,
     /// False: no limits and no protected paths (the preset still applies).
@@ -93,7 +94,8 @@ pub enum DelegateError {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DelegateResult {
-    /// `completed`, `needs_input`, `failed`, `cost_exceeded`, `turns_exceeded`.
+    /// `completed`, `needs_input`, `check_failed`, `failed`, `cost_exceeded`,
+    /// `turns_exceeded`.
     pub status: String,
     pub response: String,
     /// The cost of this call (all its turns, retries and corrections).
@@ -345,7 +347,8 @@ impl TaskState {
             run_check(
                 cmd,
                 &self.work_dir,
-                self.timeout.unwrap_or(Duration::from_secs(300)),
+                self.timeout
+                    .unwrap_or(crate::engine::config::DEFAULT_TURN_TIMEOUT),
             )
             .await
         } else {
@@ -680,13 +683,16 @@ pub async fn delegate(
 }
 
 /// Send more to a delegated session: the same strategy runs with the message, under
-/// the same guard (limits count the session's whole life, across restarts).
+/// the same guard (limits count the session's whole life, across restarts) and the
+/// same check: the saved command, or `check_fn` (a Lua check function cannot be
+/// saved, so `d:continue` passes the one `cms.delegate` was given).
 pub async fn continue_task(
     lua: &Lua,
     manager: &Arc<Manager>,
     policy: &Arc<PolicyService>,
     name: &str,
     message: &str,
+    check_fn: Option<Function>,
 ) -> Result<DelegateResult, DelegateError> {
     if message.trim().is_empty() {
         return Err(DelegateError::Invalid("the message is empty".into()));
@@ -729,7 +735,7 @@ pub async fn continue_task(
             work_dir,
             timeout: guard.timeout_secs.map(Duration::from_secs_f64),
             spawn: None,
-            check_fn: None,
+            check_fn,
             first_kind: "continue",
         },
     );
@@ -785,12 +791,16 @@ struct Outcome<'a> {
     failed: bool,
     /// The last turn still had permission denials.
     denials_left: bool,
-    /// A status the strategy returned (`needs_input`, `failed`, `completed`).
+    /// The last check the strategy ran did not pass.
+    check_failed: bool,
+    /// A status the strategy returned (`needs_input`, `check_failed`, `failed`,
+    /// `completed`).
     strategy_says: Option<&'a str>,
 }
 
-/// The status, in this order: the safety net's or the CLI's limits, a failure,
-/// something the caller must answer, else completed.
+/// The status, in this order: the safety net's or the CLI's limits, a failure, a
+/// check that did not pass (a strategy cannot call that `completed`), something
+/// the caller must answer, else completed.
 fn derive_status(o: &Outcome) -> &'static str {
     if o.cost_exceeded || o.subtype == "error_max_budget_usd" {
         "cost_exceeded"
@@ -798,6 +808,8 @@ fn derive_status(o: &Outcome) -> &'static str {
         "turns_exceeded"
     } else if o.failed || o.strategy_says == Some("failed") {
         "failed"
+    } else if o.check_failed || o.strategy_says == Some("check_failed") {
+        "check_failed"
     } else if o.denials_left || o.strategy_says == Some("needs_input") {
         "needs_input"
     } else {
@@ -867,14 +879,20 @@ async fn run(
             last.is_none()
                 .then(|| "the strategy sent nothing".to_string())
         });
+    let checks = state.checks.borrow().clone();
     let status = derive_status(&Outcome {
         cost_exceeded: ended_by("cost_exceeded"),
         turns_exceeded: ended_by("turns_exceeded"),
         subtype: last.map(|r| r.subtype.as_str()).unwrap_or(""),
         failed: error.is_some(),
         denials_left: last.is_some_and(|r| !r.permission_denials.is_empty()),
+        check_failed: checks.last().is_some_and(|c| !c.passed),
         strategy_says: override_status.as_deref(),
     });
+    let error = match status {
+        "check_failed" => Some(check_failed_message(&state.name, &checks)),
+        _ => error,
+    };
     let mut tools: Vec<String> = Vec::new();
     for r in responses.iter() {
         for t in &r.tools_used {
@@ -924,9 +942,28 @@ async fn run(
         total_cost,
         preset: state.preset.clone(),
         strategy: state.strategy.clone(),
-        checks: state.checks.borrow().clone(),
+        checks,
         reviews: state.reviews.borrow().clone(),
     })
+}
+
+/// The error of a `check_failed` delegation: how many checks ran, the last one's
+/// first lines, and what to do.
+fn check_failed_message(name: &str, checks: &[CheckRecord]) -> String {
+    let last = checks
+        .last()
+        .map(|c| c.output.trim())
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let head: Vec<&str> = o.lines().take(3).collect();
+            format!(": {}", head.join(" | "))
+        })
+        .unwrap_or_default();
+    format!(
+        "the check did not pass after {} attempt(s){last}. Send a correction with \
+         `cms continue --name {name} --message ...` (or continue_task); the check runs again",
+        checks.len()
+    )
 }
 
 /// `cms.delegate{...}` options from Lua: a `check` may be a function.
@@ -969,6 +1006,7 @@ mod tests {
             subtype: "success",
             failed: false,
             denials_left: false,
+            check_failed: false,
             strategy_says: None,
         }
     }
@@ -1040,6 +1078,54 @@ mod tests {
                 ..outcome()
             }),
             "completed"
+        );
+    }
+
+    #[test]
+    fn a_check_that_did_not_pass_is_check_failed_whatever_the_strategy_says() {
+        let failed_check = Outcome {
+            check_failed: true,
+            ..outcome()
+        };
+        assert_eq!(derive_status(&failed_check), "check_failed");
+        for says in ["completed", "needs_input"] {
+            assert_eq!(
+                derive_status(&Outcome {
+                    strategy_says: Some(says),
+                    ..failed_check
+                }),
+                "check_failed",
+                "{says}"
+            );
+        }
+        assert_eq!(
+            derive_status(&Outcome {
+                strategy_says: Some("check_failed"),
+                ..outcome()
+            }),
+            "check_failed"
+        );
+        // Limits and failures come first; a refusal left over does not hide the check.
+        assert_eq!(
+            derive_status(&Outcome {
+                failed: true,
+                ..failed_check
+            }),
+            "failed"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                cost_exceeded: true,
+                ..failed_check
+            }),
+            "cost_exceeded"
+        );
+        assert_eq!(
+            derive_status(&Outcome {
+                denials_left: true,
+                ..failed_check
+            }),
+            "check_failed"
         );
     }
 }

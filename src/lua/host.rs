@@ -11,6 +11,7 @@ use mlua::{
     Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value, VmState,
 };
 use std::cell::{Cell, RefCell};
+use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -283,7 +284,8 @@ impl LuaHost {
             for a in args {
                 parts.push(tostring.call::<String>(a)?);
             }
-            eprintln!("{}", parts.join("\t"));
+            // Not eprintln!: a closed stderr must not panic inside Lua.
+            let _ = writeln!(std::io::stderr(), "{}", parts.join("\t"));
             Ok(())
         })?;
         self.lua.globals().set("print", print)
@@ -384,7 +386,7 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
     for f in funcs {
         if let Err(e) = call_limited::<()>(lua, shared.callback_limit, &f, table.clone()) {
             // The handler failed; the host goes on.
-            eprintln!("cms.on('{name}') handler failed: {e}");
+            let _ = writeln!(std::io::stderr(), "cms.on('{name}') handler failed: {e}");
         }
     }
 }

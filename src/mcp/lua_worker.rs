@@ -95,7 +95,7 @@ impl LuaWorker {
                                 }
                                 Job::Continue(name, message, reply) => {
                                     let r = delegate::continue_task(
-                                        &lua, &manager, &policy, &name, &message,
+                                        &lua, &manager, &policy, &name, &message, None,
                                     )
                                     .await;
                                     let _ = reply.send(r.map_err(|e| e.to_string()));

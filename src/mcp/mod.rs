@@ -21,7 +21,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
     let rt = match crate::cli::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: {e}");
+            crate::cli::out::errln!("Error: {e}");
             return 1;
         }
     };
@@ -30,7 +30,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         let manager = match Manager::new(cfg) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("Error: {e}");
+                crate::cli::out::errln!("Error: {e}");
                 return 1;
             }
         };
@@ -41,7 +41,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         ) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("Error: cannot load the safety policy: {e}");
+                crate::cli::out::errln!("Error: cannot load the safety policy: {e}");
                 return 1;
             }
         };
@@ -52,7 +52,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
             match lua_worker::LuaWorker::start(handle.clone(), manager.clone(), service.clone()) {
                 Ok(w) => w,
                 Err(e) => {
-                    eprintln!("Error: {e}");
+                    crate::cli::out::errln!("Error: {e}");
                     return 1;
                 }
             };
@@ -73,7 +73,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         let running = match server.serve(transport).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("Error: MCP start failed: {e}");
+                crate::cli::out::errln!("Error: MCP start failed: {e}");
                 manager.shutdown().await;
                 return 1;
             }

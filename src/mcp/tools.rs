@@ -23,7 +23,7 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
         "agent": { "type": "string" },
         "worktree": { "type": "string", "description": "Run in a git worktree of this name (claude -w)" },
         "stop": { "type": "boolean", "description": "Stop the session after the first response (one-shot)" },
-        "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds one turn may take" }
+        "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds one turn may take before it is interrupted (default 3600: 60 minutes)" }
     });
     let obj = |props: Value, required: &[&str]| json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false });
     let only_name = obj(json!({ "name": name }), &["name"]);
@@ -40,12 +40,12 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
         ("list_sessions", "Every session with state, model, cost and turns, most recently active first.", obj(json!({ "status": { "type": "string", "description": "Only sessions in this state (idle, busy, stopped, ...)" } }), &[])),
         ("get_history", "Every interaction of a session with its cost and timing.", obj(json!({ "name": name, "limit": { "type": "integer", "minimum": 1, "description": "Only the last N" } }), &["name"])),
         ("delete_session", "Remove a session and its history for good.", only_name.clone()),
-        ("delegate_task", "Hand a task to a guarded session: a permission preset, limits on cost, turns and time, protected paths checked before each tool runs, and a strategy. Returns status (completed, needs_input, failed, cost_exceeded, turns_exceeded), response, cost, safety report. Use continue_task to correct it.", obj(json!({
+        ("delegate_task", "Hand a task to a guarded session: a permission preset, limits on cost, turns and time, protected paths checked before each tool runs, and a strategy. Returns status (completed, needs_input, check_failed: the check never passed, failed, cost_exceeded, turns_exceeded), response, cost, safety report. Use continue_task to correct it.", obj(json!({
             "name": name, "task": { "type": "string" }, "model": model,
             "preset": { "type": "string", "description": "read-only, review, edit (default), full, plan" },
             "max_cost": { "type": "number", "exclusiveMinimum": 0, "description": "USD limit over the session's life (default 2.00)" },
             "max_turns": { "type": "integer", "minimum": 1, "description": "Agent-turn limit (default 50)" },
-            "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds per interaction (default 300)" },
+            "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds per interaction, a turn or a check (default: safety.lua's, 3600)" },
             "safety": { "type": "boolean", "description": "false: no limits and no protected paths (default true)" },
             "context": { "type": "string", "description": "Put before the task" },
             "work_dir": { "type": "string" }, "system_prompt": { "type": "string" }, "agent": { "type": "string" },

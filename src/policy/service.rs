@@ -59,11 +59,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The seed's defaults: $2.00, 50 turns, 5 minutes per interaction.
+    /// The defaults: the seed's $2.00 and 50 turns, and the engine's turn timeout
+    /// (60 minutes, not the seed's 5) per interaction.
     pub const SEED: Limits = Limits {
         max_cost: Some(2.0),
         max_turns: Some(50),
-        timeout: Some(300.0),
+        timeout: Some(crate::engine::config::DEFAULT_TURN_TIMEOUT_SECS as f64),
     };
 }
 
