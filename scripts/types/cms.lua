@@ -171,6 +171,9 @@ function cms.parallel(fns) end
 --- | `tool_result` | `tool_use_id`, `is_error`, `content`                         |
 --- | `permission`  | `tool`, `allowed`, `reason`                                  |
 --- | `retry`       | `attempt`, `max_retries`, `retry_delay_ms`, `error_status`, `error` |
+--- | `cost_baseline` | `usd`, `scope` (`process`, `conversation`, `unknown`), `note`: where a process's cost count starts |
+--- | `waiting`     | `holder_pid`, `holder_kind`, `position`: another cms process drives the session |
+--- | `violation`   | `rule`, `message`, `action`, `tool`                          |
 --- | `result`      | `cost_usd`, `session_cost_usd`, `num_turns`, `is_error`, `subtype` |
 --- | `state`       | `state`                                                      |
 --- | `error`       | `message`                                                    |
@@ -178,7 +181,7 @@ function cms.parallel(fns) end
 ---@class cms.Event
 ---@field session string The cms session name.
 ---@field at_ms integer Milliseconds since the Unix epoch.
----@field event "init"|"text"|"tool_use"|"tool_result"|"permission"|"retry"|"result"|"state"|"error"|"exit"
+---@field event "init"|"text"|"tool_use"|"tool_result"|"permission"|"retry"|"cost_baseline"|"waiting"|"violation"|"result"|"state"|"error"|"exit"
 ---@field [string] any
 
 ---Call `fn(event)` for engine events (see `cms.Event`), or `*` for all. Handlers

@@ -107,6 +107,23 @@ impl From<ApiRetry> for ApiRetryEvent {
 }
 
 impl EventKind {
+    /// Every event's name, as [`EventKind::name`] gives it.
+    pub const NAMES: &'static [&'static str] = &[
+        "init",
+        "text",
+        "tool_use",
+        "tool_result",
+        "permission",
+        "retry",
+        "cost_baseline",
+        "waiting",
+        "violation",
+        "result",
+        "state",
+        "error",
+        "exit",
+    ];
+
     /// The event's name as used by subscribers (`"tool_use"`, `"result"`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -149,4 +166,77 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_is_named_in_names_and_serialised_under_that_name() {
+        let all = vec![
+            EventKind::Init {
+                session_id: "s".into(),
+                model: None,
+                cwd: None,
+            },
+            EventKind::Text { text: "t".into() },
+            EventKind::ToolUse {
+                id: "1".into(),
+                name: "Read".into(),
+                input: Value::Null,
+            },
+            EventKind::ToolResult {
+                tool_use_id: "1".into(),
+                is_error: false,
+                content: Value::Null,
+            },
+            EventKind::Permission {
+                tool: "Write".into(),
+                allowed: false,
+                reason: None,
+            },
+            EventKind::Retry(ApiRetryEvent {
+                attempt: 1,
+                max_retries: 10,
+                retry_delay_ms: 1.0,
+                error_status: Some(529),
+                error: None,
+            }),
+            EventKind::CostBaseline(crate::engine::cost::CostBaseline::fresh()),
+            EventKind::Waiting {
+                holder_pid: None,
+                holder_kind: None,
+                position: 1,
+            },
+            EventKind::Violation {
+                rule: "r".into(),
+                message: "m".into(),
+                action: "denied".into(),
+                tool: None,
+            },
+            EventKind::Result {
+                cost_usd: 0.0,
+                session_cost_usd: 0.0,
+                num_turns: 1,
+                is_error: false,
+                subtype: "success".into(),
+            },
+            EventKind::State {
+                state: SessionState::Idle,
+            },
+            EventKind::Error {
+                message: "e".into(),
+            },
+            EventKind::Exit {
+                code: Some(0),
+                signal: None,
+            },
+        ];
+        assert_eq!(all.len(), EventKind::NAMES.len());
+        for (kind, name) in all.iter().zip(EventKind::NAMES) {
+            assert_eq!(kind.name(), *name);
+            assert_eq!(serde_json::to_value(kind).unwrap()["event"], *name);
+        }
+    }
 }

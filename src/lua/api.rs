@@ -2,7 +2,7 @@
 //! `cms.off`, `cms.sleep`, `cms.log`, `cms.json.encode/decode`, `cms.args`,
 //! `cms.version`. Documented for editors in `scripts/types/cms.lua`.
 
-use crate::engine::{Manager, SpawnSpec};
+use crate::engine::{EventKind, Manager, SpawnSpec};
 use crate::lua::convert;
 use crate::lua::host::{dispatch_events, ensure_subscribed, Handler, HostShared};
 use crate::lua::session::{engine_err, handle};
@@ -11,21 +11,6 @@ use mlua::{Function, Lua, MultiValue, Table, Value};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The event names `cms.on` accepts.
-pub const EVENTS: &[&str] = &[
-    "init",
-    "text",
-    "tool_use",
-    "tool_result",
-    "permission",
-    "retry",
-    "result",
-    "state",
-    "error",
-    "exit",
-    "*",
-];
 
 /// Install `cms` as a global and as `require("cms")`.
 pub fn install(
@@ -82,10 +67,10 @@ pub fn install(
     cms.set(
         "on",
         lua.create_function(move |_, (event, func): (String, Function)| {
-            if !EVENTS.contains(&event.as_str()) {
+            if event != "*" && !EventKind::NAMES.contains(&event.as_str()) {
                 return Err(mlua::Error::runtime(format!(
-                    "cms.on: unknown event '{event}' (one of: {})",
-                    EVENTS.join(", ")
+                    "cms.on: unknown event '{event}' (one of: {}, or * for all)",
+                    EventKind::NAMES.join(", ")
                 )));
             }
             ensure_subscribed(&m, &sh);
