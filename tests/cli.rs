@@ -426,6 +426,11 @@ fn a_busy_or_held_session_is_explained_not_forked() {
     assert!(!err.contains("cms stop") && !err.contains("kill"), "{err}");
     let status = cms.json(&["status", "--name", "held"]);
     assert_eq!(status["host_kind"], "script");
+    let text = cms.ok(&["status", "--name", "held"]);
+    assert!(
+        text.contains(&format!("heldBy: cms script (pid {})", script.id())),
+        "{text}"
+    );
     assert!(script.wait().unwrap().success());
     // Once the script has ended, the session is anyone's again.
     let out = cms.ok(&["send", "--name", "held", "--message", "RECALL"]);

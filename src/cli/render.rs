@@ -72,6 +72,19 @@ pub fn status_text(rec: &SessionRecord) -> String {
     ];
     if let Some(pid) = rec.pid {
         lines.push(("pid", pid.to_string()));
+        if let Some(host) = rec.host_pid {
+            let kind = rec.host_kind.as_deref().unwrap_or("cli");
+            lines.push(("heldBy", format!("cms {kind} (pid {host})")));
+        }
+    }
+    if let Some(r) = &rec.retry {
+        let status = r
+            .error_status
+            .map_or("unreachable".to_string(), |s| s.to_string());
+        lines.push((
+            "retrying",
+            format!("API {status}, attempt {}/{}", r.attempt, r.max_retries),
+        ));
     }
     lines
         .into_iter()
