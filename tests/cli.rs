@@ -549,11 +549,11 @@ fn a_session_whose_cms_died_in_its_first_turn_can_be_resumed() {
 }
 
 /// Claude Code runs each Bash tool in a process group of its own. However a session
-/// ends — `cms kill` from another shell, SIGTERM of its cms, `kill -9` of its cms —
-/// nothing of its process tree is left a second later.
+/// ends — `cms kill` or `cms stop` from another shell, SIGTERM of its cms, `kill -9` of
+/// its cms — nothing of its process tree is left a second later.
 #[test]
 fn no_process_of_an_ended_session_survives_it() {
-    for (i, how) in ["kill", "sigterm", "sigkill"].iter().enumerate() {
+    for (i, how) in ["kill", "stop", "sigterm", "sigkill"].iter().enumerate() {
         let cms = Cms::new();
         let marker = format!("31{i}.{}", std::process::id());
         // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
@@ -589,8 +589,8 @@ fn no_process_of_an_ended_session_survives_it() {
             std::thread::sleep(Duration::from_millis(20));
         }
         match *how {
-            "kill" => {
-                cms.ok(&["kill", "--name", "t"]);
+            "kill" | "stop" => {
+                cms.ok(&[how, "--name", "t"]);
             }
             // SAFETY: signalling our own child.
             "sigterm" => unsafe {
