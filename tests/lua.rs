@@ -263,6 +263,70 @@ fn unsafe_functions_are_off_unless_asked_for() {
 }
 
 #[test]
+fn binary_chunks_never_load() {
+    let cms = Cms::new();
+    // A real binary chunk, patched so running it would read far out of bounds.
+    let mut chunk = mlua::Lua::new()
+        .load("local a, b = 1, 2 return a + b, 'x'")
+        .into_function()
+        .unwrap()
+        .dump(false);
+    let n = chunk.len();
+    for b in &mut chunk[n / 2..n - 4] {
+        *b = 0xff;
+    }
+    std::fs::write(cms.work().join("evil.luac"), &chunk).unwrap();
+    let literal: String = chunk.iter().map(|b| format!("\\{b}")).collect();
+    std::fs::write(cms.work().join("evil.lua"), &chunk).unwrap();
+    let file = script(
+        &cms,
+        "b.lua",
+        &format!(
+            r#"
+            local out = {{}}
+            out.dump = select(2, pcall(string.dump, function() end))
+            out.load = select(2, load("{literal}"))
+            out.load_b = select(2, load("{literal}", "x", "b"))
+            out.loadfile = select(2, loadfile("evil.luac"))
+            out.dofile = select(2, pcall(dofile, "evil.luac"))
+            package.path = "./?.lua"
+            out.require = select(2, pcall(require, "evil"))
+            return out
+            "#
+        ),
+    );
+    let out = cms.run(&["script", "--json", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["dump"].as_str().unwrap().contains("string.dump is disabled"),
+        "{v}"
+    );
+    for k in ["load", "load_b", "loadfile", "dofile", "require"] {
+        assert!(
+            v[k].as_str().unwrap_or("").contains("attempt to load a binary chunk"),
+            "{k}: {v}"
+        );
+    }
+    // The file itself, as a script: an error, never a crash.
+    let out = cms.run(&["script", "evil.luac"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Policies and plugins are held to the same rule.
+    let policy = script(
+        &cms,
+        "p.lua",
+        "return load(string.dump(function() return 1 end))\n",
+    );
+    let out = cms.run(&["policy", "check", &policy]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("string.dump is disabled"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_endless_event_handler_is_stopped_and_the_script_goes_on() {
     let cms = Cms::new();
     let file = script(
@@ -293,6 +357,43 @@ fn an_endless_event_handler_is_stopped_and_the_script_goes_on() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["text"], "done: 1 tool results");
     assert_eq!(v["seen"], serde_json::json!(["Read"]));
+}
+
+#[test]
+fn a_handler_spinning_inside_a_coroutine_is_stopped_too() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "co.lua",
+        r#"
+        cms.on("result", function() coroutine.wrap(function() while true do end end)() end)
+        cms.on("tool_use", function()
+          local co = coroutine.create(function() coroutine.wrap(function() while true do end end)() end)
+          assert(coroutine.resume(co))
+        end)
+        local s = cms.spawn{ name = "t", prompt = 'USE_TOOL Read {"file_path": "/etc/hostname"}' }
+        return s.response.text
+        "#,
+    );
+    let started = Instant::now();
+    let out = cms.run(&["script", "--json", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    for event in ["result", "tool_use"] {
+        assert!(
+            stderr(&out).contains(&format!("cms.on('{event}') handler failed")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        stderr(&out)
+            .matches("ran longer than its limit of 2000 ms")
+            .count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

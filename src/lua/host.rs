@@ -7,14 +7,12 @@
 
 use crate::engine::{Manager, SessionEvent};
 use crate::lua::api;
-use mlua::{
-    Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value, VmState,
-};
+use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// How a host is set up.
@@ -205,6 +203,7 @@ impl LuaHost {
         } else {
             Lua::new_with(libs, LuaOptions::new())?
         };
+        crate::lua::limits::install(&lua)?;
         lua.set_memory_limit(opts.memory_limit)?;
         let shared = Rc::new(HostShared {
             callback_limit: opts.callback_limit,
@@ -245,7 +244,11 @@ impl LuaHost {
             path: path.display().to_string(),
             source,
         })?;
-        let chunk = self.lua.load(code).set_name(format!("@{}", path.display()));
+        let chunk = self
+            .lua
+            .load(code)
+            .set_name(format!("@{}", path.display()))
+            .set_mode(mlua::ChunkMode::Text);
         let value: Value = chunk.call_async(()).await?;
         self.dispatch_events();
         Ok(value)
@@ -258,10 +261,17 @@ impl LuaHost {
             .lua
             .load(format!("return {code}"))
             .set_name("=repl")
+            .set_mode(mlua::ChunkMode::Text)
             .into_function()
         {
             Ok(f) => f,
-            Err(_) => match self.lua.load(code).set_name("=repl").into_function() {
+            Err(_) => match self
+                .lua
+                .load(code)
+                .set_name("=repl")
+                .set_mode(mlua::ChunkMode::Text)
+                .into_function()
+            {
                 Ok(f) => f,
                 Err(mlua::Error::SyntaxError {
                     incomplete_input: true,
@@ -305,8 +315,8 @@ impl LuaHost {
     }
 }
 
-/// Run `f` in its own coroutine with an instruction hook that stops it after
-/// `limit`. Only callbacks pay for the hook; scripts themselves run unhooked.
+/// Run `f` in its own coroutine under a deadline of `limit`: Lua code still
+/// running then (in any coroutine it made) is stopped with a clear error.
 pub(crate) fn call_limited<R: mlua::FromLuaMulti>(
     lua: &Lua,
     limit: Duration,
@@ -314,21 +324,11 @@ pub(crate) fn call_limited<R: mlua::FromLuaMulti>(
     args: impl IntoLuaMulti,
 ) -> mlua::Result<R> {
     let thread = lua.create_thread(f.clone())?;
-    let deadline = Instant::now() + limit;
-    thread.set_hook(
-        HookTriggers::new().every_nth_instruction(1000),
-        move |_, _| {
-            if Instant::now() > deadline {
-                Err(mlua::Error::runtime(format!(
-                    "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
-                    limit.as_millis()
-                )))
-            } else {
-                Ok(VmState::Continue)
-            }
-        },
+    let message = format!(
+        "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
+        limit.as_millis()
     );
-    let r = thread.resume::<R>(args)?;
+    let r = crate::lua::limits::with_deadline(lua, limit, &message, || thread.resume::<R>(args))?;
     if thread.status() == mlua::ThreadStatus::Resumable {
         return Err(mlua::Error::runtime(
             "callbacks cannot wait: async calls (s:send, cms.sleep, ...) are not allowed here",
@@ -389,6 +389,47 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
     }
 }
 
+/// Precompiled (binary) chunks are never loaded: Lua does not verify them, and a
+/// patched one crashes the process. `load`, `loadfile`, `dofile` and `require`
+/// read text only, and `string.dump` is gone.
+fn text_chunks_only(lua: &Lua) -> mlua::Result<()> {
+    lua.load(
+        r#"
+        local load, loadfile, select, error = load, loadfile, select, error
+        local package, string = package, string
+        _G.load = function(chunk, name, _, ...)
+          return load(chunk, name, "t", ...)
+        end
+        _G.loadfile = function(file, _, ...)
+          return loadfile(file, "t", ...)
+        end
+        _G.dofile = function(file)
+          local f, err = loadfile(file, "t")
+          if not f then error(err, 2) end
+          return f()
+        end
+        string.dump = function()
+          error("string.dump is disabled in cms: binary chunks cannot be loaded", 2)
+        end
+        local searchers = package and package.searchers
+        if searchers then
+          searchers[2] = function(name)
+            local path, err = package.searchpath(name, package.path)
+            if not path then return err end
+            local f, lerr = loadfile(path, "t")
+            if not f then
+              error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, lerr), 3)
+            end
+            return f, path
+          end
+        end
+        "#,
+    )
+    .set_name("=cms")
+    .set_mode(mlua::ChunkMode::Text)
+    .exec()
+}
+
 /// Remove what a script must not do unless the user opted in.
 pub(crate) fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
     let g = lua.globals();
@@ -407,6 +448,7 @@ pub(crate) fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
             Err::<(), _>(mlua::Error::external(ExitRequest(code)))
         })?,
     )?;
+    text_chunks_only(lua)?;
     if allow_unsafe {
         return Ok(());
     }

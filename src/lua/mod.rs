@@ -18,6 +18,7 @@ pub mod convert;
 pub mod delegate;
 pub mod helpers;
 pub mod host;
+pub mod limits;
 pub mod pretty;
 pub mod session;
 pub mod stubs;

@@ -197,31 +197,27 @@ async fn call_tool(
         .ok_or_else(|| format!("unknown tool: {name}"))?;
     let args = crate::lua::convert::to_lua(lua, &args).map_err(|e| e.to_string())?;
     let limit = tool_limit();
-    // Its own coroutine with a deadline hook: a handler spinning without yielding is
-    // stopped too (the timeout below only catches one that waits).
+    // Each slice of the handler's Lua code runs under the deadline (a handler
+    // spinning without yielding is stopped, coroutines included); the timeout
+    // catches one that waits too long.
     let thread = lua
         .create_thread(tool.handler.clone())
         .map_err(|e| e.to_string())?;
-    let deadline = std::time::Instant::now() + limit;
-    thread.set_hook(
-        mlua::HookTriggers::new().every_nth_instruction(10_000),
-        move |_, _| {
-            if std::time::Instant::now() > deadline {
-                Err(mlua::Error::runtime(
-                    "the tool ran past its time limit (an endless loop?)",
-                ))
-            } else {
-                Ok(mlua::VmState::Continue)
-            }
-        },
+    let call = crate::lua::limits::limited(
+        lua,
+        limit,
+        format!(
+            "the tool ran past its time limit of {}s (an endless loop?)",
+            limit.as_secs_f64()
+        ),
+        thread.into_async::<mlua::Value>(args),
     );
-    let call = thread.into_async::<mlua::Value>(args);
     let value = match tokio::time::timeout(limit, call).await {
         Err(_) => {
             return Err(format!(
                 "plugin {} tool {name} took longer than {}s",
                 tool.plugin,
-                limit.as_secs()
+                limit.as_secs_f64()
             ))
         }
         Ok(Err(e)) => {

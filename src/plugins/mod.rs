@@ -8,6 +8,7 @@
 //! to load is left out with a message naming its file and line; the rest go on.
 
 use crate::lua::host::describe;
+use crate::lua::limits::load_limited;
 use crate::policy::scripts::{Layers, Source};
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use serde::Serialize;
@@ -139,11 +140,13 @@ type Loaded = (PluginInfo, Vec<PluginTool>, Vec<(String, Function)>);
 
 fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
     let bad = |what: String| format!("{}: plugin '{folder}' left out: {what}", src.origin);
-    let value: Value = lua
-        .load(src.code.as_str())
-        .set_name(src.chunk_name())
-        .call(())
-        .map_err(|e| format!("plugin '{folder}' left out: {}", describe(&e)))?;
+    let value: Value = load_limited(lua, || {
+        lua.load(src.code.as_str())
+            .set_name(src.chunk_name())
+            .set_mode(mlua::ChunkMode::Text)
+            .call(())
+    })
+    .map_err(|e| format!("plugin '{folder}' left out: {}", describe(&e)))?;
     let Value::Table(t) = value else {
         return Err(bad(
             "init.lua must return a table { name, version, tools, ... }".into(),
@@ -262,11 +265,12 @@ fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
 pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, Function)> {
     let mut out = Vec::new();
     for (folder, src) in sources {
-        let Ok(Value::Table(t)) = lua
-            .load(src.code.as_str())
-            .set_name(src.chunk_name())
-            .call::<Value>(())
-        else {
+        let Ok(Value::Table(t)) = load_limited(lua, || {
+            lua.load(src.code.as_str())
+                .set_name(src.chunk_name())
+                .set_mode(mlua::ChunkMode::Text)
+                .call::<Value>(())
+        }) else {
             continue;
         };
         let Ok(Some(list)) = t.get::<Option<Table>>("policies") else {
