@@ -299,12 +299,17 @@ fn binary_chunks_never_load() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        v["dump"].as_str().unwrap().contains("string.dump is disabled"),
+        v["dump"]
+            .as_str()
+            .unwrap()
+            .contains("string.dump is disabled"),
         "{v}"
     );
     for k in ["load", "load_b", "loadfile", "dofile", "require"] {
         assert!(
-            v[k].as_str().unwrap_or("").contains("attempt to load a binary chunk"),
+            v[k].as_str()
+                .unwrap_or("")
+                .contains("attempt to load a binary chunk"),
             "{k}: {v}"
         );
     }
@@ -681,4 +686,69 @@ fn sigterm_stops_every_session_the_script_started() {
     assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
     let state = cms.json(&["status", "--name", "h"])["state"].clone();
     assert!(state == "killed" || state == "stopped", "{state}");
+}
+
+/// Wait for `child` to exit, at most `limit`; None if it is still running.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn a_busy_script_stops_on_a_signal_with_its_sessions() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "busy.lua",
+        "cms.spawn{ name = 'b', prompt = 'first' }\nwhile true do pcall(function() while true do end end) end\n",
+    );
+    let mut child = cms
+        .cmd(&["script", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for _ in 0..300 {
+        std::thread::sleep(Duration::from_millis(50));
+        let v = cms.json(&["status", "--name", "b"]);
+        if v["state"] == "idle" {
+            pid = v["pid"].as_i64();
+            if pid.is_some() {
+                break;
+            }
+        }
+    }
+    let pid = pid.expect("the session went idle with a live process") as i32;
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_at_most(&mut child, Duration::from_secs(5)).expect("the script stopped");
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: existence check only.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
+    let state = cms.json(&["status", "--name", "b"])["state"].clone();
+    assert!(state == "killed" || state == "stopped", "{state}");
+
+    // A bare loop, and Ctrl-C.
+    let file = script(&cms, "bare.lua", "while true do end\n");
+    for _ in 0..3 {
+        let mut child = cms.cmd(&["script", &file]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = wait_at_most(&mut child, Duration::from_secs(5)).expect("the script stopped");
+        assert_eq!(status.code(), Some(130));
+    }
 }
