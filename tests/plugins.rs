@@ -108,6 +108,38 @@ fn plugins_list_check_and_a_broken_one() {
 }
 
 #[test]
+fn files_that_never_finish_loading_are_reported_like_syntax_errors() {
+    let cms = Cms::new();
+    let spin = "local n = 0\nwhile true do n = n + 1 end\n";
+    // A policy script: `policy check` names the line; `delegate` goes on with the built-in one.
+    std::fs::create_dir_all(cms.work().join(".cms")).unwrap();
+    std::fs::write(cms.work().join(".cms/safety.lua"), spin).unwrap();
+    let err = cms.fails(&["policy", "check", ".cms/safety.lua"]);
+    assert!(
+        err.contains(".cms/safety.lua:2: stopped: the file did not finish loading within 2 s"),
+        "{err}"
+    );
+    let v = delegate(&cms, &["--name", "d1", "--task", "hello"]);
+    assert_eq!(v["status"], "completed", "{v}");
+    std::fs::remove_file(cms.work().join(".cms/safety.lua")).unwrap();
+    // A plugin: left out with its line, the rest go on.
+    let dir = cms.work().join(".cms/plugins/spin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("init.lua"), spin).unwrap();
+    let err = cms.fails(&["plugins", "check"]);
+    assert!(
+        err.contains("plugin 'spin' left out")
+            && err.contains("spin/init.lua:2: stopped: the file did not finish loading"),
+        "{err}"
+    );
+    let out = cms.run(&["plugins", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["plugins"].as_array().unwrap().len(), 2, "{list}");
+    let v = delegate(&cms, &["--name", "d2", "--task", "hello"]);
+    assert_eq!(v["status"], "completed", "{v}");
+}
+
+#[test]
 fn a_plugin_strategy_drives_a_delegation() {
     let cms = Cms::new();
     let dir = cms.work().join(".cms/plugins/twice");

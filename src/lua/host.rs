@@ -97,6 +97,7 @@ pub fn describe(e: &mlua::Error) -> String {
             let l = l.trim();
             !(l.is_empty()
                 || l.starts_with("[C]: in local 'poll'")
+                || l.starts_with("[C]: in hook")
                 || l.starts_with("[string \"?\"]"))
         })
         .collect();
