@@ -66,9 +66,19 @@ async fn connect(
     mpsc::UnboundedReceiver<()>,
     mpsc::UnboundedReceiver<String>,
 ) {
+    connect_with(env.command()).await
+}
+
+async fn connect_with(
+    command: tokio::process::Command,
+) -> (
+    Client,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<String>,
+) {
     let (ctx, crx) = mpsc::unbounded_channel();
     let (ptx, prx) = mpsc::unbounded_channel();
-    let transport = TokioChildProcess::new(env.command()).unwrap();
+    let transport = TokioChildProcess::new(command).unwrap();
     let client = Watcher {
         changed: ctx,
         progress: ptx,
@@ -456,6 +466,75 @@ async fn plugin_changes_on_disk_update_the_tool_list() {
     assert!(started.elapsed() < Duration::from_secs(10));
     ok(&client, "list_sessions", json!({})).await;
     client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_plugin_holds_up_nothing_else() {
+    let env = Env::new();
+    let config = env.dir.path().join("config");
+    // A plugin whose file never finishes loading: left out, and the server still starts.
+    write_plugin(
+        &config,
+        "hang",
+        "local n = 0\nwhile true do n = n + 1 end\n",
+    );
+    write_plugin(
+        &config,
+        "spin",
+        r#"return { name = "spin", tools = {
+          { name = "spin", description = "Spins in a coroutine",
+            handler = function() coroutine.wrap(function() while true do end end)() end },
+          { name = "quick", description = "Answers", handler = function() return { ok = true } end },
+        } }"#,
+    );
+    write_plugin(
+        &config,
+        "hello",
+        r#"return { name = "hello", tools = { { name = "hello", description = "Greets",
+          handler = function() return { greeting = "hello" } end } } }"#,
+    );
+    let mut command = env.command();
+    command.env("CMS_PLUGIN_TOOL_TIMEOUT", "8");
+    let (client, _, _) = connect_with(command).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "spin"));
+    assert!(!tools.iter().any(|t| t.name == "hang"));
+    let client = std::sync::Arc::new(client);
+    let spinning = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (fails(&c, "spin", json!({})).await, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Other tools (of the same plugin too) and delegations answer while it spins.
+    assert_eq!(
+        ok(&client, "hello", json!({})).await,
+        json!({ "greeting": "hello" })
+    );
+    assert_eq!(ok(&client, "quick", json!({})).await, json!({ "ok": true }));
+    let v = ok(
+        &client,
+        "delegate_task",
+        json!({ "name": "d", "task": "hello" }),
+    )
+    .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    let v = ok(
+        &client,
+        "continue_task",
+        json!({ "name": "d", "message": "again" }),
+    )
+    .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(
+        !spinning.is_finished(),
+        "the spinning tool was still running"
+    );
+    let (e, took) = spinning.await.unwrap();
+    assert!(e.contains("ran past its time limit of 8s"), "{e}");
+    assert!(took >= Duration::from_secs(7), "{took:?}");
 }
 
 /// A small deterministic generator of bad input.

@@ -28,6 +28,8 @@ pub struct HostOptions {
     pub args: Vec<String>,
     /// The safety policy service (presets, limits, strategies) for `cms.delegate`.
     pub policy: Option<Arc<crate::policy::PolicyService>>,
+    /// Load every plugin (for their strategies) when there is a policy service.
+    pub plugins: bool,
 }
 
 impl Default for HostOptions {
@@ -38,6 +40,7 @@ impl Default for HostOptions {
             callback_limit: Duration::from_secs(2),
             args: Vec::new(),
             policy: None,
+            plugins: true,
         }
     }
 }
@@ -221,7 +224,7 @@ impl LuaHost {
         };
         api::install(&host.lua, manager, host.shared.clone(), opts.args)?;
         // Plugins' strategies become available to `cms.delegate`.
-        if let Some(policy) = &opts.policy {
+        if let Some(policy) = opts.policy.as_ref().filter(|_| opts.plugins) {
             let set = crate::plugins::load(&host.lua, &crate::plugins::discover(policy.layers()));
             for e in &set.errors {
                 tracing::warn!("plugin disabled: {e}");

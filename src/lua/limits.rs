@@ -204,6 +204,8 @@ fn with_deadline_at<R>(
 pub struct Limited<F> {
     lua: Lua,
     at: Instant,
+    /// Each poll gets this long from its start (instead of one deadline `at`).
+    slice: Option<Duration>,
     message: String,
     inner: Pin<Box<F>>,
 }
@@ -218,8 +220,23 @@ pub fn limited<T, F: Future<Output = mlua::Result<T>>>(
     Limited {
         lua: lua.clone(),
         at: Instant::now() + limit,
+        slice: None,
         message,
         inner: Box::pin(fut),
+    }
+}
+
+/// Limit each slice of `fut` (each poll: the Lua code between two waits) to
+/// `slice`, however long the whole may take.
+pub fn sliced<T, F: Future<Output = mlua::Result<T>>>(
+    lua: &Lua,
+    slice: Duration,
+    message: String,
+    fut: F,
+) -> Limited<F> {
+    Limited {
+        slice: Some(slice),
+        ..limited(lua, slice, message, fut)
     }
 }
 
@@ -228,7 +245,8 @@ impl<T, F: Future<Output = mlua::Result<T>>> Future for Limited<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<mlua::Result<T>> {
         let this = self.get_mut();
-        let (lua, at, message, inner) = (&this.lua, this.at, &this.message, &mut this.inner);
+        let at = this.slice.map_or(this.at, |s| Instant::now() + s);
+        let (lua, message, inner) = (&this.lua, &this.message, &mut this.inner);
         let r = with_deadline_at(lua, at, message, || match inner.as_mut().poll(cx) {
             Poll::Ready(r) => r.map(Poll::Ready),
             Poll::Pending => Ok(Poll::Pending),

@@ -1,13 +1,20 @@
-//! The MCP server's Lua thread. Lua states are single-threaded while the MCP
-//! handler runs on the runtime's worker threads, so everything that needs Lua
-//! (delegation strategies, plugin tools) is sent here as a job and answered on a
-//! oneshot channel. Jobs run concurrently as local tasks: one long `delegate_task`
-//! does not hold up another.
+//! The MCP server's Lua threads. Lua states are single-threaded while the MCP
+//! handler runs on the runtime's worker threads, so everything that needs Lua is
+//! sent here as a job and answered on a oneshot channel.
+//!
+//! - Delegations (`delegate_task`, `continue_task`) and plugin (re)loads run on one
+//!   Lua thread, concurrently as local tasks: one long `delegate_task` does not hold
+//!   up another, and each slice of Lua between two waits is limited
+//!   ([`SLICE_LIMIT`]), so a strategy that spins is stopped.
+//! - Each plugin tool call runs on a thread of its own, in a fresh Lua state with
+//!   only its plugin loaded: a tool that spins until its limit
+//!   ([`tool_limit`], default 60 s) holds up nothing else.
 
 use crate::engine::Manager;
 use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins::{self, PluginSet};
+use crate::policy::scripts::Source;
 use crate::policy::PolicyService;
 use mlua::{Lua, LuaSerdeExt};
 use serde::Serialize;
@@ -40,14 +47,17 @@ pub struct LuaWorker {
     tx: mpsc::UnboundedSender<Job>,
 }
 
-/// Longest a plugin tool may run.
-fn tool_limit() -> Duration {
+/// Longest one slice of a delegation's Lua code (between two waits) may run.
+pub const SLICE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Longest a plugin tool may run: `CMS_PLUGIN_TOOL_TIMEOUT` seconds, default 60.
+pub fn tool_limit() -> Duration {
     std::env::var("CMS_PLUGIN_TOOL_TIMEOUT")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
         .map(Duration::from_secs_f64)
-        .unwrap_or(Duration::from_secs(600))
+        .unwrap_or(Duration::from_secs(60))
 }
 
 impl LuaWorker {
@@ -58,12 +68,14 @@ impl LuaWorker {
         policy: Arc<PolicyService>,
     ) -> Result<(LuaWorker, Vec<ToolInfo>, Vec<String>), String> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let tool_handle = handle.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("cms-mcp-lua".into())
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
-                handle.block_on(local.run_until(async move {
+                let handle = tool_handle;
+                handle.clone().block_on(local.run_until(async move {
                     let opts = HostOptions {
                         policy: Some(policy.clone()),
                         ..HostOptions::default()
@@ -78,39 +90,64 @@ impl LuaWorker {
                     let lua = host.lua().clone();
                     // The host loaded the plugins (for their strategies); serve the same set.
                     let loaded = lua.app_data_ref::<PluginSet>().map(|s| s.clone());
-                    let set = Rc::new(RefCell::new(
-                        loaded.unwrap_or_else(|| load_plugins(&lua, &policy)),
-                    ));
-                    let _ = ready_tx.send(Ok(describe(&set.borrow())));
+                    let set = Rc::new(RefCell::new(match loaded {
+                        Some(set) => Loaded {
+                            sources: plugins::discover(policy.layers()),
+                            set,
+                        },
+                        None => load_plugins(&lua, &policy),
+                    }));
+                    let _ = ready_tx.send(Ok(describe(&set.borrow().set)));
                     while let Some(job) = rx.recv().await {
                         let (lua, manager, policy, set) =
                             (lua.clone(), manager.clone(), policy.clone(), set.clone());
-                        tokio::task::spawn_local(async move {
-                            match job {
-                                Job::Delegate(opts, reply) => {
-                                    let r =
-                                        delegate::delegate(&lua, &manager, &policy, *opts, None)
-                                            .await;
-                                    let _ = reply.send(r.map_err(|e| e.to_string()));
-                                }
-                                Job::Continue(name, message, reply) => {
-                                    let r = delegate::continue_task(
+                        match job {
+                            Job::Delegate(opts, reply) => {
+                                let run = sliced(&lua.clone(), async move {
+                                    Ok(delegate::delegate(&lua, &manager, &policy, *opts, None)
+                                        .await
+                                        .map_err(|e| e.to_string()))
+                                });
+                                tokio::task::spawn_local(async move {
+                                    let _ = reply.send(flatten(run.await));
+                                });
+                            }
+                            Job::Continue(name, message, reply) => {
+                                let run = sliced(&lua.clone(), async move {
+                                    Ok(delegate::continue_task(
                                         &lua, &manager, &policy, &name, &message,
                                     )
-                                    .await;
-                                    let _ = reply.send(r.map_err(|e| e.to_string()));
-                                }
-                                Job::Tool(name, args, reply) => {
-                                    let _ = reply.send(call_tool(&lua, &set, &name, args).await);
-                                }
-                                Job::Reload(reply) => {
-                                    let fresh = load_plugins(&lua, &policy);
-                                    let info = describe(&fresh);
-                                    *set.borrow_mut() = fresh;
-                                    let _ = reply.send(info);
+                                    .await
+                                    .map_err(|e| e.to_string()))
+                                });
+                                tokio::task::spawn_local(async move {
+                                    let _ = reply.send(flatten(run.await));
+                                });
+                            }
+                            Job::Tool(name, args, reply) => {
+                                let source = set.borrow().source_of(&name);
+                                match source {
+                                    Some(source) => spawn_tool(
+                                        handle.clone(),
+                                        manager,
+                                        policy,
+                                        source,
+                                        name,
+                                        args,
+                                        reply,
+                                    ),
+                                    None => {
+                                        let _ = reply.send(Err(format!("unknown tool: {name}")));
+                                    }
                                 }
                             }
-                        });
+                            Job::Reload(reply) => {
+                                let fresh = load_plugins(&lua, &policy);
+                                let info = describe(&fresh.set);
+                                *set.borrow_mut() = fresh;
+                                let _ = reply.send(info);
+                            }
+                        }
                     }
                     drop(host);
                 }));
@@ -162,10 +199,11 @@ impl LuaWorker {
     }
 }
 
-fn load_plugins(lua: &Lua, policy: &PolicyService) -> PluginSet {
-    let set = plugins::load(lua, &plugins::discover(policy.layers()));
+fn load_plugins(lua: &Lua, policy: &PolicyService) -> Loaded {
+    let sources = plugins::discover(policy.layers());
+    let set = plugins::load(lua, &sources);
     lua.set_app_data(set.clone());
-    set
+    Loaded { sources, set }
 }
 
 fn describe(set: &PluginSet) -> (Vec<ToolInfo>, Vec<String>) {
@@ -182,14 +220,93 @@ fn describe(set: &PluginSet) -> (Vec<ToolInfo>, Vec<String>) {
     (tools, set.errors.clone())
 }
 
+/// The plugins served, and the sources they were loaded from.
+struct Loaded {
+    sources: Vec<(String, Source)>,
+    set: PluginSet,
+}
+
+impl Loaded {
+    /// The plugin (folder and source) that defines tool `name`.
+    fn source_of(&self, name: &str) -> Option<(String, Source)> {
+        let plugin = self
+            .set
+            .plugins
+            .iter()
+            .find(|p| p.tools.iter().any(|t| t == name))?;
+        self.sources
+            .iter()
+            .find(|(_, src)| src.origin == plugin.origin)
+            .cloned()
+    }
+}
+
+/// A delegation's Lua code, each slice between two waits limited to [`SLICE_LIMIT`].
+fn sliced<T>(
+    lua: &Lua,
+    fut: impl std::future::Future<Output = mlua::Result<T>>,
+) -> impl std::future::Future<Output = mlua::Result<T>> {
+    crate::lua::limits::sliced(
+        lua,
+        SLICE_LIMIT,
+        format!(
+            "stopped: the strategy ran {}s without waiting (an endless loop?)",
+            SLICE_LIMIT.as_secs()
+        ),
+        fut,
+    )
+}
+
+fn flatten<T>(r: mlua::Result<Result<T, String>>) -> Result<T, String> {
+    r.map_err(|e| crate::lua::host::describe(&e))
+        .and_then(|r| r)
+}
+
+/// Run one plugin tool call on a thread of its own, in a fresh Lua state with only
+/// its plugin loaded, and answer on `reply`.
+fn spawn_tool(
+    handle: tokio::runtime::Handle,
+    manager: Arc<Manager>,
+    policy: Arc<PolicyService>,
+    source: (String, Source),
+    name: String,
+    args: serde_json::Value,
+    reply: Reply<serde_json::Value>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("cms-mcp-tool".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            let r = handle.block_on(local.run_until(async move {
+                let opts = HostOptions {
+                    policy: Some(policy),
+                    plugins: false,
+                    ..HostOptions::default()
+                };
+                let host =
+                    LuaHost::new(manager, opts).map_err(|e| format!("cannot start Lua: {e}"))?;
+                let set = plugins::load(host.lua(), std::slice::from_ref(&source));
+                if let Some(e) = set.errors.first() {
+                    return Err(e.clone());
+                }
+                host.lua().set_app_data(set.clone());
+                call_tool(host.lua(), &set, &name, args).await
+            }));
+            let _ = reply.send(r);
+        });
+    if let Err(e) = spawned {
+        // The reply went with the closure: the caller hears that the call was dropped.
+        tracing::error!("cannot start a thread for a plugin tool: {e}");
+    }
+}
+
 async fn call_tool(
     lua: &Lua,
-    set: &Rc<RefCell<PluginSet>>,
+    set: &PluginSet,
     name: &str,
     args: serde_json::Value,
 ) -> Result<serde_json::Value, String> {
     let tool = set
-        .borrow()
         .tools
         .iter()
         .find(|t| t.name == name)
