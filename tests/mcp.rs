@@ -537,6 +537,84 @@ async fn a_spinning_plugin_holds_up_nothing_else() {
     assert!(took >= Duration::from_secs(7), "{took:?}");
 }
 
+#[test]
+fn huge_and_null_id_requests_are_answered_and_sigterm_ends_the_server() {
+    use std::io::{BufRead, Write};
+    let env = Env::new();
+    let mut child = std::process::Command::new(support::cms_bin())
+        .arg("mcp")
+        .current_dir(env.work())
+        .env("CMS_HOME", env.dir.path().join("cms"))
+        .env("CMS_CLAUDE_BIN", support::sim_bin())
+        .env("HOME", env.dir.path())
+        .env("CMS_CONFIG_DIR", env.dir.path().join("config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let init = r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    writeln!(stdin, "{init}").unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    assert_eq!(next()["id"], "init");
+    // "id": null gets an error that carries "id": null.
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":null,"method":"ping"}}"#).unwrap();
+    let v = next();
+    assert!(v.as_object().unwrap().contains_key("id"), "{v}");
+    assert_eq!(v["id"], Value::Null);
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    // A valid request of 17 MB gets an error reply with its id.
+    let huge = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "get_session_status", "arguments": {"name": "x".repeat(17 << 20)}}});
+    writeln!(stdin, "{huge}").unwrap();
+    let v = next();
+    assert_eq!(v["id"], 7, "{v}");
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    // A session, then SIGTERM with stdin still open: the server stops it and exits.
+    let spawn = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "spawn_session", "arguments": {"name": "m", "prompt": "hi"}}});
+    writeln!(stdin, "{spawn}").unwrap();
+    assert_eq!(next()["id"], 8);
+    let status = std::process::Command::new(support::cms_bin())
+        .args(["status", "--name", "m", "--json"])
+        .env("CMS_HOME", env.dir.path().join("cms"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let pid = v["pid"]
+        .as_i64()
+        .expect("the session is live in the server") as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("cms mcp did not exit on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(130));
+    drop(stdin);
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: existence check only.
+    assert_ne!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the session's process is gone"
+    );
+}
+
 /// A small deterministic generator of bad input.
 struct Rng(u64);
 
