@@ -429,6 +429,50 @@ fn the_memory_limit_stops_a_runaway_script() {
     assert_eq!(cms.ok(&["script", &small]).trim(), "20000");
 }
 
+/// Run `cms args...` to the end; its exit code and peak resident memory in MB.
+fn run_measured(cms: &Cms, args: &[&str]) -> (Option<i32>, u64) {
+    let child = cms
+        .cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data; we wait for our own child once.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss as u64 / 1024)
+}
+
+#[test]
+fn the_memory_limit_covers_cms_functions() {
+    let cms = Cms::new();
+    // A 24 KB line nested 8,000 deep, under a 16 MB limit.
+    let file = script(
+        &cms,
+        "parse.lua",
+        "local line = string.rep('$(', 8000) .. string.rep(')', 8000)\nreturn #cms.shell.parse(line)\n",
+    );
+    let (code, peak_mb) = run_measured(&cms, &["script", "--memory-limit", "16", &file]);
+    assert_eq!(code, Some(0));
+    assert!(peak_mb < 64, "peak {peak_mb} MB");
+    // Work too big for the limit is refused like any allocation.
+    let file = script(
+        &cms,
+        "big.lua",
+        "return #cms.shell.parse(string.rep('echo $(a) ', 600000))\n",
+    );
+    let out = cms.run(&["script", "--memory-limit", "16", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not enough memory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn os_exit_sets_the_exit_code_after_stopping_sessions() {
     let cms = Cms::new();

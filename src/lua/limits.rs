@@ -14,6 +14,9 @@
 //!
 //! Once it fired, the hook fires on every instruction until the code has unwound,
 //! so a `pcall` in a loop cannot swallow the stop.
+//!
+//! [`reserve`] holds Rust work done for Lua (`cms.shell.parse`, ...) to the
+//! state's memory limit as well.
 
 use mlua::ffi;
 use mlua::Lua;
@@ -256,6 +259,24 @@ impl<T, F: Future<Output = mlua::Result<T>>> Future for Limited<F> {
             Err(e) => Poll::Ready(Err(e)),
         }
     }
+}
+
+/// Fail with Lua's "not enough memory" unless `bytes` more fit within the state's
+/// memory limit: Rust functions called from Lua check what they are about to
+/// allocate on the Lua state's behalf.
+pub fn reserve(lua: &Lua, bytes: usize) -> mlua::Result<()> {
+    // mlua has no getter for the limit: read it by setting it back at once.
+    let Ok(limit) = lua.set_memory_limit(0) else {
+        return Ok(());
+    };
+    lua.set_memory_limit(limit)?;
+    if limit != 0 && lua.used_memory().saturating_add(bytes) > limit {
+        return Err(mlua::Error::MemoryError(format!(
+            "not enough memory: this call needs about {} KB more than the memory limit allows",
+            bytes / 1024
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
