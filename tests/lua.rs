@@ -430,6 +430,7 @@ fn the_memory_limit_stops_a_runaway_script() {
 }
 
 /// Run `cms args...` to the end; its exit code and peak resident memory in MB.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives the peak
 fn run_measured(cms: &Cms, args: &[&str]) -> (Option<i32>, u64) {
     let child = cms
         .cmd(args)
