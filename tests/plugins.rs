@@ -224,3 +224,54 @@ fn setup_keeps_other_keys_is_idempotent_and_refuses_broken_json() {
         "{err}"
     );
 }
+
+#[test]
+fn setup_writes_through_a_symlink_and_creates_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A new ~/.claude.json is 0600 (it holds the API key once Claude Code writes it).
+    let cms = Cms::new();
+    let home_json = cms.dir.path().join(".claude.json");
+    cms.ok(&["setup", "--global"]);
+    assert_eq!(mode(&home_json), 0o600);
+    // A dotfiles link stays a link; its target gets the entry and keeps its mode.
+    let cms = Cms::new();
+    let dotfiles = cms.dir.path().join("dotfiles");
+    std::fs::create_dir_all(&dotfiles).unwrap();
+    let target = dotfiles.join("claude.json");
+    std::fs::write(
+        &target,
+        r#"{"primaryApiKey": "sk-secret", "numStartups": 3}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home_json = cms.dir.path().join(".claude.json");
+    std::os::unix::fs::symlink("dotfiles/claude.json", &home_json).unwrap();
+    cms.ok(&["setup", "--global"]);
+    assert!(std::fs::symlink_metadata(&home_json)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert_eq!(v["primaryApiKey"], "sk-secret");
+    assert_eq!(v["mcpServers"]["cms"]["args"], serde_json::json!(["mcp"]));
+    assert_eq!(mode(&target), 0o600);
+    // And back out again, through the link.
+    cms.ok(&["setup", "--uninstall"]);
+    assert!(std::fs::symlink_metadata(&home_json)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert!(v["mcpServers"].get("cms").is_none(), "{v}");
+    // No temporary file is left next to either.
+    for dir in [cms.dir.path(), dotfiles.as_path()] {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            assert!(
+                !e.file_name().to_string_lossy().ends_with(".tmp"),
+                "{:?}",
+                e.path()
+            );
+        }
+    }
+}
