@@ -8,7 +8,8 @@
 //!   ([`SLICE_LIMIT`]), so a strategy that spins is stopped.
 //! - Each plugin tool call runs on a thread of its own, in a fresh Lua state with
 //!   only its plugin loaded: a tool that spins until its limit
-//!   ([`tool_limit`], default 60 s) holds up nothing else.
+//!   ([`tool_limit`], default 60 s) holds up nothing else. At most
+//!   [`MAX_TOOL_THREADS`] run at once; more calls wait for a free slot.
 
 use crate::engine::Manager;
 use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
@@ -47,6 +48,9 @@ pub struct LuaWorker {
     tx: mpsc::UnboundedSender<Job>,
 }
 
+/// Most plugin tool calls running at once (more wait for a free slot).
+const MAX_TOOL_THREADS: usize = 16;
+
 /// Longest one slice of a delegation's Lua code (between two waits) may run.
 pub const SLICE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -69,6 +73,7 @@ impl LuaWorker {
     ) -> Result<(LuaWorker, Vec<ToolInfo>, Vec<String>), String> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let tool_handle = handle.clone();
+        let tool_slots = Arc::new(tokio::sync::Semaphore::new(MAX_TOOL_THREADS));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("cms-mcp-lua".into())
@@ -126,20 +131,19 @@ impl LuaWorker {
                             }
                             Job::Tool(name, args, reply) => {
                                 let source = set.borrow().source_of(&name);
-                                match source {
-                                    Some(source) => spawn_tool(
-                                        handle.clone(),
-                                        manager,
-                                        policy,
-                                        source,
-                                        name,
-                                        args,
-                                        reply,
-                                    ),
-                                    None => {
-                                        let _ = reply.send(Err(format!("unknown tool: {name}")));
-                                    }
-                                }
+                                let Some(source) = source else {
+                                    let _ = reply.send(Err(format!("unknown tool: {name}")));
+                                    continue;
+                                };
+                                let (handle, slots) = (handle.clone(), tool_slots.clone());
+                                tokio::task::spawn_local(async move {
+                                    let Ok(slot) = slots.acquire_owned().await else {
+                                        return;
+                                    };
+                                    spawn_tool(
+                                        handle, manager, policy, source, name, args, reply, slot,
+                                    );
+                                });
                             }
                             Job::Reload(reply) => {
                                 let fresh = load_plugins(&lua, &policy);
@@ -263,7 +267,8 @@ fn flatten<T>(r: mlua::Result<Result<T, String>>) -> Result<T, String> {
 }
 
 /// Run one plugin tool call on a thread of its own, in a fresh Lua state with only
-/// its plugin loaded, and answer on `reply`.
+/// its plugin loaded, and answer on `reply`. The thread holds `slot` while it runs.
+#[allow(clippy::too_many_arguments)]
 fn spawn_tool(
     handle: tokio::runtime::Handle,
     manager: Arc<Manager>,
@@ -272,10 +277,12 @@ fn spawn_tool(
     name: String,
     args: serde_json::Value,
     reply: Reply<serde_json::Value>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let spawned = std::thread::Builder::new()
         .name("cms-mcp-tool".into())
         .spawn(move || {
+            let _slot = slot;
             let local = tokio::task::LocalSet::new();
             let r = handle.block_on(local.run_until(async move {
                 let opts = HostOptions {
