@@ -480,6 +480,15 @@ fn the_memory_limit_covers_cms_functions() {
         "{}",
         stderr(&out)
     );
+    // A table shared 2^30 times over would encode to gigabytes.
+    let file = script(
+        &cms,
+        "bomb.lua",
+        "local t = {'xxxxxxxxxxxxxxxx'}\nfor i = 1, 30 do t = {t, t} end\nreturn #cms.json.encode(t)\n",
+    );
+    let (code, peak_mb) = run_measured(&cms, &["script", "--memory-limit", "16", &file]);
+    assert_eq!(code, Some(1));
+    assert!(peak_mb < 64, "peak {peak_mb} MB");
 }
 
 #[test]

@@ -261,22 +261,66 @@ impl<T, F: Future<Output = mlua::Result<T>>> Future for Limited<F> {
     }
 }
 
+/// How many bytes more fit within the state's memory limit (None: no limit).
+pub fn headroom(lua: &Lua) -> Option<usize> {
+    // mlua has no getter for the limit: read it by setting it back at once.
+    let limit = lua.set_memory_limit(0).ok()?;
+    let _ = lua.set_memory_limit(limit);
+    (limit != 0).then(|| limit.saturating_sub(lua.used_memory()))
+}
+
+fn out_of_memory(bytes: usize) -> mlua::Error {
+    mlua::Error::MemoryError(format!(
+        "not enough memory: this call needs {} KB or more, over what the memory limit leaves",
+        bytes.div_ceil(1024)
+    ))
+}
+
 /// Fail with Lua's "not enough memory" unless `bytes` more fit within the state's
 /// memory limit: Rust functions called from Lua check what they are about to
 /// allocate on the Lua state's behalf.
 pub fn reserve(lua: &Lua, bytes: usize) -> mlua::Result<()> {
-    // mlua has no getter for the limit: read it by setting it back at once.
-    let Ok(limit) = lua.set_memory_limit(0) else {
-        return Ok(());
-    };
-    lua.set_memory_limit(limit)?;
-    if limit != 0 && lua.used_memory().saturating_add(bytes) > limit {
-        return Err(mlua::Error::MemoryError(format!(
-            "not enough memory: this call needs about {} KB more than the memory limit allows",
-            bytes / 1024
-        )));
+    match headroom(lua) {
+        Some(room) if bytes > room => Err(out_of_memory(bytes)),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// A buffer that refuses to grow past the state's memory headroom (for output
+/// whose size is only known while it is written, like JSON of shared tables).
+pub struct Bounded {
+    pub bytes: Vec<u8>,
+    room: usize,
+}
+
+impl Bounded {
+    pub fn new(lua: &Lua) -> Bounded {
+        Bounded {
+            bytes: Vec::new(),
+            room: headroom(lua).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The error to give when a write failed for want of room.
+    pub fn overflowed(&self) -> Option<mlua::Error> {
+        (self.bytes.len() >= self.room).then(|| out_of_memory(self.bytes.len()))
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.room {
+            self.bytes.truncate(self.room);
+            self.bytes.shrink_to_fit();
+            self.room = self.bytes.len();
+            return Err(std::io::Error::other("over the memory limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
