@@ -750,6 +750,25 @@ fn sigterm_stops_every_session_the_script_started() {
     assert!(state == "killed" || state == "stopped", "{state}");
 }
 
+/// Wait until the child's stderr says `ready` (its Lua code is running), then a
+/// little more so it is busy. The rest of stderr comes from the returned thread.
+fn wait_for_ready(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("ready") {
+        line.clear();
+    }
+    assert!(line.contains("ready"), "the child never got ready");
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    rest
+}
+
 /// Wait for `child` to exit, at most `limit`; None if it is still running.
 fn wait_at_most(
     child: &mut std::process::Child,
@@ -804,13 +823,51 @@ fn a_busy_script_stops_on_a_signal_with_its_sessions() {
     assert!(state == "killed" || state == "stopped", "{state}");
 
     // A bare loop, and Ctrl-C.
-    let file = script(&cms, "bare.lua", "while true do end\n");
+    let file = script(
+        &cms,
+        "bare.lua",
+        "io.stderr:write('ready\\n')\nwhile true do end\n",
+    );
     for _ in 0..3 {
-        let mut child = cms.cmd(&["script", &file]).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let mut child = cms
+            .cmd(&["script", &file])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = wait_for_ready(&mut child);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let status = wait_at_most(&mut child, Duration::from_secs(5)).expect("the script stopped");
         assert_eq!(status.code(), Some(130));
     }
+}
+
+#[test]
+fn ctrl_c_stops_a_busy_repl_line_and_the_repl_goes_on() {
+    use std::io::Write;
+    let cms = Cms::new();
+    let mut child = cms
+        .cmd(&["repl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"do io.stderr:write('ready\\n') end\ncoroutine.wrap(function() while true do end end)()\nprint('after')\n")
+        .unwrap();
+    drop(stdin);
+    let err = wait_for_ready(&mut child);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(
+        wait_at_most(&mut child, Duration::from_secs(10)).is_some(),
+        "the REPL never stopped the line"
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = err.join().unwrap();
+    assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
+    assert_eq!(stdout(&out).trim(), "after");
+    assert_eq!(out.status.code(), Some(1), "a line failed");
 }

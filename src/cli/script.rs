@@ -35,11 +35,23 @@ const UNWIND_GRACE: Duration = Duration::from_millis(700);
 /// receiver, which wakes a script that was waiting. Runs on the runtime's worker
 /// threads, so a script spinning on this thread does not delay it.
 fn on_signal_interrupt(host: &LuaHost, manager: &Arc<Manager>) -> oneshot::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = oneshot::channel();
     let flag = limits::interrupter(host.lua());
     let manager = manager.clone();
+    // Registered now, before the script runs, so no early signal is missed.
+    let signals =
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
     tokio::spawn(async move {
-        shutdown_signal().await;
+        match signals {
+            Ok((mut int, mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => shutdown_signal().await,
+        }
         if let Some(flag) = &flag {
             flag.store(true, Ordering::Relaxed);
         }
