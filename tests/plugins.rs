@@ -275,3 +275,30 @@ fn setup_writes_through_a_symlink_and_creates_files_private() {
         }
     }
 }
+
+#[test]
+fn a_strategy_that_spins_is_stopped() {
+    let cms = Cms::new();
+    let dir = cms.work().join(".cms/plugins/sp");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("init.lua"),
+        r#"return { name = "sp", strategies = { spin = function(task)
+             task:send(task.prompt)
+             coroutine.wrap(function() while true do end end)()
+           end } }"#,
+    )
+    .unwrap();
+    let out = cms.run(&[
+        "delegate",
+        "--name",
+        "s",
+        "--task",
+        "hi",
+        "--strategy",
+        "spin",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the strategy ran 5s without waiting"), "{err}");
+}

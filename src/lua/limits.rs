@@ -38,6 +38,25 @@ const EVERY: c_int = 1000;
 /// plugin's `init.lua`, a strategy.
 pub const LOAD_LIMIT: Duration = Duration::from_secs(2);
 
+/// Longest a delegation strategy's Lua code may run between two waits.
+pub const STRATEGY_SLICE: Duration = Duration::from_secs(5);
+
+/// Run a delegation (its strategy's Lua code) with each slice between two waits
+/// limited to [`STRATEGY_SLICE`], so a strategy that spins is stopped.
+pub async fn strategy_sliced<T>(
+    lua: &Lua,
+    fut: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let message = format!(
+        "stopped: the strategy ran {}s without waiting (an endless loop?)",
+        STRATEGY_SLICE.as_secs()
+    );
+    sliced(lua, STRATEGY_SLICE, message, async { Ok(fut.await) })
+        .await
+        .map_err(|e| crate::lua::host::describe(&e))
+        .and_then(|r| r)
+}
+
 /// The error of a file stopped at [`LOAD_LIMIT`] (after its `file:line: `).
 pub const LOAD_STOPPED: &str =
     "stopped: the file did not finish loading within 2 s (an endless loop at its top level?)";

@@ -5,7 +5,7 @@
 //! - Delegations (`delegate_task`, `continue_task`) and plugin (re)loads run on one
 //!   Lua thread, concurrently as local tasks: one long `delegate_task` does not hold
 //!   up another, and each slice of Lua between two waits is limited
-//!   ([`SLICE_LIMIT`]), so a strategy that spins is stopped.
+//!   ([`crate::lua::limits::STRATEGY_SLICE`]), so a strategy that spins is stopped.
 //! - Each plugin tool call runs on a thread of its own, in a fresh Lua state with
 //!   only its plugin loaded: a tool that spins until its limit
 //!   ([`tool_limit`], default 60 s) holds up nothing else. At most
@@ -13,6 +13,7 @@
 
 use crate::engine::Manager;
 use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
+use crate::lua::limits::strategy_sliced;
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins::{self, PluginSet};
 use crate::policy::scripts::Source;
@@ -50,9 +51,6 @@ pub struct LuaWorker {
 
 /// Most plugin tool calls running at once (more wait for a free slot).
 const MAX_TOOL_THREADS: usize = 16;
-
-/// Longest one slice of a delegation's Lua code (between two waits) may run.
-pub const SLICE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Longest a plugin tool may run: `CMS_PLUGIN_TOOL_TIMEOUT` seconds, default 60.
 pub fn tool_limit() -> Duration {
@@ -108,25 +106,25 @@ impl LuaWorker {
                             (lua.clone(), manager.clone(), policy.clone(), set.clone());
                         match job {
                             Job::Delegate(opts, reply) => {
-                                let run = sliced(&lua.clone(), async move {
-                                    Ok(delegate::delegate(&lua, &manager, &policy, *opts, None)
-                                        .await
-                                        .map_err(|e| e.to_string()))
-                                });
                                 tokio::task::spawn_local(async move {
-                                    let _ = reply.send(flatten(run.await));
+                                    let run = async {
+                                        delegate::delegate(&lua, &manager, &policy, *opts, None)
+                                            .await
+                                            .map_err(|e| e.to_string())
+                                    };
+                                    let _ = reply.send(strategy_sliced(&lua, run).await);
                                 });
                             }
                             Job::Continue(name, message, reply) => {
-                                let run = sliced(&lua.clone(), async move {
-                                    Ok(delegate::continue_task(
-                                        &lua, &manager, &policy, &name, &message,
-                                    )
-                                    .await
-                                    .map_err(|e| e.to_string()))
-                                });
                                 tokio::task::spawn_local(async move {
-                                    let _ = reply.send(flatten(run.await));
+                                    let run = async {
+                                        delegate::continue_task(
+                                            &lua, &manager, &policy, &name, &message,
+                                        )
+                                        .await
+                                        .map_err(|e| e.to_string())
+                                    };
+                                    let _ = reply.send(strategy_sliced(&lua, run).await);
                                 });
                             }
                             Job::Tool(name, args, reply) => {
@@ -243,27 +241,6 @@ impl Loaded {
             .find(|(_, src)| src.origin == plugin.origin)
             .cloned()
     }
-}
-
-/// A delegation's Lua code, each slice between two waits limited to [`SLICE_LIMIT`].
-fn sliced<T>(
-    lua: &Lua,
-    fut: impl std::future::Future<Output = mlua::Result<T>>,
-) -> impl std::future::Future<Output = mlua::Result<T>> {
-    crate::lua::limits::sliced(
-        lua,
-        SLICE_LIMIT,
-        format!(
-            "stopped: the strategy ran {}s without waiting (an endless loop?)",
-            SLICE_LIMIT.as_secs()
-        ),
-        fut,
-    )
-}
-
-fn flatten<T>(r: mlua::Result<Result<T, String>>) -> Result<T, String> {
-    r.map_err(|e| crate::lua::host::describe(&e))
-        .and_then(|r| r)
 }
 
 /// Run one plugin tool call on a thread of its own, in a fresh Lua state with only
