@@ -399,7 +399,7 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
 fn text_chunks_only(lua: &Lua) -> mlua::Result<()> {
     lua.load(
         r#"
-        local load, loadfile, select, error = load, loadfile, select, error
+        local load, loadfile, error = load, loadfile, error
         local package, string = package, string
         _G.load = function(chunk, name, _, ...)
           return load(chunk, name, "t", ...)
