@@ -848,3 +848,56 @@ fn batch_help_names_every_key_a_batch_file_may_use() {
         assert!(help.contains(&format!("`{key}`")), "{key} missing: {help}");
     }
 }
+
+#[test]
+fn cms_home_is_tightened_and_a_read_only_one_still_lists() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let cms = Cms::new();
+    let home = cms.dir.path().join("cms");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cms.ok(&["spawn", "--name", "a", "--prompt", "hi"]);
+    let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "an existing CMS_HOME is tightened");
+
+    // Now make it read-only for the user cms runs as (root ignores modes: run as nobody).
+    let root = unsafe { libc::geteuid() } == 0;
+    let nobody = 65534;
+    if root {
+        for p in [cms.dir.path(), cms.work().as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for p in [home.clone(), home.join("cms.db")] {
+            std::os::unix::fs::chown(&p, Some(nobody), Some(nobody)).unwrap();
+        }
+    }
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let as_user = |args: &[&str]| {
+        let mut c = cms.cmd(args);
+        if root {
+            c.uid(nobody).gid(nobody);
+        }
+        c.output().unwrap()
+    };
+    let out = as_user(&["list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "a", "{v}");
+    assert!(as_user(&["status", "--name", "a"]).status.success());
+    // Writing fails with a message, not a crash.
+    let out = as_user(&["spawn", "--name", "b", "--prompt", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    // The first write to refuse names the place: the session's lock file or the store.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("readonly database")
+            || (stderr.contains("locks/b.lock") && stderr.contains("Permission denied")),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+}

@@ -263,6 +263,75 @@ fn unsafe_functions_are_off_unless_asked_for() {
 }
 
 #[test]
+fn binary_chunks_never_load() {
+    let cms = Cms::new();
+    // A real binary chunk, patched so running it would read far out of bounds.
+    let mut chunk = mlua::Lua::new()
+        .load("local a, b = 1, 2 return a + b, 'x'")
+        .into_function()
+        .unwrap()
+        .dump(false);
+    let n = chunk.len();
+    for b in &mut chunk[n / 2..n - 4] {
+        *b = 0xff;
+    }
+    std::fs::write(cms.work().join("evil.luac"), &chunk).unwrap();
+    let literal: String = chunk.iter().map(|b| format!("\\{b}")).collect();
+    std::fs::write(cms.work().join("evil.lua"), &chunk).unwrap();
+    let file = script(
+        &cms,
+        "b.lua",
+        &format!(
+            r#"
+            local out = {{}}
+            out.dump = select(2, pcall(string.dump, function() end))
+            out.load = select(2, load("{literal}"))
+            out.load_b = select(2, load("{literal}", "x", "b"))
+            out.loadfile = select(2, loadfile("evil.luac"))
+            out.dofile = select(2, pcall(dofile, "evil.luac"))
+            package.path = "./?.lua"
+            out.require = select(2, pcall(require, "evil"))
+            return out
+            "#
+        ),
+    );
+    let out = cms.run(&["script", "--json", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["dump"]
+            .as_str()
+            .unwrap()
+            .contains("string.dump is disabled"),
+        "{v}"
+    );
+    for k in ["load", "load_b", "loadfile", "dofile", "require"] {
+        assert!(
+            v[k].as_str()
+                .unwrap_or("")
+                .contains("attempt to load a binary chunk"),
+            "{k}: {v}"
+        );
+    }
+    // The file itself, as a script: an error, never a crash.
+    let out = cms.run(&["script", "evil.luac"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Policies and plugins are held to the same rule.
+    let policy = script(
+        &cms,
+        "p.lua",
+        "return load(string.dump(function() return 1 end))\n",
+    );
+    let out = cms.run(&["policy", "check", &policy]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("string.dump is disabled"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_endless_event_handler_is_stopped_and_the_script_goes_on() {
     let cms = Cms::new();
     let file = script(
@@ -296,6 +365,51 @@ fn an_endless_event_handler_is_stopped_and_the_script_goes_on() {
 }
 
 #[test]
+fn a_handler_spinning_inside_a_coroutine_is_stopped_too() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "co.lua",
+        r#"
+        cms.on("result", function() coroutine.wrap(function() while true do end end)() end)
+        cms.on("tool_use", function()
+          local co = coroutine.create(function() coroutine.wrap(function() while true do end end)() end)
+          assert(coroutine.resume(co))
+        end)
+        local s = cms.spawn{ name = "t", prompt = 'USE_TOOL Read {"file_path": "/etc/hostname"}' }
+        return s.response.text
+        "#,
+    );
+    let mut child = cms
+        .cmd(&["script", "--json", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_at_most(&mut child, Duration::from_secs(30)).is_some(),
+        "the handlers were never stopped"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for event in ["result", "tool_use"] {
+        assert!(
+            stderr(&out).contains(&format!("cms.on('{event}') handler failed")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        stderr(&out)
+            .matches("ran longer than its limit of 2000 ms")
+            .count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn the_memory_limit_stops_a_runaway_script() {
     let cms = Cms::new();
     let file = script(
@@ -321,6 +435,60 @@ fn the_memory_limit_stops_a_runaway_script() {
         .status
         .success());
     assert_eq!(cms.ok(&["script", &small]).trim(), "20000");
+}
+
+/// Run `cms args...` to the end; its exit code and peak resident memory in MB.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives the peak
+fn run_measured(cms: &Cms, args: &[&str]) -> (Option<i32>, u64) {
+    let child = cms
+        .cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data; we wait for our own child once.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss as u64 / 1024)
+}
+
+#[test]
+fn the_memory_limit_covers_cms_functions() {
+    let cms = Cms::new();
+    // A 24 KB line nested 8,000 deep, under a 16 MB limit.
+    let file = script(
+        &cms,
+        "parse.lua",
+        "local line = string.rep('$(', 8000) .. string.rep(')', 8000)\nreturn #cms.shell.parse(line)\n",
+    );
+    let (code, peak_mb) = run_measured(&cms, &["script", "--memory-limit", "16", &file]);
+    assert_eq!(code, Some(0));
+    assert!(peak_mb < 64, "peak {peak_mb} MB");
+    // Work too big for the limit is refused like any allocation.
+    let file = script(
+        &cms,
+        "big.lua",
+        "return #cms.shell.parse(string.rep('echo $(a) ', 600000))\n",
+    );
+    let out = cms.run(&["script", "--memory-limit", "16", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not enough memory"),
+        "{}",
+        stderr(&out)
+    );
+    // A table shared 2^30 times over would encode to gigabytes.
+    let file = script(
+        &cms,
+        "bomb.lua",
+        "local t = {'xxxxxxxxxxxxxxxx'}\nfor i = 1, 30 do t = {t, t} end\nreturn #cms.json.encode(t)\n",
+    );
+    let (code, peak_mb) = run_measured(&cms, &["script", "--memory-limit", "16", &file]);
+    assert_eq!(code, Some(1));
+    assert!(peak_mb < 64, "peak {peak_mb} MB");
 }
 
 #[test]
@@ -580,4 +748,126 @@ fn sigterm_stops_every_session_the_script_started() {
     assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
     let state = cms.json(&["status", "--name", "h"])["state"].clone();
     assert!(state == "killed" || state == "stopped", "{state}");
+}
+
+/// Wait until the child's stderr says `ready` (its Lua code is running), then a
+/// little more so it is busy. The rest of stderr comes from the returned thread.
+fn wait_for_ready(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("ready") {
+        line.clear();
+    }
+    assert!(line.contains("ready"), "the child never got ready");
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    rest
+}
+
+/// Wait for `child` to exit, at most `limit`; None if it is still running.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn a_busy_script_stops_on_a_signal_with_its_sessions() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "busy.lua",
+        "cms.spawn{ name = 'b', prompt = 'first' }\nwhile true do pcall(function() while true do end end) end\n",
+    );
+    let mut child = cms
+        .cmd(&["script", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for _ in 0..300 {
+        std::thread::sleep(Duration::from_millis(50));
+        let v = cms.json(&["status", "--name", "b"]);
+        if v["state"] == "idle" {
+            pid = v["pid"].as_i64();
+            if pid.is_some() {
+                break;
+            }
+        }
+    }
+    let pid = pid.expect("the session went idle with a live process") as i32;
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_at_most(&mut child, Duration::from_secs(5)).expect("the script stopped");
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: existence check only.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
+    let state = cms.json(&["status", "--name", "b"])["state"].clone();
+    assert!(state == "killed" || state == "stopped", "{state}");
+
+    // A bare loop, and Ctrl-C.
+    let file = script(
+        &cms,
+        "bare.lua",
+        "io.stderr:write('ready\\n')\nwhile true do end\n",
+    );
+    for _ in 0..3 {
+        let mut child = cms
+            .cmd(&["script", &file])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = wait_for_ready(&mut child);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = wait_at_most(&mut child, Duration::from_secs(5)).expect("the script stopped");
+        assert_eq!(status.code(), Some(130));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_busy_repl_line_and_the_repl_goes_on() {
+    use std::io::Write;
+    let cms = Cms::new();
+    let mut child = cms
+        .cmd(&["repl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"do io.stderr:write('ready\\n') end\ncoroutine.wrap(function() while true do end end)()\nprint('after')\n")
+        .unwrap();
+    drop(stdin);
+    let err = wait_for_ready(&mut child);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(
+        wait_at_most(&mut child, Duration::from_secs(10)).is_some(),
+        "the REPL never stopped the line"
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = err.join().unwrap();
+    assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
+    assert_eq!(stdout(&out).trim(), "after");
+    assert_eq!(out.status.code(), Some(1), "a line failed");
 }

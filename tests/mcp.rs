@@ -66,9 +66,19 @@ async fn connect(
     mpsc::UnboundedReceiver<()>,
     mpsc::UnboundedReceiver<String>,
 ) {
+    connect_with(env.command()).await
+}
+
+async fn connect_with(
+    command: tokio::process::Command,
+) -> (
+    Client,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<String>,
+) {
     let (ctx, crx) = mpsc::unbounded_channel();
     let (ptx, prx) = mpsc::unbounded_channel();
-    let transport = TokioChildProcess::new(env.command()).unwrap();
+    let transport = TokioChildProcess::new(command).unwrap();
     let client = Watcher {
         changed: ctx,
         progress: ptx,
@@ -495,6 +505,170 @@ async fn plugin_changes_on_disk_update_the_tool_list() {
     assert!(started.elapsed() < Duration::from_secs(10));
     ok(&client, "list_sessions", json!({})).await;
     client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_plugin_holds_up_nothing_else() {
+    let env = Env::new();
+    let config = env.dir.path().join("config");
+    // A plugin whose file never finishes loading: left out, and the server still starts.
+    write_plugin(
+        &config,
+        "hang",
+        "local n = 0\nwhile true do n = n + 1 end\n",
+    );
+    write_plugin(
+        &config,
+        "spin",
+        r#"return { name = "spin", tools = {
+          { name = "spin", description = "Spins in a coroutine",
+            handler = function() coroutine.wrap(function() while true do end end)() end },
+          { name = "quick", description = "Answers", handler = function() return { ok = true } end },
+        } }"#,
+    );
+    write_plugin(
+        &config,
+        "hello",
+        r#"return { name = "hello", tools = { { name = "hello", description = "Greets",
+          handler = function() return { greeting = "hello" } end } } }"#,
+    );
+    let mut command = env.command();
+    command.env("CMS_PLUGIN_TOOL_TIMEOUT", "8");
+    let (client, _, _) = connect_with(command).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "spin"));
+    assert!(!tools.iter().any(|t| t.name == "hang"));
+    let client = std::sync::Arc::new(client);
+    let spinning = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (fails(&c, "spin", json!({})).await, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Other tools (of the same plugin too) and delegations answer while it spins.
+    assert_eq!(
+        ok(&client, "hello", json!({})).await,
+        json!({ "greeting": "hello" })
+    );
+    assert_eq!(ok(&client, "quick", json!({})).await, json!({ "ok": true }));
+    let v = ok(
+        &client,
+        "delegate_task",
+        json!({ "name": "d", "task": "hello" }),
+    )
+    .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    let v = ok(
+        &client,
+        "continue_task",
+        json!({ "name": "d", "message": "again" }),
+    )
+    .await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(
+        !spinning.is_finished(),
+        "the spinning tool was still running"
+    );
+    let (e, took) = spinning.await.unwrap();
+    assert!(e.contains("ran past its time limit of 8s"), "{e}");
+    assert!(took >= Duration::from_secs(7), "{took:?}");
+}
+
+#[test]
+fn huge_and_null_id_requests_are_answered_and_sigterm_ends_the_server() {
+    use std::io::{BufRead, Write};
+    let env = Env::new();
+    let mut child = std::process::Command::new(support::cms_bin())
+        .arg("mcp")
+        .current_dir(env.work())
+        .env("CMS_HOME", env.dir.path().join("cms"))
+        .env("CMS_CLAUDE_BIN", support::sim_bin())
+        .env("HOME", env.dir.path())
+        .env("CMS_CONFIG_DIR", env.dir.path().join("config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Replies arrive on a channel, so a request left unanswered fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a reply from cms mcp");
+        serde_json::from_str(&line).unwrap()
+    };
+    let init = r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    writeln!(stdin, "{init}").unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    assert_eq!(next()["id"], "init");
+    // "id": null gets an error that carries "id": null.
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":null,"method":"ping"}}"#).unwrap();
+    let v = next();
+    assert!(v.as_object().unwrap().contains_key("id"), "{v}");
+    assert_eq!(v["id"], Value::Null);
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    // A valid request of 17 MB gets an error reply with its id.
+    let huge = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "get_session_status", "arguments": {"name": "x".repeat(17 << 20)}}});
+    writeln!(stdin, "{huge}").unwrap();
+    let v = next();
+    assert_eq!(v["id"], 7, "{v}");
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    // A session, then SIGTERM with stdin still open: the server stops it and exits.
+    let spawn = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "spawn_session", "arguments": {"name": "m", "prompt": "hi"}}});
+    writeln!(stdin, "{spawn}").unwrap();
+    assert_eq!(next()["id"], 8);
+    let status = std::process::Command::new(support::cms_bin())
+        .args(["status", "--name", "m", "--json"])
+        .env("CMS_HOME", env.dir.path().join("cms"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let pid = v["pid"]
+        .as_i64()
+        .expect("the session is live in the server") as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("cms mcp did not exit on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(130));
+    drop(stdin);
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: existence check only.
+    assert_ne!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the session's process is gone"
+    );
 }
 
 /// A small deterministic generator of bad input.

@@ -108,6 +108,38 @@ fn plugins_list_check_and_a_broken_one() {
 }
 
 #[test]
+fn files_that_never_finish_loading_are_reported_like_syntax_errors() {
+    let cms = Cms::new();
+    let spin = "local n = 0\nwhile true do n = n + 1 end\n";
+    // A policy script: `policy check` names the line; `delegate` goes on with the built-in one.
+    std::fs::create_dir_all(cms.work().join(".cms")).unwrap();
+    std::fs::write(cms.work().join(".cms/safety.lua"), spin).unwrap();
+    let err = cms.fails(&["policy", "check", ".cms/safety.lua"]);
+    assert!(
+        err.contains(".cms/safety.lua:2: stopped: the file did not finish loading within 2 s"),
+        "{err}"
+    );
+    let v = delegate(&cms, &["--name", "d1", "--task", "hello"]);
+    assert_eq!(v["status"], "completed", "{v}");
+    std::fs::remove_file(cms.work().join(".cms/safety.lua")).unwrap();
+    // A plugin: left out with its line, the rest go on.
+    let dir = cms.work().join(".cms/plugins/spin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("init.lua"), spin).unwrap();
+    let err = cms.fails(&["plugins", "check"]);
+    assert!(
+        err.contains("plugin 'spin' left out")
+            && err.contains("spin/init.lua:2: stopped: the file did not finish loading"),
+        "{err}"
+    );
+    let out = cms.run(&["plugins", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["plugins"].as_array().unwrap().len(), 2, "{list}");
+    let v = delegate(&cms, &["--name", "d2", "--task", "hello"]);
+    assert_eq!(v["status"], "completed", "{v}");
+}
+
+#[test]
 fn a_plugin_strategy_drives_a_delegation() {
     let cms = Cms::new();
     let dir = cms.work().join(".cms/plugins/twice");
@@ -191,4 +223,82 @@ fn setup_keeps_other_keys_is_idempotent_and_refuses_broken_json() {
         err.contains("choose where to install: --global (all projects) or --local"),
         "{err}"
     );
+}
+
+#[test]
+fn setup_writes_through_a_symlink_and_creates_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A new ~/.claude.json is 0600 (it holds the API key once Claude Code writes it).
+    let cms = Cms::new();
+    let home_json = cms.dir.path().join(".claude.json");
+    cms.ok(&["setup", "--global"]);
+    assert_eq!(mode(&home_json), 0o600);
+    // A dotfiles link stays a link; its target gets the entry and keeps its mode.
+    let cms = Cms::new();
+    let dotfiles = cms.dir.path().join("dotfiles");
+    std::fs::create_dir_all(&dotfiles).unwrap();
+    let target = dotfiles.join("claude.json");
+    std::fs::write(
+        &target,
+        r#"{"primaryApiKey": "sk-secret", "numStartups": 3}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home_json = cms.dir.path().join(".claude.json");
+    std::os::unix::fs::symlink("dotfiles/claude.json", &home_json).unwrap();
+    cms.ok(&["setup", "--global"]);
+    assert!(std::fs::symlink_metadata(&home_json)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert_eq!(v["primaryApiKey"], "sk-secret");
+    assert_eq!(v["mcpServers"]["cms"]["args"], serde_json::json!(["mcp"]));
+    assert_eq!(mode(&target), 0o600);
+    // And back out again, through the link.
+    cms.ok(&["setup", "--uninstall"]);
+    assert!(std::fs::symlink_metadata(&home_json)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert!(v["mcpServers"].get("cms").is_none(), "{v}");
+    // No temporary file is left next to either.
+    for dir in [cms.dir.path(), dotfiles.as_path()] {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            assert!(
+                !e.file_name().to_string_lossy().ends_with(".tmp"),
+                "{:?}",
+                e.path()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_strategy_that_spins_is_stopped() {
+    let cms = Cms::new();
+    let dir = cms.work().join(".cms/plugins/sp");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("init.lua"),
+        r#"return { name = "sp", strategies = { spin = function(task)
+             task:send(task.prompt)
+             coroutine.wrap(function() while true do end end)()
+           end } }"#,
+    )
+    .unwrap();
+    let out = cms.run(&[
+        "delegate",
+        "--name",
+        "s",
+        "--task",
+        "hi",
+        "--strategy",
+        "spin",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the strategy ran 5s without waiting"), "{err}");
 }

@@ -393,6 +393,47 @@ fn a_failing_or_endless_policy_denies() {
 }
 
 #[test]
+fn a_policy_spinning_inside_a_coroutine_denies_in_time() {
+    let p = project();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("safety.lua"),
+        "return { on_tool_use = function() coroutine.wrap(function() while true do end end)() end }\n",
+    )
+    .unwrap();
+    let s = service(layers_in(dir.path()));
+    let started = Instant::now();
+    match s.decide(&write(&p, "src/x.txt"), &guard("full")) {
+        Decision::Deny { reason, .. } => assert!(
+            reason.contains("ran longer than its limit of 500 ms"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A plugin policy is held to the same limit.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("plugins/spin");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::write(
+        plugin.join("init.lua"),
+        "return { policies = { { name = 'spin', on_tool_use = function() \
+         local co = coroutine.create(function() while true do end end) coroutine.resume(co) end } } }\n",
+    )
+    .unwrap();
+    let s = service(layers_in(dir.path()));
+    let started = Instant::now();
+    match s.decide(&write(&p, "src/x.txt"), &guard("full")) {
+        Decision::Deny { reason, .. } => assert!(
+            reason.contains("plugin policy 'spin'") && reason.contains("ran longer than"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
 fn a_broken_edit_keeps_the_last_good_version() {
     let p = project();
     let dir = tempfile::tempdir().unwrap();

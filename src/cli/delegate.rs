@@ -86,7 +86,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
             }
         };
         let outcome = tokio::select! {
-            r = work => Some(r),
+            r = crate::lua::limits::strategy_sliced(host.lua(), work) => Some(r),
             _ = shutdown_signal() => None,
         };
         let code = match outcome {

@@ -274,8 +274,36 @@ enum Job {
     File(std::path::PathBuf),
 }
 
-/// Run a chunk or file; Ctrl-C interrupts the running turns and abandons the chunk.
+/// Run a chunk or file; Ctrl-C interrupts the running turns and abandons the chunk,
+/// a busy one (`while true do end`) included: a task on the runtime's workers sets
+/// the state's interrupt flag, which the instruction hook sees.
 async fn evaluate(host: &LuaHost, job: Job) -> Result<Eval, ScriptError> {
+    let flag = crate::lua::limits::interrupter(host.lua());
+    // Registered before the chunk runs, so no early Ctrl-C is missed.
+    let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let watcher = flag.clone().zip(sigint).map(|(flag, mut sigint)| {
+        tokio::spawn(async move {
+            if sigint.recv().await.is_some() {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    });
+    let r = evaluate_inner(host, job).await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    if let Some(flag) = flag {
+        // The next chunk starts afresh.
+        if flag.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Err(ScriptError::Lua(mlua::Error::runtime(
+                "interrupted (Ctrl-C)",
+            )));
+        }
+    }
+    r
+}
+
+async fn evaluate_inner(host: &LuaHost, job: Job) -> Result<Eval, ScriptError> {
     let work = async {
         match &job {
             Job::Chunk(code) => host.eval(code).await,

@@ -4,7 +4,12 @@ use super::args::ScriptArgs;
 use super::commands::shutdown_signal;
 use super::out::{errln, outln};
 use crate::engine::{EngineConfig, Manager};
+use crate::lua::limits::{self, is_interrupted};
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Load the safety policy (watched for edits) onto `manager` and start a Lua host
 /// with it: how every Lua frontend begins. Keep the returned `Attached` alive.
@@ -18,6 +23,46 @@ pub(super) fn start_host(
     opts.policy = Some(attached.service.clone());
     let host = LuaHost::new(manager.clone(), opts).map_err(|e| format!("cannot start Lua: {e}"))?;
     Ok((host, attached))
+}
+
+const INTERRUPTED: &str = "interrupted: every session the script started was stopped";
+
+/// How long a script stopped by a signal may take to unwind before the process
+/// stops its sessions and exits anyway (a script stuck inside one C function).
+const UNWIND_GRACE: Duration = Duration::from_millis(700);
+
+/// On Ctrl-C or SIGTERM, stop the script's Lua code wherever it is (a busy loop
+/// included: the instruction hook sees the flag) and resolve the returned
+/// receiver, which wakes a script that was waiting. Runs on the runtime's worker
+/// threads, so a script spinning on this thread does not delay it.
+fn on_signal_interrupt(host: &LuaHost, manager: &Arc<Manager>) -> oneshot::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = oneshot::channel();
+    let flag = limits::interrupter(host.lua());
+    let manager = manager.clone();
+    // Registered now, before the script runs, so no early signal is missed.
+    let signals =
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+    tokio::spawn(async move {
+        match signals {
+            Ok((mut int, mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => shutdown_signal().await,
+        }
+        if let Some(flag) = &flag {
+            flag.store(true, Ordering::Relaxed);
+        }
+        let _ = tx.send(());
+        tokio::time::sleep(UNWIND_GRACE).await;
+        manager.kill_all().await;
+        errln!("Error: {INTERRUPTED}");
+        std::process::exit(130);
+    });
+    rx
 }
 
 /// Run the script; returns the exit code (0, 1 on error, the code of `os.exit`, 130
@@ -53,14 +98,15 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                 return 1;
             }
         }
+        let interrupted = on_signal_interrupt(&host, &manager);
         let outcome = tokio::select! {
-            r = host.run_file(&args.file) => Some(r),
-            _ = shutdown_signal() => None,
+            r = host.run_file(&args.file) => (!is_interrupted(host.lua())).then_some(r),
+            _ = interrupted => None,
         };
         let code = match outcome {
             None => {
                 manager.kill_all().await;
-                errln!("Error: interrupted: every session the script started was stopped");
+                errln!("Error: {INTERRUPTED}");
                 return 130;
             }
             Some(Ok(value)) => {

@@ -9,7 +9,7 @@ use super::args::SetupArgs;
 use super::out::{errln, outln};
 use crate::engine::EngineConfig;
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 /// The server's name in Claude Code: its tools are `mcp__cms__<tool>`.
@@ -261,20 +261,47 @@ fn edit_guide(file: &Path, install: bool) -> Result<String, String> {
     Ok(action.into())
 }
 
+/// The file a path names, following symlinks (also a dangling one: the file it
+/// would create). Writing there keeps a dotfiles link a link.
+fn through_links(file: &Path) -> PathBuf {
+    let mut path = file.to_path_buf();
+    for _ in 0..40 {
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            break;
+        }
+        match std::fs::read_link(&path) {
+            Ok(target) => {
+                path = match path.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    path
+}
+
 /// Back the file up (when it exists), then replace it atomically, keeping its
-/// permissions.
+/// permissions; a new file is 0600. A symlink is written through: its target
+/// gets the new text and the link stays. The text is never readable by others
+/// on the way: the temporary file is created 0600.
 fn write_file(file: &Path, exists: bool, text: &str) -> Result<(), String> {
-    if let Some(dir) = file.parent() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let target = through_links(file);
+    if let Some(dir) = target.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     if exists {
-        let backup = file.with_file_name(format!("{name}.cms.bak"));
-        std::fs::copy(file, &backup).map_err(|e| {
+        let backup = file.with_file_name(format!("{}.cms.bak", name(file)));
+        std::fs::copy(&target, &backup).map_err(|e| {
             format!(
                 "cannot back up {} to {}: {e}",
                 file.display(),
@@ -282,15 +309,29 @@ fn write_file(file: &Path, exists: bool, text: &str) -> Result<(), String> {
             )
         })?;
     }
-    let tmp = file.with_file_name(format!(".{name}.cms-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let tmp = target.with_file_name(format!(".{}.cms-{}.tmp", name(&target), std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot write {}: {e}", tmp.display()));
+    }
     if exists {
-        if let Ok(meta) = std::fs::metadata(file) {
-            let _ = std::fs::set_permissions(&tmp, meta.permissions());
+        if let Ok(meta) = std::fs::metadata(&target) {
+            let mode = meta.permissions().mode() & 0o7777;
+            let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode));
         }
     }
-    std::fs::rename(&tmp, file).map_err(|e| {
+    std::fs::rename(&tmp, &target).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot replace {}: {e}", file.display())
+        format!("cannot replace {}: {e}", target.display())
     })
 }

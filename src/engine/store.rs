@@ -197,10 +197,41 @@ const SESSION_COLUMNS: &str =
      last_response, last_error, pid, host_pid, meta, reported_cost_usd, host_kind, retry";
 
 impl Store {
-    /// Open (creating it if needed) the store in `home`.
+    /// Open (creating it if needed) the store in `home`. A store that cannot be
+    /// opened for writing (a read-only `CMS_HOME`) is opened read-only: reading
+    /// commands work, writes fail with SQLite's "readonly database".
     pub fn open(home: &Path) -> Result<Store> {
         create_private_dir(home)?;
         let path = home.join("cms.db");
+        match Store::open_writable(&path) {
+            Err(e) if path.exists() => Store::open_read_only(&path).map_err(|_| e),
+            r => r,
+        }
+    }
+
+    /// Read-only: through SQLite's WAL files when they are there, else as an
+    /// immutable file (no WAL file means every change is in the database file).
+    fn open_read_only(path: &Path) -> Result<Store> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let uri = format!(
+            "file:{}{}",
+            path.display(),
+            if wal.exists() { "" } else { "?immutable=1" }
+        );
+        let conn = Connection::open_with_flags(&uri, flags).map_err(|e| store_err(path, e))?;
+        let store = Store {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.schema_version()?;
+        tracing::info!("{} is read-only: opened for reading only", path.display());
+        Ok(store)
+    }
+
+    fn open_writable(path: &Path) -> Result<Store> {
+        let path = path.to_path_buf();
         let fresh = !path.exists();
         let conn = Connection::open(&path).map_err(|e| store_err(&path, e))?;
         if fresh {
@@ -776,11 +807,18 @@ fn store_err(path: &Path, source: rusqlite::Error) -> EngineError {
     }
 }
 
+/// Create `dir` 0700, or take group and other permissions off an existing one.
 fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .map_err(|e| EngineError::io(format!("cannot create {}", dir.display()), e))?;
         set_mode(dir, 0o700);
+    } else if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            set_mode(dir, mode & !0o077);
+        }
     }
     Ok(())
 }

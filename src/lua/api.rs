@@ -149,19 +149,28 @@ pub fn install_pure(lua: &Lua, cms: &Table) -> mlua::Result<()> {
     let json = lua.create_table()?;
     json.set(
         "encode",
-        lua.create_function(|_, (v, pretty): (Value, Option<bool>)| {
-            let text = if pretty.unwrap_or(false) {
-                serde_json::to_string_pretty(&v)
+        lua.create_function(|lua, (v, pretty): (Value, Option<bool>)| {
+            // A table shared many times over is written out each time: the text can
+            // be far bigger than the table, so it is held to the memory limit.
+            let mut out = crate::lua::limits::Bounded::new(lua);
+            let written = if pretty.unwrap_or(false) {
+                serde_json::to_writer_pretty(&mut out, &v)
             } else {
-                serde_json::to_string(&v)
+                serde_json::to_writer(&mut out, &v)
             };
-            text.map_err(|e| mlua::Error::runtime(format!("cms.json.encode: {e}")))
+            if let Some(e) = out.overflowed() {
+                return Err(e);
+            }
+            written.map_err(|e| mlua::Error::runtime(format!("cms.json.encode: {e}")))?;
+            lua.create_string(&out.bytes)
         })?,
     )?;
     json.set(
         "decode",
-        lua.create_function(|lua, text: String| {
-            let v: serde_json::Value = serde_json::from_str(&text)
+        lua.create_function(|lua, text: mlua::String| {
+            // The parsed value takes up to ~16 bytes of Rust memory per byte of text.
+            crate::lua::limits::reserve(lua, text.as_bytes().len().saturating_mul(16))?;
+            let v: serde_json::Value = serde_json::from_slice(&text.as_bytes())
                 .map_err(|e| mlua::Error::runtime(format!("cms.json.decode: invalid JSON: {e}")))?;
             convert::to_lua(lua, &v)
         })?,

@@ -537,17 +537,19 @@ fn load_strategy(lua: &Lua, policy: &PolicyService, name: &str) -> Result<Functi
             }
         }
     }
-    let loaded = lua
-        .load(src.code.as_str())
-        .set_name(src.chunk_name())
-        .call::<Value>(())
-        .and_then(|v| match v {
-            Value::Function(f) => Ok(f),
-            _ => Err(mlua::Error::runtime(format!(
-                "{} must return a function(task)",
-                src.origin
-            ))),
-        });
+    let loaded = crate::lua::limits::load_limited(lua, || {
+        lua.load(src.code.as_str())
+            .set_name(src.chunk_name())
+            .set_mode(mlua::ChunkMode::Text)
+            .call::<Value>(())
+    })
+    .and_then(|v| match v {
+        Value::Function(f) => Ok(f),
+        _ => Err(mlua::Error::runtime(format!(
+            "{} must return a function(task)",
+            src.origin
+        ))),
+    });
     match loaded {
         Ok(f) => {
             if let Some(mut cache) = lua.app_data_mut::<StrategyCache>() {

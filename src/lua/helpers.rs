@@ -43,6 +43,9 @@ pub fn install(lua: &Lua, cms: &Table) -> mlua::Result<()> {
     sh.set(
         "parse",
         lua.create_function(|lua, line: String| {
+            // The reader holds the line as chars and the words it reads (about
+            // 4 + 2 bytes per byte), and the tables cost about as much again.
+            crate::lua::limits::reserve(lua, line.len().saturating_mul(12))?;
             let out = crate::lua::convert::array(lua, lua.create_table()?);
             for (i, c) in shell::parse(&line).into_iter().enumerate() {
                 let t = lua.create_table()?;

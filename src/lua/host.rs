@@ -7,15 +7,13 @@
 
 use crate::engine::{Manager, SessionEvent};
 use crate::lua::api;
-use mlua::{
-    Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value, VmState,
-};
+use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// How a host is set up.
@@ -31,6 +29,8 @@ pub struct HostOptions {
     pub args: Vec<String>,
     /// The safety policy service (presets, limits, strategies) for `cms.delegate`.
     pub policy: Option<Arc<crate::policy::PolicyService>>,
+    /// Load every plugin (for their strategies) when there is a policy service.
+    pub plugins: bool,
 }
 
 impl Default for HostOptions {
@@ -41,6 +41,7 @@ impl Default for HostOptions {
             callback_limit: Duration::from_secs(2),
             args: Vec::new(),
             policy: None,
+            plugins: true,
         }
     }
 }
@@ -100,6 +101,7 @@ pub fn describe(e: &mlua::Error) -> String {
             let l = l.trim();
             !(l.is_empty()
                 || l.starts_with("[C]: in local 'poll'")
+                || l.starts_with("[C]: in hook")
                 || l.starts_with("[string \"?\"]"))
         })
         .collect();
@@ -206,6 +208,7 @@ impl LuaHost {
         } else {
             Lua::new_with(libs, LuaOptions::new())?
         };
+        crate::lua::limits::install(&lua)?;
         lua.set_memory_limit(opts.memory_limit)?;
         let shared = Rc::new(HostShared {
             callback_limit: opts.callback_limit,
@@ -222,7 +225,7 @@ impl LuaHost {
         };
         api::install(&host.lua, manager, host.shared.clone(), opts.args)?;
         // Plugins' strategies become available to `cms.delegate`.
-        if let Some(policy) = &opts.policy {
+        if let Some(policy) = opts.policy.as_ref().filter(|_| opts.plugins) {
             let set = crate::plugins::load(&host.lua, &crate::plugins::discover(policy.layers()));
             for e in &set.errors {
                 tracing::warn!("plugin disabled: {e}");
@@ -246,7 +249,11 @@ impl LuaHost {
             path: path.display().to_string(),
             source,
         })?;
-        let chunk = self.lua.load(code).set_name(format!("@{}", path.display()));
+        let chunk = self
+            .lua
+            .load(code)
+            .set_name(format!("@{}", path.display()))
+            .set_mode(mlua::ChunkMode::Text);
         let value: Value = chunk.call_async(()).await?;
         self.dispatch_events();
         Ok(value)
@@ -259,10 +266,17 @@ impl LuaHost {
             .lua
             .load(format!("return {code}"))
             .set_name("=repl")
+            .set_mode(mlua::ChunkMode::Text)
             .into_function()
         {
             Ok(f) => f,
-            Err(_) => match self.lua.load(code).set_name("=repl").into_function() {
+            Err(_) => match self
+                .lua
+                .load(code)
+                .set_name("=repl")
+                .set_mode(mlua::ChunkMode::Text)
+                .into_function()
+            {
                 Ok(f) => f,
                 Err(mlua::Error::SyntaxError {
                     incomplete_input: true,
@@ -307,8 +321,8 @@ impl LuaHost {
     }
 }
 
-/// Run `f` in its own coroutine with an instruction hook that stops it after
-/// `limit`. Only callbacks pay for the hook; scripts themselves run unhooked.
+/// Run `f` in its own coroutine under a deadline of `limit`: Lua code still
+/// running then (in any coroutine it made) is stopped with a clear error.
 pub(crate) fn call_limited<R: mlua::FromLuaMulti>(
     lua: &Lua,
     limit: Duration,
@@ -316,21 +330,11 @@ pub(crate) fn call_limited<R: mlua::FromLuaMulti>(
     args: impl IntoLuaMulti,
 ) -> mlua::Result<R> {
     let thread = lua.create_thread(f.clone())?;
-    let deadline = Instant::now() + limit;
-    thread.set_hook(
-        HookTriggers::new().every_nth_instruction(1000),
-        move |_, _| {
-            if Instant::now() > deadline {
-                Err(mlua::Error::runtime(format!(
-                    "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
-                    limit.as_millis()
-                )))
-            } else {
-                Ok(VmState::Continue)
-            }
-        },
+    let message = format!(
+        "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
+        limit.as_millis()
     );
-    let r = thread.resume::<R>(args)?;
+    let r = crate::lua::limits::with_deadline(lua, limit, &message, || thread.resume::<R>(args))?;
     if thread.status() == mlua::ThreadStatus::Resumable {
         return Err(mlua::Error::runtime(
             "callbacks cannot wait: async calls (s:send, cms.sleep, ...) are not allowed here",
@@ -391,6 +395,47 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
     }
 }
 
+/// Precompiled (binary) chunks are never loaded: Lua does not verify them, and a
+/// patched one crashes the process. `load`, `loadfile`, `dofile` and `require`
+/// read text only, and `string.dump` is gone.
+fn text_chunks_only(lua: &Lua) -> mlua::Result<()> {
+    lua.load(
+        r#"
+        local load, loadfile, error = load, loadfile, error
+        local package, string = package, string
+        _G.load = function(chunk, name, _, ...)
+          return load(chunk, name, "t", ...)
+        end
+        _G.loadfile = function(file, _, ...)
+          return loadfile(file, "t", ...)
+        end
+        _G.dofile = function(file)
+          local f, err = loadfile(file, "t")
+          if not f then error(err, 2) end
+          return f()
+        end
+        string.dump = function()
+          error("string.dump is disabled in cms: binary chunks cannot be loaded", 2)
+        end
+        local searchers = package and package.searchers
+        if searchers then
+          searchers[2] = function(name)
+            local path, err = package.searchpath(name, package.path)
+            if not path then return err end
+            local f, lerr = loadfile(path, "t")
+            if not f then
+              error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, lerr), 3)
+            end
+            return f, path
+          end
+        end
+        "#,
+    )
+    .set_name("=cms")
+    .set_mode(mlua::ChunkMode::Text)
+    .exec()
+}
+
 /// Remove what a script must not do unless the user opted in.
 pub(crate) fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
     let g = lua.globals();
@@ -409,6 +454,7 @@ pub(crate) fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
             Err::<(), _>(mlua::Error::external(ExitRequest(code)))
         })?,
     )?;
+    text_chunks_only(lua)?;
     if allow_unsafe {
         return Ok(());
     }

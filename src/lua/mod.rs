@@ -2,6 +2,8 @@
 //!
 //! - [`host`]: one Lua state with the sandbox, the memory limit and the time limit
 //!   for callbacks, and the `cms` module installed;
+//! - [`limits`]: the instruction hook every state gets: time limits that follow
+//!   coroutines, interruption by signals, and memory checks for Rust-side work;
 //! - [`api`]: the `cms.*` functions (spawn, get, list, parallel, on, sleep, log, json, args);
 //! - [`session`]: the session object scripts hold (`s:send`, `s:fork`, ...);
 //! - [`convert`]: engine values as Lua tables and back;
@@ -18,6 +20,7 @@ pub mod convert;
 pub mod delegate;
 pub mod helpers;
 pub mod host;
+pub mod limits;
 pub mod pretty;
 pub mod session;
 pub mod stubs;

@@ -1,13 +1,22 @@
-//! The MCP server's Lua thread. Lua states are single-threaded while the MCP
-//! handler runs on the runtime's worker threads, so everything that needs Lua
-//! (delegation strategies, plugin tools) is sent here as a job and answered on a
-//! oneshot channel. Jobs run concurrently as local tasks: one long `delegate_task`
-//! does not hold up another.
+//! The MCP server's Lua threads. Lua states are single-threaded while the MCP
+//! handler runs on the runtime's worker threads, so everything that needs Lua is
+//! sent here as a job and answered on a oneshot channel.
+//!
+//! - Delegations (`delegate_task`, `continue_task`) and plugin (re)loads run on one
+//!   Lua thread, concurrently as local tasks: one long `delegate_task` does not hold
+//!   up another, and each slice of Lua between two waits is limited
+//!   ([`crate::lua::limits::STRATEGY_SLICE`]), so a strategy that spins is stopped.
+//! - Each plugin tool call runs on a thread of its own, in a fresh Lua state with
+//!   only its plugin loaded: a tool that spins until its limit
+//!   ([`tool_limit`], default 60 s) holds up nothing else. At most
+//!   [`MAX_TOOL_THREADS`] run at once; more calls wait for a free slot.
 
 use crate::engine::Manager;
 use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
+use crate::lua::limits::strategy_sliced;
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins::{self, PluginSet};
+use crate::policy::scripts::Source;
 use crate::policy::PolicyService;
 use mlua::{Lua, LuaSerdeExt};
 use serde::Serialize;
@@ -40,14 +49,17 @@ pub struct LuaWorker {
     tx: mpsc::UnboundedSender<Job>,
 }
 
-/// Longest a plugin tool may run.
-fn tool_limit() -> Duration {
+/// Most plugin tool calls running at once (more wait for a free slot).
+const MAX_TOOL_THREADS: usize = 16;
+
+/// Longest a plugin tool may run: `CMS_PLUGIN_TOOL_TIMEOUT` seconds, default 60.
+pub fn tool_limit() -> Duration {
     std::env::var("CMS_PLUGIN_TOOL_TIMEOUT")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
         .map(Duration::from_secs_f64)
-        .unwrap_or(Duration::from_secs(600))
+        .unwrap_or(Duration::from_secs(60))
 }
 
 impl LuaWorker {
@@ -58,12 +70,15 @@ impl LuaWorker {
         policy: Arc<PolicyService>,
     ) -> Result<(LuaWorker, Vec<ToolInfo>, Vec<String>), String> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let tool_handle = handle.clone();
+        let tool_slots = Arc::new(tokio::sync::Semaphore::new(MAX_TOOL_THREADS));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("cms-mcp-lua".into())
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
-                handle.block_on(local.run_until(async move {
+                let handle = tool_handle;
+                handle.clone().block_on(local.run_until(async move {
                     let opts = HostOptions {
                         policy: Some(policy.clone()),
                         ..HostOptions::default()
@@ -78,39 +93,63 @@ impl LuaWorker {
                     let lua = host.lua().clone();
                     // The host loaded the plugins (for their strategies); serve the same set.
                     let loaded = lua.app_data_ref::<PluginSet>().map(|s| s.clone());
-                    let set = Rc::new(RefCell::new(
-                        loaded.unwrap_or_else(|| load_plugins(&lua, &policy)),
-                    ));
-                    let _ = ready_tx.send(Ok(describe(&set.borrow())));
+                    let set = Rc::new(RefCell::new(match loaded {
+                        Some(set) => Loaded {
+                            sources: plugins::discover(policy.layers()),
+                            set,
+                        },
+                        None => load_plugins(&lua, &policy),
+                    }));
+                    let _ = ready_tx.send(Ok(describe(&set.borrow().set)));
                     while let Some(job) = rx.recv().await {
                         let (lua, manager, policy, set) =
                             (lua.clone(), manager.clone(), policy.clone(), set.clone());
-                        tokio::task::spawn_local(async move {
-                            match job {
-                                Job::Delegate(opts, reply) => {
-                                    let r =
+                        match job {
+                            Job::Delegate(opts, reply) => {
+                                tokio::task::spawn_local(async move {
+                                    let run = async {
                                         delegate::delegate(&lua, &manager, &policy, *opts, None)
-                                            .await;
-                                    let _ = reply.send(r.map_err(|e| e.to_string()));
-                                }
-                                Job::Continue(name, message, reply) => {
-                                    let r = delegate::continue_task(
-                                        &lua, &manager, &policy, &name, &message, None,
-                                    )
-                                    .await;
-                                    let _ = reply.send(r.map_err(|e| e.to_string()));
-                                }
-                                Job::Tool(name, args, reply) => {
-                                    let _ = reply.send(call_tool(&lua, &set, &name, args).await);
-                                }
-                                Job::Reload(reply) => {
-                                    let fresh = load_plugins(&lua, &policy);
-                                    let info = describe(&fresh);
-                                    *set.borrow_mut() = fresh;
-                                    let _ = reply.send(info);
-                                }
+                                            .await
+                                            .map_err(|e| e.to_string())
+                                    };
+                                    let _ = reply.send(strategy_sliced(&lua, run).await);
+                                });
                             }
-                        });
+                            Job::Continue(name, message, reply) => {
+                                tokio::task::spawn_local(async move {
+                                    let run = async {
+                                        delegate::continue_task(
+                                            &lua, &manager, &policy, &name, &message, None,
+                                        )
+                                        .await
+                                        .map_err(|e| e.to_string())
+                                    };
+                                    let _ = reply.send(strategy_sliced(&lua, run).await);
+                                });
+                            }
+                            Job::Tool(name, args, reply) => {
+                                let source = set.borrow().source_of(&name);
+                                let Some(source) = source else {
+                                    let _ = reply.send(Err(format!("unknown tool: {name}")));
+                                    continue;
+                                };
+                                let (handle, slots) = (handle.clone(), tool_slots.clone());
+                                tokio::task::spawn_local(async move {
+                                    let Ok(slot) = slots.acquire_owned().await else {
+                                        return;
+                                    };
+                                    spawn_tool(
+                                        handle, manager, policy, source, name, args, reply, slot,
+                                    );
+                                });
+                            }
+                            Job::Reload(reply) => {
+                                let fresh = load_plugins(&lua, &policy);
+                                let info = describe(&fresh.set);
+                                *set.borrow_mut() = fresh;
+                                let _ = reply.send(info);
+                            }
+                        }
                     }
                     drop(host);
                 }));
@@ -162,10 +201,11 @@ impl LuaWorker {
     }
 }
 
-fn load_plugins(lua: &Lua, policy: &PolicyService) -> PluginSet {
-    let set = plugins::load(lua, &plugins::discover(policy.layers()));
+fn load_plugins(lua: &Lua, policy: &PolicyService) -> Loaded {
+    let sources = plugins::discover(policy.layers());
+    let set = plugins::load(lua, &sources);
     lua.set_app_data(set.clone());
-    set
+    Loaded { sources, set }
 }
 
 fn describe(set: &PluginSet) -> (Vec<ToolInfo>, Vec<String>) {
@@ -182,14 +222,75 @@ fn describe(set: &PluginSet) -> (Vec<ToolInfo>, Vec<String>) {
     (tools, set.errors.clone())
 }
 
+/// The plugins served, and the sources they were loaded from.
+struct Loaded {
+    sources: Vec<(String, Source)>,
+    set: PluginSet,
+}
+
+impl Loaded {
+    /// The plugin (folder and source) that defines tool `name`.
+    fn source_of(&self, name: &str) -> Option<(String, Source)> {
+        let plugin = self
+            .set
+            .plugins
+            .iter()
+            .find(|p| p.tools.iter().any(|t| t == name))?;
+        self.sources
+            .iter()
+            .find(|(_, src)| src.origin == plugin.origin)
+            .cloned()
+    }
+}
+
+/// Run one plugin tool call on a thread of its own, in a fresh Lua state with only
+/// its plugin loaded, and answer on `reply`. The thread holds `slot` while it runs.
+#[allow(clippy::too_many_arguments)]
+fn spawn_tool(
+    handle: tokio::runtime::Handle,
+    manager: Arc<Manager>,
+    policy: Arc<PolicyService>,
+    source: (String, Source),
+    name: String,
+    args: serde_json::Value,
+    reply: Reply<serde_json::Value>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("cms-mcp-tool".into())
+        .spawn(move || {
+            let _slot = slot;
+            let local = tokio::task::LocalSet::new();
+            let r = handle.block_on(local.run_until(async move {
+                let opts = HostOptions {
+                    policy: Some(policy),
+                    plugins: false,
+                    ..HostOptions::default()
+                };
+                let host =
+                    LuaHost::new(manager, opts).map_err(|e| format!("cannot start Lua: {e}"))?;
+                let set = plugins::load(host.lua(), std::slice::from_ref(&source));
+                if let Some(e) = set.errors.first() {
+                    return Err(e.clone());
+                }
+                host.lua().set_app_data(set.clone());
+                call_tool(host.lua(), &set, &name, args).await
+            }));
+            let _ = reply.send(r);
+        });
+    if let Err(e) = spawned {
+        // The reply went with the closure: the caller hears that the call was dropped.
+        tracing::error!("cannot start a thread for a plugin tool: {e}");
+    }
+}
+
 async fn call_tool(
     lua: &Lua,
-    set: &Rc<RefCell<PluginSet>>,
+    set: &PluginSet,
     name: &str,
     args: serde_json::Value,
 ) -> Result<serde_json::Value, String> {
     let tool = set
-        .borrow()
         .tools
         .iter()
         .find(|t| t.name == name)
@@ -197,31 +298,27 @@ async fn call_tool(
         .ok_or_else(|| format!("unknown tool: {name}"))?;
     let args = crate::lua::convert::to_lua(lua, &args).map_err(|e| e.to_string())?;
     let limit = tool_limit();
-    // Its own coroutine with a deadline hook: a handler spinning without yielding is
-    // stopped too (the timeout below only catches one that waits).
+    // Each slice of the handler's Lua code runs under the deadline (a handler
+    // spinning without yielding is stopped, coroutines included); the timeout
+    // catches one that waits too long.
     let thread = lua
         .create_thread(tool.handler.clone())
         .map_err(|e| e.to_string())?;
-    let deadline = std::time::Instant::now() + limit;
-    thread.set_hook(
-        mlua::HookTriggers::new().every_nth_instruction(10_000),
-        move |_, _| {
-            if std::time::Instant::now() > deadline {
-                Err(mlua::Error::runtime(
-                    "the tool ran past its time limit (an endless loop?)",
-                ))
-            } else {
-                Ok(mlua::VmState::Continue)
-            }
-        },
+    let call = crate::lua::limits::limited(
+        lua,
+        limit,
+        format!(
+            "the tool ran past its time limit of {}s (an endless loop?)",
+            limit.as_secs_f64()
+        ),
+        thread.into_async::<mlua::Value>(args),
     );
-    let call = thread.into_async::<mlua::Value>(args);
     let value = match tokio::time::timeout(limit, call).await {
         Err(_) => {
             return Err(format!(
                 "plugin {} tool {name} took longer than {}s",
                 tool.plugin,
-                limit.as_secs()
+                limit.as_secs_f64()
             ))
         }
         Ok(Err(e)) => {

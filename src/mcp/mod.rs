@@ -16,7 +16,8 @@ use crate::engine::{EngineConfig, Manager};
 use rmcp::ServiceExt;
 
 /// Serve MCP on stdin/stdout until the client goes away or a signal arrives; every
-/// session the server started is then stopped (resumable). Returns the exit code.
+/// session the server started is then stopped (resumable). Returns the exit code:
+/// 0 when the client went away, 130 on Ctrl-C or SIGTERM.
 pub fn run(cfg: EngineConfig) -> i32 {
     let rt = match crate::cli::init_runtime() {
         Ok(rt) => rt,
@@ -26,7 +27,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         }
     };
     let handle = rt.handle().clone();
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let manager = match Manager::new(cfg) {
             Ok(m) => m,
             Err(e) => {
@@ -78,15 +79,20 @@ pub fn run(cfg: EngineConfig) -> i32 {
                 return 1;
             }
         };
-        tokio::select! {
+        let code = tokio::select! {
             r = running.waiting() => {
                 if let Err(e) = r {
                     tracing::warn!("MCP session ended: {e}");
                 }
+                0
             }
-            _ = crate::cli::shutdown_signal() => {}
-        }
+            _ = crate::cli::shutdown_signal() => 130,
+        };
         manager.shutdown().await;
-        0
-    })
+        code
+    });
+    // The stdin reader may be blocked in a read that never returns (the client
+    // keeps the pipe open): do not wait for it.
+    rt.shutdown_background();
+    code
 }

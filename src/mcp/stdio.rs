@@ -5,7 +5,7 @@
 //! server keeps serving. One task owns stdout, so replies never interleave.
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
 /// The (reader, writer) pair to give rmcp instead of raw stdin/stdout.
@@ -45,9 +45,34 @@ pub fn filtered() -> (DuplexStream, DuplexStream) {
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            match stdin.read_until(b'\n', &mut buf).await {
+            match (&mut stdin)
+                .take(KEEP as u64)
+                .read_until(b'\n', &mut buf)
+                .await
+            {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
+            }
+            let complete = buf.ends_with(b"\n");
+            if !complete && buf.len() >= KEEP {
+                // Too long to even look at: skip the rest of the line.
+                if skip_line(&mut stdin).await.is_err() {
+                    break;
+                }
+            }
+            let text_len = buf.len() - usize::from(complete);
+            if text_len >= MAX_LINE {
+                let id = if complete { id_of(&buf) } else { Value::Null };
+                let _ = out_tx.send(error_line(
+                    id,
+                    -32600,
+                    &format!(
+                        "Invalid Request: the message is {}{text_len} bytes; the most cms accepts is {} bytes",
+                        if complete { "" } else { "over " },
+                        MAX_LINE - 1
+                    ),
+                ));
+                continue;
             }
             let reply = match std::str::from_utf8(&buf) {
                 Err(e) => Some(error_line(
@@ -81,6 +106,49 @@ pub fn filtered() -> (DuplexStream, DuplexStream) {
         let _ = to_rmcp.shutdown().await;
     });
     (rmcp_reads, rmcp_writes)
+}
+
+/// Longest line passed on (rmcp drops longer ones without a word): longer
+/// requests get an error reply instead.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Longest line read whole to find its id for the error reply; the rest of a
+/// longer one is skipped unread.
+const KEEP: usize = 4 * MAX_LINE;
+
+/// Read and drop the rest of the current line.
+async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<()> {
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = chunk.len();
+                r.consume(n);
+            }
+        }
+    }
+}
+
+/// The id of a message, read without building the rest of it.
+fn id_of(line: &[u8]) -> Value {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(default)]
+        id: Value,
+    }
+    match serde_json::from_slice::<Id>(line) {
+        Ok(Id {
+            id: id @ (Value::String(_) | Value::Number(_)),
+        }) => id,
+        _ => Value::Null,
+    }
 }
 
 /// Ok for a well-formed JSON-RPC 2.0 message; else the error reply to send.
@@ -133,6 +201,14 @@ pub fn check(line: &str) -> Result<(), String> {
                         "Invalid params: params must be an object",
                     ));
                 }
+            }
+            // rmcp answers a null id without any id: answer it here, with `"id": null`.
+            if id.is_null() && m.contains_key("id") {
+                return Err(error_line(
+                    Value::Null,
+                    -32600,
+                    "Invalid Request: a request's id must be a string or a number, not null",
+                ));
             }
             // A request rmcp does not know would be dropped silently: answer it here.
             if m.contains_key("id") && !KNOWN.contains(&method.as_str()) {

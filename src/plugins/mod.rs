@@ -8,9 +8,12 @@
 //! to load is left out with a message naming its file and line; the rest go on.
 
 use crate::lua::host::describe;
+use crate::lua::limits::load_limited;
 use crate::policy::scripts::{Layers, Source};
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The plugins shipped with cms (`plugins/` in the repository).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -137,13 +140,47 @@ pub fn load(lua: &Lua, sources: &[(String, Source)]) -> PluginSet {
 
 type Loaded = (PluginInfo, Vec<PluginTool>, Vec<(String, Function)>);
 
+/// Run a plugin's `init.lua` under the load limit. One that never finished loading
+/// is remembered (by origin and text) and not run again in this process: each Lua
+/// state that loads plugins would otherwise pay the whole limit for it.
+fn run_init(lua: &Lua, src: &Source) -> Result<Value, String> {
+    let key = (src.origin.clone(), hash(&src.code));
+    let stuck = STUCK.lock().map(|s| s.get(&key).cloned()).unwrap_or(None);
+    if let Some(message) = stuck {
+        return Err(message);
+    }
+    load_limited(lua, || {
+        lua.load(src.code.as_str())
+            .set_name(src.chunk_name())
+            .set_mode(mlua::ChunkMode::Text)
+            .call(())
+    })
+    .map_err(|e| {
+        let message = describe(&e);
+        if message.contains(crate::lua::limits::LOAD_STOPPED) {
+            if let Ok(mut s) = STUCK.lock() {
+                s.insert(key, message.clone());
+            }
+        }
+        message
+    })
+}
+
+/// `init.lua` files that hit the load limit: (origin, hash of the text) → error.
+static STUCK: std::sync::LazyLock<Mutex<HashMap<(String, u64), String>>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
     let bad = |what: String| format!("{}: plugin '{folder}' left out: {what}", src.origin);
-    let value: Value = lua
-        .load(src.code.as_str())
-        .set_name(src.chunk_name())
-        .call(())
-        .map_err(|e| format!("plugin '{folder}' left out: {}", describe(&e)))?;
+    let value: Value =
+        run_init(lua, src).map_err(|e| format!("plugin '{folder}' left out: {e}"))?;
     let Value::Table(t) = value else {
         return Err(bad(
             "init.lua must return a table { name, version, tools, ... }".into(),
@@ -262,11 +299,7 @@ fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
 pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, Function)> {
     let mut out = Vec::new();
     for (folder, src) in sources {
-        let Ok(Value::Table(t)) = lua
-            .load(src.code.as_str())
-            .set_name(src.chunk_name())
-            .call::<Value>(())
-        else {
+        let Ok(Value::Table(t)) = run_init(lua, src) else {
             continue;
         };
         let Ok(Some(list)) = t.get::<Option<Table>>("policies") else {

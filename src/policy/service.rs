@@ -14,6 +14,7 @@ use crate::engine::{
     Decision, Guard, Policy, Progress, SessionEvent, SessionOptions, ToolCall, Verdict, Violation,
 };
 use crate::lua::host::{call_limited, describe, restrict};
+use crate::lua::limits::load_limited;
 use crate::policy::scripts::{Layers, Source};
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Table, Value};
 use serde::{Deserialize, Serialize};
@@ -373,7 +374,7 @@ impl Worker {
         install_searcher(&lua, layers, &snap.modules).map_err(one)?;
         let require = |name: &str| -> mlua::Result<Value> {
             let require: Function = lua.globals().get("require")?;
-            require.call::<Value>(name)
+            load_limited(&lua, || require.call::<Value>(name))
         };
         let mut errors = Vec::new();
         let safety = require("safety")
@@ -597,6 +598,7 @@ fn base_lua() -> mlua::Result<Lua> {
         | StdLib::OS
         | StdLib::IO;
     let lua = Lua::new_with(libs, LuaOptions::new())?;
+    crate::lua::limits::install(&lua)?;
     lua.set_memory_limit(64 * 1024 * 1024)?;
     restrict(&lua, false)?;
     let cms = lua.create_table()?;
@@ -624,6 +626,7 @@ fn install_searcher(
                 let f = lua
                     .load(src.code.as_str())
                     .set_name(src.chunk_name())
+                    .set_mode(mlua::ChunkMode::Text)
                     .into_function()?;
                 Ok((
                     Value::Function(f),
@@ -700,11 +703,13 @@ pub fn check_file(path: &std::path::Path) -> Result<String, String> {
     let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
     let lua = base_lua().map_err(|e| describe(&e))?;
     install_searcher(&lua, &layers, &HashMap::new()).map_err(|e| describe(&e))?;
-    let value: Value = lua
-        .load(src.code.as_str())
-        .set_name(src.chunk_name())
-        .call(())
-        .map_err(|e| describe(&e))?;
+    let value: Value = load_limited(&lua, || {
+        lua.load(src.code.as_str())
+            .set_name(src.chunk_name())
+            .set_mode(mlua::ChunkMode::Text)
+            .call(())
+    })
+    .map_err(|e| describe(&e))?;
     let file = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())

@@ -38,11 +38,23 @@ impl Redirect {
 
 /// Every simple command in `line`, nested ones (command substitutions) included,
 /// in the order they end (a nested command comes before the one holding it).
+///
+/// Nesting deeper than [`MAX_DEPTH`] is not read: the text of such a nested command
+/// comes back as the command `eval TEXT`, which rules check again (and refuse
+/// when it keeps nesting), so no line can exhaust the stack or memory.
 pub fn parse(line: &str) -> Vec<Command> {
+    parse_at(line, 0)
+}
+
+/// How deep `$( )`, `<( )` and backticks are read.
+pub const MAX_DEPTH: usize = 32;
+
+fn parse_at(line: &str, depth: usize) -> Vec<Command> {
     let mut p = Parser {
         chars: line.chars().collect(),
         pos: 0,
         out: Vec::new(),
+        depth,
     };
     p.commands(None);
     p.out
@@ -52,6 +64,8 @@ struct Parser {
     chars: Vec<char>,
     pos: usize,
     out: Vec<Command>,
+    /// How many nested commands hold this one.
+    depth: usize,
 }
 
 impl Parser {
@@ -100,14 +114,7 @@ impl Parser {
                     if self.peek(1) == Some('(') {
                         // Process substitution: a nested command.
                         self.pos += 2;
-                        let mut inner = Parser {
-                            chars: self.chars.clone(),
-                            pos: self.pos,
-                            out: Vec::new(),
-                        };
-                        inner.commands(Some(')'));
-                        self.pos = inner.pos;
-                        self.out.extend(inner.out);
+                        self.nested(')');
                         continue;
                     }
                     pending_redirect = Some(self.redirect_op());
@@ -317,14 +324,39 @@ impl Parser {
         }
     }
 
-    /// A nested command list up to `close`; its commands join `out`.
+    /// A nested command list up to `close`; its commands join `out`. Too deep, its
+    /// text (up to the matching `close`) becomes `eval TEXT`.
     fn nested(&mut self, close: char) {
+        if self.depth >= MAX_DEPTH {
+            let mut text = String::new();
+            let mut open = 0usize;
+            while let Some(c) = self.peek(0) {
+                self.pos += 1;
+                if c == close && open == 0 {
+                    break;
+                }
+                match c {
+                    '(' => open += 1,
+                    ')' => open = open.saturating_sub(1),
+                    _ => {}
+                }
+                text.push(c);
+            }
+            self.out.push(Command {
+                argv: vec!["eval".into(), text],
+                ..Command::default()
+            });
+            return;
+        }
+        // The inner parser borrows the characters (no copy per level).
         let mut inner = Parser {
-            chars: self.chars.clone(),
+            chars: std::mem::take(&mut self.chars),
             pos: self.pos,
             out: Vec::new(),
+            depth: self.depth + 1,
         };
         inner.commands(Some(close));
+        self.chars = inner.chars;
         self.pos = inner.pos;
         self.out.extend(inner.out);
     }
@@ -344,7 +376,14 @@ impl Parser {
                 _ => text.push(c),
             }
         }
-        self.out.extend(parse(&text));
+        if self.depth >= MAX_DEPTH {
+            self.out.push(Command {
+                argv: vec!["eval".into(), text],
+                ..Command::default()
+            });
+        } else {
+            self.out.extend(parse_at(&text, self.depth + 1));
+        }
     }
 }
 
@@ -444,6 +483,23 @@ mod tests {
             all.contains(&vec!["rm".to_string(), "y".to_string()]),
             "{all:?}"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_cut_off_as_eval() {
+        let n = 6000;
+        let line = format!("{}rm x{}", "$(".repeat(n), ")".repeat(n));
+        let cmds = parse(&line);
+        // The innermost commands read are at MAX_DEPTH; the rest is handed back as eval.
+        let eval = cmds
+            .iter()
+            .find(|c| c.argv.first().map(String::as_str) == Some("eval"));
+        let eval = eval.expect("an eval command for the part too deep to read");
+        assert!(eval.argv[1].contains("$(rm x)"));
+        assert_eq!(parse(&eval.argv[1]).len(), MAX_DEPTH + 2);
+        assert!(cmds.len() <= MAX_DEPTH + 2, "{}", cmds.len());
+        let ticks = format!("{}echo{}", "$(`".repeat(n), "`)".repeat(n));
+        assert!(!parse(&ticks).is_empty());
     }
 
     #[test]
