@@ -154,6 +154,7 @@ async fn turn_overhead(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f
     // Engine: one live session, no store.
     let spec = StartSpec {
         recorded_conversation_cost: None,
+        recorded_scope: None,
         supervisor: None,
         lease: None,
         name: "bench".into(),

@@ -56,7 +56,7 @@ pub fn record_view(rec: &SessionRecord) -> RecordView<'_> {
         interaction_count: rec.interaction_count,
         last_error: rec.last_error.as_deref(),
         pid: rec.pid,
-        host_pid: rec.host_pid,
+        host_pid: rec.pid.and(rec.host_pid),
         host_kind: rec.pid.and(rec.host_kind.as_deref()),
         retry: rec.retry.as_ref(),
     }

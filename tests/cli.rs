@@ -314,39 +314,61 @@ fn prompts_can_come_from_stdin() {
 /// message and its answer (the sim's RECALL lists what its transcript holds).
 #[test]
 fn concurrent_sends_from_many_shells_are_served_one_at_a_time_in_arrival_order() {
+    use std::io::{BufRead, BufReader, Read};
     let cms = Cms::new();
     cms.ok(&["spawn", "--name", "race", "--prompt", "start"]);
+    // The first send holds the session for a while; each next one is started only once
+    // the one before it is in line, so the arrival order is known.
     let mut children = Vec::new();
     for i in 0..8 {
-        let msg = format!("SLOW 250 msg-{i}");
-        children.push(
-            cms.cmd(&["send", "--name", "race", "--message", &msg])
-                .env("CMS_PROGRESS", "1")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        // Distinct arrival times, so the order is defined.
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    let mut waited = 0;
-    for (i, c) in children.into_iter().enumerate() {
-        let out = c.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "send {i}: {stderr}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).starts_with(&format!("echo: msg-{i}")),
-            "send {i} got its own answer"
-        );
-        if stderr.contains("is busy in another cms command") {
-            waited += 1;
+        let msg = format!("SLOW {} msg-{i}", if i == 0 { 3000 } else { 50 });
+        let mut child = cms
+            .cmd(&["send", "--name", "race", "--message", &msg])
+            .env("CMS_PROGRESS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        if i == 0 {
+            cms.busy_pid("race");
+        } else {
+            let waiting = rx
+                .iter()
+                .find(|l| l.contains("is busy in another cms command"))
+                .is_some();
+            assert!(waiting, "send {i} said it waits its turn");
         }
+        children.push((child, reader));
     }
-    assert!(waited >= 6, "later sends said they were waiting ({waited})");
+    for (i, (mut c, reader)) in children.into_iter().enumerate() {
+        let status = c.wait().unwrap();
+        let mut stdout = String::new();
+        c.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let stderr = reader.join().unwrap();
+        assert!(status.success(), "send {i}: {stderr}");
+        assert!(
+            stdout.starts_with(&format!("echo: msg-{i}")),
+            "send {i} got its own answer: {stdout}"
+        );
+    }
     let out = cms.ok(&["send", "--name", "race", "--message", "RECALL"]);
     let expected: Vec<String> = std::iter::once("start".to_string())
-        .chain((0..8).map(|i| format!("SLOW 250 msg-{i}")))
+        .chain((0..8).map(|i| format!("SLOW {} msg-{i}", if i == 0 { 3000 } else { 50 })))
         .collect();
     assert!(
         out.starts_with(&format!("recall: {}", expected.join(" | "))),
@@ -387,10 +409,16 @@ fn a_busy_or_held_session_is_explained_not_forked() {
     );
     assert!(slow.wait_with_output().unwrap().status.success());
 
+    // The script holds the session live until the test says it may end.
     let plan = cms.work().join("hold.lua");
+    let flag = cms.work().join("done.flag");
     std::fs::write(
         &plan,
-        "local s = cms.spawn{ name = 'held', prompt = 'hi' }\nio.stderr:write('ready\\n')\ncms.sleep(4)\n",
+        format!(
+            "local s = cms.spawn{{ name = 'held', prompt = 'hi' }}\n\
+             while not io.open('{}') do cms.sleep(0.05) end\n",
+            flag.display()
+        ),
     )
     .unwrap();
     let mut script = cms
@@ -431,6 +459,7 @@ fn a_busy_or_held_session_is_explained_not_forked() {
         text.contains(&format!("heldBy: cms script (pid {})", script.id())),
         "{text}"
     );
+    std::fs::write(&flag, "").unwrap();
     assert!(script.wait().unwrap().success());
     // Once the script has ended, the session is anyone's again.
     let out = cms.ok(&["send", "--name", "held", "--message", "RECALL"]);

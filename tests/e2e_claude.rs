@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use support::fake_api::FakeApi;
+use tokio::io::AsyncBufReadExt;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -877,17 +878,46 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
     ))
     .await;
     assert_eq!(spawned["response"]["text"], "echo: start", "{spawned}");
+    // The first send holds the session for a while; each next one is started only once
+    // the one before it says it waits in line, so the arrival order is known.
     let mut sends = Vec::new();
     for i in 0..3 {
-        let msg = format!("SLOW 400 msg-{i}");
+        let msg = format!("SLOW {} msg-{i}", if i == 0 { 4000 } else { 100 });
         let mut cmd = cms_command(
             &env,
             &["send", "--name", "race", "--message", &msg, "--json"],
         );
-        cmd.stdout(std::process::Stdio::piped());
-        cmd.stderr(std::process::Stdio::piped());
-        sends.push(cmd.spawn().unwrap());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        cmd.env("CMS_PROGRESS", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        if i == 0 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let st = run_json(cms_command(&env, &["status", "--name", "race", "--json"])).await;
+                if st["state"] == "busy" {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "never busy: {st}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            let waiting = tokio::time::timeout(Duration::from_secs(60), async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("is busy in another cms command") {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await
+            .unwrap_or(false);
+            assert!(waiting, "send {i} said it waits its turn");
+        }
+        // Keep draining stderr so the child never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        sends.push(child);
     }
     for (i, s) in sends.into_iter().enumerate() {
         let out = tokio::time::timeout(Duration::from_secs(120), s.wait_with_output())
@@ -895,7 +925,7 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
             .unwrap()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         assert_eq!(v["response"]["text"], format!("echo: msg-{i}"), "{v}");
     }
     let v = run_json(cms_command(
@@ -915,12 +945,12 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
 }
 
 /// The real CLI runs each Bash tool in a process group of its own. However a session
-/// ends — `cms kill` from another shell, SIGTERM of its cms, `kill -9` of its cms — no
-/// process of its tree is left a second later.
+/// ends — `cms kill` or `cms stop` from another shell, SIGTERM of its cms, `kill -9` of
+/// its cms — no process of its tree is left a second later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_process_of_an_ended_session_survives_it_on_the_real_cli() {
     let Some(env) = env().await else { return };
-    for (i, how) in ["kill", "sigterm", "sigkill"].iter().enumerate() {
+    for (i, how) in ["kill", "stop", "sigterm", "sigkill"].iter().enumerate() {
         let marker = format!("41{i}.{}", std::process::id());
         let name = format!("tree-{how}");
         // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
@@ -957,8 +987,8 @@ async fn no_process_of_an_ended_session_survives_it_on_the_real_cli() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match *how {
-            "kill" => {
-                let out = cms_command(&env, &["kill", "--name", &name])
+            "kill" | "stop" => {
+                let out = cms_command(&env, &[how, "--name", &name])
                     .output()
                     .await
                     .unwrap();

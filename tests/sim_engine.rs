@@ -736,6 +736,20 @@ async fn the_budget_spans_every_process_of_a_session() {
         let err = m.send("b", "five", None).await.unwrap_err();
         assert!(matches!(err, EngineError::BudgetSpent { .. }), "{err}");
         assert!(close(m.status("b").unwrap().total_cost_usd, 0.003));
+        // Forking does not renew a budget: a spent one refuses, a fork gets what is left.
+        let err = m
+            .fork("b", "b2", Some("x"), SessionOptions::default(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::BudgetSpent { .. }), "{err}");
+        let mut r = req(&env, "c", "one");
+        r.options.max_budget_usd = Some(0.0035);
+        m.spawn(r).await.unwrap();
+        let (fork, _) = m
+            .fork("c", "c2", None, SessionOptions::default(), None)
+            .await
+            .unwrap();
+        assert!(close(fork.options.max_budget_usd.unwrap(), 0.0025));
         m.shutdown().await;
     }
 }

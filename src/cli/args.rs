@@ -242,7 +242,9 @@ pub struct SpawnArgs {
     /// Text appended to Claude Code's system prompt [default: none].
     #[arg(long)]
     pub system_prompt: Option<String>,
-    /// Hard budget in USD for one claude process, `--max-budget-usd` [default: no cap].
+    /// Hard budget in USD for the session's whole life, across restarts (each claude process
+    /// gets what is left as `--max-budget-usd`; a fork gets what its parent has left)
+    /// [default: no cap].
     #[arg(long, value_parser = non_negative_f64)]
     pub max_budget: Option<f64>,
     /// Agent turns allowed per message, `--max-turns` [default: no limit].
@@ -324,7 +326,7 @@ pub struct BatchArgs {
     ///
     /// Each entry: `name` and `prompt` (required); `model`; `work_dir`; `permission_mode`;
     /// `allowed_tools` and `disallowed_tools` (a list, or "Read,Grep"); `system_prompt`
-    /// (appended); `max_budget` (USD, the CLI's cap per process); `max_turns`; `agent`;
+    /// (appended); `max_budget` (USD, the session's budget for its whole life); `max_turns`; `agent`;
     /// `worktree`; `stop` (default true: the session stops after its answer, resumable);
     /// `timeout` (seconds per turn, default 3600). The seed's camelCase names work too
     /// (workDir, permissionMode, allowedTools, disallowedTools, systemPrompt, maxBudget,

@@ -5,6 +5,7 @@
 //! for it (logs of unattended runs). The final error of a turn names its retries
 //! either way.
 
+use crate::engine::lease::Holder;
 use crate::engine::{EventKind, Manager, SessionEvent};
 use std::io::{IsTerminal, Write};
 use tokio::task::JoinHandle;
@@ -49,11 +50,11 @@ pub fn line(e: &SessionEvent) -> Option<String> {
             holder_kind,
             position,
         } => {
-            let who = match (holder_kind.as_deref(), holder_pid) {
-                (Some(k), Some(p)) if k != "cli" => format!("cms {k} (pid {p})"),
-                (_, Some(p)) => format!("another cms command (pid {p})"),
-                _ => "another cms command".to_string(),
-            };
+            let who = Holder {
+                pid: *holder_pid,
+                kind: holder_kind.clone(),
+            }
+            .describe();
             let place = match position {
                 1 => "next in line".to_string(),
                 n => format!("{n} in line"),

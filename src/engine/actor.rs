@@ -67,8 +67,10 @@ pub(crate) struct Actor {
     include_partial: bool,
     cwd: String,
     pid: u32,
-    /// The child is a supervisor: SIGTERM to it ends the whole tree.
+    /// The child is a supervisor ([`crate::engine::supervisor`]): it ends the whole tree.
     supervised: bool,
+    /// Ends a supervised tree if this task is dropped before it reaped the child.
+    tree_guard: process::TreeGuard,
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<Line>,
@@ -85,8 +87,9 @@ pub(crate) struct Actor {
     /// it is answered (or its deadline passes), so the first turn's cost is exact.
     baseline_request: Option<(String, TokioInstant)>,
     recorded_conversation_cost: Option<f64>,
+    recorded_scope: Option<crate::engine::cost::CostScope>,
     /// Held until this task ends, so no other cms process drives the session meanwhile.
-    _lease: Option<Arc<crate::engine::lease::Lease>>,
+    lease: Option<Arc<crate::engine::lease::Lease>>,
     /// The session's cost over all its processes.
     session_cost: f64,
     turns: u32,
@@ -128,6 +131,10 @@ impl Actor {
             cwd: spec.cwd.display().to_string(),
             pid: io.pid,
             supervised: spec.supervisor.is_some(),
+            tree_guard: process::TreeGuard {
+                pid: io.pid,
+                armed: spec.supervisor.is_some(),
+            },
             child: io.child,
             stdin: Some(io.stdin),
             lines: io.lines,
@@ -140,7 +147,8 @@ impl Actor {
             process_total: 0.0,
             baseline_request: None,
             recorded_conversation_cost: spec.recorded_conversation_cost,
-            _lease: spec.lease.clone(),
+            recorded_scope: spec.recorded_scope,
+            lease: spec.lease.clone(),
             session_cost: spec.cost_before,
             turns: spec.turns_before,
             pending_controls: HashMap::new(),
@@ -196,7 +204,7 @@ impl Actor {
                 _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => self.escalate(),
                 _ = sleep_until_opt(baseline_deadline), if baseline_deadline.is_some() => {
                     self.baseline_request = None;
-                    self.set_baseline(decide_baseline(None, self.recorded_conversation_cost));
+                    self.set_baseline(decide_baseline(None, self.recorded_conversation_cost, self.recorded_scope));
                 }
             }
         }
@@ -210,7 +218,11 @@ impl Actor {
         if self.write_line(&line).await {
             self.baseline_request = Some((id, TokioInstant::now() + BASELINE_WAIT));
         } else {
-            self.set_baseline(decide_baseline(None, self.recorded_conversation_cost));
+            self.set_baseline(decide_baseline(
+                None,
+                self.recorded_conversation_cost,
+                self.recorded_scope,
+            ));
         }
     }
 
@@ -220,7 +232,11 @@ impl Actor {
             .and_then(|v| v.get("text"))
             .and_then(Value::as_str)
             .and_then(parse_session_cost);
-        self.set_baseline(decide_baseline(reported, self.recorded_conversation_cost));
+        self.set_baseline(decide_baseline(
+            reported,
+            self.recorded_conversation_cost,
+            self.recorded_scope,
+        ));
     }
 
     fn set_baseline(&mut self, baseline: CostBaseline) {
@@ -425,7 +441,7 @@ impl Actor {
         if self.supervised {
             // The supervisor kills the whole tree, tools in their own groups included;
             // if it has not within a second, the group is killed.
-            process::signal_pid(self.pid, libc::SIGTERM);
+            process::signal_pid(self.pid, crate::engine::supervisor::KILL_TREE);
             self.end_deadline = Some((TokioInstant::now() + Duration::from_secs(1), libc::SIGKILL));
         } else {
             process::signal_group(self.pid, libc::SIGKILL);
@@ -440,8 +456,13 @@ impl Actor {
             Some((_, sig)) if sig == libc::SIGTERM => {
                 tracing::debug!(session = %self.name, "claude did not exit after stdin closed: SIGTERM");
                 process::signal_group(self.pid, libc::SIGTERM);
-                self.end_deadline =
-                    Some((TokioInstant::now() + Duration::from_secs(2), libc::SIGKILL));
+                // A supervisor gives claude its grace before it kills the tree.
+                let wait = if self.supervised {
+                    crate::engine::supervisor::GRACE + Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(2)
+                };
+                self.end_deadline = Some((TokioInstant::now() + wait, libc::SIGKILL));
             }
             Some((_, sig)) if sig == libc::SIGKILL => {
                 process::signal_group(self.pid, libc::SIGKILL);
@@ -769,6 +790,12 @@ impl Actor {
                     .and_then(|r| r.ok())
             }
         };
+        if status.is_some() {
+            self.tree_guard.armed = false;
+        }
+        // The child is gone: another cms process may drive the session from now on, and
+        // one in this process may start it again as soon as it hears of the exit.
+        self.lease = None;
         use std::os::unix::process::ExitStatusExt;
         // Let the stderr reader drain what the child wrote last.
         tokio::time::sleep(Duration::from_millis(20)).await;

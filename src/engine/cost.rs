@@ -14,7 +14,7 @@ use crate::wire::cost::ReportedCost;
 use serde::Serialize;
 
 /// What the CLI's cumulative figure covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CostScope {
     /// Starts at 0 in every process (2.1.197).
@@ -23,6 +23,25 @@ pub enum CostScope {
     Conversation,
     /// The CLI did not say; counted as per process.
     Unknown,
+}
+
+impl CostScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostScope::Process => "process",
+            CostScope::Conversation => "conversation",
+            CostScope::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CostScope> {
+        Some(match s {
+            "process" => CostScope::Process,
+            "conversation" => CostScope::Conversation,
+            "unknown" => CostScope::Unknown,
+            _ => return None,
+        })
+    }
 }
 
 /// The figure a process's `total_cost_usd` starts from, and how it was found.
@@ -35,11 +54,12 @@ pub struct CostBaseline {
 }
 
 impl CostBaseline {
-    /// A new conversation: nothing to carry, nothing to ask.
+    /// A new conversation: nothing to carry, nothing to ask (and nothing learnt about
+    /// how the CLI counts).
     pub fn fresh() -> Self {
         CostBaseline {
             usd: 0.0,
-            scope: CostScope::Process,
+            scope: CostScope::Unknown,
             note: None,
         }
     }
@@ -49,9 +69,24 @@ impl CostBaseline {
 ///
 /// `reported`: the CLI's answer to `get_session_cost` before the first turn (None when
 /// it refused or did not answer). `recorded`: the last `total_cost_usd` cms saw the CLI
-/// report for this conversation (for a fork, the parent's), if any.
-pub fn decide_baseline(reported: Option<ReportedCost>, recorded: Option<f64>) -> CostBaseline {
+/// report for this conversation (for a fork, the parent's), if any, and how that CLI
+/// counted it when cms last found out (`recorded_scope`).
+pub fn decide_baseline(
+    reported: Option<ReportedCost>,
+    recorded: Option<f64>,
+    recorded_scope: Option<CostScope>,
+) -> CostBaseline {
     let Some(r) = reported else {
+        if let (Some(k), Some(CostScope::Conversation)) = (recorded, recorded_scope) {
+            // Most likely the same CLI as last time, only slow to answer.
+            return CostBaseline {
+                usd: k,
+                scope: CostScope::Conversation,
+                note: Some(format!(
+                    "claude did not report the conversation's cost before the first turn;                      counting from cms's record (${k:.4}), per conversation as last time"
+                )),
+            };
+        }
         return CostBaseline {
             usd: 0.0,
             scope: CostScope::Unknown,
@@ -64,7 +99,16 @@ pub fn decide_baseline(reported: Option<ReportedCost>, recorded: Option<f64>) ->
         };
     };
     if r.matches(0.0) {
-        return CostBaseline::fresh();
+        // Nothing carried. Per process for sure when there was something to carry.
+        let scope = match recorded {
+            Some(k) if !r.matches(k) => CostScope::Process,
+            _ => CostScope::Unknown,
+        };
+        return CostBaseline {
+            usd: 0.0,
+            scope,
+            note: None,
+        };
     }
     match recorded {
         Some(k) if r.matches(k) => CostBaseline {
@@ -98,7 +142,10 @@ mod tests {
 
     #[test]
     fn a_per_process_cli_starts_from_zero_whatever_cms_recorded() {
-        let b = decide_baseline(said("Total cost:            $0.0000"), Some(0.0006));
+        let b = decide_baseline(said("Total cost:            $0.0000"), Some(0.0006), None);
+        assert_eq!((b.scope, b.usd, b.note), (CostScope::Process, 0.0, None));
+        // Nothing recorded to carry: nothing learnt either.
+        let b = decide_baseline(said("Total cost:            $0.0000"), None, None);
         assert_eq!(b, CostBaseline::fresh());
     }
 
@@ -108,6 +155,7 @@ mod tests {
         let b = decide_baseline(
             said("Estimated cost:        $0.0012"),
             Some(0.0012000000000000001),
+            Some(CostScope::Conversation),
         );
         assert_eq!(b.scope, CostScope::Conversation);
         assert_eq!(b.usd, 0.0012000000000000001);
@@ -116,19 +164,23 @@ mod tests {
 
     #[test]
     fn a_total_cms_did_not_see_is_taken_from_the_cli_and_flagged() {
-        let b = decide_baseline(said("Estimated cost:        $0.0020"), Some(0.0012));
+        let b = decide_baseline(said("Estimated cost:        $0.0020"), Some(0.0012), None);
         assert_eq!(b.scope, CostScope::Conversation);
         assert_eq!(b.usd, 0.002);
         assert!(b.note.as_deref().unwrap().contains("saw no result"));
-        let b = decide_baseline(said("Estimated cost:        $0.0020"), None);
+        let b = decide_baseline(said("Estimated cost:        $0.0020"), None, None);
         assert_eq!(b.usd, 0.002);
     }
 
     #[test]
     fn no_answer_is_counted_per_process_and_said() {
-        let b = decide_baseline(None, Some(0.5));
+        let b = decide_baseline(None, Some(0.5), Some(CostScope::Process));
         assert_eq!(b.scope, CostScope::Unknown);
         assert_eq!(b.usd, 0.0);
         assert!(b.note.is_some());
+        // A conversation that was counted per conversation last time still is.
+        let b = decide_baseline(None, Some(0.5), Some(CostScope::Conversation));
+        assert_eq!((b.scope, b.usd), (CostScope::Conversation, 0.5));
+        assert!(b.note.unwrap().contains("as last time"));
     }
 }

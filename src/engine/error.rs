@@ -22,7 +22,7 @@ pub enum EngineError {
     #[error("session '{0}' has no Claude session id yet, so it cannot be resumed or forked")]
     NoSessionId(String),
 
-    #[error("session '{name}' has spent its budget (${spent:.4} of ${budget:.4}); raise --max-budget or fork a new session")]
+    #[error("session '{name}' has spent its budget (${spent:.4} of ${budget:.4}) and takes no more turns; start a new session with a budget of its own")]
     BudgetSpent {
         name: String,
         budget: f64,

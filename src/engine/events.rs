@@ -143,12 +143,16 @@ impl EventKind {
         }
     }
 
-    /// Events worth keeping in the store (the rest are transient). `init` is not kept
-    /// as an event, but the store takes the Claude session id from it.
+    /// Events worth keeping in the store (the rest are transient). `init` and `state`
+    /// are not kept as events, but the store takes the Claude session id and the end
+    /// of API retries from them.
     pub fn worth_keeping(&self) -> bool {
         matches!(
             self,
             EventKind::Init { .. }
+                | EventKind::State {
+                    state: SessionState::Busy
+                }
                 | EventKind::ToolUse { .. }
                 | EventKind::Permission { .. }
                 | EventKind::Retry(_)

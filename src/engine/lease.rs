@@ -5,7 +5,8 @@
 //! of them). So the cms process that runs a session's `claude` child holds the
 //! session's lease: an exclusive `flock` on `$CMS_HOME/locks/NAME.lock`, held for as
 //! long as that child lives and dropped by the kernel if the process dies, so it is
-//! never stale. Commands that want the session meanwhile wait their turn in arrival
+//! never stale. The holder writes its pid and kind into the file, so others can say
+//! who holds it. Commands that want the session meanwhile wait their turn in arrival
 //! order (a ticket each in the store's `waiters` table; the oldest ticket of a living
 //! process goes first), or are refused at once when asked not to wait.
 
@@ -53,8 +54,23 @@ pub fn lock_path(home: &Path, name: &str) -> PathBuf {
     home.join("locks").join(format!("{name}.lock"))
 }
 
-/// Take the lease if it is free right now (None: another process holds it).
-pub fn try_take(home: &Path, name: &str) -> Result<Option<Lease>> {
+/// Who holds the lease, as its holder wrote it (unknown while it is being taken).
+pub fn holder(home: &Path, name: &str) -> Holder {
+    let text = std::fs::read_to_string(lock_path(home, name)).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    let pid = words
+        .next()
+        .and_then(|p| p.parse().ok())
+        .filter(|p| crate::engine::process::pid_alive(*p));
+    Holder {
+        pid,
+        kind: pid.and(words.next().map(str::to_string)),
+    }
+}
+
+/// Take the lease if it is free right now (None: another process holds it), saying
+/// in the file that this process (of `kind`: `cli`, `mcp`, ...) holds it.
+pub fn try_take(home: &Path, name: &str, kind: &str) -> Result<Option<Lease>> {
     let path = lock_path(home, name);
     let dir = path.parent().expect("lock files live in a folder");
     if !dir.exists() {
@@ -70,6 +86,10 @@ pub fn try_take(home: &Path, name: &str) -> Result<Option<Lease>> {
     // SAFETY: flock(2) on a descriptor we own.
     let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if r == 0 {
+        use std::io::Write;
+        let mut file = file;
+        let _ = file.set_len(0);
+        let _ = write!(file, "{} {kind}", std::process::id());
         return Ok(Some(Lease { _file: file }));
     }
     let err = std::io::Error::last_os_error();
@@ -90,12 +110,17 @@ mod tests {
     #[test]
     fn one_lease_at_a_time_and_it_comes_back_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let first = try_take(dir.path(), "s").unwrap().expect("free at first");
+        let first = try_take(dir.path(), "s", "mcp")
+            .unwrap()
+            .expect("free at first");
+        let holder = holder(dir.path(), "s");
+        assert_eq!(holder.pid, Some(std::process::id()));
+        assert_eq!(holder.kind.as_deref(), Some("mcp"));
         // flock is per open file: a second open, even in this process, must wait.
-        assert!(try_take(dir.path(), "s").unwrap().is_none());
-        assert!(try_take(dir.path(), "other").unwrap().is_some());
+        assert!(try_take(dir.path(), "s", "cli").unwrap().is_none());
+        assert!(try_take(dir.path(), "other", "cli").unwrap().is_some());
         drop(first);
-        assert!(try_take(dir.path(), "s").unwrap().is_some());
+        assert!(try_take(dir.path(), "s", "cli").unwrap().is_some());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! whose host is gone is seen as stopped.
 
 use crate::engine::config::{EngineConfig, SessionOptions};
+use crate::engine::cost::CostScope;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::events::{now_ms, EventKind, SessionEvent};
 use crate::engine::lease::{self, Holder};
@@ -304,7 +305,7 @@ impl Manager {
         let mut rec = SessionRecord::new(&req.name, options, work_dir.clone());
         rec.meta = req.meta.clone();
         // Held from before the record exists: nobody else can drive a half-made session.
-        let lease = lease::try_take(&self.cfg.home, &req.name)?
+        let lease = lease::try_take(&self.cfg.home, &req.name, &self.cfg.host_kind)?
             .ok_or_else(|| EngineError::AlreadyExists(req.name.clone()))?;
         let inserted = rec.clone();
         self.blocking(move |s| s.insert_session(&inserted)).await?;
@@ -431,6 +432,12 @@ impl Manager {
                     session_id: info.session_id.as_deref(),
                     cwd: info.cwd.as_deref(),
                     reported_cost_usd,
+                    cost_scope: info
+                        .cost_baseline
+                        .as_ref()
+                        .map(|b| b.scope)
+                        .filter(|s| *s != CostScope::Unknown),
+                    session_cost_usd: Some(info.session_cost),
                 };
                 let rec = s.record_turn(&name2, &kind2, &message2, &outcome, state)?;
                 if !keep_pid {
@@ -471,15 +478,18 @@ impl Manager {
                 let mine = ticket.as_ref().map_or(i64::MAX, |t| t.id);
                 let ahead = self.blocking(move |s| s.tickets_before(&n, mine)).await?;
                 if ahead == 0 {
-                    if let Some(lease) = lease::try_take(&self.cfg.home, name)? {
+                    if let Some(lease) = lease::try_take(&self.cfg.home, name, &self.cfg.host_kind)?
+                    {
                         drop(ticket.take());
                         return self.resume_locked(name, lease).await;
                     }
                 }
                 let n = name.to_string();
-                let rec = self.blocking(move |s| s.require(&n)).await?;
-                let holder = holder_of(&rec);
-                if holder.is_long_lived() {
+                self.blocking(move |s| s.require(&n)).await?;
+                let holder = lease::holder(&self.cfg.home, name);
+                // This very process (a child of ours just ended) is not waited on forever.
+                let ours = holder.pid == Some(std::process::id());
+                if holder.is_long_lived() && !ours {
                     return Err(EngineError::HeldElsewhere {
                         name: name.to_string(),
                         holder: holder.describe(),
@@ -536,8 +546,20 @@ impl Manager {
         if rec.state == SessionState::Paused {
             return Err(EngineError::Paused(name.to_string()));
         }
+        // A cms from before leases holds none: the store still says it is live there.
+        if let Some(host) = other_live_host(&rec) {
+            return Err(EngineError::HeldElsewhere {
+                name: name.to_string(),
+                holder: Holder {
+                    pid: Some(host),
+                    kind: rec.host_kind.clone(),
+                }
+                .describe(),
+            });
+        }
         let mut args = rec.options.claude_args();
         let mut recorded = rec.reported_cost_usd;
+        let mut scope = rec.cost_scope;
         match (&rec.fork_parent_id, &rec.claude_session_id) {
             (Some(parent), planned) => {
                 args.resume = Some(parent.clone());
@@ -545,13 +567,12 @@ impl Manager {
                 args.session_id = planned.clone();
                 // A fork starts from its parent's conversation, and its count from there.
                 let parent_name = rec.forked_from.clone();
-                recorded = match parent_name {
-                    Some(p) => self
-                        .blocking(move |s| s.get(&p))
-                        .await?
-                        .and_then(|p| p.reported_cost_usd),
+                let parent = match parent_name {
+                    Some(p) => self.blocking(move |s| s.get(&p)).await?,
                     None => None,
                 };
+                recorded = parent.as_ref().and_then(|p| p.reported_cost_usd);
+                scope = parent.and_then(|p| p.cost_scope);
             }
             (None, Some(id)) => args.resume = Some(id.clone()),
             (None, None) => return Err(EngineError::NoSessionId(name.to_string())),
@@ -561,6 +582,7 @@ impl Manager {
         args.worktree = None;
         let mut rec = rec;
         rec.reported_cost_usd = recorded;
+        rec.cost_scope = scope;
         self.start_live_locked(&rec, args, &dir, lease).await
     }
 
@@ -614,6 +636,7 @@ impl Manager {
             cost_before: rec.total_cost_usd,
             turns_before: rec.total_turns,
             recorded_conversation_cost: resumes.then_some(rec.reported_cost_usd).flatten(),
+            recorded_scope: resumes.then_some(rec.cost_scope).flatten(),
             lease: Some(Arc::new(lease)),
             turn_timeout: self.cfg.turn_timeout,
             stop_grace: self.cfg.stop_grace,
@@ -712,6 +735,18 @@ impl Manager {
             options.permission_mode = overrides.permission_mode;
         }
         options.worktree = None;
+        // A budget is not renewed by forking: the fork gets what the parent has left.
+        if let Some(budget) = options.max_budget_usd {
+            let left = budget - parent.total_cost_usd;
+            if left <= 0.0 {
+                return Err(EngineError::BudgetSpent {
+                    name: name.to_string(),
+                    budget,
+                    spent: parent.total_cost_usd,
+                });
+            }
+            options.max_budget_usd = Some(left);
+        }
         let mut rec = SessionRecord::new(new_name, options, parent.work_dir.clone());
         rec.cwd = parent.cwd.clone();
         rec.forked_from = Some(name.to_string());
@@ -1018,20 +1053,6 @@ impl Drop for Ticket {
         if let Err(e) = self.store.drop_ticket(self.id) {
             tracing::debug!("could not leave the queue: {e}");
         }
-    }
-}
-
-/// Who holds a session live, as far as the store knows.
-fn holder_of(rec: &SessionRecord) -> Holder {
-    match rec.host_pid.filter(|p| process::pid_alive(*p)) {
-        Some(pid) => Holder {
-            pid: Some(pid),
-            kind: rec.host_kind.clone(),
-        },
-        None => Holder {
-            pid: None,
-            kind: None,
-        },
     }
 }
 

@@ -79,7 +79,6 @@ const PARENT_SESSION_PREFIXES: &[&str] = &[
 /// True for a variable that belongs to a parent Claude Code session, not to the user.
 pub fn is_parent_session_var(name: &str) -> bool {
     PARENT_SESSION_VARS.contains(&name)
-        || name == "CLAUDE_CODE_SESSION_ID"
         || PARENT_SESSION_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
@@ -109,7 +108,7 @@ pub fn spawn(
     };
     // The supervisor cleans up when cms dies; a bare child is simply killed.
     let death_signal = if supervisor.is_some() {
-        libc::SIGTERM
+        crate::engine::supervisor::KILL_TREE
     } else {
         libc::SIGKILL
     };
@@ -118,7 +117,8 @@ pub fn spawn(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        // A supervisor SIGKILLed could not clean up: its owner ends it with `TreeGuard`.
+        .kill_on_drop(supervisor.is_none())
         .process_group(0);
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(is_parent_session_var) {
@@ -169,11 +169,26 @@ pub fn signal_group(pid: u32, signal: i32) {
     }
 }
 
-/// End a session's process tree from outside its cms process: SIGTERM to the child
-/// (a supervisor then kills the whole tree), then SIGKILL to its group if it is still
-/// there after a second. Blocks up to that second.
+/// Kills a supervised child's whole tree when dropped, unless disarmed (once the child
+/// has been reaped, its pid may belong to someone else).
+pub struct TreeGuard {
+    pub pid: u32,
+    pub armed: bool,
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_pid(self.pid, crate::engine::supervisor::KILL_TREE);
+        }
+    }
+}
+
+/// End a session's process tree from outside its cms process: the supervisor's
+/// kill-the-tree signal, then SIGKILL to its group if it is still there after a second
+/// (a bare `claude`, or a supervisor that did not answer). Blocks up to that second.
 pub fn end_tree(pid: u32) {
-    signal_pid(pid, libc::SIGTERM);
+    signal_pid(pid, crate::engine::supervisor::KILL_TREE);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     while pid_alive(pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -114,12 +114,10 @@ impl TurnCollector {
         measured_ms: u64,
     ) -> Response {
         let total = result.total_cost_usd.unwrap_or(previous_total);
-        // A process's total never decreases; if it does, the CLI restarted its count.
-        let cost = if total >= previous_total {
-            total - previous_total
-        } else {
-            total
-        };
+        // A process's total never decreases. It can end up below `previous_total` only when
+        // the count started from the CLI's rounded figure (see `engine::cost`) and this turn
+        // cost less than the rounding: then it cost nothing we can tell, never the history.
+        let cost = (total - previous_total).max(0.0);
         let text = match &result.result {
             Some(t) if !t.is_empty() => t.clone(),
             _ => self.texts.join("\n"),
@@ -178,6 +176,14 @@ mod tests {
             session = r.session_cost_usd;
         }
         assert_eq!(costs, vec![0.10, 0.15, 0.20]);
+    }
+
+    #[test]
+    fn a_count_started_from_a_rounded_figure_never_charges_the_history() {
+        // The CLI said $0.0013 for a conversation worth 0.00126; this turn cost 0.00002.
+        let r = TurnCollector::new().finish(&result(0.00128, Some("x")), 0.0013, 5.0, 0);
+        assert_eq!(r.cost_usd, 0.0);
+        assert_eq!(r.session_cost_usd, 5.0);
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct StartSpec {
     /// `total_cost_usd` cms saw the CLI report for it (a fork: its parent's), used to
     /// read the CLI's rounded starting figure exactly (see [`crate::engine::cost`]).
     pub recorded_conversation_cost: Option<f64>,
+    /// How the CLI counted that figure when cms last found out.
+    pub recorded_scope: Option<crate::engine::cost::CostScope>,
     /// The session's lease ([`crate::engine::lease`]), held until the child ends.
     pub lease: Option<Arc<crate::engine::lease::Lease>>,
     pub turn_timeout: Duration,

@@ -74,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
     //    and the queue of commands waiting to drive a session.
     r#"
     ALTER TABLE sessions ADD COLUMN reported_cost_usd REAL;
+    ALTER TABLE sessions ADD COLUMN cost_scope TEXT;
     ALTER TABLE sessions ADD COLUMN host_kind TEXT;
     ALTER TABLE sessions ADD COLUMN retry TEXT;
     CREATE TABLE waiters (
@@ -116,6 +117,8 @@ pub struct SessionRecord {
     /// where a resumed (or forked) process's count starts on CLIs that count per
     /// conversation (see [`crate::engine::cost`]).
     pub reported_cost_usd: Option<f64>,
+    /// How the CLI counted that figure (`process`, `conversation`), as last found out.
+    pub cost_scope: Option<crate::engine::cost::CostScope>,
     /// What kind of cms process holds the session live (`cli`, `mcp`, `repl`, `script`...).
     pub host_kind: Option<String>,
     /// The API retry in progress, while the CLI is retrying a failing call.
@@ -146,6 +149,7 @@ impl SessionRecord {
             host_pid: None,
             meta: None,
             reported_cost_usd: None,
+            cost_scope: None,
             host_kind: None,
             retry: None,
         }
@@ -194,7 +198,7 @@ pub struct Store {
 const SESSION_COLUMNS: &str =
     "name, claude_session_id, state, options, work_dir, cwd, forked_from, \
      fork_parent_id, created_at, updated_at, total_cost_usd, total_turns, interaction_count, \
-     last_response, last_error, pid, host_pid, meta, reported_cost_usd, host_kind, retry";
+     last_response, last_error, pid, host_pid, meta, reported_cost_usd, host_kind, retry, cost_scope";
 
 impl Store {
     /// Open (creating it if needed) the store in `home`. A store that cannot be
@@ -271,17 +275,22 @@ impl Store {
         // store at the same moment tries again for a while.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let mode: rusqlite::Result<String> =
-                conn.query_row("PRAGMA journal_mode", [], |r| r.get(0));
-            let result = match mode {
+            let mode = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+                .and_then(|m| {
+                    if m.eq_ignore_ascii_case("wal") {
+                        return Ok(m);
+                    }
+                    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+                });
+            match mode {
                 Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
-                Ok(_) => conn
-                    .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => continue,
+                Ok(m) => {
+                    // SQLite kept another mode without an error (a read-only store, say):
+                    // it works, only with less concurrency.
+                    tracing::warn!("the store stays in journal mode {m}, not WAL");
+                    return Ok(());
+                }
                 Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -324,7 +333,7 @@ impl Store {
     pub fn insert_session(&self, rec: &SessionRecord) -> Result<()> {
         let conn = self.conn.lock().unwrap();
         let r = conn.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
+            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"),
             params![
                 rec.name,
                 rec.claude_session_id,
@@ -347,6 +356,7 @@ impl Store {
                 rec.reported_cost_usd,
                 rec.host_kind,
                 retry_json(rec),
+                rec.cost_scope.map(|s| s.as_str()),
             ],
         );
         match r {
@@ -489,6 +499,14 @@ impl Store {
         if outcome.reported_cost_usd.is_some() {
             rec.reported_cost_usd = outcome.reported_cost_usd;
         }
+        if let Some(scope) = outcome.cost_scope {
+            rec.cost_scope = Some(scope);
+        }
+        // The session's running total as its live process counts it (a result that
+        // arrived after its turn was answered is in it too).
+        if let Some(total) = outcome.session_cost_usd {
+            rec.total_cost_usd = rec.total_cost_usd.max(total);
+        }
         rec.retry = None;
         if let Some(cwd) = outcome.cwd {
             rec.cwd = Some(PathBuf::from(cwd));
@@ -592,6 +610,19 @@ impl Store {
                         .map_err(|e| self.err(e))?;
                         continue;
                     }
+                    // The API answered again: the turn is busy, no longer retrying.
+                    EventKind::State {
+                        state: SessionState::Busy,
+                    } => {
+                        tx.execute(
+                            "UPDATE sessions SET retry = NULL, state = 'busy' \
+                             WHERE name = ?1 AND state = 'retrying'",
+                            params![e.session],
+                        )
+                        .map_err(|e| self.err(e))?;
+                        continue;
+                    }
+                    EventKind::State { .. } => continue,
                     // Another process's `cms status` sees the retries while they happen.
                     EventKind::Retry(r) => {
                         tx.execute(
@@ -684,6 +715,10 @@ pub struct TurnOutcome<'a> {
     pub cwd: Option<&'a str>,
     /// The CLI's last cumulative `total_cost_usd` (None: leave the stored one).
     pub reported_cost_usd: Option<f64>,
+    /// How the CLI counts it, when found out (None: leave the stored one).
+    pub cost_scope: Option<crate::engine::cost::CostScope>,
+    /// The live process's running total of the session's cost.
+    pub session_cost_usd: Option<f64>,
 }
 
 fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usize> {
@@ -691,7 +726,7 @@ fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usiz
         "UPDATE sessions SET claude_session_id=?2, state=?3, options=?4, work_dir=?5, cwd=?6, \
          forked_from=?7, fork_parent_id=?8, updated_at=?9, total_cost_usd=?10, total_turns=?11, \
          interaction_count=?12, last_response=?13, last_error=?14, pid=?15, host_pid=?16, meta=?17, \
-         reported_cost_usd=?18, host_kind=?19, retry=?20 WHERE name=?1",
+         reported_cost_usd=?18, host_kind=?19, retry=?20, cost_scope=?21 WHERE name=?1",
         params![
             rec.name,
             rec.claude_session_id,
@@ -713,6 +748,7 @@ fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usiz
             rec.reported_cost_usd,
             rec.host_kind,
             retry_json(rec),
+            rec.cost_scope.map(|s| s.as_str()),
         ],
     )
 }
@@ -788,6 +824,9 @@ fn record_with(
         retry: r
             .get::<_, Option<String>>(20)?
             .and_then(|t| serde_json::from_str(&t).ok()),
+        cost_scope: r
+            .get::<_, Option<String>>(21)?
+            .and_then(|s| crate::engine::cost::CostScope::parse(&s)),
     })
 }
 

@@ -10,8 +10,10 @@
 //!
 //! - `claude` exits (stdin closed, crash, killed): every remaining descendant is
 //!   killed, and the supervisor exits the way `claude` did (same code, same signal);
-//! - SIGTERM (cms kills the session, or cms itself died: `PR_SET_PDEATHSIG`): the
-//!   whole tree is killed at once;
+//! - SIGTERM (a stop): passed to `claude`, which gets [`GRACE`] to finish (save its
+//!   transcript, run its hooks); then the whole tree is killed;
+//! - [`KILL_TREE`] (a kill, or cms itself died: `PR_SET_PDEATHSIG`): the whole tree is
+//!   killed at once;
 //! - SIGINT: passed to `claude` (Claude Code treats it as an interrupt).
 //!
 //! Linux only; elsewhere cms runs `claude` directly.
@@ -22,6 +24,12 @@ pub use linux::run;
 /// The argument that selects the supervisor in the `cms` executable.
 pub const ARG: &str = "__supervise";
 
+/// The signal that tells a supervisor to kill its whole tree at once.
+pub const KILL_TREE: i32 = libc::SIGUSR1;
+
+/// How long `claude` may take to exit after a SIGTERM before its tree is killed.
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[cfg(not(target_os = "linux"))]
 pub fn run(_argv: Vec<String>) -> i32 {
     eprintln!("cms: the supervisor runs on Linux only");
@@ -30,6 +38,7 @@ pub fn run(_argv: Vec<String>) -> i32 {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use super::{GRACE, KILL_TREE};
     use std::collections::{HashMap, HashSet};
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
@@ -45,10 +54,16 @@ mod linux {
         let signals = unsafe {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             // cms may die without a word: then take everything down.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, KILL_TREE, 0, 0, 0);
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            for s in [
+                libc::SIGCHLD,
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGHUP,
+                KILL_TREE,
+            ] {
                 libc::sigaddset(&mut set, s);
             }
             libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -59,11 +74,16 @@ mod linux {
         }
         let mut cmd = std::process::Command::new(bin);
         cmd.args(args);
-        // SAFETY: only async-signal-safe calls between fork and exec. The signal mask
-        // is reset by std before exec.
+        // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                // The mask is inherited across exec: `claude` must get SIGTERM and SIGINT
+                // itself. And a broken pipe is its own business (Rust ignores SIGPIPE).
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
                 Ok(())
             });
         }
@@ -77,27 +97,60 @@ mod linux {
         let claude = child.id() as libc::pid_t;
         // Let go of the pipes: only `claude` holds them, so cms sees them close when it exits.
         release_stdio();
+        // Set by a SIGTERM: when `claude`'s grace ends.
+        let mut grace_until: Option<Instant> = None;
         loop {
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: waiting for a signal of the blocked set.
-            let sig = unsafe { libc::sigwaitinfo(&signals, &mut info) };
+            let sig = wait_signal(&signals, grace_until);
             match sig {
-                libc::SIGCHLD => {
+                Some(libc::SIGCHLD) => {
                     if let Some(status) = reap(claude) {
-                        kill_descendants();
+                        kill_descendants(claude);
                         return exit_like(status);
                     }
                 }
-                libc::SIGINT => unsafe {
+                Some(libc::SIGINT) => unsafe {
                     libc::kill(claude, libc::SIGINT);
                 },
-                libc::SIGTERM | libc::SIGHUP => {
-                    kill_descendants();
-                    let status = wait_for(claude);
+                Some(libc::SIGTERM) if grace_until.is_none() => {
+                    // SAFETY: passing the signal on to our child.
+                    unsafe { libc::kill(claude, libc::SIGTERM) };
+                    grace_until = Some(Instant::now() + GRACE);
+                }
+                // The grace is over, a kill was asked for, or cms died.
+                None | Some(libc::SIGHUP) | Some(KILL_TREE) => {
+                    let status = kill_descendants(claude).or_else(|| wait_for(claude));
                     return exit_like(status.unwrap_or(libc::SIGKILL));
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// The next signal of the set, or None once `until` has passed.
+    fn wait_signal(set: &libc::sigset_t, until: Option<Instant>) -> Option<i32> {
+        loop {
+            let sig = match until {
+                None => {
+                    // SAFETY: waiting for a signal of the blocked set.
+                    unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) }
+                }
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    let ts = libc::timespec {
+                        tv_sec: left.as_secs() as libc::time_t,
+                        tv_nsec: left.subsec_nanos() as libc::c_long,
+                    };
+                    // SAFETY: waiting for a signal of the blocked set, with a timeout.
+                    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) }
+                }
+            };
+            if sig > 0 {
+                return Some(sig);
+            }
+            // EINTR or EAGAIN (the timeout): look at the clock again.
         }
     }
 
@@ -132,7 +185,7 @@ mod linux {
         }
     }
 
-    /// Wait (up to 2 s) for `claude` to be reaped; its wait status.
+    /// Wait (up to 2 s) for `claude` to be reaped, if it has not been; its wait status.
     fn wait_for(claude: libc::pid_t) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
@@ -172,14 +225,16 @@ mod linux {
     }
 
     /// SIGKILL every process below this one until none is left (re-parented orphans
-    /// included), reaping as they go. Gives up after 2 s.
-    fn kill_descendants() {
+    /// included), reaping as they go. Gives up after 2 s. Returns `claude`'s wait
+    /// status if it was reaped here.
+    fn kill_descendants(claude: libc::pid_t) -> Option<i32> {
         let me = std::process::id() as i32;
         let deadline = Instant::now() + Duration::from_secs(2);
+        let mut claude_status = None;
         loop {
             let below = descendants(me);
             if below.is_empty() || Instant::now() > deadline {
-                return;
+                return claude_status;
             }
             for pid in below {
                 // SAFETY: kill(2) on a process of our own tree.
@@ -190,7 +245,9 @@ mod linux {
             std::thread::sleep(Duration::from_millis(5));
             // Reap what was ours (anything else is reaped by its own parent, or is
             // re-parented to us and reaped on the next round).
-            reap(-1);
+            if let Some(status) = reap(claude) {
+                claude_status = Some(status);
+            }
         }
     }
 

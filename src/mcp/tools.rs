@@ -18,7 +18,7 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
         "permission_mode": { "type": "string", "enum": ["default", "acceptEdits", "plan", "dontAsk", "bypassPermissions"] },
         "allowed_tools": tools, "disallowed_tools": tools,
         "system_prompt": { "type": "string", "description": "Appended to Claude Code's system prompt" },
-        "max_budget": { "type": "number", "exclusiveMinimum": 0, "description": "Hard budget in USD for the claude process" },
+        "max_budget": { "type": "number", "exclusiveMinimum": 0, "description": "Hard budget in USD for the session's whole life, across restarts (a fork gets what is left)" },
         "max_turns": { "type": "integer", "minimum": 1 },
         "agent": { "type": "string" },
         "worktree": { "type": "string", "description": "Run in a git worktree of this name (claude -w)" },
