@@ -803,7 +803,7 @@ async fn a_line_over_the_cap_fails_the_turn_at_once() {
     m.spawn(req(&env, "big", "before")).await.unwrap();
     let started = Instant::now();
     let err = m.send("big", "HUGE 70000000", None).await.unwrap_err();
-    assert!(matches!(err, EngineError::LineTooLong), "{err}");
+    assert!(matches!(err, EngineError::LineTooLong { .. }), "{err}");
     assert!(err.to_string().contains("64 MiB"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(60),

@@ -4,6 +4,7 @@
 //! stop, kill or a policy verdict. [`crate::engine::session::LiveSession`] is its
 //! handle.
 
+use crate::engine::child::{exited_error, Cmd, EventSink, ExitInfo, Shared, StartSpec};
 use crate::engine::cost::{decide_baseline, CostBaseline};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::events::{now_ms, ApiRetryEvent, EventKind, SessionEvent};
@@ -11,7 +12,6 @@ use crate::engine::policy::{Decision, Policy, Progress, ToolCall, Verdict};
 use crate::engine::process;
 use crate::engine::reader::{self, Line};
 use crate::engine::response::{retries_note, Response, TurnCollector};
-use crate::engine::session::{exited_error, Cmd, EventSink, ExitInfo, Shared, StartSpec};
 use crate::engine::state::SessionState;
 use crate::wire::cost::{parse_session_cost, GET_SESSION_COST};
 use crate::wire::message::{ControlRequestBody, KnownBlock, Message};
@@ -513,11 +513,14 @@ impl Actor {
     /// last forever, so the turn fails now and the session stops (it stays resumable).
     async fn on_oversized_line(&mut self) {
         tracing::warn!(session = %self.name, "claude printed a line over {} bytes: dropped", reader::MAX_LINE);
+        let error = || EngineError::LineTooLong {
+            limit_mib: reader::MAX_LINE >> 20,
+        };
         self.emit(EventKind::Error {
-            message: EngineError::LineTooLong.to_string(),
+            message: error().to_string(),
         });
         if let Some(reply) = self.current.as_mut().and_then(|t| t.reply.take()) {
-            let _ = reply.send(Err(EngineError::LineTooLong));
+            let _ = reply.send(Err(error()));
             if self.ending.is_none() {
                 self.begin_stop(Ending::Stop).await;
             }

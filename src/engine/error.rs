@@ -56,8 +56,8 @@ pub enum EngineError {
         partial: Option<Box<Response>>,
     },
 
-    #[error("claude printed a line over {} MiB, which cms does not read: the turn's answer is lost; the session was stopped and can be resumed", crate::engine::reader::MAX_LINE >> 20)]
-    LineTooLong,
+    #[error("claude printed a line over {limit_mib} MiB, which cms does not read: the turn's answer is lost; the session was stopped and can be resumed")]
+    LineTooLong { limit_mib: usize },
 
     #[error("the session was stopped before the turn finished")]
     Stopped { partial: Option<Box<Response>> },

@@ -406,7 +406,7 @@ impl Manager {
             tracing::debug!("could not mark {name} busy: {e}");
         }
         let result = session.send(message, timeout).await;
-        if matches!(result, Err(EngineError::LineTooLong)) {
+        if matches!(result, Err(EngineError::LineTooLong { .. })) {
             // The session is stopping: wait for it, so the next send resumes cleanly.
             session.stop().await;
         }

@@ -3,6 +3,7 @@
 //! prints and never reads a terminal.
 
 mod actor;
+mod child;
 pub mod config;
 pub mod cost;
 pub mod error;

@@ -2,7 +2,7 @@
 //! session's task, with a size cap), and stderr kept as a bounded tail for error
 //! messages.
 
-use crate::engine::session::Shared;
+use crate::engine::child::Shared;
 use crate::wire::message::Message;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
