@@ -396,7 +396,8 @@ fn a_failing_or_endless_policy_denies() {
 fn a_broken_edit_keeps_the_last_good_version() {
     let p = project();
     let dir = tempfile::tempdir().unwrap();
-    // At start a broken user file falls back to the built-in one, and says so.
+    // At start a broken user file is reported, and no version of it is in force:
+    // every guarded decision is denied until it loads (issue 9.6).
     std::fs::write(
         dir.path().join("protected_paths.lua"),
         "return {\n  paths = { 'src/' \n",

@@ -574,6 +574,18 @@ fn load_strategy(lua: &Lua, policy: &PolicyService, name: &str) -> Result<Functi
 }
 
 /// Start a delegation: spawn a guarded session and run the strategy.
+/// Guarded work starts only on a policy that loaded; a broken edit whose last
+/// good version is in force is said on stderr each time.
+fn policy_in_force(policy: &PolicyService) -> Result<(), DelegateError> {
+    policy.ready()?;
+    for e in policy.stale() {
+        tracing::warn!(
+            "a policy file was edited and does not load; its last good version is in force until it is fixed: {e}"
+        );
+    }
+    Ok(())
+}
+
 pub async fn delegate(
     lua: &Lua,
     manager: &Arc<Manager>,
@@ -584,6 +596,7 @@ pub async fn delegate(
     if opts.task.trim().is_empty() {
         return Err(DelegateError::Invalid("the task is empty".into()));
     }
+    policy_in_force(policy)?;
     for (what, v) in [("max_cost", opts.max_cost), ("timeout", opts.timeout)] {
         if let Some(v) = v {
             if !(v.is_finite() && v > 0.0) {
@@ -691,6 +704,7 @@ pub async fn continue_task(
     if message.trim().is_empty() {
         return Err(DelegateError::Invalid("the message is empty".into()));
     }
+    policy_in_force(policy)?;
     let rec = manager.status(name)?;
     let guard = delegated_guard(name, &rec.options)?;
     if let Some(v) = ending_violation(manager, name) {

@@ -6,7 +6,8 @@
 //!   and the absolute path as a second value;
 //! - `cms.path.exists(path)`, `cms.path.is_dir(path)`;
 //! - `cms.shell.parse(command)`: the simple commands of a Bash line, each
-//!   `{argv = {...}, assigns = {...}, redirects = {{op, target, writes}}}`.
+//!   `{argv = {...}, assigns = {...}, redirects = {{op, target, writes}}}`; raises
+//!   "the command is too complex to check" for a line nested too deep or too slow.
 
 use crate::policy::{paths, shell};
 use mlua::{Lua, Table};
@@ -44,7 +45,9 @@ pub fn install(lua: &Lua, cms: &Table) -> mlua::Result<()> {
         "parse",
         lua.create_function(|lua, line: String| {
             let out = crate::lua::convert::array(lua, lua.create_table()?);
-            for (i, c) in shell::parse(&line).into_iter().enumerate() {
+            // A line too deep, long or slow to read raises: the policy then denies.
+            let commands = shell::parse(&line).map_err(|e| mlua::Error::runtime(e.to_string()))?;
+            for (i, c) in commands.into_iter().enumerate() {
                 let t = lua.create_table()?;
                 t.set(
                     "argv",

@@ -259,7 +259,8 @@ fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
 }
 
 /// Plugin policies, for the policy service's Lua state: `(plugin, on_tool_use)`.
-pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, Function)> {
+/// Each plugin policy's `on_tool_use` as `(name, file, function)`.
+pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, String, Function)> {
     let mut out = Vec::new();
     for (folder, src) in sources {
         let Ok(Value::Table(t)) = lua
@@ -279,7 +280,7 @@ pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, Functio
                     .ok()
                     .flatten()
                     .unwrap_or_else(|| folder.clone());
-                out.push((name, f));
+                out.push((name, src.origin.clone(), f));
             }
         }
     }

@@ -29,6 +29,9 @@ pub struct Attached {
 /// manager's policy, and reload them when their files change.
 pub fn attach(manager: &Manager, cwd: &Path) -> Result<Attached, PolicyError> {
     let (service, _) = PolicyService::start(Layers::standard(cwd), DECISION_LIMIT)?;
+    for e in service.stale() {
+        tracing::warn!("policy file not in force: {e}");
+    }
     manager.set_policy(Arc::new(LuaPolicy(service.clone())));
     let watcher = match watch::watch(service.clone(), |_| {}) {
         Ok(w) => Some(w),

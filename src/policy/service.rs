@@ -125,11 +125,24 @@ pub struct PolicyService {
     limit: Duration,
     good: RwLock<Arc<Snapshot>>,
     reloading: Mutex<()>,
+    health: RwLock<Health>,
+}
+
+/// Whether every layer in force loaded.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    /// `file:line: message` of layer files that never loaded in this process: no
+    /// version of them is in force, so guarded work is refused until they load.
+    unloaded: Vec<String>,
+    /// Errors of a broken edit: the last good version stays in force meanwhile.
+    stale: Vec<String>,
 }
 
 impl PolicyService {
     /// Load the scripts. A user script that fails to load is reported (in the
-    /// returned report) and the built-in one is used in its place.
+    /// returned report); no version of it is in force, so until it loads guarded
+    /// work is refused ([`PolicyService::ready`]) and every decision denies, naming
+    /// the file and line (fail closed: the user's stricter rules never silently vanish).
     pub fn start(
         layers: Layers,
         limit: Duration,
@@ -145,11 +158,13 @@ impl PolicyService {
         .map_err(|e| PolicyError::Load(e.join("\n")))?;
         snapshot.generation = 1;
         for e in &errors {
-            tracing::error!("policy script not loaded (the built-in one is used): {e}");
+            tracing::error!(
+                "policy script not loaded, so guarded work is refused until it loads: {e}"
+            );
         }
         let report = ReloadReport {
             generation: 1,
-            errors,
+            errors: errors.clone(),
             origins: snapshot.origins(),
         };
         let service = Arc::new(PolicyService {
@@ -158,6 +173,10 @@ impl PolicyService {
             limit,
             good: RwLock::new(Arc::new(snapshot)),
             reloading: Mutex::new(()),
+            health: RwLock::new(Health {
+                unloaded: errors.clone(),
+                stale: Vec::new(),
+            }),
         });
         Ok((service, report))
     }
@@ -189,8 +208,44 @@ impl PolicyService {
         })
     }
 
+    fn health(&self) -> Health {
+        self.health.read().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Whether guarded work may start: an error naming each layer file that does
+    /// not load (`file:line: message`) and what to do, when one does not.
+    pub fn ready(&self) -> Result<(), PolicyError> {
+        let h = self.health();
+        if h.unloaded.is_empty() {
+            return Ok(());
+        }
+        Err(PolicyError::Load(format!(
+            "a safety policy file in force does not load, so guarded work is refused until it does:\n  {}\nfix it (check with `cms policy check FILE`) or move it away",
+            h.unloaded.join("\n  ")
+        )))
+    }
+
+    /// Errors of a broken edit while its last good version stays in force (empty
+    /// when every file in force is the one on disk).
+    pub fn stale(&self) -> Vec<String> {
+        self.health().stale
+    }
+
     /// Decide a tool call of a guarded session. Fails closed.
     pub fn decide(&self, call: &ToolCall, guard: &Guard) -> Decision {
+        let h = self.health();
+        if !h.unloaded.is_empty() {
+            return fail_closed(&format!(
+                "a policy file does not load ({}); fix it, then try again",
+                h.unloaded.join("; ")
+            ));
+        }
+        if !h.stale.is_empty() {
+            tracing::warn!(
+                "a policy file was edited and does not load; its last good version is in force until it is fixed: {}",
+                h.stale.join("; ")
+            );
+        }
         self.with_worker(|w| w.decide(call, guard))
             .unwrap_or_else(|e| fail_closed(&e))
     }
@@ -235,12 +290,21 @@ impl PolicyService {
         }
         let report = ReloadReport {
             generation: next.generation,
-            errors,
+            errors: errors.clone(),
             origins: next.origins(),
         };
         if changed {
             if let Ok(mut g) = self.good.write() {
                 *g = Arc::new(next);
+            }
+        }
+        if let Ok(mut h) = self.health.write() {
+            if errors.is_empty() {
+                *h = Health::default();
+            } else if !h.unloaded.is_empty() {
+                h.unloaded = errors.clone();
+            } else {
+                h.stale = errors.clone();
             }
         }
         report
@@ -356,8 +420,10 @@ struct Worker {
     safety: Table,
     presets: Table,
     limits: Limits,
-    /// `(name, on_tool_use)` of each plugin policy, asked first.
-    plugin_policies: Vec<(String, Function)>,
+    /// `(name, file, on_tool_use)` of each plugin policy, asked first.
+    plugin_policies: Vec<(String, String, Function)>,
+    /// The file `safety.lua` came from (named when it answers nonsense).
+    safety_origin: String,
     generation: u64,
 }
 
@@ -387,7 +453,13 @@ impl Worker {
             return Err(errors);
         };
         let plugin_policies = crate::plugins::policies(&lua, &snap.plugins);
+        let safety_origin = snap
+            .modules
+            .get("safety")
+            .map(|s| s.origin.clone())
+            .unwrap_or_else(|| "builtin:safety.lua".into());
         let mut w = Worker {
+            safety_origin,
             lua,
             limit,
             safety,
@@ -481,62 +553,31 @@ impl Worker {
             tool.set("input", self.lua.to_value(&call.input)?)?;
             let ctx = self.ctx(&call.session, &call.cwd, guard, &call.progress)?;
             if guard.safety {
-                for (name, policy) in &self.plugin_policies {
+                for (name, origin, policy) in &self.plugin_policies {
                     let out: MultiValue =
                         call_limited(&self.lua, self.limit, policy, (tool.clone(), ctx.clone()))
                             .map_err(|e| {
                                 mlua::Error::runtime(format!(
-                                    "plugin policy '{name}': {}",
+                                    "plugin policy '{name}' ({origin}): {}",
                                     describe(&e)
                                 ))
                             })?;
-                    let mut it = out.into_iter();
-                    if it
-                        .next()
-                        .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
-                        .as_deref()
-                        == Some("deny")
-                    {
-                        let reason = it
-                            .next()
-                            .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
-                            .unwrap_or_else(|| format!("denied by the {name} policy"));
-                        return Ok(Decision::Deny {
-                            reason,
-                            interrupt: false,
-                            rule: Some(name.clone()),
-                        });
+                    let who = format!("plugin policy '{name}' ({origin})");
+                    match verdict(&self.lua, out, &who, call, Some(name))? {
+                        // No opinion, or no objection: the next policy decides.
+                        None | Some(Decision::Allow) | Some(Decision::AllowWith(_)) => {}
+                        Some(deny) => return Ok(deny),
                     }
                 }
             }
             let out: MultiValue = call_limited(&self.lua, self.limit, &f, (tool, ctx))?;
-            let mut it = out.into_iter();
-            let verb = it.next().unwrap_or(Value::Nil);
-            match verb.as_string().map(|s| s.to_string_lossy()).as_deref() {
-                Some("allow") => match it.next() {
-                    Some(v @ Value::Table(_)) => Ok(Decision::AllowWith(self.lua.from_value(v)?)),
-                    _ => Ok(Decision::Allow),
-                },
-                Some("deny") => {
-                    let reason = it
-                        .next()
-                        .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
-                        .unwrap_or_else(|| {
-                            format!("denied by the cms safety policy ({})", call.tool_name)
-                        });
-                    let rule = it
-                        .next()
-                        .and_then(|v| v.as_string().map(|s| s.to_string_lossy()));
-                    Ok(Decision::Deny {
-                        reason,
-                        interrupt: false,
-                        rule,
-                    })
-                }
-                _ => Err(mlua::Error::runtime(format!(
-                    "on_tool_use returned {verb:?}; it must return \"allow\" or \"deny\""
-                ))),
-            }
+            let who = format!("on_tool_use of {}", self.safety_origin);
+            // The safety policy has the last word: no opinion is not an answer.
+            verdict(&self.lua, out, &who, call, None)?.ok_or_else(|| {
+                mlua::Error::runtime(format!(
+                    "{who} returned nil; it must return \"allow\" or \"deny\""
+                ))
+            })
         };
         run().unwrap_or_else(|e| fail_closed(&describe(&e)))
     }
@@ -551,9 +592,11 @@ impl Worker {
             let ctx = self.ctx(&event.session, "", guard, progress)?;
             let out: MultiValue = call_limited(&self.lua, self.limit, &f, (ev, ctx))?;
             let mut it = out.into_iter();
-            let verb = it
-                .next()
-                .and_then(|v| v.as_string().map(|s| s.to_string_lossy()));
+            let verb = match it.next() {
+                None | Some(Value::Nil) => None,
+                Some(Value::String(s)) => Some(s.to_string_lossy()),
+                Some(other) => Some(show(&other)),
+            };
             let message = it
                 .next()
                 .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
@@ -570,17 +613,79 @@ impl Worker {
                 Some("kill") => Verdict::Kill(v),
                 Some(other) => {
                     return Err(mlua::Error::runtime(format!(
-                    "on_event returned \"{other}\"; expected nil, \"warn\", \"stop\" or \"kill\""
-                )))
+                        "on_event of {} returned \"{other}\"; expected nil, \"warn\", \"stop\" or \"kill\"",
+                        self.safety_origin
+                    )))
                 }
             })
         };
+        // Fail closed: a limit check that cannot run stops the session.
         run().unwrap_or_else(|e| {
-            Verdict::Warn(Violation {
+            Verdict::Stop(Violation {
                 rule: "policy_error".into(),
-                message: format!("the safety policy's on_event failed: {}", describe(&e)),
+                message: format!(
+                    "the safety policy's on_event failed, so the session is stopped: {}",
+                    describe(&e)
+                ),
             })
         })
+    }
+}
+
+/// Read a policy's answer: nil is no opinion (`None`); `"allow"` [, input] and
+/// `"deny"`, reason [, rule] are answers; anything else (`"Deny"`, `"bogus"`, a
+/// number) is an error naming `who` and the value, so the call is denied.
+fn verdict(
+    lua: &Lua,
+    out: MultiValue,
+    who: &str,
+    call: &ToolCall,
+    default_rule: Option<&String>,
+) -> mlua::Result<Option<Decision>> {
+    let mut it = out.into_iter();
+    let verb = it.next().unwrap_or(Value::Nil);
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(s.to_string_lossy()),
+        _ => None,
+    };
+    match &verb {
+        Value::Nil => Ok(None),
+        Value::String(s) if s.as_bytes() == b"allow" => match it.next() {
+            Some(v @ Value::Table(_)) => Ok(Some(Decision::AllowWith(lua.from_value(v)?))),
+            None | Some(Value::Nil) => Ok(Some(Decision::Allow)),
+            Some(other) => Err(mlua::Error::runtime(format!(
+                "{who} returned \"allow\" with {} as the changed input; it must be a table",
+                show(&other)
+            ))),
+        },
+        Value::String(s) if s.as_bytes() == b"deny" => {
+            let reason = text(it.next()).unwrap_or_else(|| match default_rule {
+                Some(name) => format!("denied by the {name} policy"),
+                None => format!("denied by the cms safety policy ({})", call.tool_name),
+            });
+            let rule = text(it.next()).or_else(|| default_rule.cloned());
+            Ok(Some(Decision::Deny {
+                reason,
+                interrupt: false,
+                rule,
+            }))
+        }
+        other => Err(mlua::Error::runtime(format!(
+            "{who} returned {}, which cms does not know; only nil, \"allow\" and \"deny\" are answers",
+            show(other)
+        ))),
+    }
+}
+
+/// A Lua value as a person reads it in a message.
+fn show(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{:?}", s.to_string_lossy()),
+        other => format!("a {}", other.type_name()),
     }
 }
 

@@ -1,0 +1,217 @@
+//! Issue 10 ("the safety net holds against the session it guards") and issue 9.6,
+//! decided by the policy service directly: unknown verdicts deny, the shell reader
+//! survives hostile lines, a policy that does not load refuses guarded work, cms's
+//! and Claude Code's own configuration is protected whatever the preset.
+
+use cms::engine::{Decision, Guard, Progress, ToolCall};
+use cms::policy::{Layers, PolicyService};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn service(layers: Layers) -> Arc<PolicyService> {
+    PolicyService::start(layers, cms::policy::DECISION_LIMIT)
+        .unwrap()
+        .0
+}
+
+fn layers_in(dir: &Path) -> Layers {
+    Layers {
+        dirs: vec![dir.to_path_buf()],
+    }
+}
+
+fn full() -> Guard {
+    Guard {
+        preset: Some("full".into()),
+        safety: true,
+        ..Guard::default()
+    }
+}
+
+fn call(cwd: &Path, tool: &str, input: Value) -> ToolCall {
+    ToolCall {
+        session: "t".into(),
+        tool_name: tool.into(),
+        input,
+        tool_use_id: None,
+        cwd: cwd.display().to_string(),
+        blocked_path: None,
+        progress: Progress::default(),
+    }
+}
+
+fn deny_reason(d: &Decision) -> String {
+    match d {
+        Decision::Deny { reason, .. } => reason.clone(),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn plugin(dir: &Path, verdict: &str) -> PathBuf {
+    let folder = dir.join("plugins/odd");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("init.lua");
+    std::fs::write(
+        &file,
+        format!(
+            "return {{ name = 'odd', policies = {{ {{ name = 'odd', on_tool_use = function(tool) \
+             if tool.name == 'Write' then return {verdict} end end }} }} }}\n"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Issue 10.6: a plugin verb cms does not know denies, naming plugin, value and file.
+#[test]
+fn an_unknown_plugin_verdict_denies_naming_plugin_value_and_file() {
+    let work = tempfile::tempdir().unwrap();
+    for (verdict, shown) in [
+        ("'Deny'", "\"Deny\""),
+        ("'bogus'", "\"bogus\""),
+        ("42", "42"),
+        ("true", "true"),
+        ("{}", "a table"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = plugin(dir.path(), verdict);
+        let s = service(layers_in(dir.path()));
+        let d = s.decide(
+            &call(
+                work.path(),
+                "Write",
+                json!({"file_path": "src/a.txt", "content": "x"}),
+            ),
+            &full(),
+        );
+        let reason = deny_reason(&d);
+        assert!(reason.contains("'odd'"), "{reason}");
+        assert!(reason.contains(shown), "{verdict}: {reason}");
+        assert!(reason.contains(&file.display().to_string()), "{reason}");
+    }
+    // nil is "no opinion": the safety policy decides.
+    let dir = tempfile::tempdir().unwrap();
+    plugin(dir.path(), "nil");
+    let s = service(layers_in(dir.path()));
+    let d = s.decide(
+        &call(
+            work.path(),
+            "Write",
+            json!({"file_path": "src/a.txt", "content": "x"}),
+        ),
+        &full(),
+    );
+    assert_eq!(d, Decision::Allow);
+}
+
+/// Issue 10.6 for the safety policy itself: only "allow" and "deny" are answers.
+#[test]
+fn an_unknown_safety_verdict_denies_naming_the_file() {
+    let work = tempfile::tempdir().unwrap();
+    for verdict in ["'Allow'", "nil", "1", "'allow', 'not a table'"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("safety.lua"),
+            format!("return {{ on_tool_use = function() return {verdict} end }}\n"),
+        )
+        .unwrap();
+        let s = service(layers_in(dir.path()));
+        let reason = deny_reason(&s.decide(
+            &call(work.path(), "Read", json!({"file_path": "a"})),
+            &full(),
+        ));
+        assert!(reason.contains("safety.lua"), "{verdict}: {reason}");
+    }
+}
+
+/// Issue 10.7: 6,000 nested `$(` are denied as too complex (no stack overflow), and
+/// 40,000 sequential `$(true)` are decided well inside the policy's time limit.
+#[test]
+fn hostile_bash_lines_are_decided_in_time_without_a_crash() {
+    let work = tempfile::tempdir().unwrap();
+    let s = service(Layers::builtin_only());
+    let deep = format!("echo {}x{}", "$(".repeat(6000), ")".repeat(6000));
+    // On a thread with a small stack: the reader must not recurse per level.
+    let s2 = s.clone();
+    let cwd = work.path().to_path_buf();
+    let d = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || s2.decide(&call(&cwd, "Bash", json!({ "command": deep })), &full()))
+        .unwrap()
+        .join()
+        .unwrap();
+    let reason = deny_reason(&d);
+    assert!(reason.contains("too complex"), "{reason}");
+
+    let long = format!("echo {}", "$(true)".repeat(40_000));
+    // This thread's Lua state is built on its first decision: not part of the cost.
+    s.decide(
+        &call(work.path(), "Bash", json!({ "command": "ls" })),
+        &full(),
+    );
+    let started = Instant::now();
+    let d = s.decide(
+        &call(work.path(), "Bash", json!({ "command": long })),
+        &full(),
+    );
+    let took = started.elapsed();
+    // It took 3.5 s before; now it is refused as too complex, quickly.
+    let reason = deny_reason(&d);
+    assert!(reason.contains("too complex"), "{reason}");
+    assert!(took < Duration::from_millis(250), "took {took:?}");
+    // A long but ordinary line is read and allowed inside the limit.
+    let many = format!("echo {}", "$(true)".repeat(1_000));
+    assert_eq!(
+        s.decide(
+            &call(work.path(), "Bash", json!({ "command": many })),
+            &full()
+        ),
+        Decision::Allow
+    );
+}
+
+/// Issue 9.6: a user policy layer that does not load refuses guarded work, naming
+/// `file:line`; once fixed, work goes on; a broken edit later keeps the last good
+/// version and is reported.
+#[test]
+fn a_policy_that_does_not_load_refuses_guarded_work() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("safety.lua");
+    std::fs::write(&file, "return {\n  on_tool_use = function( end\n}\n").unwrap();
+    let (s, report) =
+        PolicyService::start(layers_in(dir.path()), cms::policy::DECISION_LIMIT).unwrap();
+    assert_eq!(report.errors.len(), 1);
+    let err = s.ready().unwrap_err().to_string();
+    assert!(err.contains(&format!("{}:2:", file.display())), "{err}");
+    assert!(err.contains("cms policy check"), "{err}");
+    // Not silently the built-in policy: even an ordinary call is refused.
+    let reason = deny_reason(&s.decide(
+        &call(work.path(), "Read", json!({"file_path": "a"})),
+        &full(),
+    ));
+    assert!(reason.contains("safety.lua:2:"), "{reason}");
+
+    std::fs::write(
+        &file,
+        "return { on_tool_use = function() return 'allow' end }\n",
+    )
+    .unwrap();
+    assert!(s.reload().errors.is_empty());
+    assert!(s.ready().is_ok());
+    assert!(s.stale().is_empty());
+
+    std::fs::write(&file, "return {").unwrap();
+    s.reload();
+    assert!(s.ready().is_ok(), "the last good version stays in force");
+    assert!(s.stale()[0].contains("safety.lua:1:"), "{:?}", s.stale());
+    assert_eq!(
+        s.decide(
+            &call(work.path(), "Read", json!({"file_path": "a"})),
+            &full()
+        ),
+        Decision::Allow
+    );
+}
