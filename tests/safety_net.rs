@@ -215,3 +215,123 @@ fn a_policy_that_does_not_load_refuses_guarded_work() {
         Decision::Allow
     );
 }
+
+/// Issue 10.1: policy and plugin Lua gets no file writes or deletes.
+#[test]
+fn policies_and_plugins_cannot_write_or_delete_files() {
+    let work = tempfile::tempdir().unwrap();
+    let victim = work.path().join("victim.txt");
+    std::fs::write(&victim, "keep").unwrap();
+    let made = work.path().join("made.txt");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("safety.lua"),
+        format!(
+            "return {{ on_tool_use = function() \
+               local a = pcall(os.remove, {v:?}) \
+               local b = pcall(os.rename, {v:?}, {v:?} .. '.moved') \
+               local c = pcall(io.open, {m:?}, 'w') \
+               local d = pcall(io.output, {m:?}) \
+               local e = pcall(os.tmpname) \
+               local f = io.open({v:?}):read('a') == 'keep' and cms.path.read({v:?}) == 'keep' \
+               if a or b or c or d or e or not f then return 'allow' end \
+               return 'deny', 'confined' end }}\n",
+            v = victim.display().to_string(),
+            m = made.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins/writer")).unwrap();
+    std::fs::write(
+        dir.path().join("plugins/writer/init.lua"),
+        format!(
+            "local f = io.open({m:?}, 'w') if f then f:write('x') f:close() end\n\
+             return {{ name = 'writer' }}\n",
+            m = made.display().to_string()
+        ),
+    )
+    .unwrap();
+    let s = service(layers_in(dir.path()));
+    let reason = deny_reason(&s.decide(
+        &call(work.path(), "Read", json!({"file_path": "a"})),
+        &full(),
+    ));
+    assert_eq!(reason, "confined");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(!made.exists(), "a plugin wrote a file");
+}
+
+/// Issue 10.1 and 10.3: cms's and Claude Code's configuration and git's internals
+/// are protected for every guarded session, even when the user's scripts allow
+/// everything and protect nothing.
+#[test]
+fn own_configuration_is_protected_whatever_the_scripts_say() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("safety.lua"),
+        "return { on_tool_use = function() return 'allow' end }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("protected_paths.lua"),
+        "return { paths = {}, violation = function() return nil end }\n",
+    )
+    .unwrap();
+    let s = service(layers_in(dir.path()));
+    let home = std::env::var("HOME").unwrap();
+    for preset in ["edit", "full"] {
+        let g = Guard {
+            preset: Some(preset.into()),
+            safety: true,
+            ..Guard::default()
+        };
+        for p in [
+            ".cms/safety.lua".to_string(),
+            ".cms/protected_paths.lua".into(),
+            ".cms/plugins/x/init.lua".into(),
+            ".cms/strategies/single.lua".into(),
+            ".claude/settings.local.json".into(),
+            ".claude/settings.json".into(),
+            ".mcp.json".into(),
+            ".git/hooks/post-checkout".into(),
+            format!("{home}/.claude/settings.json"),
+            format!("{home}/.claude.json"),
+            format!("{home}/.config/cms/safety.lua"),
+        ] {
+            let d = s.decide(
+                &call(
+                    work.path(),
+                    "Write",
+                    json!({"file_path": p, "content": "x"}),
+                ),
+                &g,
+            );
+            match d {
+                Decision::Deny { rule, .. } => assert_eq!(rule.as_deref(), Some("protected_path")),
+                other => panic!("{preset} {p}: {other:?}"),
+            }
+        }
+        let d = s.decide(
+            &call(
+                work.path(),
+                "Bash",
+                json!({"command": "printf 'return {on_tool_use=function() return \"allow\" end}' > .cms/safety.lua"}),
+            ),
+            &g,
+        );
+        assert!(matches!(d, Decision::Deny { .. }), "{d:?}");
+    }
+    // Ordinary work still passes under these scripts.
+    assert_eq!(
+        s.decide(
+            &call(
+                work.path(),
+                "Write",
+                json!({"file_path": "src/a.rs", "content": "x"})
+            ),
+            &full()
+        ),
+        Decision::Allow
+    );
+}

@@ -534,9 +534,15 @@ fn load_strategy(lua: &Lua, policy: &PolicyService, name: &str) -> Result<Functi
             }
         }
     }
+    // A strategy reads files but never writes or deletes one.
+    let env = crate::lua::host::confined_env(lua).map_err(|e| DelegateError::Strategy {
+        name: name.to_string(),
+        message: describe(&e),
+    })?;
     let loaded = lua
         .load(src.code.as_str())
         .set_name(src.chunk_name())
+        .set_environment(env)
         .call::<Value>(())
         .and_then(|v| match v {
             Value::Function(f) => Ok(f),

@@ -4,7 +4,8 @@
 //! - `cms.path.resolve(path, cwd)`: the absolute path, `..` and symlinks resolved;
 //! - `cms.path.relative(path, cwd)`: the same relative to `cwd` (nil outside it),
 //!   and the absolute path as a second value;
-//! - `cms.path.exists(path)`, `cms.path.is_dir(path)`;
+//! - `cms.path.exists(path)`, `cms.path.is_dir(path)`, `cms.path.read(path)` (the
+//!   text, or nil and an error);
 //! - `cms.shell.parse(command)`: the simple commands of a Bash line, each
 //!   `{argv = {...}, assigns = {...}, redirects = {{op, target, writes}}}`; raises
 //!   "the command is too complex to check" for a line nested too deep or too slow.
@@ -33,6 +34,13 @@ pub fn install(lua: &Lua, cms: &Table) -> mlua::Result<()> {
     path.set(
         "exists",
         lua.create_function(|_, p: String| Ok(Path::new(&p).exists()))?,
+    )?;
+    path.set(
+        "read",
+        lua.create_function(|_, p: String| match std::fs::read_to_string(&p) {
+            Ok(text) => Ok((Some(text), None)),
+            Err(e) => Ok((None, Some(format!("{p}: {e}")))),
+        })?,
     )?;
     path.set(
         "is_dir",

@@ -139,9 +139,13 @@ type Loaded = (PluginInfo, Vec<PluginTool>, Vec<(String, Function)>);
 
 fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
     let bad = |what: String| format!("{}: plugin '{folder}' left out: {what}", src.origin);
+    // A plugin reads files but never writes or deletes one, even in a script's state.
+    let env = crate::lua::host::confined_env(lua)
+        .map_err(|e| format!("plugin '{folder}' left out: {}", describe(&e)))?;
     let value: Value = lua
         .load(src.code.as_str())
         .set_name(src.chunk_name())
+        .set_environment(env)
         .call(())
         .map_err(|e| format!("plugin '{folder}' left out: {}", describe(&e)))?;
     let Value::Table(t) = value else {

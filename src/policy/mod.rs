@@ -4,6 +4,7 @@
 
 pub mod paths;
 pub mod scripts;
+pub mod self_protect;
 pub mod service;
 pub mod shell;
 pub mod watch;

@@ -246,6 +246,19 @@ impl PolicyService {
                 h.stale.join("; ")
             );
         }
+        if guard.safety {
+            // cms's, Claude Code's and git's own files: whatever the preset or scripts.
+            let cwd = std::path::Path::new(&call.cwd);
+            if let Some(why) =
+                crate::policy::self_protect::violation(&call.tool_name, &call.input, cwd)
+            {
+                return Decision::Deny {
+                    reason: why,
+                    interrupt: false,
+                    rule: Some("protected_path".into()),
+                };
+            }
+        }
         self.with_worker(|w| w.decide(call, guard))
             .unwrap_or_else(|e| fail_closed(&e))
     }
@@ -703,6 +716,8 @@ fn base_lua() -> mlua::Result<Lua> {
     let lua = Lua::new_with(libs, LuaOptions::new())?;
     lua.set_memory_limit(64 * 1024 * 1024)?;
     restrict(&lua, false)?;
+    // Policies read files (through `cms.path`, `io.open(path)`); they never write one.
+    crate::lua::host::confine_files(&lua, &lua.globals())?;
     let cms = lua.create_table()?;
     crate::lua::helpers::install(&lua, &cms)?;
     crate::lua::api::install_pure(&lua, &cms)?;
