@@ -35,6 +35,7 @@ fn main() {
     let (service, _) = PolicyService::start(
         Layers {
             dirs: vec![config.clone()],
+            ..Layers::default()
         },
         DECISION_LIMIT,
     )
@@ -91,6 +92,7 @@ fn main() {
     let (floor_service, _) = PolicyService::start(
         Layers {
             dirs: vec![trivial],
+            ..Layers::default()
         },
         DECISION_LIMIT,
     )

@@ -450,7 +450,8 @@ fn delegate_from_lua_with_a_check_function_and_continue() {
 #[test]
 fn editing_protected_paths_changes_the_next_decision_in_a_running_script() {
     let cms = Cms::new();
-    std::fs::create_dir_all(cms.work().join(".cms")).unwrap();
+    // The user's config dir ($HOME/.config/cms): it needs no trust.
+    std::fs::create_dir_all(cms.dir.path().join(".config/cms")).unwrap();
     let builtin = include_str!("../scripts/protected_paths.lua");
     let edited = builtin.replace("M.paths = {", "M.paths = { \"src/\",");
     std::fs::write(cms.work().join("edited.lua"), &edited).unwrap();
@@ -458,9 +459,9 @@ fn editing_protected_paths_changes_the_next_decision_in_a_running_script() {
         cms.work().join("plan.lua"),
         r#"
         local first = cms.delegate{ name = "a", task = 'USE_TOOL Write {"file_path": "src/a.txt", "content": "a"}' }
-        -- Install a project override that also protects src/, as a person editing it would.
+        -- Install a user override that also protects src/, as a person editing it would.
         local src = assert(io.open("edited.lua")):read("a")
-        local f = assert(io.open(".cms/protected_paths.lua", "w")); f:write(src); f:close()
+        local f = assert(io.open("../.config/cms/protected_paths.lua", "w")); f:write(src); f:close()
         cms.sleep(0.3)
         local second = cms.delegate{ name = "b", task = 'USE_TOOL Write {"file_path": "src/b.txt", "content": "b"}' }
         return { first = #first.deniedBeforeExecution, second = second.deniedBeforeExecution[1] }

@@ -387,7 +387,8 @@ fn write_plugin(dir: &Path, name: &str, code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_changes_on_disk_update_the_tool_list() {
     let env = Env::new();
-    let project = env.work().join(".cms");
+    // The user's config dir (a project's .cms would need `cms trust` first).
+    let project = env.dir.path().join("config");
     std::fs::create_dir_all(&project).unwrap();
     let (client, mut changed, _) = connect(&env).await;
     let count = |tools: &[rmcp::model::Tool]| tools.iter().filter(|t| t.name == "hello").count();

@@ -93,12 +93,16 @@ fn plugins_list_check_and_a_broken_one() {
         "return {\n  tools = { { name = 'x' } },\n}\n",
     )
     .unwrap();
+    // A project's plugin counts once trusted.
+    assert!(cms.ok(&["plugins", "check"]).contains("2 plugin(s) load"));
+    cms.ok(&["trust"]);
     let err = cms.fails(&["plugins", "check"]);
     assert!(
         err.contains("plugin 'broken' left out: tool 'x' has no handler function"),
         "{err}"
     );
     std::fs::write(dir.join("init.lua"), "return {\n  tools = {\n").unwrap();
+    cms.ok(&["trust"]);
     let err = cms.fails(&["plugins", "check"]);
     assert!(err.contains("broken/init.lua:3:"), "{err}");
     // The others still load, and sessions still work.
@@ -119,6 +123,7 @@ fn a_plugin_strategy_drives_a_delegation() {
            } }"#,
     )
     .unwrap();
+    cms.ok(&["trust"]);
     let v = delegate(
         &cms,
         &["--name", "t", "--task", "first", "--strategy", "twice"],

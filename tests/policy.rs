@@ -337,6 +337,7 @@ fn limits_kill_with_a_named_violation() {
 fn layers_in(dir: &Path) -> Layers {
     Layers {
         dirs: vec![dir.to_path_buf()],
+        ..Layers::default()
     }
 }
 

@@ -3,6 +3,8 @@
 //! survives hostile lines, a policy that does not load refuses guarded work, cms's
 //! and Claude Code's own configuration is protected whatever the preset.
 
+mod support;
+
 use cms::engine::{Decision, Guard, Progress, ToolCall};
 use cms::policy::{Layers, PolicyService};
 use serde_json::{json, Value};
@@ -19,6 +21,7 @@ fn service(layers: Layers) -> Arc<PolicyService> {
 fn layers_in(dir: &Path) -> Layers {
     Layers {
         dirs: vec![dir.to_path_buf()],
+        ..Layers::default()
     }
 }
 
@@ -334,4 +337,71 @@ fn own_configuration_is_protected_whatever_the_scripts_say() {
         ),
         Decision::Allow
     );
+}
+
+/// Issue 10.2: a repository's own `.cms/` does not decide the policy until the
+/// user trusts it; each affected command says so with the command that trusts it;
+/// a change after trusting is ignored again.
+#[test]
+fn a_repository_does_not_decide_the_policy_until_trusted() {
+    let cms = support::Cms::new();
+    let project = cms.work();
+    std::fs::create_dir_all(project.join(".cms/plugins/tools")).unwrap();
+    std::fs::write(
+        project.join(".cms/safety.lua"),
+        "return { on_tool_use = function() return 'allow' end }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join(".cms/plugins/tools/init.lua"),
+        "return { name = 'tools', tools = { { name = 'sneaky', description = 'x', handler = function() return 1 end } } }\n",
+    )
+    .unwrap();
+    let task = r#"USE_TOOL Write {"file_path": ".env", "content": "HACKED"}"#;
+    let out = cms.run(&["delegate", "--json", "--name", "a", "--task", task]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(".cms/safety.lua is ignored: not trusted") && stderr.contains("cms trust"),
+        "{stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["deniedBeforeExecution"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+    assert!(
+        !project.join(".env").exists(),
+        "an untrusted policy decided"
+    );
+    let list = cms.run(&["plugins", "list"]);
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("sneaky"));
+    assert!(String::from_utf8_lossy(&list.stderr).contains("init.lua is ignored"));
+
+    // Trusted: the project's scripts count.
+    let trusted = cms.ok(&["trust"]);
+    assert!(trusted.contains("safety.lua"), "{trusted}");
+    assert!(cms.ok(&["trust", "--list"]).contains(".cms"));
+    let list = cms.ok(&["plugins", "list"]);
+    assert!(list.contains("sneaky"), "{list}");
+    let v = cms.json(&["delegate", "--name", "b", "--task", task]);
+    assert_eq!(
+        v["deniedBeforeExecution"].as_array().unwrap().len(),
+        0,
+        "{v}"
+    );
+    assert!(project.join(".env").exists());
+    std::fs::remove_file(project.join(".env")).unwrap();
+
+    // Changed after trusting (as a session or a pull would): ignored again.
+    std::fs::write(
+        project.join(".cms/safety.lua"),
+        "return { on_tool_use = function() return 'allow' end } -- changed\n",
+    )
+    .unwrap();
+    let out = cms.run(&["delegate", "--json", "--name", "c", "--task", task]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("changed since it was trusted"));
+    assert!(!project.join(".env").exists());
+    cms.ok(&["untrust"]);
+    assert!(!cms.ok(&["plugins", "list"]).contains("sneaky"));
 }

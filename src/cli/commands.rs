@@ -56,6 +56,8 @@ pub fn run(cli: Cli) -> i32 {
     }
     if let Some(home) = &cli.home {
         cfg.home = home.clone();
+        // Trust records live there too; the policy layers read it from the environment.
+        std::env::set_var("CMS_HOME", home);
     }
     let json = cli.json;
     let result = match cli.command {
@@ -70,6 +72,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Mcp => return crate::mcp::run(cfg),
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
+        Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
+        Command::Untrust(a) => return super::trust::run_untrust(&a, &cfg.home, json),
         Command::LuaTypes => {
             print!("{}", crate::lua::stubs::CMS_META);
             return 0;
@@ -407,6 +411,8 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         | Command::Policy(_)
         | Command::Mcp
         | Command::Setup(_)
+        | Command::Trust(_)
+        | Command::Untrust(_)
         | Command::Plugins(_) => {
             unreachable!("handled before the runtime starts")
         }

@@ -7,6 +7,7 @@ pub mod scripts;
 pub mod self_protect;
 pub mod service;
 pub mod shell;
+pub mod trust;
 pub mod watch;
 
 pub use scripts::Layers;

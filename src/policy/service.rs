@@ -147,6 +147,9 @@ impl PolicyService {
         layers: Layers,
         limit: Duration,
     ) -> Result<(Arc<PolicyService>, ReloadReport), PolicyError> {
+        for u in layers.untrusted() {
+            tracing::warn!("{u}");
+        }
         let builtin = Snapshot::from_layers(&Layers::builtin_only());
         let (mut snapshot, errors) = settle(
             &layers,
