@@ -18,6 +18,16 @@ if [ -z "${CMS_E2E_CLAUDE:-}" ] && [ ! -x "$claude_exe" ]; then
   fi
 fi
 export CMS_E2E_CLAUDE="${CMS_E2E_CLAUDE:-$PWD/$claude_exe}"
+# The OS layer of the safety net (protected paths read-only for guarded Bash
+# commands) runs on bubblewrap; the end-to-end tests require it.
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "==> installing bubblewrap (the OS sandbox of guarded sessions)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y bubblewrap >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y bubblewrap >/dev/null; }
+  else
+    sudo apt-get install -y bubblewrap >/dev/null
+  fi
+fi
 "$CMS_E2E_CLAUDE" --version
 export CMS_E2E_REQUIRED=1
 

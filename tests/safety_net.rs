@@ -405,3 +405,43 @@ fn a_repository_does_not_decide_the_policy_until_trusted() {
     cms.ok(&["untrust"]);
     assert!(!cms.ok(&["plugins", "list"]).contains("sneaky"));
 }
+
+/// Issue 10.5 where there is no OS sandbox: a guarded Bash command the reader
+/// cannot prove harmless is refused (saying why and what to do), unless the user
+/// opts in.
+#[test]
+fn without_an_os_sandbox_only_provably_harmless_bash_runs() {
+    let cms = support::Cms::new();
+    let task =
+        "USE_TOOL Bash {\"command\": \"touch made.txt\"}\nUSE_TOOL Bash {\"command\": \"ls\"}";
+    let out = cms
+        .cmd(&[
+            "delegate", "--json", "--name", "a", "--preset", "full", "--task", task,
+        ])
+        .env("CMS_OS_SANDBOX", "off")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let denied = v["deniedBeforeExecution"].as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{v}");
+    let reason = denied[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no OS sandbox") && reason.contains("CMS_ALLOW_UNSANDBOXED_BASH"),
+        "{reason}"
+    );
+    assert!(!cms.work().join("made.txt").exists());
+    let out = cms
+        .cmd(&[
+            "delegate", "--json", "--name", "b", "--preset", "full", "--task", task,
+        ])
+        .env("CMS_OS_SANDBOX", "off")
+        .env("CMS_ALLOW_UNSANDBOXED_BASH", "1")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["deniedBeforeExecution"].as_array().unwrap().len(),
+        0,
+        "{v}"
+    );
+}

@@ -490,12 +490,14 @@ impl Manager {
         if policy.wants_tool_prompts() {
             args.permission_prompt_stdio = true;
         }
+        let mut env = self.cfg.child_env.clone();
+        policy.launch(cwd, &mut args, &mut env);
         let spec = StartSpec {
             name: rec.name.clone(),
             claude_bin: self.cfg.claude_bin.clone(),
             args,
             cwd: cwd.to_path_buf(),
-            env: self.cfg.child_env.clone(),
+            env,
             cost_before: rec.total_cost_usd,
             turns_before: rec.total_turns,
             turn_timeout: self.cfg.turn_timeout,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod manager;
+pub mod os_sandbox;
 pub mod policy;
 pub mod process;
 mod reader;

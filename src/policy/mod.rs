@@ -2,6 +2,7 @@
 //! watches their limits, the layered scripts it runs, the file watcher that
 //! reloads them, and the path and shell readers the rules are written with.
 
+pub mod isolation;
 pub mod paths;
 pub mod scripts;
 pub mod self_protect;

@@ -227,6 +227,38 @@ pub fn bash_violation(line: &str, cwd: &Path, roots: &[PathBuf]) -> Option<Strin
     None
 }
 
+/// Whether a Bash line provably only reads: every command is a known reader (or a
+/// read-only git subcommand) and nothing is redirected into a file other than
+/// `/dev/null`. Used where no OS sandbox holds protected paths.
+pub fn harmless(line: &str) -> bool {
+    let Ok(commands) = shell::parse(line) else {
+        return false;
+    };
+    commands.iter().all(|cmd| {
+        let writes_file = cmd
+            .redirects
+            .iter()
+            .any(|r| r.writes() && r.target != "/dev/null");
+        let name = cmd
+            .argv
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a))
+            .unwrap_or("");
+        let reads = READERS.contains(&name)
+            || (name == "git"
+                && cmd
+                    .argv
+                    .iter()
+                    .skip(1)
+                    .find(|a| !a.starts_with('-'))
+                    .is_some_and(|sub| GIT_READERS.contains(&sub.as_str())));
+        !writes_file
+            && cmd.assigns.is_empty()
+            && reads
+            && !cmd.argv.iter().any(|a| a.contains('$') || a.contains('`'))
+    })
+}
+
 /// The protected name or folder `word` mentions, if any.
 fn mentions(word: &str, roots: &[PathBuf]) -> Option<String> {
     let w = word.to_lowercase();
@@ -318,6 +350,34 @@ mod tests {
             "git add .gitignore",
         ] {
             assert!(!denied("Bash", json!({ "command": c })), "{c}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod harmless_tests {
+    use super::harmless;
+
+    #[test]
+    fn only_reading_lines_are_harmless() {
+        for ok in [
+            "ls -la",
+            "cat a | grep x | wc -l",
+            "git status",
+            "git log --oneline > /dev/null",
+        ] {
+            assert!(harmless(ok), "{ok}");
+        }
+        for bad in [
+            "touch x",
+            "echo x > f",
+            "python3 -c 'print(1)'",
+            "git commit -m x",
+            "cat $F",
+            "X=1 ls",
+            "ls; rm -rf /",
+        ] {
+            assert!(!harmless(bad), "{bad}");
         }
     }
 }

@@ -277,6 +277,18 @@ impl PolicyService {
             .map_err(PolicyError::Load)?
     }
 
+    /// The entries of `protected_paths.lua` in force (`M.paths`), for the OS layer.
+    pub fn protected_entries(&self) -> Vec<String> {
+        self.with_worker(|w| {
+            let require: Function = w.lua.globals().get("require")?;
+            let m: Table = require.call("protected_paths")?;
+            m.get::<Vec<String>>("paths")
+        })
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default()
+    }
+
     /// The default limits of the safety policy.
     pub fn limits(&self) -> Limits {
         self.with_worker(|w| w.limits).unwrap_or(Limits::SEED)
@@ -394,15 +406,22 @@ impl Policy for LuaPolicy {
         let guard = options.guard.clone()?;
         Some(Arc::new(GuardedSession {
             service: self.0.clone(),
+            os_layer: guard.safety && crate::engine::os_sandbox::available().is_some(),
             guard,
         }))
     }
 }
 
+/// Set to `1` to let guarded sessions run Bash commands the shell reader cannot
+/// prove harmless where there is no OS sandbox (bubblewrap) to hold protected paths.
+pub const UNSANDBOXED_BASH_ENV: &str = "CMS_ALLOW_UNSANDBOXED_BASH";
+
 /// One guarded session's policy: its guard, answered by the service.
 pub struct GuardedSession {
     service: Arc<PolicyService>,
     guard: Guard,
+    /// Whether its shell commands run in the OS sandbox.
+    os_layer: bool,
 }
 
 impl Policy for GuardedSession {
@@ -411,7 +430,42 @@ impl Policy for GuardedSession {
     }
 
     fn decide(&self, call: &ToolCall) -> Decision {
-        self.service.decide(call, &self.guard)
+        let decision = self.service.decide(call, &self.guard);
+        if self.guard.safety
+            && !self.os_layer
+            && call.tool_name == "Bash"
+            && matches!(decision, Decision::Allow | Decision::AllowWith(_))
+            && std::env::var(UNSANDBOXED_BASH_ENV).as_deref() != Ok("1")
+        {
+            let command = call.input["command"].as_str().unwrap_or_default();
+            if !crate::policy::self_protect::harmless(command) {
+                return Decision::Deny {
+                    reason: format!(
+                        "Bash command refused: there is no OS sandbox here (bubblewrap is missing or cannot make mounts), so only commands that provably only read may run; install bubblewrap, or let the user set {UNSANDBOXED_BASH_ENV}=1 to accept the risk"
+                    ),
+                    interrupt: false,
+                    rule: Some("no_os_sandbox".into()),
+                };
+            }
+        }
+        decision
+    }
+
+    fn launch(
+        &self,
+        cwd: &std::path::Path,
+        args: &mut crate::wire::ClaudeArgs,
+        env: &mut Vec<(String, String)>,
+    ) {
+        let sandbox = self
+            .os_layer
+            .then(|| crate::engine::os_sandbox::SandboxSpec {
+                work_dir: cwd.to_path_buf(),
+                entries: self.service.protected_entries(),
+                roots: crate::policy::isolation::roots(env),
+                script_dir: crate::policy::trust::default_home().join("sandbox"),
+            });
+        crate::policy::isolation::apply(&self.guard, sandbox.as_ref(), args, env);
     }
 
     fn on_event(&self, event: &SessionEvent, progress: &Progress) -> Verdict {
