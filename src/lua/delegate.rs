@@ -627,6 +627,20 @@ pub async fn delegate(
         }
         manager.delete(&opts.name).await?;
     }
+    let mut opts = opts;
+    // Started from inside a guarded session: at least as guarded as it.
+    if let Some(parent) = crate::policy::isolation::inherited() {
+        let mut ask = crate::policy::spawn_gate::SpawnAsk {
+            name: opts.name.clone(),
+            kind: "delegate".into(),
+            preset: Some(opts.preset.clone().unwrap_or_else(|| "edit".into())),
+            safety: opts.safety,
+            ..Default::default()
+        };
+        crate::policy::spawn_gate::floor(&mut ask, &parent);
+        opts.preset = ask.preset;
+        opts.safety = ask.safety;
+    }
     let preset_name = opts.preset.clone().unwrap_or_else(|| "edit".into());
     let preset = policy.preset(&preset_name)?;
     let defaults = policy.limits();

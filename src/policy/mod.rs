@@ -8,6 +8,7 @@ pub mod scripts;
 pub mod self_protect;
 pub mod service;
 pub mod shell;
+pub mod spawn_gate;
 pub mod trust;
 pub mod watch;
 

@@ -277,6 +277,60 @@ impl PolicyService {
             .map_err(PolicyError::Load)?
     }
 
+    /// Ask `on_spawn(spec, ctx)` of the safety policy about a new session: None
+    /// (no opinion, or no such function), the request as it may start (allowed,
+    /// perhaps lowered), or why it is refused. Fails closed.
+    pub fn on_spawn(
+        &self,
+        ask: &crate::policy::spawn_gate::SpawnAsk,
+        caller: crate::policy::spawn_gate::Caller,
+        parent: Option<&Guard>,
+    ) -> Result<Option<crate::policy::spawn_gate::SpawnAsk>, String> {
+        self.ready().map_err(|e| e.to_string())?;
+        let run = |w: &Worker| -> mlua::Result<Result<Option<_>, String>> {
+            let Some(f) = w.safety.get::<Option<Function>>("on_spawn")? else {
+                return Ok(Ok(None));
+            };
+            let who = format!("on_spawn of {}", w.safety_origin);
+            let ctx = w.lua.create_table()?;
+            ctx.set("caller", w.lua.to_value(&caller)?)?;
+            if let Some(p) = parent {
+                ctx.set("parent", w.lua.to_value(p)?)?;
+            }
+            let spec = w.lua.to_value(ask)?;
+            let out: MultiValue = call_limited(&w.lua, w.limit, &f, (spec, ctx))?;
+            let mut it = out.into_iter();
+            Ok(match it.next().unwrap_or(Value::Nil) {
+                Value::Nil => Ok(None),
+                Value::String(v) if v.as_bytes() == b"allow" => match it.next() {
+                    Some(t @ Value::Table(_)) => Ok(Some(w.lua.from_value(t).map_err(|e| {
+                        mlua::Error::runtime(format!("{who} returned a spec cms cannot read: {e}"))
+                    })?)),
+                    _ => Ok(Some(ask.clone())),
+                },
+                Value::String(v) if v.as_bytes() == b"deny" => {
+                    let why = match it.next() {
+                        Some(Value::String(r)) => r.to_string_lossy(),
+                        _ => "no reason given".into(),
+                    };
+                    Err(format!("refused by {who}: {why}"))
+                }
+                other => Err(format!(
+                    "{who} returned {}, which cms does not know; only nil, \"allow\" and \"deny\" are answers",
+                    show(&other)
+                )),
+            })
+        };
+        match self.with_worker(|w| run(w)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(format!(
+                "the safety policy's on_spawn failed, so the session is refused: {}",
+                describe(&e)
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The entries of `protected_paths.lua` in force (`M.paths`), for the OS layer.
     pub fn protected_entries(&self) -> Vec<String> {
         self.with_worker(|w| {
