@@ -761,14 +761,26 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
         .await
         .unwrap();
     let mut violations = 0;
+    // From 2.1.332 on, Claude Code itself refuses a Write through a symlink
+    // before asking anyone: that refusal counts as refused too.
+    let mut refused_by_the_cli = 0;
     while let Ok(e) = events.try_recv() {
-        if let EventKind::Violation { rule, .. } = &e.kind {
-            assert_eq!(rule, "protected_path");
-            violations += 1;
+        match &e.kind {
+            EventKind::Violation { rule, .. } => {
+                assert_eq!(rule, "protected_path");
+                violations += 1;
+            }
+            EventKind::ToolResult {
+                is_error: true,
+                content,
+                ..
+            } if content.to_string().contains("it is a symbolic link") => refused_by_the_cli += 1,
+            _ => {}
         }
     }
     assert_eq!(
-        violations, attempts,
+        violations + refused_by_the_cli,
+        attempts,
         "every attempt was refused by the net: {r:?}"
     );
     assert_eq!(r.permission_denials.len(), attempts);
