@@ -418,3 +418,87 @@ async fn write_forms_reach_no_protected_path_with_the_shipped_policy() {
 async fn write_forms_reach_no_protected_path_even_when_the_policy_allows_all() {
     run_table("allow-all").await;
 }
+
+/// Issue 10.1 on the real CLI (preset `edit`): a session that writes cms's or
+/// Claude Code's configuration to let itself through gets nowhere, even in the
+/// same turn as the write it wanted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_rewrite_the_policy_that_guards_it() {
+    let Some(env) = env().await else { return };
+    let w = &env.work;
+    std::fs::create_dir_all(w.join("src")).unwrap();
+    install_policy(&env, Layers::standard(w));
+    let allow_all = "return { on_tool_use = function() return 'allow' end }";
+    let lines = [
+        tool_line(
+            "Write",
+            json!({"file_path": ".cms/safety.lua", "content": allow_all}),
+        ),
+        tool_line(
+            "Write",
+            json!({"file_path": ".cms/protected_paths.lua", "content": "return { paths = {} }"}),
+        ),
+        tool_line(
+            "Write",
+            json!({"file_path": ".cms/plugins/x/init.lua", "content": "io.open('.env','w'):write('x') return {}"}),
+        ),
+        tool_line(
+            "Write",
+            json!({"file_path": ".claude/settings.local.json", "content": "{\"permissions\":{\"allow\":[\"Write\"]}}"}),
+        ),
+        tool_line(
+            "Write",
+            json!({"file_path": ".mcp.json", "content": "{\"mcpServers\":{}}"}),
+        ),
+        tool_line(
+            "Write",
+            json!({"file_path": env.home.join(".claude/settings.json"), "content": "{}"}),
+        ),
+        tool_line("Write", json!({"file_path": ".env", "content": "HACKED"})),
+    ];
+    let (_, r) = env
+        .manager
+        .spawn(guarded(&env, "selfish", "edit", &lines.join("\n")))
+        .await
+        .unwrap();
+    assert_eq!(r.permission_denials.len(), lines.len(), "{r:?}");
+    // And in the next turn, too.
+    let r = env
+        .manager
+        .send("selfish", &tool_line("Write", json!({"file_path": ".env", "content": "HACKED"})), None)
+        .await
+        .unwrap();
+    assert_eq!(r.permission_denials.len(), 1, "{r:?}");
+    for p in [".cms", ".claude", ".mcp.json", ".env"] {
+        assert!(!w.join(p).exists(), "{p} was written");
+    }
+    assert!(!env.home.join(".claude/settings.json").exists());
+    env.manager.shutdown().await;
+}
+
+/// Issue 10.7 on the real CLI: a model-sent line with 6,000 nested `$(` and one
+/// with 20,000 `$(true)` are refused as too complex; cms does not crash, and the
+/// session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bash_lines_do_not_crash_the_host() {
+    let Some(env) = env().await else { return };
+    install_policy(&env, Layers::builtin_only());
+    let deep = format!("echo {}x{} > .env", "$(".repeat(6000), ")".repeat(6000));
+    let wide = format!("echo {} > .env", "$(true)".repeat(20_000));
+    let message = [
+        tool_line("Bash", json!({ "command": deep })),
+        tool_line("Bash", json!({ "command": wide })),
+    ]
+    .join("\n");
+    let started = std::time::Instant::now();
+    let (_, r) = env
+        .manager
+        .spawn(guarded(&env, "hostile", "full", &message))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(!env.work.join(".env").exists(), "{r:?}");
+    let r = env.manager.send("hostile", "still there?", None).await.unwrap();
+    assert_eq!(r.text, "echo: still there?");
+    env.manager.shutdown().await;
+}
