@@ -465,7 +465,11 @@ async fn a_session_cannot_rewrite_the_policy_that_guards_it() {
     // And in the next turn, too.
     let r = env
         .manager
-        .send("selfish", &tool_line("Write", json!({"file_path": ".env", "content": "HACKED"})), None)
+        .send(
+            "selfish",
+            &tool_line("Write", json!({"file_path": ".env", "content": "HACKED"})),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(r.permission_denials.len(), 1, "{r:?}");
@@ -498,7 +502,75 @@ async fn hostile_bash_lines_do_not_crash_the_host() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(!env.work.join(".env").exists(), "{r:?}");
-    let r = env.manager.send("hostile", "still there?", None).await.unwrap();
+    let r = env
+        .manager
+        .send("hostile", "still there?", None)
+        .await
+        .unwrap();
     assert_eq!(r.text, "echo: still there?");
+    env.manager.shutdown().await;
+}
+
+/// Issue 10.4 on the real CLI: a guarded session (preset `edit`) that cms gave its
+/// MCP server cannot get a wider session through it: `acceptEdits` and
+/// `safety: false` are tool errors that say why, and a `full` delegation is lowered
+/// to the parent's `edit` (so its Bash call is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_session_gets_nothing_wider_through_cms_mcp() {
+    let Some(env) = env().await else { return };
+    install_policy(&env, Layers::builtin_only());
+    let inner_home = env.dir.path().join("inner-cms");
+    let config = json!({ "mcpServers": { "cms": {
+        "command": support::cms_bin(), "args": ["mcp"],
+        "env": { "CMS_HOME": inner_home, "CMS_CLAUDE_BIN": support::sim_bin(), "RUST_LOG": "warn",
+                 "CMS_CONFIG_DIR": env.dir.path().join("no-config") }
+    } } });
+    let config_path = env.dir.path().join("mcp.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let calls = [
+        tool_line(
+            "mcp__cms__spawn_session",
+            json!({"name": "wide", "prompt": "hi", "permission_mode": "acceptEdits"}),
+        ),
+        tool_line(
+            "mcp__cms__delegate_task",
+            json!({"name": "unsafe", "task": "hi", "safety": false}),
+        ),
+        tool_line(
+            "mcp__cms__delegate_task",
+            json!({"name": "lowered", "preset": "full", "task": "USE_TOOL Bash {\"command\": \"touch made.txt\"}"}),
+        ),
+    ];
+    let mut req = guarded(&env, "outer", "edit", &calls.join("\n"));
+    req.options.mcp_config = Some(config_path.display().to_string());
+    // The edit preset does not grant MCP tools: pre-approve cms's (the gate is
+    // what is tested here).
+    req.options.allowed_tools.extend([
+        "mcp__cms__spawn_session".to_string(),
+        "mcp__cms__delegate_task".to_string(),
+    ]);
+    let (_, r) = env.manager.spawn(req).await.unwrap();
+    assert_eq!(r.text, "done: 3 tool results", "{r:?}");
+    let requests = env._api.requests.lock().unwrap().clone();
+    let last = requests.last().unwrap().to_string();
+    assert!(
+        last.contains("acceptEdits") && last.contains("refused"),
+        "{last}"
+    );
+    assert!(last.contains("safety: false is not available"), "{last}");
+    let results: Vec<String> = requests.last().unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_result")
+        .map(|b| b["content"].to_string())
+        .collect();
+    assert!(
+        results.iter().any(|r| r.contains(r#"\"preset\":\"edit\""#)
+            && r.contains("edit preset does not allow Bash")),
+        "{results:#?}"
+    );
+    assert!(!env.work.join("made.txt").exists());
     env.manager.shutdown().await;
 }
