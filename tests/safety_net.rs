@@ -419,6 +419,7 @@ fn without_an_os_sandbox_only_provably_harmless_bash_runs() {
             "delegate", "--json", "--name", "a", "--preset", "full", "--task", task,
         ])
         .env("CMS_OS_SANDBOX", "off")
+        .env_remove("CMS_ALLOW_UNSANDBOXED_BASH")
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
