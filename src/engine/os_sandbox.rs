@@ -11,8 +11,8 @@
 //! starts (in the work dir, found by a bounded walk; `.git`, `.cms`, `.claude`,
 //! `.mcp.json` in the folders above it; the given absolute paths), and protected
 //! names that do not exist yet at the top of the work dir (`.env`, `.mcp.json`,
-//! `.cms/`, `.claude/`, ...), which the script holds with an empty read-only
-//! placeholder for the command's life and removes afterwards if still empty.
+//! `.cms/`, `.claude/`), which the script holds with an empty placeholder, bound
+//! read-only for the command's life and removed afterwards if still empty.
 //! Not held: a protected name created deeper later by a glob entry (`src/x.pem`);
 //! the safety policy's own check still sees those.
 //!
@@ -25,6 +25,14 @@ use std::sync::OnceLock;
 /// Longest walk of the work dir looking for protected paths.
 const MAX_ENTRIES: usize = 50_000;
 const MAX_DEPTH: usize = 12;
+/// Protected names held by a placeholder when missing at the top of the work dir
+/// (`(name, is_dir)`), if the protected-path list has them.
+const PLACEHOLDERS: &[(&str, bool)] = &[
+    (".env", false),
+    (".mcp.json", false),
+    (".cms", true),
+    (".claude", true),
+];
 /// Folders not worth walking into (build output, dependencies).
 const SKIP: &[&str] = &["target", "dist", "build", ".venv", "__pycache__"];
 
@@ -124,9 +132,9 @@ fn render(bwrap: &Path, held: &[PathBuf], placeholders: &[(PathBuf, bool)]) -> S
     for (i, (p, dir)) in placeholders.iter().enumerate() {
         let q = quote(&p.display().to_string());
         let make = if *dir {
-            format!("mkdir -m 0555 {q}")
+            format!("mkdir {q}")
         } else {
-            format!("( umask 0222; : > {q} )")
+            format!(": > {q}")
         };
         s.push_str(&format!(
             "c{i}=0; if [ ! -e {q} ] && [ ! -L {q} ] && {make} 2>/dev/null; then c{i}=1; fi\n"
@@ -259,16 +267,16 @@ pub fn protected_now(spec: &SandboxSpec) -> (Vec<PathBuf>, Vec<(PathBuf, bool)>)
             }
         }
     }
-    // Protected names that do not exist yet at the top of the work dir.
+    // Protected names that do not exist yet at the top of the work dir: the
+    // configuration a session would plant (each costs the command a little).
     let mut placeholders = Vec::new();
-    for e in entries.iter().filter(|e| !e.glob && !e.path) {
-        let is_hidden_config = e.name.starts_with('.');
-        if !is_hidden_config || e.name == ".git" {
-            continue;
-        }
-        let p = work.join(&e.name);
-        if p.symlink_metadata().is_err() && !placeholders.iter().any(|(q, _)| q == &p) {
-            placeholders.push((p, e.dir));
+    for (name, dir) in PLACEHOLDERS {
+        let listed = entries
+            .iter()
+            .any(|e| !e.glob && !e.path && e.name == *name);
+        let p = work.join(name);
+        if listed && p.symlink_metadata().is_err() {
+            placeholders.push((p, *dir));
         }
     }
     held.sort();

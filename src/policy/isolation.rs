@@ -69,7 +69,7 @@ pub fn inherited() -> Option<Guard> {
 /// whose environment is `env`: cms's own (config dir, `$CMS_HOME`), and from the
 /// child's home, Claude Code's configuration and the usual credentials.
 pub fn roots(env: &[(String, String)]) -> Vec<std::path::PathBuf> {
-    let mut out = crate::policy::self_protect::roots();
+    let mut out = crate::policy::self_protect::roots().to_vec();
     let get = |k: &str| {
         env.iter()
             .rev()

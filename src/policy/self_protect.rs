@@ -76,8 +76,14 @@ const GIT_READERS: &[&str] = &[
 ];
 
 /// The absolute folders and files protected for every guarded session: the user's
-/// cms config dir, `$CMS_HOME`, Claude Code's user config, from cms's environment.
-pub fn roots() -> Vec<PathBuf> {
+/// cms config dir, `$CMS_HOME`, Claude Code's user config, from cms's environment
+/// (read once: the environment of a running cms does not change).
+pub fn roots() -> &'static [PathBuf] {
+    static ROOTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(find_roots)
+}
+
+fn find_roots() -> Vec<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -162,14 +168,14 @@ pub fn violation(tool: &str, input: &Value, cwd: &Path) -> Option<String> {
     };
     if let Some(field) = field {
         if let Some(p) = input[field].as_str() {
-            if let Some(why) = path_violation(p, cwd, &roots) {
+            if let Some(why) = path_violation(p, cwd, roots) {
                 return Some(format!("{why}: {tool} may not change it"));
             }
         }
         for e in input["edits"].as_array().into_iter().flatten() {
             if let Some(why) = e["file_path"]
                 .as_str()
-                .and_then(|p| path_violation(p, cwd, &roots))
+                .and_then(|p| path_violation(p, cwd, roots))
             {
                 return Some(why);
             }
@@ -178,7 +184,7 @@ pub fn violation(tool: &str, input: &Value, cwd: &Path) -> Option<String> {
     }
     if tool == "Bash" {
         let command = input["command"].as_str()?;
-        return bash_violation(command, cwd, &roots)
+        return bash_violation(command, cwd, roots)
             .map(|why| format!("Bash command refused: {why}"));
     }
     None
