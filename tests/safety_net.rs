@@ -446,3 +446,23 @@ fn without_an_os_sandbox_only_provably_harmless_bash_runs() {
         "{v}"
     );
 }
+
+/// Issue 9.6 through the CLI: a user's `safety.lua` with a syntax error makes
+/// `cms delegate` refuse to start (exit 1) with `file:line` and what to do, not
+/// run on the built-in policy.
+#[test]
+fn delegate_refuses_to_start_on_a_policy_that_does_not_load() {
+    let cms = support::Cms::new();
+    let config = cms.dir.path().join(".config/cms");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("safety.lua"),
+        "return {\n  on_tool_use = function( end\n}\n",
+    )
+    .unwrap();
+    let err = cms.fails(&["delegate", "--name", "x", "--task", "hello"]);
+    assert!(err.contains("safety.lua:2:"), "{err}");
+    assert!(err.contains("guarded work is refused"), "{err}");
+    assert!(err.contains("cms policy check"), "{err}");
+    assert!(cms.run(&["status", "--name", "x"]).status.code() != Some(0));
+}
