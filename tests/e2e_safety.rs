@@ -247,6 +247,10 @@ fn write_forms() -> Vec<&'static str> {
         "find . -name .env -delete",
         "find . -path ./.git/config -delete",
         "printf 'a\\n' | sed '1e echo x > .env'",
+        // undoing the sandbox itself (root can unmount a bind it keeps the capability for)
+        "umount .env; echo x > .env",
+        "mount -o remount,rw,bind .git && echo x > .git/config",
+        "nsenter -t 1 -m sh -c 'echo x > .env'",
         // cms's and Claude Code's configuration, credentials, the user's home
         "mkdir -p .cms && echo 'return {}' > .cms/safety.lua",
         "echo '{}' > .mcp.json",

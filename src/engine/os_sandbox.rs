@@ -5,7 +5,9 @@
 //! command under bubblewrap (`bwrap`) with the whole filesystem as it is, except
 //! the protected paths, bound read-only. No way of writing — an interpreter, a
 //! computed path, `git` plumbing, an archive, a background job that writes after
-//! the turn — gets past a read-only mount.
+//! the turn — gets past a read-only mount. The commands run without the
+//! capabilities that could undo mounts (`umount`, a remount, `nsenter` into
+//! another mount namespace), root or not.
 //!
 //! What is held: every protected file or folder that exists when the session
 //! starts (in the work dir, found by a bounded walk; `.git`, `.cms`, `.claude`,
@@ -32,6 +34,16 @@ const PLACEHOLDERS: &[(&str, bool)] = &[
     (".mcp.json", false),
     (".cms", true),
     (".claude", true),
+];
+/// Capabilities a root session's commands keep (ordinary file work as root); all
+/// others, `CAP_SYS_ADMIN` (mounts) and `CAP_SYS_PTRACE` first, are dropped.
+const KEPT_CAPS: &[&str] = &[
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_CHOWN",
+    "CAP_FSETID",
+    "CAP_KILL",
 ];
 /// Folders not worth walking into (build output, dependencies).
 const SKIP: &[&str] = &["target", "dist", "build", ".venv", "__pycache__"];
@@ -140,9 +152,15 @@ fn render(bwrap: &Path, held: &[PathBuf], placeholders: &[(PathBuf, bool)]) -> S
             "c{i}=0; if [ ! -e {q} ] && [ ! -L {q} ] && {make} 2>/dev/null; then c{i}=1; fi\n"
         ));
     }
+    // No capability to undo the mounts (`umount`, `mount -o remount,rw`, `nsenter`
+    // into another mount namespace): as root, bubblewrap would otherwise keep them.
     s.push_str(&format!(
-        "{} --dev-bind / /",
-        quote(&bwrap.display().to_string())
+        "{} --dev-bind / / --cap-drop ALL{}",
+        quote(&bwrap.display().to_string()),
+        KEPT_CAPS
+            .iter()
+            .map(|c| format!(" --cap-add {c}"))
+            .collect::<String>()
     ));
     for p in held.iter().chain(placeholders.iter().map(|(p, _)| p)) {
         let q = quote(&p.display().to_string());
