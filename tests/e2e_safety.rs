@@ -251,6 +251,8 @@ fn write_forms() -> Vec<&'static str> {
         "umount .env; echo x > .env",
         "mount -o remount,rw,bind .git && echo x > .git/config",
         "nsenter -t 1 -m sh -c 'echo x > .env'",
+        "echo x > /proc/$PPID/root$PWD/.env",
+        "for p in /proc/[0-9]*; do echo x > $p/root$PWD/.env; done",
         // cms's and Claude Code's configuration, credentials, the user's home
         "mkdir -p .cms && echo 'return {}' > .cms/safety.lua",
         "echo '{}' > .mcp.json",

@@ -7,7 +7,11 @@
 //! computed path, `git` plumbing, an archive, a background job that writes after
 //! the turn — gets past a read-only mount. The commands run without the
 //! capabilities that could undo mounts (`umount`, a remount, `nsenter` into
-//! another mount namespace), root or not.
+//! another mount namespace), root or not, and in their own pid namespace with
+//! their own `/proc` (so `/proc/PID/root` of a process outside cannot lead back
+//! to the unprotected filesystem). A consequence: a job a command leaves running
+//! in the background ends with the command (Claude Code's `run_in_background`
+//! keeps its command, and so its jobs, alive).
 //!
 //! What is held: every protected file or folder that exists when the session
 //! starts (in the work dir, found by a bounded walk; `.git`, `.cms`, `.claude`,
@@ -154,8 +158,10 @@ fn render(bwrap: &Path, held: &[PathBuf], placeholders: &[(PathBuf, bool)]) -> S
     }
     // No capability to undo the mounts (`umount`, `mount -o remount,rw`, `nsenter`
     // into another mount namespace): as root, bubblewrap would otherwise keep them.
+    // Its own pid namespace and /proc: `/proc/PID/root` of a process outside would
+    // lead back into the unprotected mount namespace.
     s.push_str(&format!(
-        "{} --dev-bind / / --cap-drop ALL{}",
+        "{} --dev-bind / / --unshare-pid --proc /proc --cap-drop ALL{}",
         quote(&bwrap.display().to_string()),
         KEPT_CAPS
             .iter()
