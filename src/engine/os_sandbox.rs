@@ -9,7 +9,7 @@
 //! capabilities that could undo mounts (`umount`, a remount, `nsenter` into
 //! another mount namespace), root or not, and in their own pid namespace with
 //! their own `/proc` (so `/proc/PID/root` of a process outside cannot lead back
-//! to the unprotected filesystem). A consequence: a job a command leaves running
+//! to the unprotected filesystem) and a minimal `/dev` (no block devices). A consequence: a job a command leaves running
 //! in the background ends with the command (Claude Code's `run_in_background`
 //! keeps its command, and so its jobs, alive).
 //!
@@ -159,9 +159,10 @@ fn render(bwrap: &Path, held: &[PathBuf], placeholders: &[(PathBuf, bool)]) -> S
     // No capability to undo the mounts (`umount`, `mount -o remount,rw`, `nsenter`
     // into another mount namespace): as root, bubblewrap would otherwise keep them.
     // Its own pid namespace and /proc: `/proc/PID/root` of a process outside would
-    // lead back into the unprotected mount namespace.
+    // lead back into the unprotected mount namespace. A minimal /dev: no block
+    // devices to edit a filesystem under its mounts (`debugfs -w`).
     s.push_str(&format!(
-        "{} --dev-bind / / --unshare-pid --proc /proc --cap-drop ALL{}",
+        "{} --dev-bind / / --unshare-pid --proc /proc --dev /dev --cap-drop ALL{}",
         quote(&bwrap.display().to_string()),
         KEPT_CAPS
             .iter()
