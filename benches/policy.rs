@@ -6,6 +6,9 @@
 //!    Goal ≤ 100 µs at p99.
 //! 2. Reload latency: from writing an edited `protected_paths.lua` to the first
 //!    decision that follows the edit, through the file watcher. Goal ≤ 300 ms.
+//! 3. With the OS layer on: the decision as a guarded session makes it (cms's own
+//!    protection in Rust, the Lua policy, the no-sandbox check), and what running
+//!    one shell command under the bubblewrap prefix adds to running it plainly.
 //!
 //! Under `cargo test` it runs a smoke version; figures count only under `cargo bench`.
 
@@ -35,6 +38,7 @@ fn main() {
     let (service, _) = PolicyService::start(
         Layers {
             dirs: vec![config.clone()],
+            ..Layers::default()
         },
         DECISION_LIMIT,
     )
@@ -91,6 +95,7 @@ fn main() {
     let (floor_service, _) = PolicyService::start(
         Layers {
             dirs: vec![trivial],
+            ..Layers::default()
         },
         DECISION_LIMIT,
     )
@@ -165,6 +170,9 @@ fn main() {
         percentile(&mut times, 0.99),
         times.iter().cloned().fold(0.0, f64::max)
     );
+    // Section 3 on the shipped scripts (the reloads above leave an edited copy).
+    let (shipped, _) = PolicyService::start(Layers::builtin_only(), DECISION_LIMIT).unwrap();
+    os_layer(&shipped, &cwd, &dir.path().join("sandbox"), full);
     if full {
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         println!(
@@ -173,6 +181,87 @@ fn main() {
             verdict(times.iter().cloned().fold(0.0, f64::max) <= 300.0)
         );
     }
+}
+
+/// Section 3: decisions of a guarded session with the OS layer on, and the cost
+/// of the bubblewrap prefix per shell command.
+fn os_layer(service: &std::sync::Arc<PolicyService>, cwd: &Path, scripts: &Path, full: bool) {
+    use cms::engine::{Policy, SessionOptions};
+    let Some(_) = cms::engine::os_sandbox::available() else {
+        println!("\n3. OS layer: bubblewrap is not available here; skipped");
+        return;
+    };
+    let guard = Guard {
+        preset: Some("full".into()),
+        safety: true,
+        ..Guard::default()
+    };
+    let options = SessionOptions {
+        guard: Some(guard),
+        ..SessionOptions::default()
+    };
+    let session = cms::policy::LuaPolicy(service.clone())
+        .session_policy("bench", &options)
+        .expect("a guarded session policy");
+    let n = if full { 20_000 } else { 200 };
+    let mut samples = Vec::new();
+    let line = json!({"command": "cd src && cargo test --quiet 2>&1 | tail -n 20 > out.txt"});
+    for i in 0..n + 200 {
+        let c = call(cwd, "Bash", line.clone());
+        let t = Instant::now();
+        let d = session.decide(&c);
+        if i >= 200 {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        assert!(
+            matches!(d, Decision::Allow | Decision::AllowWith(_)),
+            "{d:?}"
+        );
+    }
+    println!("\n3. with the OS layer on");
+    println!(
+        "   {:<30} p50 {:>7.1} µs  p99 {:>7.1} µs",
+        "guarded Bash decision",
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99)
+    );
+    let spec = cms::engine::os_sandbox::SandboxSpec {
+        work_dir: cwd.to_path_buf(),
+        entries: service.protected_entries(),
+        roots: cms::policy::isolation::roots(&[]),
+        script_dir: scripts.to_path_buf(),
+    };
+    let prefix = cms::engine::os_sandbox::shell_prefix(&spec).expect("prefix script");
+    let runs = if full { 200 } else { 5 };
+    let time = |prog: &str, args: &[&str]| {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let ok = std::process::Command::new(prog)
+                .args(args)
+                .current_dir(cwd)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        v
+    };
+    let mut plain = time("/bin/bash", &["-c", "true"]);
+    let mut boxed = time(&prefix, &["true"]);
+    println!(
+        "   {:<30} p50 {:>7.2} ms  p99 {:>7.2} ms",
+        "bash -c true",
+        percentile(&mut plain, 0.5),
+        percentile(&mut plain, 0.99)
+    );
+    println!(
+        "   {:<30} p50 {:>7.2} ms  p99 {:>7.2} ms",
+        "the same under bubblewrap",
+        percentile(&mut boxed, 0.5),
+        percentile(&mut boxed, 0.99)
+    );
 }
 
 fn call(cwd: &Path, tool: &str, input: Value) -> ToolCall {

@@ -15,8 +15,11 @@
 
 local M = {}
 
+-- cms's and Claude Code's own configuration (`.cms/`, `.claude/`, `.mcp.json`,
+-- `~/.claude.json`, the user's config dir, $CMS_HOME) and `.git/` are protected by
+-- cms itself for every guarded session, whether or not they are listed here.
 M.paths = {
-  ".env", ".env.*",
+  ".env", ".env.*", ".cms/", ".claude/", ".mcp.json", ".claude.json",
   ".git/", "node_modules/", "credentials/", "secrets/",
   ".ssh/", ".aws/", ".gnupg/",
   "id_rsa", "id_ed25519", "*.pem", "*.key", ".npmrc", ".netrc",

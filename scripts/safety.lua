@@ -12,6 +12,19 @@
 -- on_tool_use returns "allow" [, changed_input] or "deny", reason [, rule]; a
 -- denial with a rule is recorded as a safety violation.
 -- on_event returns nil (go on), or "warn" | "stop" | "kill", message, rule.
+-- Any other answer fails closed: on_tool_use denies, on_event stops the session.
+--
+-- Optional: on_spawn(spec, ctx) is asked before a session starts over MCP (or
+-- from inside a guarded session): spec = {name, kind, permission_mode,
+-- allowed_tools, preset, safety}, ctx = {caller = "mcp" | "session" | ...,
+-- parent = {preset, safety}}. Return nil to let cms's defaults decide (sessions
+-- over MCP are guarded; no acceptEdits, dontAsk, bypassPermissions or
+-- safety = false), "allow" [, spec] to allow (a session started by a guarded one
+-- is still never wider than it), or "deny", reason. For example:
+--
+--   function M.on_spawn(spec, ctx)
+--     if ctx.caller == "mcp" and spec.preset == "full" then return "deny", "no full sessions over MCP" end
+--   end
 --
 -- Override: ~/.config/cms/safety.lua or ./.cms/safety.lua.
 

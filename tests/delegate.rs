@@ -296,6 +296,8 @@ fn a_strategy_cannot_call_a_failed_check_completed() {
         "return function(task)\n  local r = task:send(task.prompt)\n  task:check(r)\n  return r, \"completed\"\nend\n",
     )
     .unwrap();
+    // A project's own strategy counts once the user trusts it.
+    cms.ok(&["trust"]);
     let (v, out) = delegate(
         &cms,
         &[
@@ -529,7 +531,8 @@ fn a_lua_check_that_never_passes_is_check_failed_on_delegate_and_continue() {
 #[test]
 fn editing_protected_paths_changes_the_next_decision_in_a_running_script() {
     let cms = Cms::new();
-    std::fs::create_dir_all(cms.work().join(".cms")).unwrap();
+    // The user's config dir ($HOME/.config/cms): it needs no trust.
+    std::fs::create_dir_all(cms.dir.path().join(".config/cms")).unwrap();
     let builtin = include_str!("../scripts/protected_paths.lua");
     let edited = builtin.replace("M.paths = {", "M.paths = { \"src/\",");
     std::fs::write(cms.work().join("edited.lua"), &edited).unwrap();
@@ -537,9 +540,9 @@ fn editing_protected_paths_changes_the_next_decision_in_a_running_script() {
         cms.work().join("plan.lua"),
         r#"
         local first = cms.delegate{ name = "a", task = 'USE_TOOL Write {"file_path": "src/a.txt", "content": "a"}' }
-        -- Install a project override that also protects src/, as a person editing it would.
+        -- Install a user override that also protects src/, as a person editing it would.
         local src = assert(io.open("edited.lua")):read("a")
-        local f = assert(io.open(".cms/protected_paths.lua", "w")); f:write(src); f:close()
+        local f = assert(io.open("../.config/cms/protected_paths.lua", "w")); f:write(src); f:close()
         cms.sleep(0.3)
         local second = cms.delegate{ name = "b", task = 'USE_TOOL Write {"file_path": "src/b.txt", "content": "b"}' }
         return { first = #first.deniedBeforeExecution, second = second.deniedBeforeExecution[1] }

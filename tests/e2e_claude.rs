@@ -780,28 +780,29 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
         .send("bypass", message.trim_end(), None)
         .await
         .unwrap();
-    let (mut violations, mut asked) = (0, 0);
+    let mut violations = 0;
+    // From 2.1.332 on, Claude Code itself refuses a Write through a symlink
+    // before asking anyone: that refusal counts as refused too.
+    let mut refused_by_the_cli = 0;
     while let Ok(e) = events.try_recv() {
         match &e.kind {
             EventKind::Violation { rule, .. } => {
                 assert_eq!(rule, "protected_path");
                 violations += 1;
             }
-            EventKind::Permission { allowed, .. } => {
-                assert!(!allowed, "nothing was allowed: {r:?}");
-                asked += 1;
-            }
+            EventKind::ToolResult {
+                is_error: true,
+                content,
+                ..
+            } if content.to_string().contains("it is a symbolic link") => refused_by_the_cli += 1,
             _ => {}
         }
     }
-    // Every call cms was asked about was refused as a protected path. Newer CLIs
-    // (2.1.332) refuse one of these commands themselves, without asking: it is in
-    // `permission_denials` all the same.
     assert_eq!(
-        violations, asked,
-        "every request was refused by the net: {r:?}"
+        violations + refused_by_the_cli,
+        attempts,
+        "every attempt was refused by the net: {r:?}"
     );
-    assert!(asked + 1 >= attempts, "{asked} of {attempts} asked: {r:?}");
     assert_eq!(r.permission_denials.len(), attempts);
     assert_eq!(
         std::fs::read_to_string(w.join(".env")).unwrap(),

@@ -69,6 +69,22 @@ async fn connect(
     connect_with(env.command()).await
 }
 
+/// [`connect`] with extra environment for the server.
+async fn connect_with_env(
+    env: &Env,
+    vars: &[(&str, &str)],
+) -> (
+    Client,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let mut command = env.command();
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    connect_with(command).await
+}
+
 async fn connect_with(
     command: tokio::process::Command,
 ) -> (
@@ -436,7 +452,8 @@ fn write_plugin(dir: &Path, name: &str, code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_changes_on_disk_update_the_tool_list() {
     let env = Env::new();
-    let project = env.work().join(".cms");
+    // The user's config dir (a project's .cms would need `cms trust` first).
+    let project = env.dir.path().join("config");
     std::fs::create_dir_all(&project).unwrap();
     let (client, mut changed, _) = connect(&env).await;
     let count = |tools: &[rmcp::model::Tool]| tools.iter().filter(|t| t.name == "hello").count();
@@ -791,4 +808,87 @@ async fn ten_thousand_malformed_messages_get_errors_not_a_dead_server() {
         "one answer per malformed message ({errors} JSON-RPC errors, {tool_errors} tool errors)"
     );
     let _stdin = writer.await.unwrap();
+}
+
+/// Issue 10.4: cms's own MCP server is no way out. Sessions started over MCP are
+/// guarded; wide permission modes and `safety: false` are refused with the reason;
+/// `on_spawn` in the user's policy sees who asks and may refuse; a server started
+/// inside a guarded session starts nothing wider than its parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_server_is_no_way_out_of_the_guard() {
+    let env = Env::new();
+    let (client, _, _) = connect(&env).await;
+    for mode in ["acceptEdits", "bypassPermissions", "dontAsk"] {
+        let e = fails(
+            &client,
+            "spawn_session",
+            json!({ "name": "wide", "prompt": "hi", "permission_mode": mode }),
+        )
+        .await;
+        assert!(e.contains(mode) && e.contains("refused"), "{e}");
+    }
+    let e = fails(
+        &client,
+        "delegate_task",
+        json!({ "name": "unsafe", "task": "hi", "safety": false }),
+    )
+    .await;
+    assert!(e.contains("safety: false"), "{e}");
+    let e = fails(
+        &client,
+        "spawn_session",
+        json!({ "name": "pre", "prompt": "hi", "allowed_tools": ["Bash"] }),
+    )
+    .await;
+    assert!(e.contains("Bash"), "{e}");
+    // A plain spawn is guarded (preset edit): the net lets a Write to src/ through
+    // and refuses one to .env before it runs.
+    let v = ok(
+        &client,
+        "spawn_session",
+        json!({ "name": "plain", "prompt": "USE_TOOL Write {\"file_path\": \"src/ok.txt\", \"content\": \"x\"}\nUSE_TOOL Write {\"file_path\": \".env\", \"content\": \"x\"}" }),
+    )
+    .await;
+    assert!(env.work().join("src/ok.txt").exists(), "{v}");
+    assert!(!env.work().join(".env").exists(), "{v}");
+    client.cancel().await.unwrap();
+
+    // on_spawn in the user's policy sees who asks.
+    let config = env.dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let builtin = include_str!("../scripts/safety.lua");
+    std::fs::write(
+        config.join("safety.lua"),
+        builtin.replace(
+            "return M",
+            "function M.on_spawn(spec, ctx)\n  if ctx.caller == 'mcp' and spec.name == 'friday' then return 'deny', 'no spawning on Fridays' end\nend\nreturn M",
+        ),
+    )
+    .unwrap();
+    let (client, _, _) = connect(&env).await;
+    let e = fails(
+        &client,
+        "spawn_session",
+        json!({ "name": "friday", "prompt": "hi" }),
+    )
+    .await;
+    assert!(e.contains("no spawning on Fridays"), "{e}");
+    client.cancel().await.unwrap();
+    std::fs::remove_file(config.join("safety.lua")).unwrap();
+
+    // Inside a read-only guarded session: a full delegation is lowered to read-only.
+    let (client, _, _) = connect_with_env(
+        &env,
+        &[("CMS_GUARD", r#"{"preset":"read-only","safety":true}"#)],
+    )
+    .await;
+    let v = ok(
+        &client,
+        "delegate_task",
+        json!({ "name": "inner", "task": "USE_TOOL Write {\"file_path\": \"src/a.txt\", \"content\": \"x\"}", "preset": "full" }),
+    )
+    .await;
+    assert_eq!(v["preset"], "read-only", "{v}");
+    assert!(!env.work().join("src/a.txt").exists(), "{v}");
+    client.cancel().await.unwrap();
 }

@@ -93,12 +93,16 @@ fn plugins_list_check_and_a_broken_one() {
         "return {\n  tools = { { name = 'x' } },\n}\n",
     )
     .unwrap();
+    // A project's plugin counts once trusted.
+    assert!(cms.ok(&["plugins", "check"]).contains("2 plugin(s) load"));
+    cms.ok(&["trust"]);
     let err = cms.fails(&["plugins", "check"]);
     assert!(
         err.contains("plugin 'broken' left out: tool 'x' has no handler function"),
         "{err}"
     );
     std::fs::write(dir.join("init.lua"), "return {\n  tools = {\n").unwrap();
+    cms.ok(&["trust"]);
     let err = cms.fails(&["plugins", "check"]);
     assert!(err.contains("broken/init.lua:3:"), "{err}");
     // The others still load, and sessions still work.
@@ -126,6 +130,7 @@ fn files_that_never_finish_loading_are_reported_like_syntax_errors() {
     let dir = cms.work().join(".cms/plugins/spin");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("init.lua"), spin).unwrap();
+    cms.ok(&["trust"]);
     let err = cms.fails(&["plugins", "check"]);
     assert!(
         err.contains("plugin 'spin' left out")
@@ -151,6 +156,7 @@ fn a_plugin_strategy_drives_a_delegation() {
            } }"#,
     )
     .unwrap();
+    cms.ok(&["trust"]);
     let v = delegate(
         &cms,
         &["--name", "t", "--task", "first", "--strategy", "twice"],
@@ -289,6 +295,7 @@ fn a_strategy_that_spins_is_stopped() {
            end } }"#,
     )
     .unwrap();
+    cms.ok(&["trust"]);
     let out = cms.run(&[
         "delegate",
         "--name",

@@ -337,6 +337,7 @@ fn limits_kill_with_a_named_violation() {
 fn layers_in(dir: &Path) -> Layers {
     Layers {
         dirs: vec![dir.to_path_buf()],
+        ..Layers::default()
     }
 }
 
@@ -437,7 +438,8 @@ fn a_policy_spinning_inside_a_coroutine_denies_in_time() {
 fn a_broken_edit_keeps_the_last_good_version() {
     let p = project();
     let dir = tempfile::tempdir().unwrap();
-    // At start a broken user file falls back to the built-in one, and says so.
+    // At start a broken user file is reported, and no version of it is in force:
+    // every guarded decision is denied until it loads (issue 9.6).
     std::fs::write(
         dir.path().join("protected_paths.lua"),
         "return {\n  paths = { 'src/' \n",

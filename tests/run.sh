@@ -42,11 +42,21 @@ else
     versions+=("$PWD/$(install_claude "$CLAUDE_CODE_OLDEST" .ci/oldest)")
   fi
 fi
+# The OS layer of the safety net (protected paths read-only for guarded Bash
+# commands) runs on bubblewrap; the end-to-end tests require it.
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "==> installing bubblewrap (the OS sandbox of guarded sessions)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y bubblewrap >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y bubblewrap >/dev/null; }
+  else
+    sudo apt-get install -y bubblewrap >/dev/null
+  fi
+fi
 
 echo "==> cargo test (unit, simulator integration, benchmark smoke, end-to-end on $("${versions[0]}" --version))"
 CMS_E2E_CLAUDE="${versions[0]}" cargo test --all-targets
 
 for exe in "${versions[@]:1}"; do
   echo "==> end-to-end again on the oldest supported Claude Code: $("$exe" --version)"
-  CMS_E2E_CLAUDE="$exe" cargo test --test e2e_claude
+  CMS_E2E_CLAUDE="$exe" cargo test --test e2e_claude --test e2e_safety
 done

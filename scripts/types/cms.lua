@@ -349,6 +349,13 @@ function cms.path.exists(path) end
 ---@return boolean
 function cms.path.is_dir(path) end
 
+---The text of a file, or nil and an error. Policies, plugins and strategies read
+---files (this, `io.open(path)`, `io.lines`) but cannot write or delete them.
+---@param path string
+---@return string? text
+---@return string? err
+function cms.path.read(path) end
+
 cms.shell = {}
 
 ---The simple commands of a Bash line (nested `$( )` and backticks included), with
@@ -368,13 +375,29 @@ function cms.shell.parse(line) end
 ---@field turns integer Agent turns so far.
 ---@field elapsed number Seconds of the current turn.
 
+---A request for a new session, as `on_spawn(spec, ctx)` in `safety.lua` sees it.
+---Return nil (cms's defaults decide), "allow" [, spec] (perhaps lowered), or
+---"deny", reason. Any other answer refuses.
+---@class cms.SpawnSpec
+---@field name string
+---@field kind "session"|"delegate"
+---@field permission_mode string?
+---@field allowed_tools string[] Tools the CLI would run without asking cms.
+---@field preset string? The preset it is guarded with (nil: unguarded).
+---@field safety boolean
+
+---Who asks for a new session.
+---@class cms.SpawnContext
+---@field caller "cli"|"script"|"mcp"|"session" "session": a guarded session, through cms's MCP tools.
+---@field parent {preset: string?, safety: boolean}? The guard of the session asking, if any.
+
 ---A plugin: `plugins/NAME/init.lua` returns one.
 ---@class cms.Plugin
 ---@field name string
 ---@field version? string
 ---@field description? string
 ---@field tools? cms.PluginTool[] MCP tools (`cms mcp`).
----@field policies? {name: string, on_tool_use: fun(tool: {name: string, input: table}, ctx: cms.PolicyContext): ("deny"|nil), string?}[] Run before safety.lua for guarded sessions.
+---@field policies? {name: string, on_tool_use: fun(tool: {name: string, input: table}, ctx: cms.PolicyContext): ("deny"|"allow"|nil), string?}[] Run before safety.lua for guarded sessions: nil or "allow" pass to the next, "deny" refuses; any other answer refuses too, naming the plugin.
 ---@field strategies? table<string, fun(task: cms.Task): cms.Response?, string?> Used with `--strategy NAME`.
 
 ---@class cms.PluginTool

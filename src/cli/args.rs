@@ -107,6 +107,25 @@ pub enum Command {
     /// Plugins: list what is loaded, or check that every plugin loads.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Trust a project's own scripts and plugins (DIR/.cms, as they are now), or list trusted folders.
+    Trust(TrustArgs),
+    /// Forget the trust in a project's scripts and plugins (DIR/.cms).
+    Untrust(UntrustArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The project folder (default: the current one).
+    pub dir: Option<PathBuf>,
+    /// List the trusted folders and their files instead.
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UntrustArgs {
+    /// The project folder (default: the current one).
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

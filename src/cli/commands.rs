@@ -60,6 +60,8 @@ fn run_command(cli: Cli) -> i32 {
     cfg.claude_bin = cli.claude_bin.clone();
     if let Some(home) = &cli.home {
         cfg.home = home.clone();
+        // Trust records live there too; the policy layers read it from the environment.
+        std::env::set_var("CMS_HOME", home);
     }
     cfg.wait_when_busy = !cli.no_wait;
     // Recorded with the sessions this process holds live, so others can say who holds them.
@@ -84,6 +86,8 @@ fn run_command(cli: Cli) -> i32 {
         Command::Mcp => return crate::mcp::run(cfg),
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
+        Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
+        Command::Untrust(a) => return super::trust::run_untrust(&a, &cfg.home, json),
         Command::LuaTypes => {
             let _ = out::text(crate::lua::stubs::CMS_META);
             return 0;
@@ -430,6 +434,8 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         | Command::Policy(_)
         | Command::Mcp
         | Command::Setup(_)
+        | Command::Trust(_)
+        | Command::Untrust(_)
         | Command::Plugins(_) => {
             unreachable!("handled before the runtime starts")
         }

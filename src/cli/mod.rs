@@ -12,6 +12,7 @@ mod render;
 mod repl;
 mod script;
 mod setup;
+mod trust;
 
 pub use args::{Cli, Command};
 pub use commands::{init_runtime, run, shutdown_signal};

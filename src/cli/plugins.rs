@@ -32,6 +32,9 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
         }
     };
     let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
+    for u in layers.untrusted() {
+        eprintln!("cms: {u}");
+    }
     let set = plugins::load(host.lua(), &plugins::discover(&layers));
     if json {
         let _ = outln!(

@@ -626,13 +626,15 @@ impl Manager {
             args.permission_prompt_stdio = true;
         }
         let resumes = args.resume.is_some();
+        let mut env = self.cfg.child_env.clone();
+        policy.launch(cwd, &mut args, &mut env);
         let spec = StartSpec {
             name: rec.name.clone(),
             claude_bin: self.cfg.claude_bin.clone(),
             supervisor: self.cfg.supervisor.clone(),
             args,
             cwd: cwd.to_path_buf(),
-            env: self.cfg.child_env.clone(),
+            env,
             cost_before: rec.total_cost_usd,
             turns_before: rec.total_turns,
             recorded_conversation_cost: resumes.then_some(rec.reported_cost_usd).flatten(),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod lease;
 pub mod manager;
+pub mod os_sandbox;
 pub mod policy;
 pub mod process;
 mod reader;

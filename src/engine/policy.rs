@@ -99,6 +99,18 @@ pub trait Policy: Send + Sync {
         Verdict::Continue
     }
 
+    /// Adjust how the session's `claude` child starts in `cwd` (extra flags,
+    /// environment): e.g. so that Claude Code's own settings, hooks and MCP servers
+    /// cannot decide for a guarded session, and its shell commands run in an OS
+    /// sandbox.
+    fn launch(
+        &self,
+        _cwd: &std::path::Path,
+        _args: &mut crate::wire::ClaudeArgs,
+        _env: &mut Vec<(String, String)>,
+    ) {
+    }
+
     /// The policy for one session, from its options (its [`Guard`]). None: this
     /// policy itself.
     fn session_policy(&self, _name: &str, _options: &SessionOptions) -> Option<Arc<dyn Policy>> {

@@ -537,10 +537,17 @@ fn load_strategy(lua: &Lua, policy: &PolicyService, name: &str) -> Result<Functi
             }
         }
     }
+    // A strategy reads files but never writes or deletes one; text only, and its top
+    // level must finish in time.
+    let env = crate::lua::host::confined_env(lua).map_err(|e| DelegateError::Strategy {
+        name: name.to_string(),
+        message: describe(&e),
+    })?;
     let loaded = crate::lua::limits::load_limited(lua, || {
         lua.load(src.code.as_str())
             .set_name(src.chunk_name())
             .set_mode(mlua::ChunkMode::Text)
+            .set_environment(env)
             .call::<Value>(())
     })
     .and_then(|v| match v {
@@ -579,6 +586,18 @@ fn load_strategy(lua: &Lua, policy: &PolicyService, name: &str) -> Result<Functi
 }
 
 /// Start a delegation: spawn a guarded session and run the strategy.
+/// Guarded work starts only on a policy that loaded; a broken edit whose last
+/// good version is in force is said on stderr each time.
+fn policy_in_force(policy: &PolicyService) -> Result<(), DelegateError> {
+    policy.ready()?;
+    for e in policy.stale() {
+        tracing::warn!(
+            "a policy file was edited and does not load; its last good version is in force until it is fixed: {e}"
+        );
+    }
+    Ok(())
+}
+
 pub async fn delegate(
     lua: &Lua,
     manager: &Arc<Manager>,
@@ -589,6 +608,7 @@ pub async fn delegate(
     if opts.task.trim().is_empty() {
         return Err(DelegateError::Invalid("the task is empty".into()));
     }
+    policy_in_force(policy)?;
     for (what, v) in [("max_cost", opts.max_cost), ("timeout", opts.timeout)] {
         if let Some(v) = v {
             if !(v.is_finite() && v > 0.0) {
@@ -612,6 +632,20 @@ pub async fn delegate(
             )));
         }
         manager.delete(&opts.name).await?;
+    }
+    let mut opts = opts;
+    // Started from inside a guarded session: at least as guarded as it.
+    if let Some(parent) = crate::policy::isolation::inherited() {
+        let mut ask = crate::policy::spawn_gate::SpawnAsk {
+            name: opts.name.clone(),
+            kind: "delegate".into(),
+            preset: Some(opts.preset.clone().unwrap_or_else(|| "edit".into())),
+            safety: opts.safety,
+            ..Default::default()
+        };
+        crate::policy::spawn_gate::floor(&mut ask, &parent);
+        opts.preset = ask.preset;
+        opts.safety = ask.safety;
     }
     let preset_name = opts.preset.clone().unwrap_or_else(|| "edit".into());
     let preset = policy.preset(&preset_name)?;
@@ -699,6 +733,7 @@ pub async fn continue_task(
     if message.trim().is_empty() {
         return Err(DelegateError::Invalid("the message is empty".into()));
     }
+    policy_in_force(policy)?;
     let rec = manager.status(name)?;
     let guard = delegated_guard(name, &rec.options)?;
     if let Some(v) = ending_violation(manager, name) {

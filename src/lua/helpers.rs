@@ -4,9 +4,11 @@
 //! - `cms.path.resolve(path, cwd)`: the absolute path, `..` and symlinks resolved;
 //! - `cms.path.relative(path, cwd)`: the same relative to `cwd` (nil outside it),
 //!   and the absolute path as a second value;
-//! - `cms.path.exists(path)`, `cms.path.is_dir(path)`;
+//! - `cms.path.exists(path)`, `cms.path.is_dir(path)`, `cms.path.read(path)` (the
+//!   text, or nil and an error);
 //! - `cms.shell.parse(command)`: the simple commands of a Bash line, each
-//!   `{argv = {...}, assigns = {...}, redirects = {{op, target, writes}}}`.
+//!   `{argv = {...}, assigns = {...}, redirects = {{op, target, writes}}}`; raises
+//!   "the command is too complex to check" for a line nested too deep or too slow.
 
 use crate::policy::{paths, shell};
 use mlua::{Lua, Table};
@@ -34,6 +36,13 @@ pub fn install(lua: &Lua, cms: &Table) -> mlua::Result<()> {
         lua.create_function(|_, p: String| Ok(Path::new(&p).exists()))?,
     )?;
     path.set(
+        "read",
+        lua.create_function(|_, p: String| match std::fs::read_to_string(&p) {
+            Ok(text) => Ok((Some(text), None)),
+            Err(e) => Ok((None, Some(format!("{p}: {e}")))),
+        })?,
+    )?;
+    path.set(
         "is_dir",
         lua.create_function(|_, p: String| Ok(Path::new(&p).is_dir()))?,
     )?;
@@ -47,7 +56,9 @@ pub fn install(lua: &Lua, cms: &Table) -> mlua::Result<()> {
             // 4 + 2 bytes per byte), and the tables cost about as much again.
             crate::lua::limits::reserve(lua, line.len().saturating_mul(12))?;
             let out = crate::lua::convert::array(lua, lua.create_table()?);
-            for (i, c) in shell::parse(&line).into_iter().enumerate() {
+            // A line too deep, long or slow to read raises: the policy then denies.
+            let commands = shell::parse(&line).map_err(|e| mlua::Error::runtime(e.to_string()))?;
+            for (i, c) in commands.into_iter().enumerate() {
                 let t = lua.create_table()?;
                 t.set(
                     "argv",

@@ -437,6 +437,58 @@ fn text_chunks_only(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// Remove what a script must not do unless the user opted in.
+/// Lua that builds `io` and `os` tables without file writes or deletes from the
+/// real ones: `io.open` only reads, `io.output`, `io.popen`, `io.tmpfile`,
+/// `os.remove`, `os.rename`, `os.tmpname` and `os.execute` raise.
+const CONFINE: &str = r#"
+local io, os, error, pairs, type = io, os, error, pairs, type
+local function refuse(what)
+  return function()
+    error(what .. " is disabled in cms policies, plugins and strategies: they may read files "
+      .. "(io.open(path), io.lines(path), cms.path.read(path)) but not write or delete them", 2)
+  end
+end
+local cio, cos = {}, {}
+for k, v in pairs(io) do cio[k] = v end
+for k, v in pairs(os) do cos[k] = v end
+local open = io.open
+cio.open = function(path, mode)
+  mode = mode or "r"
+  if mode ~= "r" and mode ~= "rb" then
+    return refuse("io.open with mode " .. tostring(mode))()
+  end
+  return open(path, mode)
+end
+cio.output = refuse("io.output")
+cio.popen = refuse("io.popen")
+cio.tmpfile = refuse("io.tmpfile")
+cos.remove = refuse("os.remove")
+cos.rename = refuse("os.rename")
+cos.tmpname = refuse("os.tmpname")
+cos.execute = refuse("os.execute")
+return cio, cos
+"#;
+
+/// Give `target` (the globals of a policy state, or the environment of a plugin
+/// or strategy chunk) `io` and `os` without file writes or deletes.
+pub(crate) fn confine_files(lua: &Lua, target: &mlua::Table) -> mlua::Result<()> {
+    let (io, os): (mlua::Table, mlua::Table) =
+        lua.load(CONFINE).set_name("=cms-confine").call(())?;
+    target.set("io", io)?;
+    target.set("os", os)
+}
+
+/// An environment for a plugin or strategy chunk loaded into a script's state:
+/// the script's globals, but `io` and `os` without file writes or deletes.
+pub(crate) fn confined_env(lua: &Lua) -> mlua::Result<mlua::Table> {
+    let env = lua.create_table()?;
+    confine_files(lua, &env)?;
+    let meta = lua.create_table()?;
+    meta.set("__index", lua.globals())?;
+    env.set_metatable(Some(meta));
+    Ok(env)
+}
+
 pub(crate) fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
     let g = lua.globals();
     let os: mlua::Table = g.get("os")?;

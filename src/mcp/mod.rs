@@ -60,7 +60,8 @@ pub fn run(cfg: EngineConfig) -> i32 {
         for e in errors {
             tracing::error!("plugin disabled: {e}");
         }
-        let server = server::CmsServer::new(manager.clone(), lua, plugin_tools);
+        let server =
+            server::CmsServer::new(manager.clone(), lua, plugin_tools, Some(service.clone()));
         // Script and plugin edits: the policy reloads; plugin tools reload and
         // clients hear about it.
         let notify = server.clone();

@@ -4,8 +4,11 @@
 
 use super::lua_worker::{LuaWorker, ToolInfo};
 use super::tools::{self, parse};
+use crate::engine::Guard;
 use crate::engine::{EventKind, Manager, SessionOptions, SpawnRequest, SpawnSpec};
 use crate::lua::delegate::DelegateOptions;
+use crate::policy::spawn_gate::{self, Caller, SpawnAsk};
+use crate::policy::PolicyService;
 use crate::views::{record_json, turn_json};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -32,6 +35,11 @@ struct Inner {
     peers: Mutex<Vec<Peer<RoleServer>>>,
     /// Results of work started with `background: true`, by session name.
     background: Mutex<HashMap<String, Value>>,
+    /// The safety policy, asked (`on_spawn`) what a caller may start.
+    policy: Option<Arc<PolicyService>>,
+    /// The guard of the guarded session this server runs inside, if any: what it
+    /// starts is at least as guarded.
+    parent: Option<Guard>,
 }
 
 fn tool(name: &str, description: &str, schema: Value) -> Tool {
@@ -43,7 +51,12 @@ fn tool(name: &str, description: &str, schema: Value) -> Tool {
 }
 
 impl CmsServer {
-    pub fn new(manager: Arc<Manager>, lua: LuaWorker, plugin_tools: Vec<ToolInfo>) -> CmsServer {
+    pub fn new(
+        manager: Arc<Manager>,
+        lua: LuaWorker,
+        plugin_tools: Vec<ToolInfo>,
+        policy: Option<Arc<PolicyService>>,
+    ) -> CmsServer {
         let builtin = tools::builtin()
             .into_iter()
             .map(|(n, d, s)| tool(n, d, s))
@@ -56,6 +69,8 @@ impl CmsServer {
                 builtin,
                 peers: Mutex::new(Vec::new()),
                 background: Mutex::new(HashMap::new()),
+                policy,
+                parent: crate::policy::isolation::inherited(),
             }),
         }
     }
@@ -122,7 +137,7 @@ impl CmsServer {
         match name {
             "spawn_session" => {
                 let spec: SpawnSpec = parse(name, &args)?;
-                let req = spec.into_request(false).map_err(err)?;
+                let req = self.gate_session(spec.into_request(false).map_err(err)?)?;
                 let (rec, r) = m.spawn(req).await.map_err(err)?;
                 Ok(turn_json(&rec, Some(&r)))
             }
@@ -222,7 +237,7 @@ impl CmsServer {
             "delegate_task" => {
                 let mut args = args;
                 let background = take_bool(&mut args, "background");
-                let opts: DelegateOptions = parse(name, &args)?;
+                let opts = self.gate_delegate(parse(name, &args)?)?;
                 let session = opts.name.clone();
                 let lua = self.inner.lua.clone();
                 self.run_long(&session, background, ctx, async move {
@@ -261,7 +276,10 @@ impl CmsServer {
                     .into_iter()
                     .map(|s| s.into_request(true))
                     .collect::<Result<Vec<SpawnRequest>, _>>()
-                    .map_err(err)?;
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|r| self.gate_session(r))
+                    .collect::<Result<Vec<SpawnRequest>, _>>()?;
                 let names: Vec<String> = reqs.iter().map(|r| r.name.clone()).collect();
                 let (manager, token, peer) = (m.clone(), progress_token(ctx), ctx.peer.clone());
                 let concurrency = m.config().batch_concurrency;
@@ -328,6 +346,82 @@ impl CmsServer {
                 }
             }
         }
+    }
+
+    fn caller(&self) -> Caller {
+        if self.inner.parent.is_some() {
+            Caller::Session
+        } else {
+            Caller::Mcp
+        }
+    }
+
+    /// A session asked for over MCP: guarded (or refused) as the spawn gate says.
+    fn gate_session(&self, mut req: SpawnRequest) -> Result<SpawnRequest, String> {
+        let ask = SpawnAsk {
+            name: req.name.clone(),
+            kind: "session".into(),
+            permission_mode: req.options.permission_mode.clone(),
+            allowed_tools: req.options.allowed_tools.clone(),
+            preset: None,
+            safety: true,
+        };
+        let refused = |e: String| format!("cms refused to start '{}': {e}", req.name);
+        let ask = spawn_gate::decide(
+            self.inner.policy.as_deref(),
+            ask,
+            self.caller(),
+            self.inner.parent.as_ref(),
+        )
+        .map_err(refused)?;
+        let o = &mut req.options;
+        o.permission_mode = ask.permission_mode.clone();
+        o.allowed_tools = ask.allowed_tools.clone();
+        if let Some(preset_name) = &ask.preset {
+            let preset = match &self.inner.policy {
+                Some(p) => p.preset(preset_name).map_err(|e| refused(e.to_string()))?,
+                None => return Err(refused("no safety policy is loaded".into())),
+            };
+            if o.permission_mode.as_deref() != Some("plan") {
+                o.permission_mode = Some(preset.permission_mode.clone());
+            }
+            for t in preset.allowed_tools {
+                if !o.allowed_tools.contains(&t) {
+                    o.allowed_tools.push(t);
+                }
+            }
+            o.disallowed_tools.extend(preset.disallowed_tools);
+            o.guard = Some(Guard {
+                preset: Some(preset_name.clone()),
+                safety: ask.safety,
+                max_cost_usd: o.max_budget_usd,
+                max_turns: o.max_turns,
+                ..Guard::default()
+            });
+        }
+        Ok(req)
+    }
+
+    /// A delegation asked for over MCP: within the ceiling and the parent's floor.
+    fn gate_delegate(&self, mut opts: DelegateOptions) -> Result<DelegateOptions, String> {
+        let ask = SpawnAsk {
+            name: opts.name.clone(),
+            kind: "delegate".into(),
+            permission_mode: None,
+            allowed_tools: Vec::new(),
+            preset: Some(opts.preset.clone().unwrap_or_else(|| "edit".into())),
+            safety: opts.safety,
+        };
+        let ask = spawn_gate::decide(
+            self.inner.policy.as_deref(),
+            ask,
+            self.caller(),
+            self.inner.parent.as_ref(),
+        )
+        .map_err(|e| format!("cms refused to delegate '{}': {e}", opts.name))?;
+        opts.preset = ask.preset;
+        opts.safety = ask.safety;
+        Ok(opts)
     }
 
     fn remember(&self, name: &str, v: Value) {

@@ -49,7 +49,8 @@ pub fn discover(layers: &Layers) -> Vec<(String, Source)> {
         names.sort();
         for path in names {
             let init = path.join("init.lua");
-            let Ok(code) = std::fs::read_to_string(&init) else {
+            // The project's plugins load only when trusted.
+            let Some(code) = layers.read(dir, &init) else {
                 continue;
             };
             let name = path
@@ -143,7 +144,7 @@ type Loaded = (PluginInfo, Vec<PluginTool>, Vec<(String, Function)>);
 /// Run a plugin's `init.lua` under the load limit. One that never finished loading
 /// is remembered (by origin and text) and not run again in this process: each Lua
 /// state that loads plugins would otherwise pay the whole limit for it.
-fn run_init(lua: &Lua, src: &Source) -> Result<Value, String> {
+fn run_init(lua: &Lua, src: &Source, env: mlua::Table) -> Result<Value, String> {
     let key = (src.origin.clone(), hash(&src.code));
     let stuck = STUCK.lock().map(|s| s.get(&key).cloned()).unwrap_or(None);
     if let Some(message) = stuck {
@@ -153,6 +154,7 @@ fn run_init(lua: &Lua, src: &Source) -> Result<Value, String> {
         lua.load(src.code.as_str())
             .set_name(src.chunk_name())
             .set_mode(mlua::ChunkMode::Text)
+            .set_environment(env)
             .call(())
     })
     .map_err(|e| {
@@ -179,8 +181,11 @@ fn hash(text: &str) -> u64 {
 
 fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
     let bad = |what: String| format!("{}: plugin '{folder}' left out: {what}", src.origin);
+    // A plugin reads files but never writes or deletes one, even in a script's state.
+    let env = crate::lua::host::confined_env(lua)
+        .map_err(|e| format!("plugin '{folder}' left out: {}", describe(&e)))?;
     let value: Value =
-        run_init(lua, src).map_err(|e| format!("plugin '{folder}' left out: {e}"))?;
+        run_init(lua, src, env).map_err(|e| format!("plugin '{folder}' left out: {e}"))?;
     let Value::Table(t) = value else {
         return Err(bad(
             "init.lua must return a table { name, version, tools, ... }".into(),
@@ -295,11 +300,15 @@ fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
     Ok((info, tools, strategies))
 }
 
-/// Plugin policies, for the policy service's Lua state: `(plugin, on_tool_use)`.
-pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, Function)> {
+/// Plugin policies, for the policy service's Lua state: each plugin policy's
+/// `on_tool_use` as `(name, file, function)`.
+pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, String, Function)> {
     let mut out = Vec::new();
     for (folder, src) in sources {
-        let Ok(Value::Table(t)) = run_init(lua, src) else {
+        let Ok(env) = crate::lua::host::confined_env(lua) else {
+            continue;
+        };
+        let Ok(Value::Table(t)) = run_init(lua, src, env) else {
             continue;
         };
         let Ok(Some(list)) = t.get::<Option<Table>>("policies") else {
@@ -312,7 +321,7 @@ pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, Functio
                     .ok()
                     .flatten()
                     .unwrap_or_else(|| folder.clone());
-                out.push((name, f));
+                out.push((name, src.origin.clone(), f));
             }
         }
     }

@@ -2,10 +2,14 @@
 //! watches their limits, the layered scripts it runs, the file watcher that
 //! reloads them, and the path and shell readers the rules are written with.
 
+pub mod isolation;
 pub mod paths;
 pub mod scripts;
+pub mod self_protect;
 pub mod service;
 pub mod shell;
+pub mod spawn_gate;
+pub mod trust;
 pub mod watch;
 
 pub use scripts::Layers;
@@ -29,6 +33,9 @@ pub struct Attached {
 /// manager's policy, and reload them when their files change.
 pub fn attach(manager: &Manager, cwd: &Path) -> Result<Attached, PolicyError> {
     let (service, _) = PolicyService::start(Layers::standard(cwd), DECISION_LIMIT)?;
+    for e in service.stale() {
+        tracing::warn!("policy file not in force: {e}");
+    }
     manager.set_policy(Arc::new(LuaPolicy(service.clone())));
     let watcher = match watch::watch(service.clone(), |_| {}) {
         Ok(w) => Some(w),

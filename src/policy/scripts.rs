@@ -1,7 +1,8 @@
 //! The shipped Lua scripts (embedded in the binary) and the user's overrides, in
 //! layers: built-in, then `~/.config/cms/` (or `$CMS_CONFIG_DIR`), then `.cms/` in
 //! the working directory. A file in a later layer replaces the same file in an
-//! earlier one.
+//! earlier one. The project's layer counts only as far as the user trusts it
+//! ([`crate::policy::trust`]).
 
 use std::path::{Path, PathBuf};
 
@@ -44,9 +45,19 @@ impl Source {
 
 /// Where scripts are looked for, earliest layer first (the built-in set comes
 /// before all of these).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Layers {
     pub dirs: Vec<PathBuf>,
+    /// The layer whose files load only when trusted (the project's `.cms`), and
+    /// the cms home holding the trust records.
+    pub gated: Option<Gate>,
+}
+
+/// A layer that needs trust.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub folder: PathBuf,
+    pub home: PathBuf,
 }
 
 impl Layers {
@@ -57,13 +68,43 @@ impl Layers {
             .or_else(|| std::env::var_os("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("cms")))
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/cms")));
         let mut dirs: Vec<PathBuf> = user.into_iter().collect();
-        dirs.push(cwd.join(".cms"));
-        Layers { dirs }
+        let project = cwd.join(".cms");
+        dirs.push(project.clone());
+        Layers {
+            dirs,
+            gated: Some(Gate {
+                folder: project,
+                home: crate::policy::trust::default_home(),
+            }),
+        }
     }
 
     /// Only the built-in scripts.
     pub fn builtin_only() -> Layers {
-        Layers { dirs: Vec::new() }
+        Layers::default()
+    }
+
+    /// The text of `path` in the layer `dir`, if it exists and (in the project's
+    /// layer) is trusted as it is now.
+    pub fn read(&self, dir: &Path, path: &Path) -> Option<String> {
+        let bytes = std::fs::read(path).ok()?;
+        if let Some(gate) = self.gated.as_ref().filter(|g| g.folder == dir) {
+            let store = crate::policy::trust::TrustStore::load(&gate.home).unwrap_or_default();
+            if !store.allows(&gate.folder, path, &bytes) {
+                tracing::debug!("{} not loaded: not trusted", path.display());
+                return None;
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    /// Files of the project's layer that are not loaded because they are not
+    /// trusted (or changed since), each with the command that trusts them.
+    pub fn untrusted(&self) -> Vec<crate::policy::trust::Untrusted> {
+        match &self.gated {
+            Some(g) => crate::policy::trust::untrusted(&g.home, &g.folder),
+            None => Vec::new(),
+        }
     }
 
     /// The script at `rel` (`safety.lua`, `strategies/single.lua`) from the latest
@@ -71,7 +112,7 @@ impl Layers {
     pub fn find(&self, rel: &str) -> Option<Source> {
         for dir in self.dirs.iter().rev() {
             let path = dir.join(rel);
-            if let Ok(code) = std::fs::read_to_string(&path) {
+            if let Some(code) = self.read(dir, &path) {
                 return Some(Source {
                     origin: path.display().to_string(),
                     code,
@@ -101,6 +142,9 @@ impl Layers {
             if let Ok(entries) = std::fs::read_dir(dir.join("strategies")) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
+                    if self.read(dir, &e.path()).is_none() {
+                        continue;
+                    }
                     if let Some(stem) = name.strip_suffix(".lua") {
                         names.push(stem.to_string());
                     }
@@ -132,6 +176,7 @@ mod tests {
         .unwrap();
         let layers = Layers {
             dirs: vec![user.path().into(), project.path().into()],
+            ..Layers::default()
         };
         assert_eq!(layers.find("safety.lua").unwrap().code, "return 'project'");
         assert_eq!(

@@ -127,15 +127,31 @@ pub struct PolicyService {
     limit: Duration,
     good: RwLock<Arc<Snapshot>>,
     reloading: Mutex<()>,
+    health: RwLock<Health>,
+}
+
+/// Whether every layer in force loaded.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    /// `file:line: message` of layer files that never loaded in this process: no
+    /// version of them is in force, so guarded work is refused until they load.
+    unloaded: Vec<String>,
+    /// Errors of a broken edit: the last good version stays in force meanwhile.
+    stale: Vec<String>,
 }
 
 impl PolicyService {
     /// Load the scripts. A user script that fails to load is reported (in the
-    /// returned report) and the built-in one is used in its place.
+    /// returned report); no version of it is in force, so until it loads guarded
+    /// work is refused ([`PolicyService::ready`]) and every decision denies, naming
+    /// the file and line (fail closed: the user's stricter rules never silently vanish).
     pub fn start(
         layers: Layers,
         limit: Duration,
     ) -> Result<(Arc<PolicyService>, ReloadReport), PolicyError> {
+        for u in layers.untrusted() {
+            tracing::warn!("{u}");
+        }
         let builtin = Snapshot::from_layers(&Layers::builtin_only());
         let (mut snapshot, errors) = settle(
             &layers,
@@ -147,11 +163,13 @@ impl PolicyService {
         .map_err(|e| PolicyError::Load(e.join("\n")))?;
         snapshot.generation = 1;
         for e in &errors {
-            tracing::error!("policy script not loaded (the built-in one is used): {e}");
+            tracing::error!(
+                "policy script not loaded, so guarded work is refused until it loads: {e}"
+            );
         }
         let report = ReloadReport {
             generation: 1,
-            errors,
+            errors: errors.clone(),
             origins: snapshot.origins(),
         };
         let service = Arc::new(PolicyService {
@@ -160,6 +178,10 @@ impl PolicyService {
             limit,
             good: RwLock::new(Arc::new(snapshot)),
             reloading: Mutex::new(()),
+            health: RwLock::new(Health {
+                unloaded: errors.clone(),
+                stale: Vec::new(),
+            }),
         });
         Ok((service, report))
     }
@@ -191,8 +213,57 @@ impl PolicyService {
         })
     }
 
+    fn health(&self) -> Health {
+        self.health.read().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Whether guarded work may start: an error naming each layer file that does
+    /// not load (`file:line: message`) and what to do, when one does not.
+    pub fn ready(&self) -> Result<(), PolicyError> {
+        let h = self.health();
+        if h.unloaded.is_empty() {
+            return Ok(());
+        }
+        Err(PolicyError::Load(format!(
+            "a safety policy file in force does not load, so guarded work is refused until it does:\n  {}\nfix it (check with `cms policy check FILE`) or move it away",
+            h.unloaded.join("\n  ")
+        )))
+    }
+
+    /// Errors of a broken edit while its last good version stays in force (empty
+    /// when every file in force is the one on disk).
+    pub fn stale(&self) -> Vec<String> {
+        self.health().stale
+    }
+
     /// Decide a tool call of a guarded session. Fails closed.
     pub fn decide(&self, call: &ToolCall, guard: &Guard) -> Decision {
+        let h = self.health();
+        if !h.unloaded.is_empty() {
+            return fail_closed(&format!(
+                "a policy file does not load ({}); fix it, then try again",
+                h.unloaded.join("; ")
+            ));
+        }
+        if !h.stale.is_empty() {
+            tracing::warn!(
+                "a policy file was edited and does not load; its last good version is in force until it is fixed: {}",
+                h.stale.join("; ")
+            );
+        }
+        if guard.safety {
+            // cms's, Claude Code's and git's own files: whatever the preset or scripts.
+            let cwd = std::path::Path::new(&call.cwd);
+            if let Some(why) =
+                crate::policy::self_protect::violation(&call.tool_name, &call.input, cwd)
+            {
+                return Decision::Deny {
+                    reason: why,
+                    interrupt: false,
+                    rule: Some("protected_path".into()),
+                };
+            }
+        }
         self.with_worker(|w| w.decide(call, guard))
             .unwrap_or_else(|e| fail_closed(&e))
     }
@@ -206,6 +277,72 @@ impl PolicyService {
     pub fn preset(&self, name: &str) -> Result<Preset, PolicyError> {
         self.with_worker(|w| w.preset(name))
             .map_err(PolicyError::Load)?
+    }
+
+    /// Ask `on_spawn(spec, ctx)` of the safety policy about a new session: None
+    /// (no opinion, or no such function), the request as it may start (allowed,
+    /// perhaps lowered), or why it is refused. Fails closed.
+    pub fn on_spawn(
+        &self,
+        ask: &crate::policy::spawn_gate::SpawnAsk,
+        caller: crate::policy::spawn_gate::Caller,
+        parent: Option<&Guard>,
+    ) -> Result<Option<crate::policy::spawn_gate::SpawnAsk>, String> {
+        self.ready().map_err(|e| e.to_string())?;
+        let run = |w: &Worker| -> mlua::Result<Result<Option<_>, String>> {
+            let Some(f) = w.safety.get::<Option<Function>>("on_spawn")? else {
+                return Ok(Ok(None));
+            };
+            let who = format!("on_spawn of {}", w.safety_origin);
+            let ctx = w.lua.create_table()?;
+            ctx.set("caller", w.lua.to_value(&caller)?)?;
+            if let Some(p) = parent {
+                ctx.set("parent", w.lua.to_value(p)?)?;
+            }
+            let spec = w.lua.to_value(ask)?;
+            let out: MultiValue = call_limited(&w.lua, w.limit, &f, (spec, ctx))?;
+            let mut it = out.into_iter();
+            Ok(match it.next().unwrap_or(Value::Nil) {
+                Value::Nil => Ok(None),
+                Value::String(v) if v.as_bytes() == b"allow" => match it.next() {
+                    Some(t @ Value::Table(_)) => Ok(Some(w.lua.from_value(t).map_err(|e| {
+                        mlua::Error::runtime(format!("{who} returned a spec cms cannot read: {e}"))
+                    })?)),
+                    _ => Ok(Some(ask.clone())),
+                },
+                Value::String(v) if v.as_bytes() == b"deny" => {
+                    let why = match it.next() {
+                        Some(Value::String(r)) => r.to_string_lossy(),
+                        _ => "no reason given".into(),
+                    };
+                    Err(format!("refused by {who}: {why}"))
+                }
+                other => Err(format!(
+                    "{who} returned {}, which cms does not know; only nil, \"allow\" and \"deny\" are answers",
+                    show(&other)
+                )),
+            })
+        };
+        match self.with_worker(|w| run(w)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(format!(
+                "the safety policy's on_spawn failed, so the session is refused: {}",
+                describe(&e)
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The entries of `protected_paths.lua` in force (`M.paths`), for the OS layer.
+    pub fn protected_entries(&self) -> Vec<String> {
+        self.with_worker(|w| {
+            let require: Function = w.lua.globals().get("require")?;
+            let m: Table = require.call("protected_paths")?;
+            m.get::<Vec<String>>("paths")
+        })
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default()
     }
 
     /// The default limits of the safety policy.
@@ -237,12 +374,21 @@ impl PolicyService {
         }
         let report = ReloadReport {
             generation: next.generation,
-            errors,
+            errors: errors.clone(),
             origins: next.origins(),
         };
         if changed {
             if let Ok(mut g) = self.good.write() {
                 *g = Arc::new(next);
+            }
+        }
+        if let Ok(mut h) = self.health.write() {
+            if errors.is_empty() {
+                *h = Health::default();
+            } else if !h.unloaded.is_empty() {
+                h.unloaded = errors.clone();
+            } else {
+                h.stale = errors.clone();
             }
         }
         report
@@ -316,15 +462,22 @@ impl Policy for LuaPolicy {
         let guard = options.guard.clone()?;
         Some(Arc::new(GuardedSession {
             service: self.0.clone(),
+            os_layer: guard.safety && crate::engine::os_sandbox::available().is_some(),
             guard,
         }))
     }
 }
 
+/// Set to `1` to let guarded sessions run Bash commands the shell reader cannot
+/// prove harmless where there is no OS sandbox (bubblewrap) to hold protected paths.
+pub const UNSANDBOXED_BASH_ENV: &str = "CMS_ALLOW_UNSANDBOXED_BASH";
+
 /// One guarded session's policy: its guard, answered by the service.
 pub struct GuardedSession {
     service: Arc<PolicyService>,
     guard: Guard,
+    /// Whether its shell commands run in the OS sandbox.
+    os_layer: bool,
 }
 
 impl Policy for GuardedSession {
@@ -333,7 +486,42 @@ impl Policy for GuardedSession {
     }
 
     fn decide(&self, call: &ToolCall) -> Decision {
-        self.service.decide(call, &self.guard)
+        let decision = self.service.decide(call, &self.guard);
+        if self.guard.safety
+            && !self.os_layer
+            && call.tool_name == "Bash"
+            && matches!(decision, Decision::Allow | Decision::AllowWith(_))
+            && std::env::var(UNSANDBOXED_BASH_ENV).as_deref() != Ok("1")
+        {
+            let command = call.input["command"].as_str().unwrap_or_default();
+            if !crate::policy::self_protect::harmless(command) {
+                return Decision::Deny {
+                    reason: format!(
+                        "Bash command refused: there is no OS sandbox here (bubblewrap is missing or cannot make mounts), so only commands that provably only read may run; install bubblewrap, or let the user set {UNSANDBOXED_BASH_ENV}=1 to accept the risk"
+                    ),
+                    interrupt: false,
+                    rule: Some("no_os_sandbox".into()),
+                };
+            }
+        }
+        decision
+    }
+
+    fn launch(
+        &self,
+        cwd: &std::path::Path,
+        args: &mut crate::wire::ClaudeArgs,
+        env: &mut Vec<(String, String)>,
+    ) {
+        let sandbox = self
+            .os_layer
+            .then(|| crate::engine::os_sandbox::SandboxSpec {
+                work_dir: cwd.to_path_buf(),
+                entries: self.service.protected_entries(),
+                roots: crate::policy::isolation::roots(env),
+                script_dir: crate::policy::trust::default_home().join("sandbox"),
+            });
+        crate::policy::isolation::apply(&self.guard, sandbox.as_ref(), args, env);
     }
 
     fn on_event(&self, event: &SessionEvent, progress: &Progress) -> Verdict {
@@ -358,8 +546,10 @@ struct Worker {
     safety: Table,
     presets: Table,
     limits: Limits,
-    /// `(name, on_tool_use)` of each plugin policy, asked first.
-    plugin_policies: Vec<(String, Function)>,
+    /// `(name, file, on_tool_use)` of each plugin policy, asked first.
+    plugin_policies: Vec<(String, String, Function)>,
+    /// The file `safety.lua` came from (named when it answers nonsense).
+    safety_origin: String,
     generation: u64,
 }
 
@@ -389,7 +579,13 @@ impl Worker {
             return Err(errors);
         };
         let plugin_policies = crate::plugins::policies(&lua, &snap.plugins);
+        let safety_origin = snap
+            .modules
+            .get("safety")
+            .map(|s| s.origin.clone())
+            .unwrap_or_else(|| "builtin:safety.lua".into());
         let mut w = Worker {
+            safety_origin,
             lua,
             limit,
             safety,
@@ -483,62 +679,31 @@ impl Worker {
             tool.set("input", self.lua.to_value(&call.input)?)?;
             let ctx = self.ctx(&call.session, &call.cwd, guard, &call.progress)?;
             if guard.safety {
-                for (name, policy) in &self.plugin_policies {
+                for (name, origin, policy) in &self.plugin_policies {
                     let out: MultiValue =
                         call_limited(&self.lua, self.limit, policy, (tool.clone(), ctx.clone()))
                             .map_err(|e| {
                                 mlua::Error::runtime(format!(
-                                    "plugin policy '{name}': {}",
+                                    "plugin policy '{name}' ({origin}): {}",
                                     describe(&e)
                                 ))
                             })?;
-                    let mut it = out.into_iter();
-                    if it
-                        .next()
-                        .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
-                        .as_deref()
-                        == Some("deny")
-                    {
-                        let reason = it
-                            .next()
-                            .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
-                            .unwrap_or_else(|| format!("denied by the {name} policy"));
-                        return Ok(Decision::Deny {
-                            reason,
-                            interrupt: false,
-                            rule: Some(name.clone()),
-                        });
+                    let who = format!("plugin policy '{name}' ({origin})");
+                    match verdict(&self.lua, out, &who, call, Some(name))? {
+                        // No opinion, or no objection: the next policy decides.
+                        None | Some(Decision::Allow) | Some(Decision::AllowWith(_)) => {}
+                        Some(deny) => return Ok(deny),
                     }
                 }
             }
             let out: MultiValue = call_limited(&self.lua, self.limit, &f, (tool, ctx))?;
-            let mut it = out.into_iter();
-            let verb = it.next().unwrap_or(Value::Nil);
-            match verb.as_string().map(|s| s.to_string_lossy()).as_deref() {
-                Some("allow") => match it.next() {
-                    Some(v @ Value::Table(_)) => Ok(Decision::AllowWith(self.lua.from_value(v)?)),
-                    _ => Ok(Decision::Allow),
-                },
-                Some("deny") => {
-                    let reason = it
-                        .next()
-                        .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
-                        .unwrap_or_else(|| {
-                            format!("denied by the cms safety policy ({})", call.tool_name)
-                        });
-                    let rule = it
-                        .next()
-                        .and_then(|v| v.as_string().map(|s| s.to_string_lossy()));
-                    Ok(Decision::Deny {
-                        reason,
-                        interrupt: false,
-                        rule,
-                    })
-                }
-                _ => Err(mlua::Error::runtime(format!(
-                    "on_tool_use returned {verb:?}; it must return \"allow\" or \"deny\""
-                ))),
-            }
+            let who = format!("on_tool_use of {}", self.safety_origin);
+            // The safety policy has the last word: no opinion is not an answer.
+            verdict(&self.lua, out, &who, call, None)?.ok_or_else(|| {
+                mlua::Error::runtime(format!(
+                    "{who} returned nil; it must return \"allow\" or \"deny\""
+                ))
+            })
         };
         run().unwrap_or_else(|e| fail_closed(&describe(&e)))
     }
@@ -553,9 +718,11 @@ impl Worker {
             let ctx = self.ctx(&event.session, "", guard, progress)?;
             let out: MultiValue = call_limited(&self.lua, self.limit, &f, (ev, ctx))?;
             let mut it = out.into_iter();
-            let verb = it
-                .next()
-                .and_then(|v| v.as_string().map(|s| s.to_string_lossy()));
+            let verb = match it.next() {
+                None | Some(Value::Nil) => None,
+                Some(Value::String(s)) => Some(s.to_string_lossy()),
+                Some(other) => Some(show(&other)),
+            };
             let message = it
                 .next()
                 .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
@@ -572,17 +739,79 @@ impl Worker {
                 Some("kill") => Verdict::Kill(v),
                 Some(other) => {
                     return Err(mlua::Error::runtime(format!(
-                    "on_event returned \"{other}\"; expected nil, \"warn\", \"stop\" or \"kill\""
-                )))
+                        "on_event of {} returned \"{other}\"; expected nil, \"warn\", \"stop\" or \"kill\"",
+                        self.safety_origin
+                    )))
                 }
             })
         };
+        // Fail closed: a limit check that cannot run stops the session.
         run().unwrap_or_else(|e| {
-            Verdict::Warn(Violation {
+            Verdict::Stop(Violation {
                 rule: "policy_error".into(),
-                message: format!("the safety policy's on_event failed: {}", describe(&e)),
+                message: format!(
+                    "the safety policy's on_event failed, so the session is stopped: {}",
+                    describe(&e)
+                ),
             })
         })
+    }
+}
+
+/// Read a policy's answer: nil is no opinion (`None`); `"allow"` [, input] and
+/// `"deny"`, reason [, rule] are answers; anything else (`"Deny"`, `"bogus"`, a
+/// number) is an error naming `who` and the value, so the call is denied.
+fn verdict(
+    lua: &Lua,
+    out: MultiValue,
+    who: &str,
+    call: &ToolCall,
+    default_rule: Option<&String>,
+) -> mlua::Result<Option<Decision>> {
+    let mut it = out.into_iter();
+    let verb = it.next().unwrap_or(Value::Nil);
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(s.to_string_lossy()),
+        _ => None,
+    };
+    match &verb {
+        Value::Nil => Ok(None),
+        Value::String(s) if s.as_bytes() == b"allow" => match it.next() {
+            Some(v @ Value::Table(_)) => Ok(Some(Decision::AllowWith(lua.from_value(v)?))),
+            None | Some(Value::Nil) => Ok(Some(Decision::Allow)),
+            Some(other) => Err(mlua::Error::runtime(format!(
+                "{who} returned \"allow\" with {} as the changed input; it must be a table",
+                show(&other)
+            ))),
+        },
+        Value::String(s) if s.as_bytes() == b"deny" => {
+            let reason = text(it.next()).unwrap_or_else(|| match default_rule {
+                Some(name) => format!("denied by the {name} policy"),
+                None => format!("denied by the cms safety policy ({})", call.tool_name),
+            });
+            let rule = text(it.next()).or_else(|| default_rule.cloned());
+            Ok(Some(Decision::Deny {
+                reason,
+                interrupt: false,
+                rule,
+            }))
+        }
+        other => Err(mlua::Error::runtime(format!(
+            "{who} returned {}, which cms does not know; only nil, \"allow\" and \"deny\" are answers",
+            show(other)
+        ))),
+    }
+}
+
+/// A Lua value as a person reads it in a message.
+fn show(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{:?}", s.to_string_lossy()),
+        other => format!("a {}", other.type_name()),
     }
 }
 
@@ -601,6 +830,8 @@ fn base_lua() -> mlua::Result<Lua> {
     crate::lua::limits::install(&lua)?;
     lua.set_memory_limit(64 * 1024 * 1024)?;
     restrict(&lua, false)?;
+    // Policies read files (through `cms.path`, `io.open(path)`); they never write one.
+    crate::lua::host::confine_files(&lua, &lua.globals())?;
     let cms = lua.create_table()?;
     crate::lua::helpers::install(&lua, &cms)?;
     crate::lua::api::install_pure(&lua, &cms)?;

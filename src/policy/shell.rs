@@ -5,6 +5,27 @@
 //! backticks, `<( )`, `>( )`) are understood; variables, globs and command
 //! substitutions are left as written (a `$`, `` ` ``, `*`, `?` or `[` in a word tells
 //! the rules its value is only known at run time).
+//!
+//! The reader is linear in the length of the line, nests at most [`MAX_DEPTH`]
+//! levels (no stack overflow however deep a model nests `$(`), and stops at a
+//! deadline: a line it cannot read in time or nests deeper is [`TooComplex`], which
+//! the safety rules deny.
+
+use std::time::{Duration, Instant};
+
+/// Deepest nesting of `$( )`, backticks and `<( )` the reader follows.
+pub const MAX_DEPTH: usize = 64;
+/// Most simple commands one line may hold (real lines hold a few dozen).
+pub const MAX_COMMANDS: usize = 10_000;
+/// Longest line the reader looks at (bytes).
+pub const MAX_LEN: usize = 1 << 20;
+/// Time a parse may take when the caller gives no deadline.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(200);
+
+/// A line the reader refuses to read: too deep, too long or too slow.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the command is too complex to check ({0}), so it is refused")]
+pub struct TooComplex(pub String);
 
 /// One simple command: `VAR=x name args... > target`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,37 +59,62 @@ impl Redirect {
 
 /// Every simple command in `line`, nested ones (command substitutions) included,
 /// in the order they end (a nested command comes before the one holding it).
-///
-/// Nesting deeper than [`MAX_DEPTH`] is not read: the text of such a nested command
-/// comes back as the command `eval TEXT`, which rules check again (and refuse
-/// when it keeps nesting), so no line can exhaust the stack or memory.
-pub fn parse(line: &str) -> Vec<Command> {
-    parse_at(line, 0)
+pub fn parse(line: &str) -> Result<Vec<Command>, TooComplex> {
+    parse_within(line, DEFAULT_BUDGET)
 }
 
-/// How deep `$( )`, `<( )` and backticks are read.
-pub const MAX_DEPTH: usize = 32;
-
-fn parse_at(line: &str, depth: usize) -> Vec<Command> {
+/// [`parse`] with its own time budget.
+pub fn parse_within(line: &str, budget: Duration) -> Result<Vec<Command>, TooComplex> {
+    if line.len() > MAX_LEN {
+        return Err(TooComplex(format!(
+            "{} bytes, more than {MAX_LEN}",
+            line.len()
+        )));
+    }
+    let chars: Vec<char> = line.chars().collect();
     let mut p = Parser {
-        chars: line.chars().collect(),
+        chars: &chars,
         pos: 0,
         out: Vec::new(),
-        depth,
+        depth: 0,
+        steps: 0,
+        deadline: Instant::now() + budget,
+        error: None,
     };
     p.commands(None);
-    p.out
+    match p.error {
+        Some(e) => Err(e),
+        None => Ok(p.out),
+    }
 }
 
-struct Parser {
-    chars: Vec<char>,
+struct Parser<'a> {
+    chars: &'a [char],
     pos: usize,
     out: Vec<Command>,
-    /// How many nested commands hold this one.
     depth: usize,
+    steps: u32,
+    deadline: Instant,
+    /// Set when the line is too complex; the parse then stops.
+    error: Option<TooComplex>,
 }
 
-impl Parser {
+impl Parser<'_> {
+    /// Whether to stop: an error happened, or the deadline passed (checked every
+    /// few thousand steps).
+    fn stopped(&mut self) -> bool {
+        if self.error.is_some() {
+            return true;
+        }
+        self.steps += 1;
+        if self.steps.is_multiple_of(4096) && Instant::now() > self.deadline {
+            self.error = Some(TooComplex("reading it took too long".into()));
+            self.pos = self.chars.len();
+            return true;
+        }
+        false
+    }
+
     fn peek(&self, ahead: usize) -> Option<char> {
         self.chars.get(self.pos + ahead).copied()
     }
@@ -78,6 +124,9 @@ impl Parser {
         let mut cmd = Command::default();
         let mut pending_redirect: Option<String> = None;
         while let Some(c) = self.peek(0) {
+            if self.stopped() {
+                return;
+            }
             if Some(c) == close {
                 self.pos += 1;
                 break;
@@ -149,6 +198,12 @@ impl Parser {
     fn finish(&mut self, cmd: &mut Command) {
         if !cmd.argv.is_empty() || !cmd.assigns.is_empty() || !cmd.redirects.is_empty() {
             self.out.push(std::mem::take(cmd));
+            if self.out.len() > MAX_COMMANDS && self.error.is_none() {
+                self.error = Some(TooComplex(format!(
+                    "more than {MAX_COMMANDS} commands in one line"
+                )));
+                self.pos = self.chars.len();
+            }
         }
     }
 
@@ -191,6 +246,9 @@ impl Parser {
     fn word(&mut self) -> String {
         let mut w = String::new();
         while let Some(c) = self.peek(0) {
+            if self.stopped() {
+                break;
+            }
             match c {
                 ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>' => {
                     // `$(`, `<(`, `>(` handled below; a bare `(` ends the word.
@@ -252,6 +310,9 @@ impl Parser {
 
     fn double_quoted(&mut self, w: &mut String) {
         while let Some(c) = self.peek(0) {
+            if self.stopped() {
+                return;
+            }
             match c {
                 '"' => {
                     self.pos += 1;
@@ -327,43 +388,32 @@ impl Parser {
     /// A nested command list up to `close`; its commands join `out`. Too deep, its
     /// text (up to the matching `close`) becomes `eval TEXT`.
     fn nested(&mut self, close: char) {
-        if self.depth >= MAX_DEPTH {
-            let mut text = String::new();
-            let mut open = 0usize;
-            while let Some(c) = self.peek(0) {
-                self.pos += 1;
-                if c == close && open == 0 {
-                    break;
-                }
-                match c {
-                    '(' => open += 1,
-                    ')' => open = open.saturating_sub(1),
-                    _ => {}
-                }
-                text.push(c);
-            }
-            self.out.push(Command {
-                argv: vec!["eval".into(), text],
-                ..Command::default()
-            });
+        if !self.deeper() {
             return;
         }
-        // The inner parser borrows the characters (no copy per level).
-        let mut inner = Parser {
-            chars: std::mem::take(&mut self.chars),
-            pos: self.pos,
-            out: Vec::new(),
-            depth: self.depth + 1,
-        };
-        inner.commands(Some(close));
-        self.chars = inner.chars;
-        self.pos = inner.pos;
-        self.out.extend(inner.out);
+        self.commands(Some(close));
+        self.depth -= 1;
+    }
+
+    /// Go one level deeper, or stop the parse if that is too deep.
+    fn deeper(&mut self) -> bool {
+        if self.depth >= MAX_DEPTH {
+            self.error = Some(TooComplex(format!(
+                "nested more than {MAX_DEPTH} levels deep"
+            )));
+            self.pos = self.chars.len();
+            return false;
+        }
+        self.depth += 1;
+        true
     }
 
     fn backticks(&mut self) {
-        let mut text = String::new();
+        let mut text = Vec::new();
         while let Some(c) = self.peek(0) {
+            if self.stopped() {
+                return;
+            }
             self.pos += 1;
             match c {
                 '`' => break,
@@ -376,14 +426,26 @@ impl Parser {
                 _ => text.push(c),
             }
         }
-        if self.depth >= MAX_DEPTH {
-            self.out.push(Command {
-                argv: vec!["eval".into(), text],
-                ..Command::default()
-            });
-        } else {
-            self.out.extend(parse_at(&text, self.depth + 1));
+        if !self.deeper() {
+            return;
         }
+        let mut inner = Parser {
+            chars: &text,
+            pos: 0,
+            out: std::mem::take(&mut self.out),
+            depth: self.depth,
+            steps: self.steps,
+            deadline: self.deadline,
+            error: None,
+        };
+        inner.commands(None);
+        self.out = inner.out;
+        self.steps = inner.steps;
+        if inner.error.is_some() {
+            self.error = inner.error;
+            self.pos = self.chars.len();
+        }
+        self.depth -= 1;
     }
 }
 
@@ -416,6 +478,49 @@ mod tests {
 
     fn argvs(line: &str) -> Vec<Vec<String>> {
         parse(line).into_iter().map(|c| c.argv).collect()
+    }
+
+    fn parse(line: &str) -> Vec<Command> {
+        super::parse(line).unwrap()
+    }
+
+    #[test]
+    fn deep_nesting_is_too_complex_not_a_crash() {
+        // 6,000 nested `$(` (issue 10, point 7): refused, no stack overflow.
+        let line = format!("echo {}x{}", "$(".repeat(6000), ")".repeat(6000));
+        let err = super::parse(&line).unwrap_err();
+        assert!(err.to_string().contains("nested more than"), "{err}");
+        let ticks = format!("echo {}", "`".repeat(5000));
+        assert!(super::parse(&ticks).is_ok() || super::parse(&ticks).is_err());
+        // Just under the limit reads fine.
+        let ok = format!("{}rm .env{}", "$(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(argvs(&ok).contains(&vec!["rm".to_string(), ".env".to_string()]));
+    }
+
+    #[test]
+    fn many_substitutions_read_in_linear_time() {
+        // 40,000 sequential `$(true)` took 3.5 s (quadratic); now read (and refused
+        // as too many commands) well inside the limit.
+        let line = format!("echo {}", "$(true)".repeat(40_000));
+        let started = std::time::Instant::now();
+        let err = super::parse(&line).unwrap_err();
+        assert!(err.to_string().contains("commands"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        let line = format!("echo {}", "$(true)".repeat(MAX_COMMANDS - 1));
+        assert_eq!(parse(&line).len(), MAX_COMMANDS);
+        let huge = "x".repeat(MAX_LEN + 1);
+        assert!(super::parse(&huge).is_err());
+    }
+
+    #[test]
+    fn a_line_past_its_deadline_is_too_complex() {
+        let line = format!("echo {}", "ab ".repeat(100_000));
+        let err = parse_within(&line, Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
     }
 
     #[test]
@@ -483,23 +588,6 @@ mod tests {
             all.contains(&vec!["rm".to_string(), "y".to_string()]),
             "{all:?}"
         );
-    }
-
-    #[test]
-    fn deep_nesting_is_cut_off_as_eval() {
-        let n = 6000;
-        let line = format!("{}rm x{}", "$(".repeat(n), ")".repeat(n));
-        let cmds = parse(&line);
-        // The innermost commands read are at MAX_DEPTH; the rest is handed back as eval.
-        let eval = cmds
-            .iter()
-            .find(|c| c.argv.first().map(String::as_str) == Some("eval"));
-        let eval = eval.expect("an eval command for the part too deep to read");
-        assert!(eval.argv[1].contains("$(rm x)"));
-        assert_eq!(parse(&eval.argv[1]).len(), MAX_DEPTH + 2);
-        assert!(cmds.len() <= MAX_DEPTH + 2, "{}", cmds.len());
-        let ticks = format!("{}echo{}", "$(`".repeat(n), "`)".repeat(n));
-        assert!(!parse(&ticks).is_empty());
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             | "--worktree"
             | "--add-dir"
             | "--settings"
+            | "--setting-sources"
             | "--fallback-model" => {
                 value(&flag)?;
             }
