@@ -119,7 +119,7 @@ pub struct SessionOptions {
     pub add_dirs: Vec<String>,
     /// Preset and safety net (None: the CLI's own permission mode decides alone).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub guard: Option<crate::engine::policy::Guard>,
+    pub guard: Option<Guard>,
 }
 
 impl SessionOptions {
@@ -140,4 +140,26 @@ impl SessionOptions {
             ..ClaudeArgs::default()
         }
     }
+}
+
+/// How cms guards a session: its permission preset and safety net. Set by
+/// `delegate` (and for its reviewer sessions), kept in the store, so a resumed
+/// process is guarded exactly like the first one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Guard {
+    /// `read-only`, `review`, `edit`, `full`, `plan` (see `scripts/presets.lua`).
+    pub preset: Option<String>,
+    /// Whether the safety net decides tool calls and watches the limits.
+    pub safety: bool,
+    /// Session cost limit in USD (over all its processes).
+    pub max_cost_usd: Option<f64>,
+    /// Agent-turn limit over the session's life.
+    pub max_turns: Option<u32>,
+    /// Seconds one interaction may take.
+    pub timeout_secs: Option<f64>,
+    /// Made by `delegate`: `continue`, `finish` and `abort` accept it.
+    pub delegated: bool,
+    /// The delegation strategy (`single`, `correction_loop`, `review`, ...).
+    pub strategy: Option<String>,
 }

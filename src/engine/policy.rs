@@ -2,6 +2,7 @@
 //! every event. The shipped implementation (Lua, hot-reloaded) lives above the
 //! engine; the engine only knows this trait.
 
+pub use crate::engine::config::Guard;
 use crate::engine::config::SessionOptions;
 use crate::engine::events::SessionEvent;
 use serde::{Deserialize, Serialize};
@@ -116,28 +117,6 @@ pub trait Policy: Send + Sync {
     fn session_policy(&self, _name: &str, _options: &SessionOptions) -> Option<Arc<dyn Policy>> {
         None
     }
-}
-
-/// How cms guards a session: its permission preset and safety net. Set by
-/// `delegate` (and for its reviewer sessions), kept in the store, so a resumed
-/// process is guarded exactly like the first one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Guard {
-    /// `read-only`, `review`, `edit`, `full`, `plan` (see `scripts/presets.lua`).
-    pub preset: Option<String>,
-    /// Whether the safety net decides tool calls and watches the limits.
-    pub safety: bool,
-    /// Session cost limit in USD (over all its processes).
-    pub max_cost_usd: Option<f64>,
-    /// Agent-turn limit over the session's life.
-    pub max_turns: Option<u32>,
-    /// Seconds one interaction may take.
-    pub timeout_secs: Option<f64>,
-    /// Made by `delegate`: `continue`, `finish` and `abort` accept it.
-    pub delegated: bool,
-    /// The delegation strategy (`single`, `correction_loop`, `review`, ...).
-    pub strategy: Option<String>,
 }
 
 /// The policy when none is configured: the CLI's own permission mode decides.
