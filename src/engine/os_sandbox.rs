@@ -143,19 +143,27 @@ fn quote(s: &str) -> String {
 
 fn render(bwrap: &Path, held: &[PathBuf], placeholders: &[(PathBuf, bool)]) -> String {
     let mut s = String::from(
-        "#!/bin/sh\n# cms: run a guarded session's shell command with its protected paths read-only.\n",
+        "#!/bin/sh\n# cms: run a guarded session's shell command with its protected paths read-only.\ncmd=$1\n",
     );
+    // Placeholders for missing protected names: files made by the shell itself,
+    // folders by one `mkdir`; one `rm` takes away afterwards what this command
+    // made and left empty. (Few processes: this runs for every command.)
+    for (i, (p, _)) in placeholders.iter().enumerate() {
+        let q = quote(&p.display().to_string());
+        s.push_str(&format!("c{i}=0; [ -e {q} ] || [ -L {q} ] || c{i}=1\n"));
+    }
+    s.push_str("set --\n");
     for (i, (p, dir)) in placeholders.iter().enumerate() {
         let q = quote(&p.display().to_string());
-        let make = if *dir {
-            format!("mkdir {q}")
+        if *dir {
+            s.push_str(&format!("[ \"$c{i}\" = 1 ] && set -- \"$@\" {q}\n"));
         } else {
-            format!(": > {q}")
-        };
-        s.push_str(&format!(
-            "c{i}=0; if [ ! -e {q} ] && [ ! -L {q} ] && {make} 2>/dev/null; then c{i}=1; fi\n"
-        ));
+            s.push_str(&format!(
+                "if [ \"$c{i}\" = 1 ]; then : > {q} 2>/dev/null || c{i}=0; fi\n"
+            ));
+        }
     }
+    s.push_str("[ $# -gt 0 ] && mkdir \"$@\" 2>/dev/null\n");
     // No capability to undo the mounts (`umount`, `mount -o remount,rw`, `nsenter`
     // into another mount namespace): as root, bubblewrap would otherwise keep them.
     // Its own pid namespace and /proc: `/proc/PID/root` of a process outside would
@@ -173,18 +181,19 @@ fn render(bwrap: &Path, held: &[PathBuf], placeholders: &[(PathBuf, bool)]) -> S
         let q = quote(&p.display().to_string());
         s.push_str(&format!(" \\\n  --ro-bind-try {q} {q}"));
     }
-    s.push_str(" \\\n  -- /bin/bash -c \"$@\"\nrc=$?\n");
-    // Remove the placeholders this command made, if they are still empty.
+    s.push_str(" \\\n  -- /bin/bash -c \"$cmd\"\nrc=$?\nset --\n");
     for (i, (p, dir)) in placeholders.iter().enumerate() {
         let q = quote(&p.display().to_string());
-        let remove = if *dir {
-            format!("rmdir {q} 2>/dev/null")
+        let still_empty = if *dir {
+            String::new()
         } else {
-            format!("[ -f {q} ] && [ ! -s {q} ] && rm -f {q}")
+            format!(" && [ ! -s {q} ]")
         };
-        s.push_str(&format!("if [ \"$c{i}\" = 1 ]; then {remove}; fi\n"));
+        s.push_str(&format!(
+            "[ \"$c{i}\" = 1 ]{still_empty} && set -- \"$@\" {q}\n"
+        ));
     }
-    s.push_str("exit $rc\n");
+    s.push_str("[ $# -gt 0 ] && rm -fd \"$@\" 2>/dev/null\nexit $rc\n");
     s
 }
 
@@ -349,5 +358,38 @@ mod tests {
         );
         assert!(glob_match(b".env.*", b".env.prod"));
         assert!(!glob_match(b".env.*", b".envrc"));
+    }
+
+    #[test]
+    fn the_prefix_holds_protected_paths_and_leaves_no_placeholder() {
+        if available().is_none() {
+            eprintln!("skipping: no bubblewrap here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().join("w");
+        std::fs::create_dir_all(w.join(".git")).unwrap();
+        std::fs::write(w.join(".git/config"), "[core]\n").unwrap();
+        let spec = SandboxSpec {
+            work_dir: w.clone(),
+            entries: vec![".env".into(), ".git/".into()],
+            roots: Vec::new(),
+            script_dir: dir.path().join("s"),
+        };
+        let prefix = shell_prefix(&spec).unwrap();
+        let out = std::process::Command::new(&prefix)
+            .arg("echo x > .env; echo x >> .git/config; mkdir .cms/x; echo ok > made.txt; exit 3")
+            .current_dir(&w)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "the command's own exit code");
+        assert!(w.join("made.txt").exists());
+        assert_eq!(
+            std::fs::read_to_string(w.join(".git/config")).unwrap(),
+            "[core]\n"
+        );
+        for p in [".env", ".cms", ".claude", ".mcp.json"] {
+            assert!(!w.join(p).exists(), "{p} left behind");
+        }
     }
 }
