@@ -892,3 +892,66 @@ async fn the_mcp_server_is_no_way_out_of_the_guard() {
     assert!(!env.work().join("src/a.txt").exists(), "{v}");
     client.cancel().await.unwrap();
 }
+
+/// Inside a guarded session, cms's MCP tools steer only sessions at least as guarded:
+/// an unguarded session the user made cannot be sent, resumed, forked or continued by
+/// it. The user's own (unguarded) `cms mcp` steers it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_session_cannot_steer_a_less_guarded_one() {
+    let env = Env::new();
+    let (top, _, _) = connect(&env).await;
+    // The user's window: its own spawn is guarded (edit) and it steers anything.
+    ok(
+        &top,
+        "spawn_session",
+        json!({ "name": "guarded", "prompt": "hi" }),
+    )
+    .await;
+    ok(
+        &top,
+        "send_message",
+        json!({ "name": "guarded", "message": "more" }),
+    )
+    .await;
+    top.cancel().await.unwrap();
+    // An unguarded session, made by the user from the shell.
+    let out = std::process::Command::new(support::cms_bin())
+        .args(["spawn", "--name", "free", "--prompt", "hi"])
+        .current_dir(env.work())
+        .env("CMS_HOME", env.dir.path().join("cms"))
+        .env("CMS_CLAUDE_BIN", support::sim_bin())
+        .env("HOME", env.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let guard = r#"{"preset":"edit","safety":true}"#;
+    let (inner, _, _) = connect_with_env(&env, &[("CMS_GUARD", guard)]).await;
+    for (tool, args) in [
+        (
+            "send_message",
+            json!({ "name": "free", "message": "write .env" }),
+        ),
+        (
+            "resume_session",
+            json!({ "name": "free", "message": "write .env" }),
+        ),
+        (
+            "fork_session",
+            json!({ "name": "free", "new_name": "free2", "message": "x" }),
+        ),
+    ] {
+        let e = fails(&inner, tool, args).await;
+        assert!(
+            e.contains("refused to steer 'free'") && e.contains("not guarded"),
+            "{tool}: {e}"
+        );
+    }
+    // A session at least as guarded may be steered.
+    ok(
+        &inner,
+        "send_message",
+        json!({ "name": "guarded", "message": "again" }),
+    )
+    .await;
+    inner.cancel().await.unwrap();
+}

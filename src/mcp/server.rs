@@ -143,6 +143,7 @@ impl CmsServer {
             }
             "send_message" => {
                 let a: tools::SendArgs = parse(name, &args)?;
+                self.gate_steer(&a.name)?;
                 let r = m
                     .send(
                         &a.name,
@@ -155,6 +156,7 @@ impl CmsServer {
             }
             "resume_session" => {
                 let a: tools::ResumeArgs = parse(name, &args)?;
+                self.gate_steer(&a.name)?;
                 let (rec, r) = m
                     .resume(&a.name, a.message.as_deref(), None)
                     .await
@@ -167,6 +169,7 @@ impl CmsServer {
             }
             "fork_session" => {
                 let a: tools::ForkArgs = parse(name, &args)?;
+                self.gate_steer(&a.name)?;
                 let overrides = SessionOptions {
                     model: a.model,
                     ..SessionOptions::default()
@@ -247,6 +250,7 @@ impl CmsServer {
             }
             "continue_task" => {
                 let a: tools::ContinueArgs = parse(name, &args)?;
+                self.gate_steer(&a.name)?;
                 let lua = self.inner.lua.clone();
                 let (n, msg) = (a.name.clone(), a.message);
                 self.run_long(&a.name, a.background, ctx, async move {
@@ -400,6 +404,22 @@ impl CmsServer {
             });
         }
         Ok(req)
+    }
+
+    /// Inside a guarded session, only sessions at least as guarded may be steered.
+    fn gate_steer(&self, target: &str) -> Result<(), String> {
+        let Some(parent) = self.inner.parent.as_ref() else {
+            return Ok(());
+        };
+        let rec = self
+            .inner
+            .manager
+            .status(target)
+            .map_err(|e| e.to_string())?;
+        match spawn_gate::may_steer(rec.options.guard.as_ref(), parent) {
+            None => Ok(()),
+            Some(why) => Err(format!("cms refused to steer '{target}': {why}")),
+        }
     }
 
     /// A delegation asked for over MCP: within the ceiling and the parent's floor.

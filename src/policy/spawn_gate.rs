@@ -122,6 +122,29 @@ pub fn floor(ask: &mut SpawnAsk, parent: &Guard) {
         .retain(|t| READ_TOOLS.contains(&t.as_str()));
 }
 
+/// Whether a guarded session (`parent`) may steer an existing session (send to it,
+/// resume, fork or continue it): only one at least as guarded as itself, or it could
+/// have an unguarded session do what it may not. None: it may; else why not.
+pub fn may_steer(target: Option<&Guard>, parent: &Guard) -> Option<String> {
+    let parent_preset = parent.preset.as_deref().unwrap_or("read-only");
+    let why = match target {
+        None => "it is not guarded by cms".to_string(),
+        Some(g) if parent.safety && !g.safety => "its safety net is off".to_string(),
+        Some(g) => {
+            let preset = g.preset.as_deref().unwrap_or("full");
+            let wider = rank(preset) > rank(parent_preset)
+                || (rank(preset) == 2 && preset != parent_preset);
+            if !wider {
+                return None;
+            }
+            format!("its preset '{preset}' is wider than '{parent_preset}'")
+        }
+    };
+    Some(format!(
+        "{why}; a guarded session may only steer sessions at least as guarded as itself (preset '{parent_preset}', safety on)"
+    ))
+}
+
 /// Decide a request: the policy's `on_spawn` first, then the defaults for the
 /// caller, then the parent's floor. The request as it may start, or why not.
 pub fn decide(
