@@ -31,19 +31,7 @@ async fn env() -> Option<Env> {
     cfg.claude_bin = claude;
     cfg.home = dir.path().join("cms-home");
     cfg.turn_timeout = Duration::from_secs(60);
-    cfg.child_env = vec![
-        ("HOME".into(), dir.path().join("home").display().to_string()),
-        ("ANTHROPIC_BASE_URL".into(), api.base_url()),
-        ("ANTHROPIC_API_KEY".into(), "sk-test-dummy".into()),
-        (
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
-            "1".into(),
-        ),
-        ("DISABLE_TELEMETRY".into(), "1".into()),
-        ("DISABLE_AUTOUPDATER".into(), "1".into()),
-        ("DISABLE_ERROR_REPORTING".into(), "1".into()),
-        ("CLAUDE_CODE_MAX_RETRIES".into(), "1".into()),
-    ];
+    cfg.child_env = api.claude_env(&dir.path().join("home"));
     std::fs::create_dir_all(dir.path().join("home")).unwrap();
     let manager = Manager::new(cfg).unwrap();
     Some(Env {
@@ -402,17 +390,7 @@ fn cms_command(env: &Env, args: &[&str]) -> tokio::process::Command {
         .env("CMS_CLAUDE_BIN", &claude)
         .env("CMS_CONFIG_DIR", root.join("config"))
         .env("RUST_LOG", "warn");
-    for (k, v) in [
-        ("HOME", root.join("home").display().to_string()),
-        ("ANTHROPIC_BASE_URL", env.api.base_url()),
-        ("ANTHROPIC_API_KEY", "sk-test-dummy".into()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
-        ("DISABLE_TELEMETRY", "1".into()),
-        ("DISABLE_AUTOUPDATER", "1".into()),
-        ("CLAUDE_CODE_MAX_RETRIES", "1".into()),
-    ] {
-        cmd.env(k, v);
-    }
+    cmd.envs(env.api.claude_env(&root.join("home")));
     cmd
 }
 

@@ -37,18 +37,7 @@ async fn env() -> Option<Env> {
     cfg.claude_bin = claude;
     cfg.home = dir.path().join("cms-home");
     cfg.turn_timeout = Duration::from_secs(120);
-    cfg.child_env = vec![
-        ("HOME".into(), home.display().to_string()),
-        ("ANTHROPIC_BASE_URL".into(), api.base_url()),
-        ("ANTHROPIC_API_KEY".into(), "sk-test-dummy".into()),
-        (
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
-            "1".into(),
-        ),
-        ("DISABLE_TELEMETRY".into(), "1".into()),
-        ("DISABLE_AUTOUPDATER".into(), "1".into()),
-        ("CLAUDE_CODE_MAX_RETRIES".into(), "1".into()),
-    ];
+    cfg.child_env = api.claude_env(&home);
     let manager = Manager::new(cfg).unwrap();
     Some(Env {
         dir,

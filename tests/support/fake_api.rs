@@ -48,6 +48,24 @@ impl FakeApi {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The environment a real `claude` needs to run offline against this API, with
+    /// its own `home` (its config and conversations live there).
+    pub fn claude_env(&self, home: &std::path::Path) -> Vec<(String, String)> {
+        [
+            ("HOME", home.display().to_string()),
+            ("ANTHROPIC_BASE_URL", self.base_url()),
+            ("ANTHROPIC_API_KEY", "sk-test-dummy".into()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
+            ("DISABLE_TELEMETRY", "1".into()),
+            ("DISABLE_AUTOUPDATER", "1".into()),
+            ("DISABLE_ERROR_REPORTING", "1".into()),
+            ("CLAUDE_CODE_MAX_RETRIES", "1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// How many Messages API calls were made.
     pub fn message_calls(&self) -> usize {
         self.requests.lock().unwrap().len()
