@@ -89,9 +89,11 @@ fn output_is_truncated_unless_full() {
 #[test]
 fn bad_input_is_named_and_exits_non_zero() {
     let cms = Cms::new();
-    assert!(cms
-        .fails(&["send", "--name", "ghost", "--message", "x"])
-        .contains("session 'ghost' not found"));
+    let err = cms.fails(&["send", "--name", "ghost", "--message", "x"]);
+    assert!(
+        err.contains("session 'ghost' not found; see `cms list`"),
+        "{err}"
+    );
     assert!(cms
         .fails(&["status", "--name", "ghost"])
         .contains("not found"));

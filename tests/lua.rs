@@ -874,3 +874,27 @@ fn ctrl_c_stops_a_busy_repl_line_and_the_repl_goes_on() {
     assert_eq!(stdout(&out).trim(), "after");
     assert_eq!(out.status.code(), Some(1), "a line failed");
 }
+
+/// Engine errors say what to do in Lua's words, not the CLI's.
+#[test]
+fn engine_errors_advise_in_lua_terms() {
+    let cms = Cms::new();
+    let v = run_json(
+        &cms,
+        "plan.lua",
+        r#"
+        cms.spawn{ name = "d", prompt = "x" }
+        local ok, err = pcall(cms.spawn, { name = "d", prompt = "y" })
+        return { ok = ok, err = tostring(err) }
+        "#,
+    );
+    assert_eq!(v["ok"], false);
+    let err = v["err"].as_str().unwrap();
+    assert!(
+        err.contains(
+            "session 'd' already exists; pick another name, or cms.get(\"d\"):delete() first"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("cms delete"), "{err}");
+}

@@ -40,7 +40,7 @@ impl From<Value> for Json {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error(transparent)]
+    #[error("{}", render::engine_error(.0))]
     Engine(#[from] EngineError),
     #[error("{0}")]
     Input(String),

@@ -188,3 +188,23 @@ pub fn truncated(text: &str, full: bool) -> String {
         )
     }
 }
+
+/// An engine error with what to do about it, in commands.
+pub fn engine_error(e: &crate::engine::EngineError) -> String {
+    use crate::engine::Remedy;
+    let how = match e.remedy() {
+        None => return e.to_string(),
+        Some(Remedy::ListSessions) => "see `cms list`".to_string(),
+        Some(Remedy::DeleteOrRename(n)) => {
+            format!("pick another name, or `cms delete --name {n}` first")
+        }
+        Some(Remedy::Resume(n)) => format!("resume it first: `cms resume --name {n}`"),
+        Some(Remedy::SendWhereHeld(n)) => format!(
+            "send to it there, or wait until that process ends it (`cms status --name {n}` shows who holds it)"
+        ),
+        Some(Remedy::TryAgainLater(_)) => {
+            "try again when it is done, or leave out --no-wait to queue behind it".to_string()
+        }
+    };
+    format!("{e}; {how}")
+}

@@ -1,4 +1,6 @@
-//! Engine errors: each names the problem and, where there is one, what to do.
+//! Engine errors: each names the problem in words that fit every frontend. What to do
+//! about it is a [`Remedy`], which each frontend says in its own terms (a CLI command,
+//! an MCP tool, a Lua call).
 
 use crate::engine::response::Response;
 use std::path::PathBuf;
@@ -7,16 +9,16 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("session '{0}' not found (see `cms list`)")]
+    #[error("session '{0}' not found")]
     NotFound(String),
 
-    #[error("session '{0}' already exists (pick another name, or `cms delete --name {0}` first)")]
+    #[error("session '{0}' already exists")]
     AlreadyExists(String),
 
     #[error("invalid session name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -")]
     InvalidName(String),
 
-    #[error("session '{0}' is paused; resume it first (`cms resume --name {0}`)")]
+    #[error("session '{0}' is paused")]
     Paused(String),
 
     #[error("session '{0}' has no Claude session id yet, so it cannot be resumed or forked")]
@@ -71,10 +73,10 @@ pub enum EngineError {
         partial: Option<Box<Response>>,
     },
 
-    #[error("session '{name}' is live in {holder}: send to it there, or wait until that process ends it (`cms status {name}` shows who holds it)")]
+    #[error("session '{name}' is live in {holder}")]
     HeldElsewhere { name: String, holder: String },
 
-    #[error("session '{name}' is busy: {holder} is driving it; try again when it is done, or leave out --no-wait to queue behind it")]
+    #[error("session '{name}' is busy: {holder} is driving it")]
     Busy { name: String, holder: String },
 
     #[error("session '{0}' is not running in this process")]
@@ -101,7 +103,35 @@ pub enum EngineError {
     Invalid(String),
 }
 
+/// What a caller can do about an error; each frontend says how in its own terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy<'a> {
+    /// See which sessions exist.
+    ListSessions,
+    /// Pick another name, or delete this session first.
+    DeleteOrRename(&'a str),
+    /// Resume the session first.
+    Resume(&'a str),
+    /// Send to it from the process that holds it, or wait until that process ends it;
+    /// the session's status shows who holds it.
+    SendWhereHeld(&'a str),
+    /// Try again when the other command is done (or queue behind it).
+    TryAgainLater(&'a str),
+}
+
 impl EngineError {
+    /// What to do about this error, if anything can be done.
+    pub fn remedy(&self) -> Option<Remedy<'_>> {
+        Some(match self {
+            EngineError::NotFound(_) => Remedy::ListSessions,
+            EngineError::AlreadyExists(n) => Remedy::DeleteOrRename(n),
+            EngineError::Paused(n) => Remedy::Resume(n),
+            EngineError::HeldElsewhere { name, .. } => Remedy::SendWhereHeld(name),
+            EngineError::Busy { name, .. } => Remedy::TryAgainLater(name),
+            _ => return None,
+        })
+    }
+
     /// The response of a turn that ended early, when the CLI still reported one
     /// (its cost counts, so callers record it).
     pub fn partial(&self) -> Option<&Response> {

@@ -21,7 +21,7 @@ pub mod store;
 pub mod supervisor;
 
 pub use config::{EngineConfig, SessionOptions};
-pub use error::{EngineError, Result};
+pub use error::{EngineError, Remedy, Result};
 pub use events::{EventKind, SessionEvent};
 pub use manager::{seconds, BatchOutcome, BatchSpec, Manager, SpawnRequest, SpawnSpec};
 pub use policy::{AllowAll, Decision, Guard, Policy, Progress, ToolCall, Verdict, Violation};

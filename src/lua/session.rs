@@ -43,8 +43,22 @@ impl SessionHandle {
     }
 }
 
+/// An engine error as a Lua error, with what to do about it in Lua.
 pub fn engine_err(e: crate::engine::EngineError) -> mlua::Error {
-    mlua::Error::runtime(e.to_string())
+    use crate::engine::Remedy;
+    let how = match e.remedy() {
+        None => return mlua::Error::runtime(e.to_string()),
+        Some(Remedy::ListSessions) => "cms.list() shows the sessions there are".to_string(),
+        Some(Remedy::DeleteOrRename(n)) => {
+            format!("pick another name, or cms.get(\"{n}\"):delete() first")
+        }
+        Some(Remedy::Resume(_)) => "resume it first: s:resume()".to_string(),
+        Some(Remedy::SendWhereHeld(n)) => format!(
+            "send to it from there, or wait until that process ends it (cms.get(\"{n}\"):status() shows who holds it)"
+        ),
+        Some(Remedy::TryAgainLater(_)) => "try again when it is done".to_string(),
+    };
+    mlua::Error::runtime(format!("{e}; {how}"))
 }
 
 impl UserData for SessionHandle {

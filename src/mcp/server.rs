@@ -133,7 +133,7 @@ impl CmsServer {
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| e.to_string();
+        let err = |e: crate::engine::EngineError| engine_error(&e);
         match name {
             "spawn_session" => {
                 let spec: SpawnSpec = parse(name, &args)?;
@@ -587,4 +587,22 @@ impl ServerHandler for CmsServer {
         };
         Ok(result.into())
     }
+}
+
+/// An engine error with what to do about it, in this server's tools.
+fn engine_error(e: &crate::engine::EngineError) -> String {
+    use crate::engine::Remedy;
+    let how = match e.remedy() {
+        None => return e.to_string(),
+        Some(Remedy::ListSessions) => "list_sessions shows the sessions there are".to_string(),
+        Some(Remedy::DeleteOrRename(n)) => {
+            format!("pick another name, or delete_session '{n}' first")
+        }
+        Some(Remedy::Resume(n)) => format!("resume it first with resume_session '{n}'"),
+        Some(Remedy::SendWhereHeld(n)) => format!(
+            "send to it from there, or wait until that process ends it (get_session_status '{n}' shows who holds it)"
+        ),
+        Some(Remedy::TryAgainLater(_)) => "try again when it is done".to_string(),
+    };
+    format!("{e}; {how}")
 }
