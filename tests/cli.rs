@@ -932,3 +932,33 @@ fn cms_home_is_tightened_and_a_read_only_one_still_lists() {
     );
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+/// `cms stop` or `cms kill` from another shell during a turn is a stop or a kill, not
+/// a failure: the turn says so and the session reads stopped or killed (resumable).
+#[test]
+fn stop_or_kill_from_another_shell_during_a_turn_is_not_a_failure() {
+    for (verb, state, said) in [("stop", "stopped", "stopped"), ("kill", "killed", "killed")] {
+        let cms = Cms::new();
+        cms.ok(&["spawn", "--name", "s", "--prompt", "start"]);
+        let send = cms
+            .cmd(&["send", "--name", "s", "--message", "SLOW 5000 late"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cms.busy_pid("s");
+        cms.ok(&[verb, "--name", "s"]);
+        let out = send.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{verb}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the session was {said} before the turn finished")),
+            "{verb}: {stderr}"
+        );
+        let v = cms.json(&["status", "--name", "s"]);
+        assert_eq!(v["state"], state, "{verb}: {v}");
+        assert!(cms
+            .ok(&["send", "--name", "s", "--message", "RECALL"])
+            .contains("start"));
+    }
+}

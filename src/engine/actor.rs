@@ -808,6 +808,17 @@ impl Actor {
             stderr: self.shared.stderr_tail(),
         };
         self.shared.info.lock().unwrap().exit = Some(exit.clone());
+        // Ended by a signal we did not send: `cms stop` (SIGTERM) or `cms kill` (the
+        // tree killed) from another process. That is a stop or a kill, not a failure.
+        if self.ending.is_none() {
+            self.ending = match exit.signal {
+                Some(libc::SIGTERM) => Some(Ending::Stop),
+                Some(libc::SIGKILL) | Some(crate::engine::supervisor::KILL_TREE) => {
+                    Some(Ending::Kill)
+                }
+                _ => None,
+            };
+        }
         // The state is final before anyone waiting hears of the exit.
         let state = match self.ending {
             Some(Ending::Kill) => SessionState::Killed,

@@ -627,7 +627,7 @@ impl Manager {
         }
         let resumes = args.resume.is_some();
         let mut env = self.cfg.child_env.clone();
-        policy.launch(cwd, &mut args, &mut env);
+        policy.launch(&self.cfg.home, cwd, &mut args, &mut env);
         let spec = StartSpec {
             name: rec.name.clone(),
             claude_bin: self.cfg.claude_bin.clone(),

@@ -103,9 +103,11 @@ pub trait Policy: Send + Sync {
     /// Adjust how the session's `claude` child starts in `cwd` (extra flags,
     /// environment): e.g. so that Claude Code's own settings, hooks and MCP servers
     /// cannot decide for a guarded session, and its shell commands run in an OS
-    /// sandbox.
+    /// sandbox. `home` is the engine's state folder (`$CMS_HOME`, or `--home`), where
+    /// files it needs for that may go.
     fn launch(
         &self,
+        _home: &std::path::Path,
         _cwd: &std::path::Path,
         _args: &mut crate::wire::ClaudeArgs,
         _env: &mut Vec<(String, String)>,

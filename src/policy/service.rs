@@ -509,6 +509,7 @@ impl Policy for GuardedSession {
 
     fn launch(
         &self,
+        home: &std::path::Path,
         cwd: &std::path::Path,
         args: &mut crate::wire::ClaudeArgs,
         env: &mut Vec<(String, String)>,
@@ -519,7 +520,7 @@ impl Policy for GuardedSession {
                 work_dir: cwd.to_path_buf(),
                 entries: self.service.protected_entries(),
                 roots: crate::policy::isolation::roots(env),
-                script_dir: crate::policy::trust::default_home().join("sandbox"),
+                script_dir: home.join("sandbox"),
             });
         crate::policy::isolation::apply(&self.guard, sandbox.as_ref(), args, env);
     }
