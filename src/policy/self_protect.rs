@@ -206,20 +206,8 @@ pub fn bash_violation(line: &str, cwd: &Path, roots: &[PathBuf]) -> Option<Strin
                 return Some(format!("it redirects output into {} ({hit})", r.target));
             }
         }
-        let name = cmd
-            .argv
-            .first()
-            .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
-            .unwrap_or_default();
-        let reads_only = READERS.contains(&name.as_str())
-            || (name == "git"
-                && cmd
-                    .argv
-                    .iter()
-                    .skip(1)
-                    .find(|a| !a.starts_with('-'))
-                    .is_some_and(|sub| GIT_READERS.contains(&sub.as_str())));
-        if reads_only {
+        let name = program(&cmd);
+        if reads_only(&cmd) {
             continue;
         }
         for word in cmd.assigns.iter().chain(cmd.argv.iter().skip(1)) {
@@ -231,6 +219,27 @@ pub fn bash_violation(line: &str, cwd: &Path, roots: &[PathBuf]) -> Option<Strin
         }
     }
     None
+}
+
+/// The program a command runs, without its folder (`/bin/rm` → `rm`).
+fn program(cmd: &shell::Command) -> &str {
+    cmd.argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or("")
+}
+
+/// A known reader, or a read-only git subcommand.
+fn reads_only(cmd: &shell::Command) -> bool {
+    let name = program(cmd);
+    READERS.contains(&name)
+        || (name == "git"
+            && cmd
+                .argv
+                .iter()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .is_some_and(|sub| GIT_READERS.contains(&sub.as_str())))
 }
 
 /// Whether a Bash line provably only reads: every command is a known reader (or a
@@ -245,22 +254,9 @@ pub fn harmless(line: &str) -> bool {
             .redirects
             .iter()
             .any(|r| r.writes() && r.target != "/dev/null");
-        let name = cmd
-            .argv
-            .first()
-            .map(|a| a.rsplit('/').next().unwrap_or(a))
-            .unwrap_or("");
-        let reads = READERS.contains(&name)
-            || (name == "git"
-                && cmd
-                    .argv
-                    .iter()
-                    .skip(1)
-                    .find(|a| !a.starts_with('-'))
-                    .is_some_and(|sub| GIT_READERS.contains(&sub.as_str())));
         !writes_file
             && cmd.assigns.is_empty()
-            && reads
+            && reads_only(cmd)
             && !cmd.argv.iter().any(|a| a.contains('$') || a.contains('`'))
     })
 }
