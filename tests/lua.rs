@@ -409,6 +409,17 @@ fn a_handler_spinning_inside_a_coroutine_is_stopped_too() {
     );
 }
 
+/// `cms script --memory-limit 16 FILE` fails with Lua's own out-of-memory error.
+fn runs_out_of_memory_at_16_mb(cms: &Cms, file: &str) {
+    let out = cms.run(&["script", "--memory-limit", "16", file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not enough memory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn the_memory_limit_stops_a_runaway_script() {
     let cms = Cms::new();
@@ -417,13 +428,7 @@ fn the_memory_limit_stops_a_runaway_script() {
         "mem.lua",
         "local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end\n",
     );
-    let out = cms.run(&["script", "--memory-limit", "16", &file]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("not enough memory"),
-        "{}",
-        stderr(&out)
-    );
+    runs_out_of_memory_at_16_mb(&cms, &file);
     // The same script within the default limit goes further: the limit is the flag's.
     let small = script(
         &cms,
@@ -476,13 +481,7 @@ fn the_memory_limit_covers_cms_functions() {
         "big.lua",
         "return #cms.shell.parse(string.rep('echo $(a) ', 600000))\n",
     );
-    let out = cms.run(&["script", "--memory-limit", "16", &file]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("not enough memory"),
-        "{}",
-        stderr(&out)
-    );
+    runs_out_of_memory_at_16_mb(&cms, &file);
     // A table shared 2^30 times over would encode to gigabytes.
     let file = script(
         &cms,
