@@ -11,6 +11,7 @@ pub mod lua;
 pub mod mcp;
 pub mod plugins;
 pub mod policy;
+pub mod runtime;
 pub mod sim;
 pub mod views;
 pub mod wire;

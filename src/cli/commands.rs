@@ -7,6 +7,7 @@ use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
     SessionRecord, SpawnRequest,
 };
+pub use crate::runtime::{init_runtime, shutdown_signal};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read};
 use std::sync::Arc;
@@ -205,14 +206,6 @@ fn done(text: String, json: Value) -> Outcome {
     })
 }
 
-/// The multi-threaded runtime every async command runs on.
-pub fn init_runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
 fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, CliError> {
     let rt = init_runtime().map_err(CliError::Input)?;
     rt.block_on(async move {
@@ -259,18 +252,6 @@ pub(super) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

@@ -53,11 +53,7 @@ pub fn line(args: fmt::Arguments) -> Result<(), Closed> {
     })
 }
 
-/// Write one line to stderr; a closed or broken stderr is ignored.
-pub fn error_line(args: fmt::Arguments) {
-    let mut err = io::stderr().lock();
-    let _ = err.write_fmt(args).and_then(|_| err.write_all(b"\n"));
-}
+pub use crate::runtime::error_line;
 
 /// Whether stdout was found closed or broken.
 pub fn is_closed() -> bool {
@@ -85,10 +81,4 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
-/// `eprintln!` for the CLI, without its panic when stderr is a closed pipe.
-macro_rules! errln {
-    ($($arg:tt)*) => {
-        $crate::cli::out::error_line(format_args!($($arg)*))
-    };
-}
-pub(crate) use errln;
+pub(crate) use crate::runtime::errln;

@@ -19,10 +19,10 @@ use rmcp::ServiceExt;
 /// session the server started is then stopped (resumable). Returns the exit code:
 /// 0 when the client went away, 130 on Ctrl-C or SIGTERM.
 pub fn run(cfg: EngineConfig) -> i32 {
-    let rt = match crate::cli::init_runtime() {
+    let rt = match crate::runtime::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::cli::out::errln!("Error: {e}");
+            crate::runtime::errln!("Error: {e}");
             return 1;
         }
     };
@@ -31,7 +31,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         let manager = match Manager::new(cfg) {
             Ok(m) => m,
             Err(e) => {
-                crate::cli::out::errln!("Error: {e}");
+                crate::runtime::errln!("Error: {e}");
                 return 1;
             }
         };
@@ -42,7 +42,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         ) {
             Ok(s) => s,
             Err(e) => {
-                crate::cli::out::errln!("Error: cannot load the safety policy: {e}");
+                crate::runtime::errln!("Error: cannot load the safety policy: {e}");
                 return 1;
             }
         };
@@ -53,7 +53,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
             match lua_worker::LuaWorker::start(handle.clone(), manager.clone(), service.clone()) {
                 Ok(w) => w,
                 Err(e) => {
-                    crate::cli::out::errln!("Error: {e}");
+                    crate::runtime::errln!("Error: {e}");
                     return 1;
                 }
             };
@@ -75,7 +75,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         let running = match server.serve(transport).await {
             Ok(r) => r,
             Err(e) => {
-                crate::cli::out::errln!("Error: MCP start failed: {e}");
+                crate::runtime::errln!("Error: MCP start failed: {e}");
                 manager.shutdown().await;
                 return 1;
             }
@@ -87,7 +87,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
                 }
                 0
             }
-            _ = crate::cli::shutdown_signal() => 130,
+            _ = crate::runtime::shutdown_signal() => 130,
         };
         manager.shutdown().await;
         code
