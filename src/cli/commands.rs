@@ -212,11 +212,18 @@ fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, Cli
         let manager = Manager::new(cfg)?;
         let _progress = super::progress::watch(&manager).map(AbortOnDrop);
         // A delegated session stays guarded when sent to directly: load the safety
-        // policy for the commands that can restart one (the others never need it).
-        let _policy = if matches!(
-            cmd,
-            Command::Send(_) | Command::Resume(_) | Command::Fork(_)
-        ) {
+        // policy for the commands that can restart a guarded one (an unguarded session
+        // needs no Lua state and no watcher).
+        let restarts = match &cmd {
+            Command::Send(a) => Some(a.name.as_str()),
+            Command::Resume(a) => Some(a.name.as_str()),
+            Command::Fork(a) => Some(a.name.as_str()),
+            _ => None,
+        };
+        let guarded = restarts
+            .and_then(|name| manager.status(name).ok())
+            .is_some_and(|rec| rec.options.guard.is_some());
+        let _policy = if guarded {
             let cwd = std::env::current_dir().unwrap_or_default();
             Some(
                 crate::policy::attach(&manager, &cwd)
