@@ -155,6 +155,7 @@ async fn turn_overhead(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f
     let spec = StartSpec {
         recorded_conversation_cost: None,
         recorded_scope: None,
+        budget_usd: None,
         supervisor: None,
         lease: None,
         name: "bench".into(),

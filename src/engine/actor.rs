@@ -13,7 +13,7 @@ use crate::engine::process;
 use crate::engine::reader::{self, Line};
 use crate::engine::response::{retries_note, Response, TurnCollector};
 use crate::engine::state::SessionState;
-use crate::wire::cost::{parse_session_cost, GET_SESSION_COST};
+use crate::wire::cost::{parse_session_cost, ReportedCost, GET_SESSION_COST};
 use crate::wire::message::{ControlRequestBody, KnownBlock, Message};
 use crate::wire::outgoing;
 use serde_json::Value;
@@ -203,8 +203,7 @@ impl Actor {
                 _ = sleep_until_opt(turn_deadline), if turn_deadline.is_some() => self.on_turn_deadline().await,
                 _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => self.escalate(),
                 _ = sleep_until_opt(baseline_deadline), if baseline_deadline.is_some() => {
-                    self.baseline_request = None;
-                    self.set_baseline(decide_baseline(None, self.recorded_conversation_cost, self.recorded_scope));
+                    self.settle_baseline(None);
                 }
             }
         }
@@ -218,20 +217,13 @@ impl Actor {
         if self.write_line(&line).await {
             self.baseline_request = Some((id, TokioInstant::now() + BASELINE_WAIT));
         } else {
-            self.set_baseline(decide_baseline(
-                None,
-                self.recorded_conversation_cost,
-                self.recorded_scope,
-            ));
+            self.settle_baseline(None);
         }
     }
 
-    fn on_baseline_answer(&mut self, answer: Option<&Value>) {
+    /// The CLI answered `get_session_cost` (None: it refused, or never answered).
+    fn settle_baseline(&mut self, reported: Option<ReportedCost>) {
         self.baseline_request = None;
-        let reported = answer
-            .and_then(|v| v.get("text"))
-            .and_then(Value::as_str)
-            .and_then(parse_session_cost);
         self.set_baseline(decide_baseline(
             reported,
             self.recorded_conversation_cost,
@@ -636,10 +628,13 @@ impl Actor {
                     .as_ref()
                     .is_some_and(|(id, _)| *id == resp.response.request_id) =>
             {
-                let answer = (resp.response.subtype == "success")
+                let reported = (resp.response.subtype == "success")
                     .then_some(resp.response.response.as_ref())
-                    .flatten();
-                self.on_baseline_answer(answer);
+                    .flatten()
+                    .and_then(|v| v.get("text"))
+                    .and_then(Value::as_str)
+                    .and_then(parse_session_cost);
+                self.settle_baseline(reported);
             }
             Message::ControlResponse(resp) => {
                 if let Some(reply) = self.pending_controls.remove(&resp.response.request_id) {

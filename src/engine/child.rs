@@ -36,6 +36,8 @@ pub struct StartSpec {
     pub recorded_conversation_cost: Option<f64>,
     /// How the CLI counted that figure when cms last found out.
     pub recorded_scope: Option<crate::engine::cost::CostScope>,
+    /// The session's budget for its whole life, if it has one.
+    pub budget_usd: Option<f64>,
     /// The session's lease ([`crate::engine::lease`]), held until the child ends.
     pub lease: Option<Arc<crate::engine::lease::Lease>>,
     pub turn_timeout: Duration,
@@ -100,6 +102,8 @@ pub struct LiveInfo {
     pub reported_total: Option<f64>,
     /// What this process's cost count started from, once known.
     pub cost_baseline: Option<crate::engine::cost::CostBaseline>,
+    /// The session's budget for its whole life, if it has one.
+    pub budget_usd: Option<f64>,
     /// The API retry in progress in the current turn, if the CLI is retrying.
     pub retry: Option<crate::engine::events::ApiRetryEvent>,
 }

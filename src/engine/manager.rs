@@ -380,22 +380,8 @@ impl Manager {
         timeout: Option<Duration>,
     ) -> Result<Response> {
         // The budget is the session's, across its processes: a spent one takes no turn.
-        let n = name.to_string();
-        let budget = self
-            .blocking(move |s| s.require(&n))
-            .await?
-            .options
-            .max_budget_usd;
-        if let Some(budget) = budget {
-            let spent = session.info().session_cost;
-            if spent >= budget {
-                return Err(EngineError::BudgetSpent {
-                    name: name.to_string(),
-                    budget,
-                    spent,
-                });
-            }
-        }
+        let info = session.info();
+        budget_left(name, info.budget_usd, info.session_cost)?;
         let started = Instant::now();
         // Written before the turn and awaited, so the turn's end always lands after it.
         let n = name.to_string();
@@ -607,17 +593,8 @@ impl Manager {
         lease: lease::Lease,
     ) -> Result<Arc<LiveSession>> {
         // `--max-budget-usd` counts one process; the session's budget is for its life.
-        if let Some(budget) = args.max_budget_usd {
-            let left = budget - rec.total_cost_usd;
-            if left <= 0.0 {
-                return Err(EngineError::BudgetSpent {
-                    name: rec.name.clone(),
-                    budget,
-                    spent: rec.total_cost_usd,
-                });
-            }
-            args.max_budget_usd = Some(left);
-        }
+        let budget_usd = args.max_budget_usd;
+        args.max_budget_usd = budget_left(&rec.name, budget_usd, rec.total_cost_usd)?;
         let global = self.policy.read().unwrap().clone();
         let policy = global
             .session_policy(&rec.name, &rec.options)
@@ -639,6 +616,7 @@ impl Manager {
             turns_before: rec.total_turns,
             recorded_conversation_cost: resumes.then_some(rec.reported_cost_usd).flatten(),
             recorded_scope: resumes.then_some(rec.cost_scope).flatten(),
+            budget_usd,
             lease: Some(Arc::new(lease)),
             turn_timeout: self.cfg.turn_timeout,
             stop_grace: self.cfg.stop_grace,
@@ -738,17 +716,7 @@ impl Manager {
         }
         options.worktree = None;
         // A budget is not renewed by forking: the fork gets what the parent has left.
-        if let Some(budget) = options.max_budget_usd {
-            let left = budget - parent.total_cost_usd;
-            if left <= 0.0 {
-                return Err(EngineError::BudgetSpent {
-                    name: name.to_string(),
-                    budget,
-                    spent: parent.total_cost_usd,
-                });
-            }
-            options.max_budget_usd = Some(left);
-        }
+        options.max_budget_usd = budget_left(name, options.max_budget_usd, parent.total_cost_usd)?;
         let mut rec = SessionRecord::new(new_name, options, parent.work_dir.clone());
         rec.cwd = parent.cwd.clone();
         rec.forked_from = Some(name.to_string());
@@ -1039,6 +1007,18 @@ impl Manager {
 /// How long a new record may show `starting` without a process before it counts as
 /// abandoned (its creator died before the child started).
 const STARTING_GRACE_MS: i64 = 60_000;
+
+/// What is left of a session's budget (None: no budget), or `BudgetSpent`.
+fn budget_left(name: &str, budget: Option<f64>, spent: f64) -> Result<Option<f64>> {
+    match budget {
+        Some(budget) if spent >= budget => Err(EngineError::BudgetSpent {
+            name: name.to_string(),
+            budget,
+            spent,
+        }),
+        other => Ok(other.map(|b| b - spent)),
+    }
+}
 
 /// How often a waiting command looks whether its turn has come.
 const LEASE_POLL: Duration = Duration::from_millis(20);

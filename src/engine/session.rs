@@ -68,6 +68,7 @@ impl LiveSession {
                 model: spec.args.model.clone(),
                 session_cost: spec.cost_before,
                 turns: spec.turns_before,
+                budget_usd: spec.budget_usd,
                 ..LiveInfo::default()
             }),
             stderr: Mutex::new(Vec::new()),
