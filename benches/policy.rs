@@ -16,7 +16,7 @@ mod support;
 
 use support::percentile;
 
-use cms::engine::{Decision, Guard, Progress, ToolCall};
+use cms::engine::{Decision, Guard, ToolCall};
 use cms::policy::{Layers, PolicyService, DECISION_LIMIT};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -265,13 +265,5 @@ fn os_layer(service: &std::sync::Arc<PolicyService>, cwd: &Path, scripts: &Path,
 }
 
 fn call(cwd: &Path, tool: &str, input: Value) -> ToolCall {
-    ToolCall {
-        session: "bench".into(),
-        tool_name: tool.into(),
-        input,
-        tool_use_id: None,
-        cwd: cwd.display().to_string(),
-        blocked_path: None,
-        progress: Progress::default(),
-    }
+    ToolCall::new("bench", tool, input, cwd)
 }

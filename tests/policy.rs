@@ -50,15 +50,7 @@ fn guard(preset: &str) -> Guard {
 }
 
 fn call(p: &Project, tool: &str, input: Value) -> ToolCall {
-    ToolCall {
-        session: "t".into(),
-        tool_name: tool.into(),
-        input,
-        tool_use_id: None,
-        cwd: p.cwd.display().to_string(),
-        blocked_path: None,
-        progress: Progress::default(),
-    }
+    ToolCall::new("t", tool, input, &p.cwd)
 }
 
 fn bash(p: &Project, command: &str) -> ToolCall {

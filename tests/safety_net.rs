@@ -5,7 +5,7 @@
 
 mod support;
 
-use cms::engine::{Decision, Guard, Progress, ToolCall};
+use cms::engine::{Decision, Guard, ToolCall};
 use cms::policy::{Layers, PolicyService};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -34,15 +34,7 @@ fn full() -> Guard {
 }
 
 fn call(cwd: &Path, tool: &str, input: Value) -> ToolCall {
-    ToolCall {
-        session: "t".into(),
-        tool_name: tool.into(),
-        input,
-        tool_use_id: None,
-        cwd: cwd.display().to_string(),
-        blocked_path: None,
-        progress: Progress::default(),
-    }
+    ToolCall::new("t", tool, input, cwd)
 }
 
 fn deny_reason(d: &Decision) -> String {

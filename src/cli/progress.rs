@@ -7,7 +7,7 @@
 
 use crate::engine::lease::Holder;
 use crate::engine::{EventKind, Manager, SessionEvent};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use tokio::task::JoinHandle;
 
 /// Whether progress lines go to stderr.
@@ -32,7 +32,7 @@ pub fn watch(manager: &Manager) -> Option<JoinHandle<()>> {
             match events.recv().await {
                 Ok(e) => {
                     if let Some(line) = line(&e) {
-                        let _ = writeln!(std::io::stderr(), "{line}");
+                        crate::runtime::errln!("{line}");
                     }
                 }
                 Err(RecvError::Lagged(_)) => continue,

@@ -26,6 +26,22 @@ pub struct ToolCall {
     pub progress: Progress,
 }
 
+impl ToolCall {
+    /// A call of `tool` with `input` in session `session`, working in `cwd`, with
+    /// nothing spent yet (tests, benchmarks, tools that ask the policy directly).
+    pub fn new(session: &str, tool: &str, input: Value, cwd: &std::path::Path) -> ToolCall {
+        ToolCall {
+            session: session.into(),
+            tool_name: tool.into(),
+            input,
+            tool_use_id: None,
+            cwd: cwd.display().to_string(),
+            blocked_path: None,
+            progress: Progress::default(),
+        }
+    }
+}
+
 /// The answer to a [`ToolCall`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
