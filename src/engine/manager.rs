@@ -256,10 +256,15 @@ impl Manager {
             let (tx, mut rx) = mpsc::unbounded_channel::<SessionEvent>();
             let store = self.store.clone();
             let handle = tokio::spawn(async move {
+                let mut news = RecorderNews::default();
                 while let Some(first) = rx.recv().await {
                     let mut batch = vec![first];
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
+                    }
+                    batch.retain(|e| news.is_new(e));
+                    if batch.is_empty() {
+                        continue;
                     }
                     let store = store.clone();
                     let r = tokio::task::spawn_blocking(move || store.record_events(&batch)).await;
@@ -1008,6 +1013,33 @@ impl Manager {
 /// abandoned (its creator died before the child started).
 const STARTING_GRACE_MS: i64 = 60_000;
 
+/// What the recorder has already told the store, so a plain turn writes nothing:
+/// `init` comes at every turn but its id is stored once, and `busy` matters only after
+/// API retries (it clears them).
+#[derive(Default)]
+struct RecorderNews {
+    ids: std::collections::HashSet<(String, String)>,
+    retrying: std::collections::HashSet<String>,
+}
+
+impl RecorderNews {
+    fn is_new(&mut self, e: &SessionEvent) -> bool {
+        match &e.kind {
+            EventKind::Init { session_id, .. } => {
+                self.ids.insert((e.session.clone(), session_id.clone()))
+            }
+            EventKind::Retry(_) => {
+                self.retrying.insert(e.session.clone());
+                true
+            }
+            EventKind::State {
+                state: SessionState::Busy,
+            } => self.retrying.remove(&e.session),
+            _ => true,
+        }
+    }
+}
+
 /// What is left of a session's budget (None: no budget), or `BudgetSpent`.
 fn budget_left(name: &str, budget: Option<f64>, spent: f64) -> Result<Option<f64>> {
     match budget {
@@ -1077,6 +1109,41 @@ fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_turn_gives_the_recorder_nothing_new() {
+        let ev = |kind: EventKind| SessionEvent {
+            session: "s".into(),
+            at_ms: 0,
+            kind,
+        };
+        let init = || {
+            ev(EventKind::Init {
+                session_id: "id".into(),
+                model: None,
+                cwd: None,
+            })
+        };
+        let busy = || {
+            ev(EventKind::State {
+                state: SessionState::Busy,
+            })
+        };
+        let mut news = RecorderNews::default();
+        assert!(news.is_new(&init()), "the first init carries the id");
+        assert!(!news.is_new(&init()), "later turns' inits do not");
+        assert!(!news.is_new(&busy()), "busy without retries says nothing");
+        let retry = ev(EventKind::Retry(crate::engine::events::ApiRetryEvent {
+            attempt: 1,
+            max_retries: 10,
+            retry_delay_ms: 1.0,
+            error_status: Some(529),
+            error: None,
+        }));
+        assert!(news.is_new(&retry));
+        assert!(news.is_new(&busy()), "busy after retries clears them");
+        assert!(!news.is_new(&busy()));
+    }
 
     #[test]
     fn names_are_validated() {
