@@ -596,6 +596,16 @@ impl Sim {
 
     fn persist(&mut self, role: &str, text: &str) {
         self.history.push((role.to_string(), text.to_string()));
+        self.append(&json!({"role": role, "text": text}));
+    }
+
+    /// Keep the conversation's running total beside its history (as 2.1.332 does).
+    fn persist_cost_state(&self) {
+        self.append(&json!({ "cost_state": self.total_cost }));
+    }
+
+    /// One line at the end of the conversation's file.
+    fn append(&self, line: &Value) {
         if let Some(parent) = self.file.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -604,18 +614,7 @@ impl Sim {
             .append(true)
             .open(&self.file)
         {
-            let _ = writeln!(f, "{}", json!({"role": role, "text": text}));
-        }
-    }
-
-    /// Keep the conversation's running total beside its history (as 2.1.332 does).
-    fn persist_cost_state(&self) {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.file)
-        {
-            let _ = writeln!(f, "{}", json!({ "cost_state": self.total_cost }));
+            let _ = writeln!(f, "{line}");
         }
     }
 
