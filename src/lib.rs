@@ -5,13 +5,15 @@
 //! [`policy`] (safety policies, presets, strategies in Lua) → frontends ([`cli`]). The engine never
 //! prints; frontends never own session logic.
 
+pub mod app;
 pub mod cli;
+pub mod delegate;
 pub mod engine;
 pub mod lua;
 pub mod mcp;
 pub mod plugins;
 pub mod policy;
-pub mod runtime;
+pub mod sandbox;
 pub mod sim;
 pub mod views;
 pub mod wire;

@@ -1,7 +1,8 @@
 //! `cms`: the command-line entry point. Everything lives in the library.
 //!
 //! Invoked under the name `cms-sim` (a link or copy), the binary is the simulator,
-//! so `cms demo` works from a lone `cms` executable.
+//! so `cms demo` works from a lone `cms` executable. `cms mcp` goes to the MCP
+//! frontend, every other command to the CLI frontend; neither imports the other.
 
 use clap::Parser;
 
@@ -22,5 +23,8 @@ fn main() {
         ));
     }
     let cli = cms::cli::Cli::parse();
+    if matches!(cli.command, cms::cli::Command::Mcp) {
+        std::process::exit(cms::mcp::run(cms::cli::config(&cli)));
+    }
     std::process::exit(cms::cli::run(cli));
 }

@@ -1,7 +1,14 @@
-//! The JSON shapes of engine values that every frontend shows alike (`--json` in
-//! the CLI, results of the MCP tools): snake_case, timestamps as RFC 3339.
+//! The one JSON shape of each engine value, the same on every face: `--json` in the
+//! CLI, the results of the MCP tools, and the tables Lua scripts get. Names are
+//! snake_case, amounts carry their unit (`cost_usd`), times are RFC 3339.
+//!
+//! - a session: [`RecordView`];
+//! - a turn: [`TurnView`] (the engine's [`Response`] and a one-line `error`);
+//! - a history entry: [`HistoryView`].
+//!
+//! The delegate result keeps the original tool's camelCase contract (see the README).
 
-use crate::engine::{Response, SessionRecord, SessionState};
+use crate::engine::{Interaction, Response, SessionRecord, SessionState};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -66,6 +73,74 @@ pub fn record_json(rec: &SessionRecord) -> Value {
     serde_json::to_value(record_view(rec)).unwrap_or_default()
 }
 
+/// A turn: every field of the engine's [`Response`], and `error`, a one-line summary
+/// of why it failed (absent when it did not).
+#[derive(Serialize)]
+pub struct TurnView<'a> {
+    #[serde(flatten)]
+    pub response: &'a Response,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn turn_view(r: &Response) -> TurnView<'_> {
+    TurnView {
+        response: r,
+        error: r.is_error.then(|| r.error_summary()),
+    }
+}
+
+/// A session and the turn just taken on it (when there was one).
 pub fn turn_json(rec: &SessionRecord, r: Option<&Response>) -> Value {
-    json!({ "session": record_json(rec), "response": r })
+    json!({ "session": record_json(rec), "response": r.map(turn_view) })
+}
+
+/// One entry of a session's history.
+#[derive(Serialize)]
+pub struct HistoryView<'a> {
+    pub id: i64,
+    pub session: &'a str,
+    pub at: String,
+    /// spawn, send, resume, fork, delegate, continue, retry, ...
+    pub kind: &'a str,
+    pub message: &'a str,
+    pub response: Option<&'a str>,
+    pub cost_usd: f64,
+    pub num_turns: u32,
+    pub duration_ms: u64,
+    pub is_error: bool,
+    pub subtype: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub tools_used: &'a [String],
+    pub permission_denials: &'a Value,
+    pub claude_session_id: Option<&'a str>,
+}
+
+pub fn history_view(i: &Interaction) -> HistoryView<'_> {
+    HistoryView {
+        id: i.id,
+        session: &i.session,
+        at: timestamp(i.at),
+        kind: &i.kind,
+        message: &i.message,
+        response: i.response.as_deref(),
+        cost_usd: i.cost_usd,
+        num_turns: i.turns,
+        duration_ms: i.duration_ms,
+        is_error: i.is_error,
+        subtype: i.subtype.as_deref(),
+        error: i.error.as_deref(),
+        tools_used: &i.tools_used,
+        permission_denials: &i.permission_denials,
+        claude_session_id: i.claude_session_id.as_deref(),
+    }
+}
+
+pub fn history_json(items: &[Interaction]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|i| serde_json::to_value(history_view(i)).unwrap_or_default())
+            .collect(),
+    )
 }

@@ -3,11 +3,11 @@
 use super::args::{Cli, Command};
 use super::out::{self, errln, outln};
 use super::{delegate, demo, plugins, render, repl, script, setup};
+pub use crate::app::runtime::{init_runtime, shutdown_signal};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
     SessionRecord, SpawnRequest,
 };
-pub use crate::runtime::{init_runtime, shutdown_signal};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read};
 use std::sync::Arc;
@@ -55,25 +55,27 @@ pub fn run(cli: Cli) -> i32 {
     out::exit_code(run_command(cli))
 }
 
+/// The engine's configuration from the global flags, with logging set up: what
+/// every command, `cms mcp` included, starts from.
+pub fn config(cli: &Cli) -> EngineConfig {
+    crate::app::init_tracing(cli.verbose);
+    crate::app::engine_config(&crate::app::Globals {
+        claude_bin: cli.claude_bin.clone(),
+        home: cli.home.clone(),
+        wait_when_busy: !cli.no_wait,
+        // Recorded with the sessions this process holds live, so others can say who holds them.
+        host_kind: match &cli.command {
+            Command::Script(_) => "script",
+            Command::Repl(_) => "repl",
+            Command::Mcp => "mcp",
+            Command::Demo(_) => "demo",
+            _ => "cli",
+        },
+    })
+}
+
 fn run_command(cli: Cli) -> i32 {
-    init_tracing(cli.verbose);
-    let mut cfg = EngineConfig::from_env();
-    cfg.claude_bin = cli.claude_bin.clone();
-    if let Some(home) = &cli.home {
-        cfg.home = home.clone();
-        // Trust records live there too; the policy layers read it from the environment.
-        std::env::set_var("CMS_HOME", home);
-    }
-    cfg.wait_when_busy = !cli.no_wait;
-    // Recorded with the sessions this process holds live, so others can say who holds them.
-    cfg.host_kind = match &cli.command {
-        Command::Script(_) => "script",
-        Command::Repl(_) => "repl",
-        Command::Mcp => "mcp",
-        Command::Demo(_) => "demo",
-        _ => "cli",
-    }
-    .into();
+    let cfg = config(&cli);
     let json = cli.json;
     let result = match cli.command {
         Command::Demo(a) => return demo::run(&a, &cfg),
@@ -84,7 +86,10 @@ fn run_command(cli: Cli) -> i32 {
         | Command::Finish(_)
         | Command::Abort(_)) => return delegate::run(cfg, cmd, json),
         Command::Policy(cmd) => return delegate::policy_command(cmd, json),
-        Command::Mcp => return crate::mcp::run(cfg),
+        Command::Mcp => {
+            errln!("Error: `cms mcp` is served by the entry point, not the CLI frontend");
+            return 2;
+        }
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
@@ -150,21 +155,6 @@ fn print_out(p: &Printed, json: bool) {
     });
 }
 
-pub(super) fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
-
 fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Outcome, CliError> {
     Ok(match cmd {
         Command::List => {
@@ -193,7 +183,10 @@ fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Outcome, CliEr
         }
         Command::History(a) => {
             let items = m.history(&a.name)?;
-            done(render::history_text(&a.name, &items), json!(items))
+            done(
+                render::history_text(&a.name, &items),
+                crate::views::history_json(&items),
+            )
         }
         _ => unreachable!("not a reading command"),
     })

@@ -1,13 +1,13 @@
 //! `cms delegate`, `continue`, `finish`, `abort` and `cms policy`: the frontend of
-//! [`crate::lua::delegate`] and [`crate::policy`]. Delegation runs strategies, which
+//! [`crate::delegate`] and [`crate::policy`]. Delegation runs strategies, which
 //! are Lua, so these commands start a Lua host beside the engine.
 
 use super::args::{Command, DelegateArgs, PolicyCommand};
 use super::commands::{init_runtime, shutdown_signal, text_arg};
 use super::out::{errln, outln};
 use super::render::money;
+use crate::delegate::{self, DelegateOptions, DelegateResult};
 use crate::engine::{EngineConfig, Manager};
-use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
 use crate::lua::HostOptions;
 use crate::policy::{self, Layers, PolicyService};
 use serde_json::json;
@@ -86,7 +86,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
             }
         };
         let outcome = tokio::select! {
-            r = crate::lua::limits::strategy_sliced(host.lua(), work) => Some(r),
+            r = crate::delegate::strategy_sliced(host.lua(), work) => Some(r),
             _ = shutdown_signal() => None,
         };
         let code = match outcome {

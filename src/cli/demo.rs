@@ -186,7 +186,7 @@ async fn steps(m: &Arc<Manager>, project: &std::path::Path) -> Result<(), TourEr
 
 /// The safety net and the Lua API, on a scratch project.
 async fn guarded_and_scripted(m: &Arc<Manager>, project: &std::path::Path) -> Result<(), Closed> {
-    use crate::lua::delegate::{delegate, DelegateOptions};
+    use crate::delegate::{delegate, DelegateOptions};
     let _ = std::fs::create_dir_all(project);
     let _ = std::fs::write(project.join(".env"), "SECRET=1\n");
     let (host, attached) = match super::script::start_host(m, crate::lua::HostOptions::default()) {

@@ -15,4 +15,4 @@ mod setup;
 mod trust;
 
 pub use args::{Cli, Command};
-pub use commands::{init_runtime, run, shutdown_signal};
+pub use commands::{config, run};

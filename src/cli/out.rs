@@ -53,7 +53,7 @@ pub fn line(args: fmt::Arguments) -> Result<(), Closed> {
     })
 }
 
-pub use crate::runtime::error_line;
+pub use crate::app::runtime::error_line;
 
 /// Whether stdout was found closed or broken.
 pub fn is_closed() -> bool {
@@ -81,4 +81,4 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
-pub(crate) use crate::runtime::errln;
+pub(crate) use crate::app::runtime::errln;

@@ -32,7 +32,7 @@ pub fn watch(manager: &Manager) -> Option<JoinHandle<()>> {
             match events.recv().await {
                 Ok(e) => {
                     if let Some(line) = line(&e) {
-                        crate::runtime::errln!("{line}");
+                        crate::app::runtime::errln!("{line}");
                     }
                 }
                 Err(RecvError::Lagged(_)) => continue,

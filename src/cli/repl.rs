@@ -278,7 +278,7 @@ enum Job {
 /// a busy one (`while true do end`) included: a task on the runtime's workers sets
 /// the state's interrupt flag, which the instruction hook sees.
 async fn evaluate(host: &LuaHost, job: Job) -> Result<Eval, ScriptError> {
-    let flag = crate::lua::limits::interrupter(host.lua());
+    let flag = crate::sandbox::limits::interrupter(host.lua());
     // Registered before the chunk runs, so no early Ctrl-C is missed.
     let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let watcher = flag.clone().zip(sigint).map(|(flag, mut sigint)| {

@@ -1,8 +1,8 @@
 //! `cms trust [DIR]`, `cms trust --list`, `cms untrust [DIR]`: which projects'
-//! own scripts and plugins (`DIR/.cms`) count. See [`crate::policy::trust`].
+//! own scripts and plugins (`DIR/.cms`) count. See [`crate::sandbox::trust`].
 
 use super::args::{TrustArgs, UntrustArgs};
-use crate::policy::trust;
+use crate::sandbox::trust;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 

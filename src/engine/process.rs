@@ -268,3 +268,60 @@ mod tests {
         assert!(!pid_alive(0));
     }
 }
+
+/// How a shell command run by [`run_shell`] ended.
+#[derive(Debug)]
+pub enum ShellRun {
+    /// It exited (or was killed by a signal: `code` is None); `tail` is the last
+    /// `keep` bytes of its stdout then stderr.
+    Exited { code: Option<i32>, tail: String },
+    /// It ran past its time limit; its whole process group was killed.
+    TimedOut,
+    /// It could not start.
+    Failed(std::io::Error),
+}
+
+/// Run `sh -c cmd` in `dir`, with no stdin, in a process group of its own: past
+/// `limit` the whole group is killed (a check that starts a server does not leave it
+/// running). Keeps the last `keep` bytes of output.
+pub async fn run_shell(cmd: &str, dir: &Path, limit: std::time::Duration, keep: usize) -> ShellRun {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return ShellRun::Failed(e),
+    };
+    let pid = child.id().unwrap_or(0);
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Err(_) => {
+            signal_group(pid, libc::SIGKILL);
+            ShellRun::TimedOut
+        }
+        Ok(Err(e)) => ShellRun::Failed(e),
+        Ok(Ok(out)) => {
+            // The group may have members left behind (`cmd &`): they go with it.
+            signal_group(pid, libc::SIGKILL);
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            if text.len() > keep {
+                let cut = text.len() - keep;
+                let cut = (cut..text.len())
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(cut);
+                text = format!("...{}", &text[cut..]);
+            }
+            ShellRun::Exited {
+                code: out.status.code(),
+                tail: text,
+            }
+        }
+    }
+}

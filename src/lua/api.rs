@@ -19,7 +19,8 @@ pub fn install(
     shared: Rc<HostShared>,
     args: Vec<String>,
 ) -> mlua::Result<Table> {
-    let cms = lua.create_table()?;
+    // The base table (`cms.json`, `cms.path`, ...) is there already: see `sandbox::state`.
+    let cms: Table = lua.globals().get("cms")?;
     cms.set("args", convert::array(lua, lua.create_sequence_from(args)?))?;
 
     let (m, sh) = (manager.clone(), shared.clone());
@@ -121,9 +122,9 @@ pub fn install(
                         "cms.delegate is not available here (no safety policy is loaded)",
                     )
                 })?;
-                let (opts, check) = crate::lua::delegate::options_from_lua(&lua, opts)?;
+                let (opts, check) = crate::delegate::options_from_lua(&lua, opts)?;
                 let result =
-                    crate::lua::delegate::delegate(&lua, &m, &policy, opts, check.clone()).await;
+                    crate::delegate::delegate(&lua, &m, &policy, opts, check.clone()).await;
                 dispatch_events(&lua, &sh);
                 let result = result.map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 delegation(&lua, m, sh, result, check)
@@ -131,53 +132,9 @@ pub fn install(
         })?,
     )?;
 
-    install_pure(lua, &cms)?;
-    crate::lua::helpers::install(lua, &cms)?;
-
-    lua.globals().set("cms", cms.clone())?;
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("cms", cms.clone())?;
     Ok(cms)
-}
-
-/// The parts of `cms` that need no engine (`cms.log`, `cms.json`, `cms.version`):
-/// shared with the policy service's Lua state.
-pub fn install_pure(lua: &Lua, cms: &Table) -> mlua::Result<()> {
-    cms.set("version", env!("CARGO_PKG_VERSION"))?;
-    cms.set("log", lua.create_function(log)?)?;
-
-    let json = lua.create_table()?;
-    json.set(
-        "encode",
-        lua.create_function(|lua, (v, pretty): (Value, Option<bool>)| {
-            // A table shared many times over is written out each time: the text can
-            // be far bigger than the table, so it is held to the memory limit.
-            let mut out = crate::lua::limits::Bounded::new(lua);
-            let written = if pretty.unwrap_or(false) {
-                serde_json::to_writer_pretty(&mut out, &v)
-            } else {
-                serde_json::to_writer(&mut out, &v)
-            };
-            if let Some(e) = out.overflowed() {
-                return Err(e);
-            }
-            written.map_err(|e| mlua::Error::runtime(format!("cms.json.encode: {e}")))?;
-            lua.create_string(&out.bytes)
-        })?,
-    )?;
-    json.set(
-        "decode",
-        lua.create_function(|lua, text: mlua::String| {
-            // The parsed value takes up to ~16 bytes of Rust memory per byte of text.
-            crate::lua::limits::reserve(lua, text.as_bytes().len().saturating_mul(16))?;
-            let v: serde_json::Value = serde_json::from_slice(&text.as_bytes())
-                .map_err(|e| mlua::Error::runtime(format!("cms.json.decode: invalid JSON: {e}")))?;
-            convert::to_lua(lua, &v)
-        })?,
-    )?;
-    cms.set("json", json)?;
-
-    Ok(())
 }
 
 /// `cms.parallel{f1, f2, ...}`: run the functions as concurrent coroutines; return
@@ -199,7 +156,7 @@ async fn parallel(lua: Lua, fns: Vec<Function>) -> mlua::Result<Table> {
             Err(e) => failures.push(format!(
                 "#{}: {}",
                 i + 1,
-                first_line(&crate::lua::host::describe(&e))
+                first_line(&crate::sandbox::error_text(&e))
             )),
         }
     }
@@ -219,32 +176,6 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// `cms.log(message)` at info, or `cms.log(level, message)`.
-fn log(_: &Lua, args: MultiValue) -> mlua::Result<()> {
-    let parts: Vec<String> = args
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => s.to_string_lossy(),
-            other => format!("{other:?}"),
-        })
-        .collect();
-    let levels = ["trace", "debug", "info", "warn", "error"];
-    let (level, text) = match parts.split_first() {
-        Some((first, rest)) if !rest.is_empty() && levels.contains(&first.as_str()) => {
-            (first.as_str(), rest.join(" "))
-        }
-        _ => ("info", parts.join(" ")),
-    };
-    match level {
-        "trace" => tracing::trace!(target: "lua", "{text}"),
-        "debug" => tracing::debug!(target: "lua", "{text}"),
-        "warn" => tracing::warn!(target: "lua", "{text}"),
-        "error" => tracing::error!(target: "lua", "{text}"),
-        _ => tracing::info!(target: "lua", "{text}"),
-    }
-    Ok(())
-}
-
 /// The object `cms.delegate` returns: the result's fields, plus `d:continue(msg)`,
 /// `d:finish()` and `d:abort()`. `d:continue` keeps the check function
 /// `cms.delegate` was given.
@@ -252,7 +183,7 @@ fn delegation(
     lua: &Lua,
     manager: Arc<Manager>,
     shared: Rc<HostShared>,
-    result: crate::lua::delegate::DelegateResult,
+    result: crate::delegate::DelegateResult,
     check: Option<mlua::Function>,
 ) -> mlua::Result<Value> {
     let t = match convert::to_lua(lua, &result)? {
@@ -272,15 +203,9 @@ fn delegation(
                     .policy
                     .clone()
                     .ok_or_else(|| mlua::Error::runtime("no safety policy is loaded"))?;
-                let r = crate::lua::delegate::continue_task(
-                    &lua,
-                    &m,
-                    &policy,
-                    &n,
-                    &message,
-                    check.clone(),
-                )
-                .await;
+                let r =
+                    crate::delegate::continue_task(&lua, &m, &policy, &n, &message, check.clone())
+                        .await;
                 dispatch_events(&lua, &sh);
                 let r = r.map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 delegation(&lua, m, sh, r, check)
@@ -293,7 +218,7 @@ fn delegation(
         lua.create_async_function(move |lua, _self: Value| {
             let (m, n) = (m.clone(), n.clone());
             async move {
-                let r = crate::lua::delegate::finish(&m, &n)
+                let r = crate::delegate::finish(&m, &n)
                     .await
                     .map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 convert::to_lua(&lua, &r)
@@ -306,7 +231,7 @@ fn delegation(
         lua.create_async_function(move |lua, _self: Value| {
             let (m, n) = (m.clone(), n.clone());
             async move {
-                let r = crate::lua::delegate::abort(&m, &n)
+                let r = crate::delegate::abort(&m, &n)
                     .await
                     .map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 convert::to_lua(&lua, &r)

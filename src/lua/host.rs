@@ -7,7 +7,10 @@
 
 use crate::engine::{Manager, SessionEvent};
 use crate::lua::api;
-use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, StdLib, Value};
+use crate::sandbox::limits::call_limited;
+use crate::sandbox::state::exit_code;
+use crate::sandbox::{error_text, new_state, StateOptions};
+use mlua::{Function, IntoLuaMulti, Lua, MultiValue, Value};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::path::Path;
@@ -56,7 +59,7 @@ pub enum ScriptError {
         source: std::io::Error,
     },
     /// A Lua error: `file:line: message` and a traceback.
-    #[error("{}", describe(.0))]
+    #[error("{}", error_text(.0))]
     Lua(mlua::Error),
     /// `os.exit(code)`.
     #[error("the script called os.exit({0})")]
@@ -71,97 +74,6 @@ impl From<mlua::Error> for ScriptError {
         }
     }
 }
-
-/// The code of an `os.exit` call, wherever it sits in the error's causes.
-fn exit_code(e: &mlua::Error) -> Option<i32> {
-    match e {
-        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
-            exit_code(cause)
-        }
-        mlua::Error::ExternalError(inner) => inner.downcast_ref::<ExitRequest>().map(|r| r.0),
-        _ => None,
-    }
-}
-
-/// A Lua error as people read it: `file:line: message`, then the traceback without
-/// mlua's internal frames. Errors raised by Rust functions (`cms.spawn` on a
-/// duplicate name, say) carry no position of their own: they get the position of
-/// the script line that called them.
-pub fn describe(e: &mlua::Error) -> String {
-    let (message, traceback) = split(e);
-    let message = ["runtime error: ", "syntax error: "]
-        .iter()
-        .find_map(|p| message.strip_prefix(p))
-        .unwrap_or(&message)
-        .to_string();
-    let frames: Vec<&str> = traceback
-        .lines()
-        .skip_while(|l| l.trim() == "stack traceback:")
-        .filter(|l| {
-            let l = l.trim();
-            !(l.is_empty()
-                || l.starts_with("[C]: in local 'poll'")
-                || l.starts_with("[C]: in hook")
-                || l.starts_with("[string \"?\"]"))
-        })
-        .collect();
-    let has_position = message
-        .split(':')
-        .nth(1)
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-    let mut out = match frames
-        .iter()
-        .map(|l| l.trim())
-        .find(|l| !l.starts_with("[C]"))
-    {
-        Some(frame) if !has_position => {
-            let position: String = frame.splitn(3, ':').take(2).collect::<Vec<_>>().join(":");
-            format!("{position}: {message}")
-        }
-        _ => message,
-    };
-    if !frames.is_empty() {
-        out.push_str("\nstack traceback:");
-        for f in frames {
-            out.push_str("\n\t");
-            out.push_str(f.trim());
-        }
-    }
-    out
-}
-
-/// The innermost message and the outermost traceback of an error.
-fn split(e: &mlua::Error) -> (String, String) {
-    match e {
-        mlua::Error::CallbackError { traceback, cause } => {
-            let (message, inner) = split(cause);
-            (
-                message,
-                if inner.is_empty() {
-                    traceback.clone()
-                } else {
-                    inner
-                },
-            )
-        }
-        mlua::Error::WithContext { context, cause } => {
-            let (message, tb) = split(cause);
-            (format!("{context}: {message}"), tb)
-        }
-        other => {
-            let text = other.to_string();
-            match text.split_once("\nstack traceback:") {
-                Some((m, tb)) => (m.to_string(), tb.to_string()),
-                None => (text, String::new()),
-            }
-        }
-    }
-}
-
-/// Raised by `os.exit` so the host can stop its sessions before the process exits.
-#[derive(Debug, thiserror::Error)]
-#[error("os.exit({0})")]
-pub struct ExitRequest(pub i32);
 
 /// State shared by the host and the functions it installs.
 pub struct HostShared {
@@ -194,22 +106,11 @@ pub enum Eval {
 
 impl LuaHost {
     pub fn new(manager: Arc<Manager>, opts: HostOptions) -> mlua::Result<LuaHost> {
-        let libs = StdLib::COROUTINE
-            | StdLib::TABLE
-            | StdLib::IO
-            | StdLib::OS
-            | StdLib::STRING
-            | StdLib::UTF8
-            | StdLib::MATH
-            | StdLib::PACKAGE;
-        let lua = if opts.allow_unsafe {
-            // SAFETY: the user asked for the debug library (`--unsafe-lua`).
-            unsafe { Lua::unsafe_new_with(libs | StdLib::DEBUG, LuaOptions::new()) }
-        } else {
-            Lua::new_with(libs, LuaOptions::new())?
-        };
-        crate::lua::limits::install(&lua)?;
-        lua.set_memory_limit(opts.memory_limit)?;
+        let lua = new_state(StateOptions {
+            allow_unsafe: opts.allow_unsafe,
+            memory_limit: opts.memory_limit,
+            confine_files: false,
+        })?;
         let shared = Rc::new(HostShared {
             callback_limit: opts.callback_limit,
             policy: opts.policy.clone(),
@@ -217,7 +118,6 @@ impl LuaHost {
             next_handler: Cell::new(1),
             events: RefCell::new(None),
         });
-        restrict(&lua, opts.allow_unsafe)?;
         let host = LuaHost {
             lua,
             manager: manager.clone(),
@@ -321,28 +221,6 @@ impl LuaHost {
     }
 }
 
-/// Run `f` in its own coroutine under a deadline of `limit`: Lua code still
-/// running then (in any coroutine it made) is stopped with a clear error.
-pub(crate) fn call_limited<R: mlua::FromLuaMulti>(
-    lua: &Lua,
-    limit: Duration,
-    f: &Function,
-    args: impl IntoLuaMulti,
-) -> mlua::Result<R> {
-    let thread = lua.create_thread(f.clone())?;
-    let message = format!(
-        "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
-        limit.as_millis()
-    );
-    let r = crate::lua::limits::with_deadline(lua, limit, &message, || thread.resume::<R>(args))?;
-    if thread.status() == mlua::ThreadStatus::Resumable {
-        return Err(mlua::Error::runtime(
-            "callbacks cannot wait: async calls (s:send, cms.sleep, ...) are not allowed here",
-        ));
-    }
-    Ok(r)
-}
-
 /// Subscribe lazily: only a host with handlers pays for events.
 pub(crate) fn ensure_subscribed(manager: &Manager, shared: &HostShared) {
     let mut events = shared.events.borrow_mut();
@@ -380,7 +258,7 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
     if funcs.is_empty() {
         return;
     }
-    let table = match crate::lua::convert::to_lua(lua, event) {
+    let table = match crate::sandbox::convert::to_lua(lua, event) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!("cannot pass event {name} to Lua: {e}");
@@ -393,144 +271,4 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
             let _ = writeln!(std::io::stderr(), "cms.on('{name}') handler failed: {e}");
         }
     }
-}
-
-/// Precompiled (binary) chunks are never loaded: Lua does not verify them, and a
-/// patched one crashes the process. `load`, `loadfile`, `dofile` and `require`
-/// read text only, and `string.dump` is gone.
-fn text_chunks_only(lua: &Lua) -> mlua::Result<()> {
-    lua.load(
-        r#"
-        local load, loadfile, error = load, loadfile, error
-        local package, string = package, string
-        _G.load = function(chunk, name, _, ...)
-          return load(chunk, name, "t", ...)
-        end
-        _G.loadfile = function(file, _, ...)
-          return loadfile(file, "t", ...)
-        end
-        _G.dofile = function(file)
-          local f, err = loadfile(file, "t")
-          if not f then error(err, 2) end
-          return f()
-        end
-        string.dump = function()
-          error("string.dump is disabled in cms: binary chunks cannot be loaded", 2)
-        end
-        local searchers = package and package.searchers
-        if searchers then
-          searchers[2] = function(name)
-            local path, err = package.searchpath(name, package.path)
-            if not path then return err end
-            local f, lerr = loadfile(path, "t")
-            if not f then
-              error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, lerr), 3)
-            end
-            return f, path
-          end
-        end
-        "#,
-    )
-    .set_name("=cms")
-    .set_mode(mlua::ChunkMode::Text)
-    .exec()
-}
-
-/// Remove what a script must not do unless the user opted in.
-/// Lua that builds `io` and `os` tables without file writes or deletes from the
-/// real ones: `io.open` only reads, `io.output`, `io.popen`, `io.tmpfile`,
-/// `os.remove`, `os.rename`, `os.tmpname` and `os.execute` raise.
-const CONFINE: &str = r#"
-local io, os, error, pairs, type = io, os, error, pairs, type
-local function refuse(what)
-  return function()
-    error(what .. " is disabled in cms policies, plugins and strategies: they may read files "
-      .. "(io.open(path), io.lines(path), cms.path.read(path)) but not write or delete them", 2)
-  end
-end
-local cio, cos = {}, {}
-for k, v in pairs(io) do cio[k] = v end
-for k, v in pairs(os) do cos[k] = v end
-local open = io.open
-cio.open = function(path, mode)
-  mode = mode or "r"
-  if mode ~= "r" and mode ~= "rb" then
-    return refuse("io.open with mode " .. tostring(mode))()
-  end
-  return open(path, mode)
-end
-cio.output = refuse("io.output")
-cio.popen = refuse("io.popen")
-cio.tmpfile = refuse("io.tmpfile")
-cos.remove = refuse("os.remove")
-cos.rename = refuse("os.rename")
-cos.tmpname = refuse("os.tmpname")
-cos.execute = refuse("os.execute")
-return cio, cos
-"#;
-
-/// Give `target` (the globals of a policy state, or the environment of a plugin
-/// or strategy chunk) `io` and `os` without file writes or deletes.
-pub(crate) fn confine_files(lua: &Lua, target: &mlua::Table) -> mlua::Result<()> {
-    let (io, os): (mlua::Table, mlua::Table) =
-        lua.load(CONFINE).set_name("=cms-confine").call(())?;
-    target.set("io", io)?;
-    target.set("os", os)
-}
-
-/// An environment for a plugin or strategy chunk loaded into a script's state:
-/// the script's globals, but `io` and `os` without file writes or deletes.
-pub(crate) fn confined_env(lua: &Lua) -> mlua::Result<mlua::Table> {
-    let env = lua.create_table()?;
-    confine_files(lua, &env)?;
-    let meta = lua.create_table()?;
-    meta.set("__index", lua.globals())?;
-    env.set_metatable(Some(meta));
-    Ok(env)
-}
-
-pub(crate) fn restrict(lua: &Lua, allow_unsafe: bool) -> mlua::Result<()> {
-    let g = lua.globals();
-    let os: mlua::Table = g.get("os")?;
-    // os.exit would end the process without stopping the sessions: end the script instead.
-    os.set(
-        "exit",
-        lua.create_function(|_, code: Option<Value>| {
-            let code = match code {
-                None | Some(Value::Boolean(true)) => 0,
-                Some(Value::Boolean(false)) => 1,
-                Some(Value::Integer(i)) => i as i32,
-                Some(Value::Number(n)) => n as i32,
-                Some(_) => 1,
-            };
-            Err::<(), _>(mlua::Error::external(ExitRequest(code)))
-        })?,
-    )?;
-    text_chunks_only(lua)?;
-    if allow_unsafe {
-        return Ok(());
-    }
-    let disabled = |what: &'static str| {
-        lua.create_function(move |_, _: MultiValue| {
-            Err::<(), _>(mlua::Error::runtime(format!(
-                "{what} is disabled in cms scripts; run with --unsafe-lua (or set CMS_LUA_UNSAFE=1) to allow it"
-            )))
-        })
-    };
-    os.set("execute", disabled("os.execute")?)?;
-    let io: mlua::Table = g.get("io")?;
-    io.set("popen", disabled("io.popen")?)?;
-    let package: mlua::Table = g.get("package")?;
-    package.set("loadlib", disabled("package.loadlib")?)?;
-    // No C modules through require either.
-    package.set("cpath", "")?;
-    if let Ok(searchers) = package.get::<mlua::Table>("searchers") {
-        // Keep the preload and Lua-file searchers, drop the C-library ones.
-        let kept = lua.create_sequence_from([
-            searchers.raw_get::<Value>(1)?,
-            searchers.raw_get::<Value>(2)?,
-        ])?;
-        package.set("searchers", kept)?;
-    }
-    Ok(())
 }

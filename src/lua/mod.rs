@@ -17,12 +17,10 @@
 
 pub mod api;
 pub mod convert;
-pub mod delegate;
-pub mod helpers;
 pub mod host;
-pub mod limits;
 pub mod pretty;
 pub mod session;
 pub mod stubs;
+pub mod worker;
 
 pub use host::{HostOptions, LuaHost, ScriptError};

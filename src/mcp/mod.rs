@@ -4,10 +4,9 @@
 //!
 //! - [`server`]: the handler: the seed's 17 tools and plugin tools;
 //! - [`tools`]: their schemas and argument types;
-//! - [`lua_worker`]: the thread where Lua runs (strategies, plugin tools);
+
 //! - [`stdio`]: the line filter that answers malformed input with JSON-RPC errors.
 
-pub mod lua_worker;
 pub mod server;
 pub mod stdio;
 pub mod tools;
@@ -19,10 +18,10 @@ use rmcp::ServiceExt;
 /// session the server started is then stopped (resumable). Returns the exit code:
 /// 0 when the client went away, 130 on Ctrl-C or SIGTERM.
 pub fn run(cfg: EngineConfig) -> i32 {
-    let rt = match crate::runtime::init_runtime() {
+    let rt = match crate::app::runtime::init_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::runtime::errln!("Error: {e}");
+            crate::app::runtime::errln!("Error: {e}");
             return 1;
         }
     };
@@ -31,7 +30,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         let manager = match Manager::new(cfg) {
             Ok(m) => m,
             Err(e) => {
-                crate::runtime::errln!("Error: {e}");
+                crate::app::runtime::errln!("Error: {e}");
                 return 1;
             }
         };
@@ -42,21 +41,24 @@ pub fn run(cfg: EngineConfig) -> i32 {
         ) {
             Ok(s) => s,
             Err(e) => {
-                crate::runtime::errln!("Error: cannot load the safety policy: {e}");
+                crate::app::runtime::errln!("Error: cannot load the safety policy: {e}");
                 return 1;
             }
         };
         manager.set_policy(std::sync::Arc::new(crate::policy::LuaPolicy(
             service.clone(),
         )));
-        let (lua, plugin_tools, errors) =
-            match lua_worker::LuaWorker::start(handle.clone(), manager.clone(), service.clone()) {
-                Ok(w) => w,
-                Err(e) => {
-                    crate::runtime::errln!("Error: {e}");
-                    return 1;
-                }
-            };
+        let (lua, plugin_tools, errors) = match crate::lua::worker::LuaWorker::start(
+            handle.clone(),
+            manager.clone(),
+            service.clone(),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                crate::app::runtime::errln!("Error: {e}");
+                return 1;
+            }
+        };
         for e in errors {
             tracing::error!("plugin disabled: {e}");
         }
@@ -75,7 +77,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         let running = match server.serve(transport).await {
             Ok(r) => r,
             Err(e) => {
-                crate::runtime::errln!("Error: MCP start failed: {e}");
+                crate::app::runtime::errln!("Error: MCP start failed: {e}");
                 manager.shutdown().await;
                 return 1;
             }
@@ -87,7 +89,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
                 }
                 0
             }
-            _ = crate::runtime::shutdown_signal() => 130,
+            _ = crate::app::runtime::shutdown_signal() => 130,
         };
         manager.shutdown().await;
         code

@@ -2,11 +2,11 @@
 //! Tool failures come back as tool results with `isError` and a message that says
 //! what to do; only unroutable requests are JSON-RPC errors.
 
-use super::lua_worker::{LuaWorker, ToolInfo};
 use super::tools::{self, parse};
+use crate::delegate::DelegateOptions;
 use crate::engine::Guard;
 use crate::engine::{EventKind, Manager, SessionOptions, SpawnRequest, SpawnSpec};
-use crate::lua::delegate::DelegateOptions;
+use crate::lua::worker::{LuaWorker, ToolInfo};
 use crate::policy::spawn_gate::{self, Caller, SpawnAsk};
 use crate::policy::PolicyService;
 use crate::views::{record_json, turn_json};
@@ -230,7 +230,7 @@ impl CmsServer {
                     let skip = h.len().saturating_sub(n);
                     h.drain(..skip);
                 }
-                Ok(json!({ "name": a.name, "history": h }))
+                Ok(json!({ "name": a.name, "history": crate::views::history_json(&h) }))
             }
             "delete_session" => {
                 let a: tools::NameArgs = parse(name, &args)?;
@@ -260,14 +260,14 @@ impl CmsServer {
             }
             "finish_task" => {
                 let a: tools::NameArgs = parse(name, &args)?;
-                crate::lua::delegate::finish(m, &a.name)
+                crate::delegate::finish(m, &a.name)
                     .await
                     .map(|r| json!(r))
                     .map_err(|e| e.to_string())
             }
             "abort_task" => {
                 let a: tools::NameArgs = parse(name, &args)?;
-                crate::lua::delegate::abort(m, &a.name)
+                crate::delegate::abort(m, &a.name)
                     .await
                     .map(|r| json!(r))
                     .map_err(|e| e.to_string())

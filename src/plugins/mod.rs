@@ -7,9 +7,9 @@
 //! rules; strategies join `scripts/strategies/` for `delegate`. A plugin that fails
 //! to load is left out with a message naming its file and line; the rest go on.
 
-use crate::lua::host::describe;
-use crate::lua::limits::load_limited;
-use crate::policy::scripts::{Layers, Source};
+use crate::sandbox::error_text;
+use crate::sandbox::limits::load_limited;
+use crate::sandbox::scripts::{Layers, Source};
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -158,8 +158,8 @@ fn run_init(lua: &Lua, src: &Source, env: mlua::Table) -> Result<Value, String> 
             .call(())
     })
     .map_err(|e| {
-        let message = describe(&e);
-        if message.contains(crate::lua::limits::LOAD_STOPPED) {
+        let message = error_text(&e);
+        if message.contains(crate::sandbox::limits::LOAD_STOPPED) {
             if let Ok(mut s) = STUCK.lock() {
                 s.insert(key, message.clone());
             }
@@ -182,8 +182,8 @@ fn hash(text: &str) -> u64 {
 fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
     let bad = |what: String| format!("{}: plugin '{folder}' left out: {what}", src.origin);
     // A plugin reads files but never writes or deletes one, even in a script's state.
-    let env = crate::lua::host::confined_env(lua)
-        .map_err(|e| format!("plugin '{folder}' left out: {}", describe(&e)))?;
+    let env = crate::sandbox::state::confined_env(lua)
+        .map_err(|e| format!("plugin '{folder}' left out: {}", error_text(&e)))?;
     let value: Value =
         run_init(lua, src, env).map_err(|e| format!("plugin '{folder}' left out: {e}"))?;
     let Value::Table(t) = value else {
@@ -305,7 +305,7 @@ fn load_one(lua: &Lua, folder: &str, src: &Source) -> Result<Loaded, String> {
 pub fn policies(lua: &Lua, sources: &[(String, Source)]) -> Vec<(String, String, Function)> {
     let mut out = Vec::new();
     for (folder, src) in sources {
-        let Ok(env) = crate::lua::host::confined_env(lua) else {
+        let Ok(env) = crate::sandbox::state::confined_env(lua) else {
             continue;
         };
         let Ok(Value::Table(t)) = run_init(lua, src, env) else {

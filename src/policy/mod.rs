@@ -3,16 +3,12 @@
 //! reloads them, and the path and shell readers the rules are written with.
 
 pub mod isolation;
-pub mod paths;
-pub mod scripts;
 pub mod self_protect;
 pub mod service;
-pub mod shell;
 pub mod spawn_gate;
-pub mod trust;
 pub mod watch;
 
-pub use scripts::Layers;
+pub use crate::sandbox::Layers;
 pub use service::{LuaPolicy, PolicyError, PolicyService, Preset, ReloadReport};
 
 use crate::engine::Manager;

@@ -7,7 +7,7 @@
 //! an edited `protected_paths.lua` cannot drop them by accident; the operating
 //! system layer ([`crate::engine::os_sandbox`]) holds them read-only as well.
 
-use crate::policy::{paths, shell};
+use crate::sandbox::{paths, shell};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -13,10 +13,11 @@ use crate::engine::events::EventKind;
 use crate::engine::{
     Decision, Guard, Policy, Progress, SessionEvent, SessionOptions, ToolCall, Verdict, Violation,
 };
-use crate::lua::host::{call_limited, describe, restrict};
-use crate::lua::limits::load_limited;
-use crate::policy::scripts::{Layers, Source};
-use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Table, Value};
+use crate::sandbox::error_text;
+use crate::sandbox::limits::call_limited;
+use crate::sandbox::limits::load_limited;
+use crate::sandbox::scripts::{Layers, Source};
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -327,7 +328,7 @@ impl PolicyService {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(format!(
                 "the safety policy's on_spawn failed, so the session is refused: {}",
-                describe(&e)
+                error_text(&e)
             )),
             Err(e) => Err(e),
         }
@@ -557,7 +558,7 @@ struct Worker {
 impl Worker {
     /// A Lua state with the snapshot's scripts loaded, or the `file:line` errors.
     fn build(layers: &Layers, snap: &Snapshot, limit: Duration) -> Result<Worker, Vec<String>> {
-        let one = |e: mlua::Error| vec![describe(&e)];
+        let one = |e: mlua::Error| vec![error_text(&e)];
         let lua = base_lua().map_err(one)?;
         // Decisions make many short-lived tables: the generational collector keeps
         // their cost (and the p99) low.
@@ -570,11 +571,11 @@ impl Worker {
         let mut errors = Vec::new();
         let safety = require("safety")
             .and_then(|v| check_safety(&v))
-            .map_err(|e| errors.push(describe(&e)))
+            .map_err(|e| errors.push(error_text(&e)))
             .ok();
         let presets = require("presets")
             .and_then(|v| check_presets(&lua, &v))
-            .map_err(|e| errors.push(describe(&e)))
+            .map_err(|e| errors.push(error_text(&e)))
             .ok();
         let (Some(safety), Some(presets)) = (safety, presets) else {
             return Err(errors);
@@ -686,7 +687,7 @@ impl Worker {
                             .map_err(|e| {
                                 mlua::Error::runtime(format!(
                                     "plugin policy '{name}' ({origin}): {}",
-                                    describe(&e)
+                                    error_text(&e)
                                 ))
                             })?;
                     let who = format!("plugin policy '{name}' ({origin})");
@@ -706,7 +707,7 @@ impl Worker {
                 ))
             })
         };
-        run().unwrap_or_else(|e| fail_closed(&describe(&e)))
+        run().unwrap_or_else(|e| fail_closed(&error_text(&e)))
     }
 
     fn on_event(&self, event: &SessionEvent, guard: &Guard, progress: &Progress) -> Verdict {
@@ -715,7 +716,7 @@ impl Worker {
             let Some(f) = safety.get::<Option<Function>>("on_event")? else {
                 return Ok(Verdict::Continue);
             };
-            let ev = crate::lua::convert::to_lua(&self.lua, event)?;
+            let ev = crate::sandbox::convert::to_lua(&self.lua, event)?;
             let ctx = self.ctx(&event.session, "", guard, progress)?;
             let out: MultiValue = call_limited(&self.lua, self.limit, &f, (ev, ctx))?;
             let mut it = out.into_iter();
@@ -752,7 +753,7 @@ impl Worker {
                 rule: "policy_error".into(),
                 message: format!(
                     "the safety policy's on_event failed, so the session is stopped: {}",
-                    describe(&e)
+                    error_text(&e)
                 ),
             })
         })
@@ -819,25 +820,12 @@ fn show(v: &Value) -> String {
 /// A sandboxed Lua state with the pure parts of `cms` (`cms.path`, `cms.shell`,
 /// `cms.json`, `cms.log`): what policies are written with.
 fn base_lua() -> mlua::Result<Lua> {
-    let libs = StdLib::COROUTINE
-        | StdLib::TABLE
-        | StdLib::STRING
-        | StdLib::UTF8
-        | StdLib::MATH
-        | StdLib::PACKAGE
-        | StdLib::OS
-        | StdLib::IO;
-    let lua = Lua::new_with(libs, LuaOptions::new())?;
-    crate::lua::limits::install(&lua)?;
-    lua.set_memory_limit(64 * 1024 * 1024)?;
-    restrict(&lua, false)?;
     // Policies read files (through `cms.path`, `io.open(path)`); they never write one.
-    crate::lua::host::confine_files(&lua, &lua.globals())?;
-    let cms = lua.create_table()?;
-    crate::lua::helpers::install(&lua, &cms)?;
-    crate::lua::api::install_pure(&lua, &cms)?;
-    lua.globals().set("cms", cms)?;
-    Ok(lua)
+    crate::sandbox::new_state(crate::sandbox::StateOptions {
+        allow_unsafe: false,
+        memory_limit: 64 * 1024 * 1024,
+        confine_files: true,
+    })
 }
 
 /// Make `require` find cms modules: the snapshot's sources first (the versions in
@@ -933,15 +921,15 @@ pub fn check_file(path: &std::path::Path) -> Result<String, String> {
     };
     let started = Instant::now();
     let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
-    let lua = base_lua().map_err(|e| describe(&e))?;
-    install_searcher(&lua, &layers, &HashMap::new()).map_err(|e| describe(&e))?;
+    let lua = base_lua().map_err(|e| error_text(&e))?;
+    install_searcher(&lua, &layers, &HashMap::new()).map_err(|e| error_text(&e))?;
     let value: Value = load_limited(&lua, || {
         lua.load(src.code.as_str())
             .set_name(src.chunk_name())
             .set_mode(mlua::ChunkMode::Text)
             .call(())
     })
-    .map_err(|e| describe(&e))?;
+    .map_err(|e| error_text(&e))?;
     let file = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -952,11 +940,11 @@ pub fn check_file(path: &std::path::Path) -> Result<String, String> {
         .is_some_and(|d| d == "strategies");
     let kind = match file.as_str() {
         "safety.lua" => {
-            check_safety(&value).map_err(|e| describe(&e))?;
+            check_safety(&value).map_err(|e| error_text(&e))?;
             "safety policy"
         }
         "presets.lua" => {
-            check_presets(&lua, &value).map_err(|e| describe(&e))?;
+            check_presets(&lua, &value).map_err(|e| error_text(&e))?;
             "presets"
         }
         "protected_paths.lua" => {

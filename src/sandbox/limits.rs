@@ -19,7 +19,7 @@
 //! state's memory limit as well.
 
 use mlua::ffi;
-use mlua::Lua;
+use mlua::{Function, IntoLuaMulti, Lua};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,25 +37,6 @@ const EVERY: c_int = 1000;
 /// Longest a file may take to load (run its top level): a policy script, a
 /// plugin's `init.lua`, a strategy.
 pub const LOAD_LIMIT: Duration = Duration::from_secs(2);
-
-/// Longest a delegation strategy's Lua code may run between two waits.
-pub const STRATEGY_SLICE: Duration = Duration::from_secs(5);
-
-/// Run a delegation (its strategy's Lua code) with each slice between two waits
-/// limited to [`STRATEGY_SLICE`], so a strategy that spins is stopped.
-pub async fn strategy_sliced<T>(
-    lua: &Lua,
-    fut: impl Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    let message = format!(
-        "stopped: the strategy ran {}s without waiting (an endless loop?)",
-        STRATEGY_SLICE.as_secs()
-    );
-    sliced(lua, STRATEGY_SLICE, message, async { Ok(fut.await) })
-        .await
-        .map_err(|e| crate::lua::host::describe(&e))
-        .and_then(|r| r)
-}
 
 /// The error of a file stopped at [`LOAD_LIMIT`] (after its `file:line: `).
 pub const LOAD_STOPPED: &str =
@@ -426,4 +407,26 @@ mod tests {
         assert!(e.to_string().contains("interrupted"), "{e}");
         assert!(is_interrupted(&lua));
     }
+}
+
+/// Run `f` in its own coroutine under a deadline of `limit`: Lua code still
+/// running then (in any coroutine it made) is stopped with a clear error.
+pub fn call_limited<R: mlua::FromLuaMulti>(
+    lua: &Lua,
+    limit: Duration,
+    f: &Function,
+    args: impl IntoLuaMulti,
+) -> mlua::Result<R> {
+    let thread = lua.create_thread(f.clone())?;
+    let message = format!(
+        "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
+        limit.as_millis()
+    );
+    let r = with_deadline(lua, limit, &message, || thread.resume::<R>(args))?;
+    if thread.status() == mlua::ThreadStatus::Resumable {
+        return Err(mlua::Error::runtime(
+            "callbacks cannot wait: async calls (s:send, cms.sleep, ...) are not allowed here",
+        ));
+    }
+    Ok(r)
 }

@@ -2,7 +2,7 @@
 //! layers: built-in, then `~/.config/cms/` (or `$CMS_CONFIG_DIR`), then `.cms/` in
 //! the working directory. A file in a later layer replaces the same file in an
 //! earlier one. The project's layer counts only as far as the user trusts it
-//! ([`crate::policy::trust`]).
+//! ([`crate::sandbox::trust`]).
 
 use std::path::{Path, PathBuf};
 
@@ -74,7 +74,7 @@ impl Layers {
             dirs,
             gated: Some(Gate {
                 folder: project,
-                home: crate::policy::trust::default_home(),
+                home: crate::sandbox::trust::default_home(),
             }),
         }
     }
@@ -89,7 +89,7 @@ impl Layers {
     pub fn read(&self, dir: &Path, path: &Path) -> Option<String> {
         let bytes = std::fs::read(path).ok()?;
         if let Some(gate) = self.gated.as_ref().filter(|g| g.folder == dir) {
-            let store = crate::policy::trust::TrustStore::load(&gate.home).unwrap_or_default();
+            let store = crate::sandbox::trust::TrustStore::load(&gate.home).unwrap_or_default();
             if !store.allows(&gate.folder, path, &bytes) {
                 tracing::debug!("{} not loaded: not trusted", path.display());
                 return None;
@@ -100,9 +100,9 @@ impl Layers {
 
     /// Files of the project's layer that are not loaded because they are not
     /// trusted (or changed since), each with the command that trusts them.
-    pub fn untrusted(&self) -> Vec<crate::policy::trust::Untrusted> {
+    pub fn untrusted(&self) -> Vec<crate::sandbox::trust::Untrusted> {
         match &self.gated {
-            Some(g) => crate::policy::trust::untrusted(&g.home, &g.folder),
+            Some(g) => crate::sandbox::trust::untrusted(&g.home, &g.folder),
             None => Vec::new(),
         }
     }

@@ -33,7 +33,7 @@ pub fn error_line(args: std::fmt::Arguments) {
 /// `eprintln!` without its panic when stderr is a closed pipe (`cms ... 2>&1 | head`).
 macro_rules! errln {
     ($($arg:tt)*) => {
-        $crate::runtime::error_line(format_args!($($arg)*))
+        $crate::app::runtime::error_line(format_args!($($arg)*))
     };
 }
 pub(crate) use errln;

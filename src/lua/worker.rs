@@ -5,19 +5,19 @@
 //! - Delegations (`delegate_task`, `continue_task`) and plugin (re)loads run on one
 //!   Lua thread, concurrently as local tasks: one long `delegate_task` does not hold
 //!   up another, and each slice of Lua between two waits is limited
-//!   ([`crate::lua::limits::STRATEGY_SLICE`]), so a strategy that spins is stopped.
+//!   ([`crate::sandbox::limits::STRATEGY_SLICE`]), so a strategy that spins is stopped.
 //! - Each plugin tool call runs on a thread of its own, in a fresh Lua state with
 //!   only its plugin loaded: a tool that spins until its limit
 //!   ([`tool_limit`], default 60 s) holds up nothing else. At most
 //!   [`MAX_TOOL_THREADS`] run at once; more calls wait for a free slot.
 
+use crate::delegate::strategy_sliced;
+use crate::delegate::{self, DelegateOptions, DelegateResult};
 use crate::engine::Manager;
-use crate::lua::delegate::{self, DelegateOptions, DelegateResult};
-use crate::lua::limits::strategy_sliced;
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins::{self, PluginSet};
-use crate::policy::scripts::Source;
 use crate::policy::PolicyService;
+use crate::sandbox::scripts::Source;
 use mlua::{Lua, LuaSerdeExt};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -100,7 +100,7 @@ impl LuaWorker {
                         },
                         None => load_plugins(&lua, &policy),
                     }));
-                    let _ = ready_tx.send(Ok(describe(&set.borrow().set)));
+                    let _ = ready_tx.send(Ok(tool_list(&set.borrow().set)));
                     while let Some(job) = rx.recv().await {
                         let (lua, manager, policy, set) =
                             (lua.clone(), manager.clone(), policy.clone(), set.clone());
@@ -145,7 +145,7 @@ impl LuaWorker {
                             }
                             Job::Reload(reply) => {
                                 let fresh = load_plugins(&lua, &policy);
-                                let info = describe(&fresh.set);
+                                let info = tool_list(&fresh.set);
                                 *set.borrow_mut() = fresh;
                                 let _ = reply.send(info);
                             }
@@ -208,7 +208,7 @@ fn load_plugins(lua: &Lua, policy: &PolicyService) -> Loaded {
     Loaded { sources, set }
 }
 
-fn describe(set: &PluginSet) -> (Vec<ToolInfo>, Vec<String>) {
+fn tool_list(set: &PluginSet) -> (Vec<ToolInfo>, Vec<String>) {
     let tools = set
         .tools
         .iter()
@@ -296,7 +296,7 @@ async fn call_tool(
         .find(|t| t.name == name)
         .cloned()
         .ok_or_else(|| format!("unknown tool: {name}"))?;
-    let args = crate::lua::convert::to_lua(lua, &args).map_err(|e| e.to_string())?;
+    let args = crate::sandbox::convert::to_lua(lua, &args).map_err(|e| e.to_string())?;
     let limit = tool_limit();
     // Each slice of the handler's Lua code runs under the deadline (a handler
     // spinning without yielding is stopped, coroutines included); the timeout
@@ -304,7 +304,7 @@ async fn call_tool(
     let thread = lua
         .create_thread(tool.handler.clone())
         .map_err(|e| e.to_string())?;
-    let call = crate::lua::limits::limited(
+    let call = crate::sandbox::limits::limited(
         lua,
         limit,
         format!(
@@ -325,7 +325,7 @@ async fn call_tool(
             return Err(format!(
                 "plugin {} tool {name} failed: {}",
                 tool.plugin,
-                crate::lua::host::describe(&e)
+                crate::sandbox::error_text(&e)
             ))
         }
         Ok(Ok(v)) => v,

@@ -1,0 +1,96 @@
+//! The bootstrap: the async runtime and the manager, and what only some commands
+//! need on top: the safety policy (a guarded session, a script, the MCP server)
+//! and a Lua host (a script, the REPL, a delegation).
+
+use super::runtime::{init_runtime, shutdown_signal};
+use crate::engine::{EngineConfig, Manager};
+use crate::lua::{HostOptions, LuaHost};
+use crate::policy::Attached;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A running application: the runtime and the manager every command uses.
+pub struct App {
+    rt: tokio::runtime::Runtime,
+    manager: Arc<Manager>,
+}
+
+/// A Lua host with the safety policy it runs under (watched for edits while this
+/// lives).
+pub struct LuaApp {
+    pub host: LuaHost,
+    pub policy: Attached,
+}
+
+impl App {
+    /// Start the runtime and open the store.
+    pub fn start(cfg: EngineConfig) -> Result<App, String> {
+        let rt = init_runtime()?;
+        let manager = {
+            let _inside = rt.enter();
+            Manager::new(cfg).map_err(|e| e.to_string())?
+        };
+        Ok(App { rt, manager })
+    }
+
+    pub fn manager(&self) -> &Arc<Manager> {
+        &self.manager
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
+    /// Load the layered safety policy for work in `cwd` onto the manager, reloaded
+    /// when its files change. Only guarded sessions consult it.
+    pub fn guard(&self, cwd: &Path) -> Result<Attached, String> {
+        let _inside = self.rt.enter();
+        crate::policy::attach(&self.manager, cwd)
+            .map_err(|e| format!("cannot load the safety policy: {e}"))
+    }
+
+    /// The safety policy and a Lua host over the manager, for a script, the REPL or
+    /// a delegation. Call it on the thread that runs the Lua ([`App::run_local`]).
+    pub fn lua(&self, mut opts: HostOptions) -> Result<LuaApp, String> {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let policy = self.guard(&cwd)?;
+        opts.policy = Some(policy.service.clone());
+        let host = LuaHost::new(self.manager.clone(), opts)
+            .map_err(|e| format!("cannot start Lua: {e}"))?;
+        Ok(LuaApp { host, policy })
+    }
+
+    /// Run `work` to its end on the runtime.
+    pub fn block_on<F: Future>(&self, work: F) -> F::Output {
+        self.rt.block_on(work)
+    }
+
+    /// Run `work` on this thread (where Lua lives: a `LocalSet`), to its end.
+    pub fn run_local<F: Future>(&self, work: F) -> F::Output {
+        let local = tokio::task::LocalSet::new();
+        self.rt.block_on(local.run_until(work))
+    }
+
+    /// Run `work` until it ends (`Some`) or Ctrl-C/SIGTERM arrives (`None`). Either
+    /// way the sessions this process holds end with it: stopped after a finished
+    /// command (the next command resumes them), killed after a signal.
+    pub fn run_until_signal<F: Future>(&self, work: F) -> Option<F::Output> {
+        self.rt.block_on(async {
+            let r = tokio::select! {
+                r = work => Some(r),
+                _ = shutdown_signal() => None,
+            };
+            match r {
+                Some(_) => self.manager.shutdown().await,
+                None => self.manager.kill_all().await,
+            }
+            r
+        })
+    }
+
+    /// End the runtime without waiting for tasks blocked in a read (the MCP stdin).
+    pub fn shutdown_background(self) {
+        self.rt.shutdown_background();
+    }
+}
