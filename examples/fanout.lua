@@ -23,7 +23,7 @@ for i, angle in ipairs(angles) do
       permission_mode = "plan", -- reviewers read, they do not edit
       stop = true,              -- free the process once the answer is in
     }
-    return { angle = angle, text = s.response.text, cost = s.response.cost }
+    return { angle = angle, text = s.response.text, cost = s.response.cost_usd }
   end
 end
 local reviews = cms.parallel(jobs)
@@ -31,7 +31,7 @@ local reviews = cms.parallel(jobs)
 local parts, cost = {}, 0
 for _, r in ipairs(reviews) do
   parts[#parts + 1] = ("## %s\n%s"):format(r.angle, r.text)
-  cost = cost + r.cost
+  cost = cost + r.cost_usd
 end
 
 local summary = cms.spawn{
@@ -40,7 +40,7 @@ local summary = cms.spawn{
     .. table.concat(parts, "\n\n"),
   stop = true,
 }
-cost = cost + summary.response.cost
+cost = cost + summary.response.cost_usd
 
 print(summary.response.text)
 cms.log(("fan-out done: %d reviews and a summary for $%.4f"):format(#reviews, cost))

@@ -27,9 +27,9 @@ for _, stage in ipairs(stages) do
   if r.is_error then
     error(("stage %s failed: %s"):format(stage.name, r.error or r.text))
   end
-  text, cost = r.text, cost + r.cost
-  trail[#trail + 1] = { stage = stage.name, session = s.name, cost = r.cost, chars = #r.text }
-  cms.log(("stage %-7s done in %d ms, $%.4f"):format(stage.name, r.duration_ms, r.cost))
+  text, cost = r.text, cost + r.cost_usd
+  trail[#trail + 1] = { stage = stage.name, session = s.name, cost = r.cost_usd, chars = #r.text }
+  cms.log(("stage %-7s done in %d ms, $%.4f"):format(stage.name, r.duration_ms, r.cost_usd))
 end
 
 print(text)

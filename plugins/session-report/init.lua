@@ -11,9 +11,9 @@ local function report(args)
   local rows, total_cost, total_turns = {}, 0, 0
   for _, s in ipairs(cms.list()) do
     if not state_filter or s.state == state_filter then
-      rows[#rows + 1] = { name = s.name, state = s.state, cost = s.cost, turns = s.turns, model = s.model }
-      total_cost = total_cost + s.cost
-      total_turns = total_turns + s.turns
+      rows[#rows + 1] = { name = s.name, state = s.state, cost = s.total_cost_usd, turns = s.total_turns, model = s.model }
+      total_cost = total_cost + s.total_cost_usd
+      total_turns = total_turns + s.total_turns
     end
   end
   table.sort(rows, function(a, b) return a.cost > b.cost end)

@@ -10,13 +10,13 @@
 ---@param task cms.Task
 return function(task)
   local r = task:send(task.prompt)
-  if #r.denials > 0 and not task:ended() then
+  if #r.permission_denials > 0 and not task:ended() then
     local refused = {}
     for _, d in ipairs(task:refusals()) do
       refused[#refused + 1] = ("- %s: %s"):format(d.tool, d.reason)
     end
     if #refused == 0 then
-      for _, d in ipairs(r.denials) do refused[#refused + 1] = "- " .. d.tool end
+      for _, d in ipairs(r.permission_denials) do refused[#refused + 1] = "- " .. d.tool_name end
     end
     r = task:send(
       "These tool calls were refused before they ran:\n" .. table.concat(refused, "\n")

@@ -1,9 +1,9 @@
 //! Running one CLI command: build the engine, call it, render, choose the exit code.
 
 use super::args::{Cli, Command};
-use super::out::{self, errln, outln};
-use super::{delegate, demo, plugins, render, repl, script, setup};
-pub use crate::app::runtime::{init_runtime, shutdown_signal};
+use super::out::{self, errln};
+use super::{delegate, demo, plugins, policy, render, repl, script, setup};
+use crate::app::{exit, App};
 use crate::engine::{
     manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
     SessionRecord, SpawnRequest,
@@ -85,10 +85,10 @@ fn run_command(cli: Cli) -> i32 {
         | Command::Continue(_)
         | Command::Finish(_)
         | Command::Abort(_)) => return delegate::run(cfg, cmd, json),
-        Command::Policy(cmd) => return delegate::policy_command(cmd, json),
+        Command::Policy(cmd) => return policy::run(cmd, json),
         Command::Mcp => {
-            errln!("Error: `cms mcp` is served by the entry point, not the CLI frontend");
-            return 2;
+            exit::fail("`cms mcp` is served by the entry point, not the CLI frontend");
+            return exit::USAGE;
         }
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
@@ -113,18 +113,14 @@ fn run_command(cli: Cli) -> i32 {
         }
         Ok(Outcome::Failed(p, msg)) => {
             print_out(&p, json);
-            errln!("Error: {msg}");
-            1
+            exit::fail(msg)
         }
         Err(e) => {
-            if json {
-                let _ = outln!("{}", json!({ "error": e.to_string() }));
-            }
-            errln!("Error: {e}");
+            let code = out::fail(json, &e);
             if matches!(e, CliError::Interrupted) {
-                130
+                exit::INTERRUPTED
             } else {
-                1
+                code
             }
         }
     }
@@ -200,50 +196,29 @@ fn done(text: String, json: Value) -> Outcome {
 }
 
 fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, CliError> {
-    let rt = init_runtime().map_err(CliError::Input)?;
-    rt.block_on(async move {
-        let manager = Manager::new(cfg)?;
-        let _progress = super::progress::watch(&manager).map(AbortOnDrop);
-        // A delegated session stays guarded when sent to directly: load the safety
-        // policy for the commands that can restart a guarded one (an unguarded session
-        // needs no Lua state and no watcher).
-        let restarts = match &cmd {
-            Command::Send(a) => Some(a.name.as_str()),
-            Command::Resume(a) => Some(a.name.as_str()),
-            Command::Fork(a) => Some(a.name.as_str()),
-            _ => None,
-        };
-        let guarded = restarts
-            .and_then(|name| manager.status(name).ok())
-            .is_some_and(|rec| rec.options.guard.is_some());
-        let _policy = if guarded {
-            let cwd = std::env::current_dir().unwrap_or_default();
-            Some(
-                crate::policy::attach(&manager, &cwd)
-                    .map_err(|e| CliError::Input(format!("cannot load the safety policy: {e}")))?,
-            )
-        } else {
-            None
-        };
-        let outcome = {
-            let work = async_command(&manager, cmd, json);
-            tokio::select! {
-                r = work => Some(r),
-                _ = shutdown_signal() => None,
-            }
-        };
-        match outcome {
-            Some(r) => {
-                // A CLI command's sessions end with it; the next send resumes them.
-                manager.shutdown().await;
-                r
-            }
-            None => {
-                manager.kill_all().await;
-                Err(CliError::Interrupted)
-            }
-        }
-    })
+    let app = App::start(cfg).map_err(CliError::Input)?;
+    let manager = app.manager().clone();
+    // A delegated session stays guarded when sent to directly: load the safety
+    // policy for the commands that can restart a guarded one (an unguarded session
+    // needs no Lua state and no watcher).
+    let restarts = match &cmd {
+        Command::Send(a) => Some(a.name.as_str()),
+        Command::Resume(a) => Some(a.name.as_str()),
+        Command::Fork(a) => Some(a.name.as_str()),
+        _ => None,
+    };
+    let guarded = restarts
+        .and_then(|name| manager.status(name).ok())
+        .is_some_and(|rec| rec.options.guard.is_some());
+    let _policy = if guarded {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        Some(app.guard(&cwd).map_err(CliError::Input)?)
+    } else {
+        None
+    };
+    let _progress = app.block_on(async { super::progress::watch(&manager).map(AbortOnDrop) });
+    app.run_until_signal(async_command(&manager, cmd, json))
+        .unwrap_or(Err(CliError::Interrupted))
 }
 
 /// Ends a background task when dropped.

@@ -1,35 +1,35 @@
-//! `cms delegate`, `continue`, `finish`, `abort` and `cms policy`: the frontend of
-//! [`crate::delegate`] and [`crate::policy`]. Delegation runs strategies, which
-//! are Lua, so these commands start a Lua host beside the engine.
+//! `cms delegate`, `continue`, `finish` and `abort`: the frontend of
+//! [`crate::delegate`]. Delegation runs strategies, which are Lua, so these
+//! commands start a Lua host beside the engine.
 
-use super::args::{Command, DelegateArgs, PolicyCommand};
-use super::commands::{init_runtime, shutdown_signal, text_arg};
-use super::out::{errln, outln};
+use super::args::{Command, DelegateArgs};
+use super::commands::{text_arg, AbortOnDrop};
+use super::out::{self, outln};
 use super::render::money;
+use crate::app::runtime::shutdown_signal;
+use crate::app::{exit, App, LuaApp};
 use crate::delegate::{self, DelegateOptions, DelegateResult};
-use crate::engine::{EngineConfig, Manager};
+use crate::engine::EngineConfig;
 use crate::lua::HostOptions;
-use crate::policy::{self, Layers, PolicyService};
 use serde_json::json;
 
 /// Run a delegation command; returns the exit code. `completed` and `needs_input`
 /// exit 0; `check_failed`, `failed`, `cost_exceeded` and `turns_exceeded` exit 1
 /// (the result is printed either way).
 pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
-    let rt = match init_runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(json, &e),
+    let app = match App::start(cfg) {
+        Ok(app) => app,
+        Err(e) => return out::fail(json, e),
     };
-    let local = tokio::task::LocalSet::new();
-    rt.block_on(local.run_until(async move {
-        let manager = match Manager::new(cfg) {
-            Ok(m) => m,
-            Err(e) => return fail(json, &e.to_string()),
-        };
-        let _progress = super::progress::watch(&manager).map(super::commands::AbortOnDrop);
-        let (host, attached) = match super::script::start_host(&manager, HostOptions::default()) {
+    let manager = app.manager().clone();
+    let _progress = app.block_on(async { super::progress::watch(&manager).map(AbortOnDrop) });
+    app.run_local(async {
+        let LuaApp {
+            host,
+            policy: attached,
+        } = match app.lua(HostOptions::default()) {
             Ok(h) => h,
-            Err(e) => return fail(json, &e),
+            Err(e) => return out::fail(json, e),
         };
         let work = async {
             match cmd {
@@ -92,13 +92,12 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
         let code = match outcome {
             None => {
                 manager.kill_all().await;
-                return fail(
-                    json,
-                    "interrupted: every session this command started was stopped",
-                )
-                .max(130);
+                if json {
+                    let _ = outln!("{}", json!({ "error": "interrupted" }));
+                }
+                return exit::interrupted("this command");
             }
-            Some(Err(e)) => fail(json, &e),
+            Some(Err(e)) => out::fail(json, e),
             Some(Ok(Printed::Result(r))) => {
                 if json {
                     let _ = outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -107,12 +106,10 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                 }
                 match r.status.as_str() {
                     "completed" | "needs_input" => 0,
-                    _ => {
-                        if let Some(e) = &r.error {
-                            errln!("Error: {e}");
-                        }
-                        1
-                    }
+                    _ => match &r.error {
+                        Some(e) => exit::fail(e),
+                        None => exit::FAILED,
+                    },
                 }
             }
             Some(Ok(Printed::End(v, text))) => {
@@ -126,20 +123,12 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
         };
         manager.shutdown().await;
         code
-    }))
+    })
 }
 
 enum Printed {
     Result(Box<DelegateResult>),
     End(serde_json::Value, String),
-}
-
-fn fail(json: bool, message: &str) -> i32 {
-    if json {
-        let _ = outln!("{}", json!({ "error": message }));
-    }
-    errln!("Error: {message}");
-    1
 }
 
 fn options(a: DelegateArgs) -> Result<DelegateOptions, super::commands::CliError> {
@@ -223,86 +212,4 @@ pub fn result_text(r: &DelegateResult) -> String {
         ));
     }
     out
-}
-
-/// `cms policy check FILE` and `cms policy show`.
-pub fn policy_command(cmd: PolicyCommand, json: bool) -> i32 {
-    match cmd {
-        PolicyCommand::Check { file } => match policy::service::check_file(&file) {
-            Ok(msg) => {
-                if json {
-                    let _ = outln!("{}", json!({ "file": file, "ok": true }));
-                } else {
-                    let _ = outln!("{msg}");
-                }
-                0
-            }
-            Err(e) => fail(json, &e),
-        },
-        PolicyCommand::Show => {
-            let cwd = std::env::current_dir().unwrap_or_default();
-            let layers = Layers::standard(&cwd);
-            let (service, report) =
-                match PolicyService::start(layers.clone(), policy::DECISION_LIMIT) {
-                    Ok(s) => s,
-                    Err(e) => return fail(json, &e.to_string()),
-                };
-            let mut presets = Vec::new();
-            for name in ["read-only", "review", "edit", "full", "plan"] {
-                if let Ok(p) = service.preset(name) {
-                    presets.push(p);
-                }
-            }
-            let limits = service.limits();
-            if json {
-                let v = json!({
-                    "layers": layers.dirs,
-                    "scripts": report.origins,
-                    "errors": report.errors,
-                    "limits": limits,
-                    "presets": presets,
-                    "strategies": layers.strategies(),
-                });
-                let _ = outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else {
-                let _ = outln!(
-                    "layers (later wins): built-in, {}",
-                    layers
-                        .dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                let _ = outln!("scripts in force:");
-                for o in &report.origins {
-                    let _ = outln!("  {o}");
-                }
-                for e in &report.errors {
-                    let _ = outln!("  NOT LOADED: {e}");
-                }
-                let _ = outln!(
-                    "limits: cost {} / {} turns / {}s per interaction",
-                    limits.max_cost.map_or("-".into(), money),
-                    limits.max_turns.map_or("-".into(), |t| t.to_string()),
-                    limits.timeout.map_or("-".into(), |t| format!("{t:.0}"))
-                );
-                let _ = outln!("presets:");
-                for p in &presets {
-                    let _ = outln!(
-                        "  {:<10} {:<8} {}",
-                        p.name,
-                        p.permission_mode,
-                        p.description
-                    );
-                }
-                let _ = outln!("strategies: {}", layers.strategies().join(", "));
-            }
-            if report.errors.is_empty() {
-                0
-            } else {
-                1
-            }
-        }
-    }
 }

@@ -4,9 +4,9 @@
 use super::args::DemoArgs;
 use super::out::{errln, outln, Closed};
 use super::render;
-use crate::engine::{EngineConfig, EngineError, Manager, SessionOptions, SpawnSpec};
+use crate::app::{exit, App, LuaApp};
+use crate::engine::{EngineConfig, EngineError, SessionOptions, SpawnSpec};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Why the tour ended early.
 #[derive(Debug, thiserror::Error)]
@@ -46,23 +46,17 @@ pub fn run(args: &DemoArgs, base: &EngineConfig) -> i32 {
     cfg.home = scratch.join("state");
     // The simulator keeps its conversations under $HOME/.claude, like the real CLI.
     cfg.child_env = vec![("HOME".into(), scratch.display().to_string())];
-    let rt = match super::commands::init_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            errln!("Error: {e}");
-            return 1;
-        }
+    let app = match App::start(cfg) {
+        Ok(app) => app,
+        Err(e) => return exit::fail(e),
     };
-    let local = tokio::task::LocalSet::new();
-    let code = rt.block_on(local.run_until(async {
-        match tour(cfg).await {
-            Ok(()) | Err(TourError::Closed(_)) => 0,
-            Err(e) => {
-                errln!("Error: {e}");
-                1
-            }
+    let code = app.run_local(async {
+        match tour(&app).await {
+            Ok(()) | Err(TourError::Closed(_)) => exit::OK,
+            Err(e) => exit::fail(e),
         }
-    }));
+    });
+    drop(app);
     if args.keep {
         let _ = outln!(
             "\nState kept in {} (CMS_HOME={}/state)",
@@ -80,16 +74,18 @@ fn step(cmd: &str) -> Result<(), Closed> {
 }
 
 /// The tour; its sessions are stopped however it ends.
-async fn tour(cfg: EngineConfig) -> Result<(), TourError> {
-    let project = cfg
+async fn tour(app: &App) -> Result<(), TourError> {
+    let project = app
+        .manager()
+        .config()
         .home
         .parent()
         .map(|p| p.join("project"))
         .unwrap_or_default();
     outln!("cms demo — every session below is a long-lived process of the bundled simulator,")?;
     outln!("which speaks Claude Code's stream-json protocol (no account, no network).")?;
-    let m = Manager::new(cfg)?;
-    let result = steps(&m, &project).await;
+    let m = app.manager();
+    let result = steps(app, &project).await;
     m.shutdown().await;
     result?;
     step("list")?;
@@ -105,7 +101,8 @@ async fn tour(cfg: EngineConfig) -> Result<(), TourError> {
     Ok(())
 }
 
-async fn steps(m: &Arc<Manager>, project: &std::path::Path) -> Result<(), TourError> {
+async fn steps(app: &App, project: &std::path::Path) -> Result<(), TourError> {
+    let m = app.manager();
     step("batch --file tasks.json   # three sessions in parallel")?;
     let mut reqs = Vec::new();
     for n in ["login", "signup", "dashboard"] {
@@ -180,16 +177,20 @@ async fn steps(m: &Arc<Manager>, project: &std::path::Path) -> Result<(), TourEr
         outln!("{}", render::response_block(&rec, &r))?;
     }
 
-    guarded_and_scripted(m, project).await?;
+    guarded_and_scripted(app, project).await?;
     Ok(())
 }
 
 /// The safety net and the Lua API, on a scratch project.
-async fn guarded_and_scripted(m: &Arc<Manager>, project: &std::path::Path) -> Result<(), Closed> {
+async fn guarded_and_scripted(app: &App, project: &std::path::Path) -> Result<(), Closed> {
+    let m = app.manager();
     use crate::delegate::{delegate, DelegateOptions};
     let _ = std::fs::create_dir_all(project);
     let _ = std::fs::write(project.join(".env"), "SECRET=1\n");
-    let (host, attached) = match super::script::start_host(m, crate::lua::HostOptions::default()) {
+    let LuaApp {
+        host,
+        policy: attached,
+    } = match app.lua(crate::lua::HostOptions::default()) {
         Ok(h) => h,
         Err(e) => {
             return outln!("  (skipped: {e})");

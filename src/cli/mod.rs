@@ -7,6 +7,7 @@ mod delegate;
 mod demo;
 pub(crate) mod out;
 mod plugins;
+mod policy;
 mod progress;
 mod render;
 mod repl;

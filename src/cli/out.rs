@@ -82,3 +82,15 @@ macro_rules! outln {
 pub(crate) use outln;
 
 pub(crate) use crate::app::runtime::errln;
+
+/// Fail the command with `message`: on stderr, and also as `{"error": message}` on
+/// stdout under `--json`, so a script reading stdout sees it. Returns the exit code.
+pub fn fail(json: bool, message: impl std::fmt::Display) -> i32 {
+    if json {
+        let _ = line(format_args!(
+            "{}",
+            serde_json::json!({ "error": message.to_string() })
+        ));
+    }
+    crate::app::exit::fail(message)
+}

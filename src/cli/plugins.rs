@@ -2,38 +2,27 @@
 
 use super::args::PluginsCommand;
 use super::out::{errln, outln};
-use crate::engine::{EngineConfig, Manager};
+use crate::app::{exit, App};
+use crate::engine::EngineConfig;
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins;
 use crate::policy::Layers;
 use serde_json::json;
 
 pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
-    let rt = match super::commands::init_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            errln!("Error: {e}");
-            return 1;
-        }
+    let app = match App::start(cfg) {
+        Ok(app) => app,
+        Err(e) => return exit::fail(e),
     };
-    let _guard = rt.enter();
-    let manager = match Manager::new(cfg) {
-        Ok(m) => m,
-        Err(e) => {
-            errln!("Error: {e}");
-            return 1;
-        }
-    };
-    let host = match LuaHost::new(manager, HostOptions::default()) {
+    let handle = app.handle();
+    let _inside = handle.enter();
+    let host = match LuaHost::new(app.manager().clone(), HostOptions::default()) {
         Ok(h) => h,
-        Err(e) => {
-            errln!("Error: cannot start Lua: {e}");
-            return 1;
-        }
+        Err(e) => return exit::fail(format!("cannot start Lua: {e}")),
     };
     let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
     for u in layers.untrusted() {
-        eprintln!("cms: {u}");
+        errln!("cms: {u}");
     }
     let set = plugins::load(host.lua(), &plugins::discover(&layers));
     if json {

@@ -4,6 +4,7 @@
 
 use super::args::ReplArgs;
 use super::out::{self, errln, outln};
+use crate::app::{exit, App, LuaApp};
 use crate::engine::{EngineConfig, Manager, SessionState};
 use crate::lua::host::Eval;
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
@@ -21,7 +22,7 @@ const HELP: &str = "\
 cms repl — the `cms` Lua module, interactively. Engine calls wait for Claude Code.
 
   s = cms.spawn{name = \"a\", prompt = \"hello\"}   start a session (s.response.text)
-  s:send(\"more\")                                 a follow-up; r.text, r.cost, r.turns
+  s:send(\"more\")                                 a follow-up; r.text, r.cost_usd, r.num_turns
   s:fork{name = \"b\", message = \"try another way\"}
   cms.parallel{function() ... end, ...}           run functions concurrently
   cms.list(), cms.get(\"a\"), s:history(), s:status()
@@ -154,38 +155,26 @@ impl Input {
 }
 
 pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
-    let rt = match super::commands::init_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            errln!("Error: {e}");
-            return 1;
-        }
-    };
     let history = cfg.home.join("repl_history");
-    let _guard = rt.enter();
-    let manager = match Manager::new(cfg) {
-        Ok(m) => m,
-        Err(e) => {
-            errln!("Error: {e}");
-            return 1;
-        }
+    let app = match App::start(cfg) {
+        Ok(app) => app,
+        Err(e) => return exit::fail(e),
     };
-    let (host, _attached) =
-        match super::script::start_host(&manager, args.lua.host_options(Vec::new())) {
-            Ok(h) => h,
-            Err(e) => {
-                errln!("Error: {e}");
-                return 1;
-            }
-        };
+    let manager = app.manager().clone();
+    let handle = app.handle();
+    let _inside = handle.enter();
+    let LuaApp {
+        host,
+        policy: _attached,
+    } = match app.lua(args.lua.host_options(Vec::new())) {
+        Ok(h) => h,
+        Err(e) => return exit::fail(e),
+    };
     let interactive = std::io::stdin().is_terminal();
     let mut input = if interactive {
         let mut ed: Editor<ReplHelper, DefaultHistory> = match Editor::new() {
             Ok(ed) => ed,
-            Err(e) => {
-                errln!("Error: cannot start the line editor: {e}");
-                return 1;
-            }
+            Err(e) => return exit::fail(format!("cannot start the line editor: {e}")),
         };
         ed.set_helper(Some(ReplHelper {
             manager: manager.clone(),
@@ -199,7 +188,6 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     } else {
         Input::Piped(std::io::stdin().lock())
     };
-    let local = tokio::task::LocalSet::new();
     let mut buffer = String::new();
     let mut failed = false;
     // A reader that closed stdout (`cms repl < steps.lua | head -1`) ends the session.
@@ -230,7 +218,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
                         failed = true;
                         continue;
                     }
-                    let r = rt.block_on(local.run_until(evaluate(&host, Job::File(path.into()))));
+                    let r = app.run_local(evaluate(&host, Job::File(path.into())));
                     failed |= !show(r);
                     continue;
                 }
@@ -246,7 +234,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
             buffer.push('\n');
         }
         buffer.push_str(&line);
-        let r = rt.block_on(local.run_until(evaluate(&host, Job::Chunk(buffer.clone()))));
+        let r = app.run_local(evaluate(&host, Job::Chunk(buffer.clone())));
         if matches!(r, Ok(Eval::Incomplete)) {
             continue;
         }
@@ -261,7 +249,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     if let Input::Terminal(ed) = &mut input {
         let _ = ed.save_history(&history);
     }
-    rt.block_on(manager.shutdown());
+    app.block_on(manager.shutdown());
     if failed && !interactive {
         1
     } else {

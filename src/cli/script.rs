@@ -1,8 +1,9 @@
 //! `cms script FILE.lua [args...]`: run a Lua plan with the `cms` module.
 
 use super::args::ScriptArgs;
-use super::commands::shutdown_signal;
-use super::out::{errln, outln};
+use super::out::outln;
+use crate::app::runtime::shutdown_signal;
+use crate::app::{exit, App, LuaApp};
 use crate::engine::{EngineConfig, Manager};
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 use crate::sandbox::limits::{self, is_interrupted};
@@ -10,22 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-
-/// Load the safety policy (watched for edits) onto `manager` and start a Lua host
-/// with it: how every Lua frontend begins. Keep the returned `Attached` alive.
-pub(super) fn start_host(
-    manager: &std::sync::Arc<Manager>,
-    mut opts: crate::lua::HostOptions,
-) -> Result<(LuaHost, crate::policy::Attached), String> {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let attached = crate::policy::attach(manager, &cwd)
-        .map_err(|e| format!("cannot load the safety policy: {e}"))?;
-    opts.policy = Some(attached.service.clone());
-    let host = LuaHost::new(manager.clone(), opts).map_err(|e| format!("cannot start Lua: {e}"))?;
-    Ok((host, attached))
-}
-
-const INTERRUPTED: &str = "interrupted: every session the script started was stopped";
 
 /// How long a script stopped by a signal may take to unwind before the process
 /// stops its sessions and exits anyway (a script stuck inside one C function).
@@ -59,8 +44,7 @@ fn on_signal_interrupt(host: &LuaHost, manager: &Arc<Manager>) -> oneshot::Recei
         let _ = tx.send(());
         tokio::time::sleep(UNWIND_GRACE).await;
         manager.kill_all().await;
-        errln!("Error: {INTERRUPTED}");
-        std::process::exit(130);
+        std::process::exit(exit::interrupted("the script"));
     });
     rx
 }
@@ -68,34 +52,22 @@ fn on_signal_interrupt(host: &LuaHost, manager: &Arc<Manager>) -> oneshot::Recei
 /// Run the script; returns the exit code (0, 1 on error, the code of `os.exit`, 130
 /// on Ctrl-C or SIGTERM).
 pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
-    let rt = match super::commands::init_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            errln!("Error: {e}");
-            return 1;
-        }
+    let app = match App::start(cfg) {
+        Ok(app) => app,
+        Err(e) => return exit::fail(e),
     };
-    let local = tokio::task::LocalSet::new();
-    rt.block_on(local.run_until(async move {
-        let manager = match Manager::new(cfg) {
-            Ok(m) => m,
-            Err(e) => {
-                errln!("Error: {e}");
-                return 1;
-            }
-        };
-        let (host, _attached) = match start_host(&manager, args.lua.host_options(args.args.clone()))
-        {
+    let manager = app.manager().clone();
+    app.run_local(async {
+        let LuaApp {
+            host,
+            policy: _policy,
+        } = match app.lua(args.lua.host_options(args.args.clone())) {
             Ok(h) => h,
-            Err(e) => {
-                errln!("Error: {e}");
-                return 1;
-            }
+            Err(e) => return exit::fail(e),
         };
         if json {
             if let Err(e) = host.print_to_stderr() {
-                errln!("Error: cannot set up Lua: {e}");
-                return 1;
+                return exit::fail(format!("cannot set up Lua: {e}"));
             }
         }
         let interrupted = on_signal_interrupt(&host, &manager);
@@ -106,8 +78,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
         let code = match outcome {
             None => {
                 manager.kill_all().await;
-                errln!("Error: {INTERRUPTED}");
-                return 130;
+                return exit::interrupted("the script");
             }
             Some(Ok(value)) => {
                 if json {
@@ -116,23 +87,21 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                             let _ = outln!("{text}");
                         }
                         Err(e) => {
-                            errln!("Error: the script's return value is not JSON: {e}");
                             manager.shutdown().await;
-                            return 1;
+                            return exit::fail(format!(
+                                "the script's return value is not JSON: {e}"
+                            ));
                         }
                     }
                 } else if !value.is_nil() {
                     let _ = outln!("{}", pretty(&value));
                 }
-                0
+                exit::OK
             }
             Some(Err(ScriptError::Exit(code))) => code,
-            Some(Err(e)) => {
-                errln!("Error: {e}");
-                1
-            }
+            Some(Err(e)) => exit::fail(e),
         };
         manager.shutdown().await;
         code
-    }))
+    })
 }

@@ -6,7 +6,7 @@
 //! again replaces the block instead of adding a second one.
 
 use super::args::SetupArgs;
-use super::out::{errln, outln};
+use super::out::{self, outln};
 use crate::engine::EngineConfig;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
@@ -37,13 +37,7 @@ pub fn run(a: SetupArgs, cfg: &EngineConfig, json_out: bool) -> i32 {
             }
             0
         }
-        Err(e) => {
-            if json_out {
-                let _ = outln!("{}", json!({ "error": e }));
-            }
-            errln!("Error: {e}");
-            1
-        }
+        Err(e) => out::fail(json_out, e),
     }
 }
 

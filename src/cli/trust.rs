@@ -2,6 +2,7 @@
 //! own scripts and plugins (`DIR/.cms`) count. See [`crate::sandbox::trust`].
 
 use super::args::{TrustArgs, UntrustArgs};
+use super::out::{self, outln};
 use crate::sandbox::trust;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -16,40 +17,40 @@ pub fn run_trust(a: &TrustArgs, home: &Path, json: bool) -> i32 {
         return match trust::TrustStore::load(home) {
             Ok(store) => {
                 if json {
-                    println!("{}", json!({ "trusted": store.folders }));
+                    let _ = outln!("{}", json!({ "trusted": store.folders }));
                 } else if store.folders.is_empty() {
-                    println!("no project scripts are trusted");
+                    let _ = outln!("no project scripts are trusted");
                 } else {
                     for (folder, files) in &store.folders {
-                        println!("{}", folder.display());
+                        let _ = outln!("{}", folder.display());
                         for f in files.keys() {
-                            println!("  {f}");
+                            let _ = outln!("  {f}");
                         }
                     }
                 }
                 0
             }
-            Err(e) => fail(&e.to_string()),
+            Err(e) => out::fail(json, e),
         };
     }
     let dir = dir_or_cwd(&a.dir);
     match trust::trust(home, &dir) {
         Ok((folder, files)) => {
             if json {
-                println!("{}", json!({ "trusted": folder, "files": files }));
+                let _ = outln!("{}", json!({ "trusted": folder, "files": files }));
             } else {
-                println!(
+                let _ = outln!(
                     "trusted {} ({} files, as they are now; a later change needs `cms trust` again)",
                     folder.display(),
                     files.len()
                 );
                 for f in files {
-                    println!("  {f}");
+                    let _ = outln!("  {f}");
                 }
             }
             0
         }
-        Err(e) => fail(&e.to_string()),
+        Err(e) => out::fail(json, e),
     }
 }
 
@@ -58,19 +59,14 @@ pub fn run_untrust(a: &UntrustArgs, home: &Path, json: bool) -> i32 {
     match trust::untrust(home, &dir) {
         Ok(was) => {
             if json {
-                println!("{}", json!({ "untrusted": dir, "wasTrusted": was }));
+                let _ = outln!("{}", json!({ "untrusted": dir, "was_trusted": was }));
             } else if was {
-                println!("{}/.cms is no longer trusted", dir.display());
+                let _ = outln!("{}/.cms is no longer trusted", dir.display());
             } else {
-                println!("{}/.cms was not trusted", dir.display());
+                let _ = outln!("{}/.cms was not trusted", dir.display());
             }
             0
         }
-        Err(e) => fail(&e.to_string()),
+        Err(e) => out::fail(json, e),
     }
-}
-
-fn fail(msg: &str) -> i32 {
-    eprintln!("Error: {msg}");
-    1
 }

@@ -45,7 +45,6 @@ pub enum DelegateError {
 }
 
 /// Start a delegation: spawn a guarded session and run the strategy.
-
 pub async fn delegate(
     lua: &Lua,
     manager: &Arc<Manager>,

@@ -19,10 +19,24 @@ use std::time::Duration;
 /// Longest a policy hook may run before the call it decides is denied.
 pub const DECISION_LIMIT: Duration = Duration::from_millis(250);
 
+/// Told about every reload of the scripts.
+type ReloadListener = Box<dyn Fn(&ReloadReport) + Send>;
+
 /// A running policy service, watched for edits while this lives.
 pub struct Attached {
     pub service: Arc<PolicyService>,
     pub watcher: Option<watch::ScriptWatcher>,
+    listeners: Arc<std::sync::Mutex<Vec<ReloadListener>>>,
+}
+
+impl Attached {
+    /// Call `f` after each reload (the MCP server tells its clients that plugin
+    /// tools changed).
+    pub fn on_reload(&self, f: impl Fn(&ReloadReport) + Send + 'static) {
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push(Box::new(f));
+        }
+    }
 }
 
 /// Load the layered scripts for a host working in `cwd`, install them as the
@@ -33,12 +47,23 @@ pub fn attach(manager: &Manager, cwd: &Path) -> Result<Attached, PolicyError> {
         tracing::warn!("policy file not in force: {e}");
     }
     manager.set_policy(Arc::new(LuaPolicy(service.clone())));
-    let watcher = match watch::watch(service.clone(), |_| {}) {
+    let listeners: Arc<std::sync::Mutex<Vec<ReloadListener>>> = Arc::default();
+    let told = listeners.clone();
+    let on_reload = move |report: &ReloadReport| {
+        if let Ok(l) = told.lock() {
+            l.iter().for_each(|f| f(report));
+        }
+    };
+    let watcher = match watch::watch(service.clone(), on_reload) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!("script changes will not be picked up (cannot watch: {e})");
             None
         }
     };
-    Ok(Attached { service, watcher })
+    Ok(Attached {
+        service,
+        watcher,
+        listeners,
+    })
 }

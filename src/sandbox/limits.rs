@@ -323,6 +323,28 @@ impl std::io::Write for Bounded {
     }
 }
 
+/// Run `f` in its own coroutine under a deadline of `limit`: Lua code still
+/// running then (in any coroutine it made) is stopped with a clear error.
+pub fn call_limited<R: mlua::FromLuaMulti>(
+    lua: &Lua,
+    limit: Duration,
+    f: &Function,
+    args: impl IntoLuaMulti,
+) -> mlua::Result<R> {
+    let thread = lua.create_thread(f.clone())?;
+    let message = format!(
+        "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
+        limit.as_millis()
+    );
+    let r = with_deadline(lua, limit, &message, || thread.resume::<R>(args))?;
+    if thread.status() == mlua::ThreadStatus::Resumable {
+        return Err(mlua::Error::runtime(
+            "callbacks cannot wait: async calls (s:send, cms.sleep, ...) are not allowed here",
+        ));
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,26 +429,4 @@ mod tests {
         assert!(e.to_string().contains("interrupted"), "{e}");
         assert!(is_interrupted(&lua));
     }
-}
-
-/// Run `f` in its own coroutine under a deadline of `limit`: Lua code still
-/// running then (in any coroutine it made) is stopped with a clear error.
-pub fn call_limited<R: mlua::FromLuaMulti>(
-    lua: &Lua,
-    limit: Duration,
-    f: &Function,
-    args: impl IntoLuaMulti,
-) -> mlua::Result<R> {
-    let thread = lua.create_thread(f.clone())?;
-    let message = format!(
-        "callback stopped: it ran longer than its limit of {} ms (an endless loop?)",
-        limit.as_millis()
-    );
-    let r = with_deadline(lua, limit, &message, || thread.resume::<R>(args))?;
-    if thread.status() == mlua::ThreadStatus::Resumable {
-        return Err(mlua::Error::runtime(
-            "callbacks cannot wait: async calls (s:send, cms.sleep, ...) are not allowed here",
-        ));
-    }
-    Ok(r)
 }
