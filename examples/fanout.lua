@@ -31,7 +31,7 @@ local reviews = cms.parallel(jobs)
 local parts, cost = {}, 0
 for _, r in ipairs(reviews) do
   parts[#parts + 1] = ("## %s\n%s"):format(r.angle, r.text)
-  cost = cost + r.cost_usd
+  cost = cost + r.cost
 end
 
 local summary = cms.spawn{

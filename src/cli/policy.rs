@@ -10,7 +10,7 @@ use serde_json::json;
 /// Run a `cms policy` command; returns the exit code.
 pub fn run(cmd: PolicyCommand, json: bool) -> i32 {
     match cmd {
-        PolicyCommand::Check { file } => match policy::service::check_file(&file) {
+        PolicyCommand::Check { file } => match policy::check_file(&file) {
             Ok(msg) => {
                 if json {
                     let _ = outln!("{}", json!({ "file": file, "ok": true }));

@@ -54,7 +54,7 @@ pub fn line(e: &SessionEvent) -> Option<String> {
                 pid: *holder_pid,
                 kind: holder_kind.clone(),
             }
-            .describe();
+            .who();
             let place = match position {
                 1 => "next in line".to_string(),
                 n => format!("{n} in line"),

@@ -162,7 +162,7 @@ pub async fn delegate(
             first_kind: "delegate",
         },
     );
-    run(lua, policy, state, function, &guard).await
+    drive(lua, policy, state, function, &guard).await
 }
 
 /// Send more to a delegated session: the same strategy runs with the message, under
@@ -223,7 +223,7 @@ pub async fn continue_task(
             first_kind: "continue",
         },
     );
-    run(lua, policy, state, function, &guard).await
+    drive(lua, policy, state, function, &guard).await
 }
 
 /// Stop a delegated session gracefully (resumable with `continue`).

@@ -102,7 +102,7 @@ pub(super) fn ends_session(action: &str) -> bool {
 }
 
 /// What a delegation call came to, for its status.
-pub(super) struct Outcome<'a> {
+pub(super) struct StatusInputs<'a> {
     pub(super) cost_exceeded: bool,
     pub(super) turns_exceeded: bool,
     /// The last turn's `result` subtype.
@@ -120,7 +120,7 @@ pub(super) struct Outcome<'a> {
 /// The status, in this order: the safety net's or the CLI's limits, a failure, a
 /// check that did not pass (a strategy cannot call that `completed`), something
 /// the caller must answer, else completed.
-pub(super) fn derive_status(o: &Outcome) -> &'static str {
+pub(super) fn derive_status(o: &StatusInputs) -> &'static str {
     if o.cost_exceeded || o.subtype == "error_max_budget_usd" {
         "cost_exceeded"
     } else if o.turns_exceeded || o.subtype == "error_max_turns" {
@@ -172,8 +172,8 @@ pub(super) fn check_failed_message(name: &str, checks: &[CheckRecord]) -> String
 mod tests {
     use super::*;
 
-    fn outcome() -> Outcome<'static> {
-        Outcome {
+    fn inputs() -> StatusInputs<'static> {
+        StatusInputs {
             cost_exceeded: false,
             turns_exceeded: false,
             subtype: "success",
@@ -186,69 +186,69 @@ mod tests {
 
     #[test]
     fn statuses_come_in_the_documented_order() {
-        assert_eq!(derive_status(&outcome()), "completed");
-        let limits_first = Outcome {
+        assert_eq!(derive_status(&inputs()), "completed");
+        let limits_first = StatusInputs {
             cost_exceeded: true,
             turns_exceeded: true,
             failed: true,
-            ..outcome()
+            ..inputs()
         };
         assert_eq!(derive_status(&limits_first), "cost_exceeded");
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 subtype: "error_max_budget_usd",
-                ..outcome()
+                ..inputs()
             }),
             "cost_exceeded"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 turns_exceeded: true,
                 failed: true,
-                ..outcome()
+                ..inputs()
             }),
             "turns_exceeded"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 subtype: "error_max_turns",
-                ..outcome()
+                ..inputs()
             }),
             "turns_exceeded"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 failed: true,
                 denials_left: true,
-                ..outcome()
+                ..inputs()
             }),
             "failed"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 strategy_says: Some("failed"),
-                ..outcome()
+                ..inputs()
             }),
             "failed"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 denials_left: true,
-                ..outcome()
+                ..inputs()
             }),
             "needs_input"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 strategy_says: Some("needs_input"),
-                ..outcome()
+                ..inputs()
             }),
             "needs_input"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 strategy_says: Some("completed"),
-                ..outcome()
+                ..inputs()
             }),
             "completed"
         );
@@ -256,14 +256,14 @@ mod tests {
 
     #[test]
     fn a_check_that_did_not_pass_is_check_failed_whatever_the_strategy_says() {
-        let failed_check = Outcome {
+        let failed_check = StatusInputs {
             check_failed: true,
-            ..outcome()
+            ..inputs()
         };
         assert_eq!(derive_status(&failed_check), "check_failed");
         for says in ["completed", "needs_input"] {
             assert_eq!(
-                derive_status(&Outcome {
+                derive_status(&StatusInputs {
                     strategy_says: Some(says),
                     ..failed_check
                 }),
@@ -272,29 +272,29 @@ mod tests {
             );
         }
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 strategy_says: Some("check_failed"),
-                ..outcome()
+                ..inputs()
             }),
             "check_failed"
         );
         // Limits and failures come first; a refusal left over does not hide the check.
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 failed: true,
                 ..failed_check
             }),
             "failed"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 cost_exceeded: true,
                 ..failed_check
             }),
             "cost_exceeded"
         );
         assert_eq!(
-            derive_status(&Outcome {
+            derive_status(&StatusInputs {
                 denials_left: true,
                 ..failed_check
             }),

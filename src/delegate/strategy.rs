@@ -127,7 +127,7 @@ pub(super) fn policy_in_force(policy: &PolicyService) -> Result<(), DelegateErro
     Ok(())
 }
 
-pub(super) async fn run(
+pub(super) async fn drive(
     lua: &Lua,
     policy: &Arc<PolicyService>,
     state: Rc<TaskState>,
@@ -177,7 +177,7 @@ pub(super) async fn run(
                 .then(|| "the strategy sent nothing".to_string())
         });
     let checks = state.checks.borrow().clone();
-    let status = derive_status(&Outcome {
+    let status = derive_status(&StatusInputs {
         cost_exceeded: ended_by("cost_exceeded"),
         turns_exceeded: ended_by("turns_exceeded"),
         subtype: last.map(|r| r.subtype.as_str()).unwrap_or(""),

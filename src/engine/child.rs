@@ -80,7 +80,7 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
-    fn describe(&self) -> String {
+    fn exit_text(&self) -> String {
         match (self.code, self.signal) {
             (Some(c), _) => format!(" with code {c}"),
             (None, Some(s)) => format!(" on signal {s}"),
@@ -161,7 +161,7 @@ pub(crate) fn exited_error(exit: &ExitInfo, partial: Option<Box<Response>>) -> E
             .into();
     }
     EngineError::Exited {
-        status: exit.describe(),
+        status: exit.exit_text(),
         stderr,
         hint,
         partial,

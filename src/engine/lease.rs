@@ -37,7 +37,7 @@ impl Holder {
     }
 
     /// `cms mcp (pid 123)`, for messages.
-    pub fn describe(&self) -> String {
+    pub fn who(&self) -> String {
         let what = match self.kind.as_deref() {
             Some("cli") | None => "another cms command".to_string(),
             Some(kind) => format!("cms {kind}"),
@@ -130,12 +130,12 @@ mod tests {
             kind: Some("mcp".into()),
         };
         assert!(mcp.is_long_lived());
-        assert_eq!(mcp.describe(), "cms mcp (pid 42)");
+        assert_eq!(mcp.who(), "cms mcp (pid 42)");
         let cli = Holder {
             pid: Some(7),
             kind: Some("cli".into()),
         };
         assert!(!cli.is_long_lived());
-        assert_eq!(cli.describe(), "another cms command (pid 7)");
+        assert_eq!(cli.who(), "another cms command (pid 7)");
     }
 }

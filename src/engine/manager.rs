@@ -483,13 +483,13 @@ impl Manager {
                 if holder.is_long_lived() && !ours {
                     return Err(EngineError::HeldElsewhere {
                         name: name.to_string(),
-                        holder: holder.describe(),
+                        holder: holder.who(),
                     });
                 }
                 if !self.cfg.wait_when_busy {
                     return Err(EngineError::Busy {
                         name: name.to_string(),
-                        holder: holder.describe(),
+                        holder: holder.who(),
                     });
                 }
                 if ticket.is_none() {
@@ -545,7 +545,7 @@ impl Manager {
                     pid: Some(host),
                     kind: rec.host_kind.clone(),
                 }
-                .describe(),
+                .who(),
             });
         }
         let mut args = rec.options.claude_args();

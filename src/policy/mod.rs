@@ -2,14 +2,18 @@
 //! watches their limits, the layered scripts it runs, the file watcher that
 //! reloads them, and the path and shell readers the rules are written with.
 
+pub mod door;
 pub mod isolation;
+mod script_state;
 pub mod self_protect;
 pub mod service;
 pub mod spawn_gate;
 pub mod watch;
 
 pub use crate::sandbox::Layers;
-pub use service::{LuaPolicy, PolicyError, PolicyService, Preset, ReloadReport};
+pub use door::{GuardedSession, LuaPolicy};
+pub use script_state::check_file;
+pub use service::{PolicyError, PolicyService, Preset, ReloadReport};
 
 use crate::engine::Manager;
 use std::path::Path;

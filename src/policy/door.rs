@@ -1,0 +1,107 @@
+//! The engine's door to the policy: [`LuaPolicy`], installed on the manager, puts
+//! guarded sessions behind the Lua safety net ([`GuardedSession`]); every error on
+//! the way fails closed.
+
+use super::service::*;
+use crate::engine::events::EventKind;
+use crate::engine::{
+    Decision, Guard, Policy, Progress, SessionEvent, SessionOptions, ToolCall, Verdict,
+};
+use std::sync::Arc;
+
+pub(super) fn fail_closed(why: &str) -> Decision {
+    Decision::Deny {
+        reason: format!("cms safety policy error, so the call is denied: {why}"),
+        interrupt: false,
+        rule: Some("policy_error".into()),
+    }
+}
+
+/// The policy to install on a [`crate::engine::Manager`]: sessions with a [`Guard`]
+/// get the Lua safety net; others are left to the CLI's permission mode.
+pub struct LuaPolicy(pub Arc<PolicyService>);
+
+impl Policy for LuaPolicy {
+    fn decide(&self, _call: &ToolCall) -> Decision {
+        Decision::Allow
+    }
+
+    fn session_policy(&self, _name: &str, options: &SessionOptions) -> Option<Arc<dyn Policy>> {
+        let guard = options.guard.clone()?;
+        Some(Arc::new(GuardedSession {
+            service: self.0.clone(),
+            os_layer: guard.safety && crate::engine::os_sandbox::available().is_some(),
+            guard,
+        }))
+    }
+}
+
+/// Set to `1` to let guarded sessions run Bash commands the shell reader cannot
+/// prove harmless where there is no OS sandbox (bubblewrap) to hold protected paths.
+pub const UNSANDBOXED_BASH_ENV: &str = "CMS_ALLOW_UNSANDBOXED_BASH";
+
+/// One guarded session's policy: its guard, answered by the service.
+pub struct GuardedSession {
+    pub(super) service: Arc<PolicyService>,
+    pub(super) guard: Guard,
+    /// Whether its shell commands run in the OS sandbox.
+    pub(super) os_layer: bool,
+}
+
+impl Policy for GuardedSession {
+    fn wants_tool_prompts(&self) -> bool {
+        true
+    }
+
+    fn decide(&self, call: &ToolCall) -> Decision {
+        let decision = self.service.decide(call, &self.guard);
+        if self.guard.safety
+            && !self.os_layer
+            && call.tool_name == "Bash"
+            && matches!(decision, Decision::Allow | Decision::AllowWith(_))
+            && std::env::var(UNSANDBOXED_BASH_ENV).as_deref() != Ok("1")
+        {
+            let command = call.input["command"].as_str().unwrap_or_default();
+            if !crate::policy::self_protect::harmless(command) {
+                return Decision::Deny {
+                    reason: format!(
+                        "Bash command refused: there is no OS sandbox here (bubblewrap is missing or cannot make mounts), so only commands that provably only read may run; install bubblewrap, or let the user set {UNSANDBOXED_BASH_ENV}=1 to accept the risk"
+                    ),
+                    interrupt: false,
+                    rule: Some("no_os_sandbox".into()),
+                };
+            }
+        }
+        decision
+    }
+
+    fn launch(
+        &self,
+        home: &std::path::Path,
+        cwd: &std::path::Path,
+        args: &mut crate::wire::ClaudeArgs,
+        env: &mut Vec<(String, String)>,
+    ) {
+        let sandbox = self
+            .os_layer
+            .then(|| crate::engine::os_sandbox::SandboxSpec {
+                work_dir: cwd.to_path_buf(),
+                entries: self.service.protected_entries(),
+                roots: crate::policy::isolation::roots(env),
+                script_dir: home.join("sandbox"),
+            });
+        crate::policy::isolation::apply(&self.guard, sandbox.as_ref(), args, env);
+    }
+
+    fn on_event(&self, event: &SessionEvent, progress: &Progress) -> Verdict {
+        // Cost and turns change on these; text deltas and the rest stay off the channel.
+        let relevant = matches!(
+            event.kind,
+            EventKind::ToolUse { .. } | EventKind::Result { .. }
+        );
+        if !relevant || !self.guard.safety {
+            return Verdict::Continue;
+        }
+        self.service.on_event(event, &self.guard, progress)
+    }
+}

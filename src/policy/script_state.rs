@@ -1,0 +1,453 @@
+//! One Lua state with the policy scripts of a snapshot loaded, on one thread: the
+//! safety hooks, the presets, the limits and the plugin policies, called under a
+//! time limit; and `cms policy check FILE`.
+
+use super::door::fail_closed;
+use super::service::*;
+use crate::engine::{Decision, Guard, Progress, SessionEvent, ToolCall, Verdict, Violation};
+use crate::sandbox::error_text;
+use crate::sandbox::limits::call_limited;
+use crate::sandbox::limits::load_limited;
+use crate::sandbox::scripts::{Layers, Source};
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub(super) struct ScriptState {
+    pub(super) lua: Lua,
+    pub(super) limit: Duration,
+    pub(super) safety: Table,
+    pub(super) presets: Table,
+    pub(super) limits: Limits,
+    /// `(name, file, on_tool_use)` of each plugin policy, asked first.
+    pub(super) plugin_policies: Vec<(String, String, Function)>,
+    /// The file `safety.lua` came from (named when it answers nonsense).
+    pub(super) safety_origin: String,
+    pub(super) generation: u64,
+}
+
+impl ScriptState {
+    /// A Lua state with the snapshot's scripts loaded, or the `file:line` errors.
+    pub(super) fn build(
+        layers: &Layers,
+        snap: &Snapshot,
+        limit: Duration,
+    ) -> Result<ScriptState, Vec<String>> {
+        let one = |e: mlua::Error| vec![error_text(&e)];
+        let lua = base_lua().map_err(one)?;
+        // Decisions make many short-lived tables: the generational collector keeps
+        // their cost (and the p99) low.
+        lua.gc_gen(0, 0);
+        install_searcher(&lua, layers, &snap.modules).map_err(one)?;
+        let require = |name: &str| -> mlua::Result<Value> {
+            let require: Function = lua.globals().get("require")?;
+            load_limited(&lua, || require.call::<Value>(name))
+        };
+        let mut errors = Vec::new();
+        let safety = require("safety")
+            .and_then(|v| check_safety(&v))
+            .map_err(|e| errors.push(error_text(&e)))
+            .ok();
+        let presets = require("presets")
+            .and_then(|v| check_presets(&lua, &v))
+            .map_err(|e| errors.push(error_text(&e)))
+            .ok();
+        let (Some(safety), Some(presets)) = (safety, presets) else {
+            return Err(errors);
+        };
+        let plugin_policies = crate::plugins::policies(&lua, &snap.plugins);
+        let safety_origin = snap
+            .modules
+            .get("safety")
+            .map(|s| s.origin.clone())
+            .unwrap_or_else(|| "builtin:safety.lua".into());
+        let mut w = ScriptState {
+            safety_origin,
+            lua,
+            limit,
+            safety,
+            presets,
+            limits: Limits::SEED,
+            plugin_policies,
+            generation: snap.generation,
+        };
+        w.limits = w.read_limits();
+        Ok(w)
+    }
+
+    /// `M.limits` of the safety policy; a limit it leaves out keeps the seed's
+    /// default, so no limit is dropped by omission.
+    pub(super) fn read_limits(&self) -> Limits {
+        let set: Limits = self
+            .safety
+            .get::<Value>("limits")
+            .ok()
+            .and_then(|v| self.lua.from_value(v).ok())
+            .unwrap_or_default();
+        Limits {
+            max_cost: set.max_cost.or(Limits::SEED.max_cost),
+            max_turns: set.max_turns.or(Limits::SEED.max_turns),
+            timeout: set.timeout.or(Limits::SEED.timeout),
+        }
+    }
+
+    pub(super) fn preset_table(&self, name: &str) -> Option<Table> {
+        self.presets.get::<Option<Table>>(name).ok().flatten()
+    }
+
+    pub(super) fn preset(&self, name: &str) -> Result<Preset, PolicyError> {
+        let Some(t) = self.preset_table(name) else {
+            let mut known: Vec<String> = self
+                .presets
+                .pairs::<String, Value>()
+                .filter_map(|kv| kv.ok().map(|(k, _)| k))
+                .collect();
+            known.sort();
+            return Err(PolicyError::UnknownPreset {
+                name: name.into(),
+                known: known.join(", "),
+            });
+        };
+        let _ = t.set("name", name);
+        let mut p: Preset = self
+            .lua
+            .from_value(Value::Table(t))
+            .map_err(|e| PolicyError::Load(format!("preset '{name}' is malformed: {e}")))?;
+        p.name = name.into();
+        Ok(p)
+    }
+
+    pub(super) fn ctx(
+        &self,
+        session: &str,
+        cwd: &str,
+        guard: &Guard,
+        progress: &Progress,
+    ) -> mlua::Result<Table> {
+        let lua = &self.lua;
+        let ctx = lua.create_table()?;
+        ctx.set("session", session)?;
+        ctx.set("cwd", cwd)?;
+        ctx.set("safety", guard.safety)?;
+        if let Some(name) = &guard.preset {
+            if let Some(p) = self.preset_table(name) {
+                p.set("name", name.as_str())?;
+                ctx.set("preset", p)?;
+            }
+        }
+        let defaults = self.limits;
+        let limits = lua.create_table()?;
+        limits.set("max_cost", guard.max_cost_usd.or(defaults.max_cost))?;
+        limits.set("max_turns", guard.max_turns.or(defaults.max_turns))?;
+        limits.set("timeout", guard.timeout_secs.or(defaults.timeout))?;
+        ctx.set("limits", limits)?;
+        ctx.set("cost", progress.cost_usd)?;
+        ctx.set("turns", progress.turns)?;
+        ctx.set("elapsed", progress.turn_elapsed.as_secs_f64())?;
+        Ok(ctx)
+    }
+
+    pub(super) fn decide(&self, call: &ToolCall, guard: &Guard) -> Decision {
+        let safety = &self.safety;
+        let run = || -> mlua::Result<Decision> {
+            let f: Function = safety.get("on_tool_use")?;
+            let tool = self.lua.create_table()?;
+            tool.set("name", call.tool_name.as_str())?;
+            tool.set("input", self.lua.to_value(&call.input)?)?;
+            let ctx = self.ctx(&call.session, &call.cwd, guard, &call.progress)?;
+            if guard.safety {
+                for (name, origin, policy) in &self.plugin_policies {
+                    let out: MultiValue =
+                        call_limited(&self.lua, self.limit, policy, (tool.clone(), ctx.clone()))
+                            .map_err(|e| {
+                                mlua::Error::runtime(format!(
+                                    "plugin policy '{name}' ({origin}): {}",
+                                    error_text(&e)
+                                ))
+                            })?;
+                    let who = format!("plugin policy '{name}' ({origin})");
+                    match verdict(&self.lua, out, &who, call, Some(name))? {
+                        // No opinion, or no objection: the next policy decides.
+                        None | Some(Decision::Allow) | Some(Decision::AllowWith(_)) => {}
+                        Some(deny) => return Ok(deny),
+                    }
+                }
+            }
+            let out: MultiValue = call_limited(&self.lua, self.limit, &f, (tool, ctx))?;
+            let who = format!("on_tool_use of {}", self.safety_origin);
+            // The safety policy has the last word: no opinion is not an answer.
+            verdict(&self.lua, out, &who, call, None)?.ok_or_else(|| {
+                mlua::Error::runtime(format!(
+                    "{who} returned nil; it must return \"allow\" or \"deny\""
+                ))
+            })
+        };
+        run().unwrap_or_else(|e| fail_closed(&error_text(&e)))
+    }
+
+    pub(super) fn on_event(
+        &self,
+        event: &SessionEvent,
+        guard: &Guard,
+        progress: &Progress,
+    ) -> Verdict {
+        let safety = &self.safety;
+        let run = || -> mlua::Result<Verdict> {
+            let Some(f) = safety.get::<Option<Function>>("on_event")? else {
+                return Ok(Verdict::Continue);
+            };
+            let ev = crate::sandbox::convert::to_lua(&self.lua, event)?;
+            let ctx = self.ctx(&event.session, "", guard, progress)?;
+            let out: MultiValue = call_limited(&self.lua, self.limit, &f, (ev, ctx))?;
+            let mut it = out.into_iter();
+            let verb = match it.next() {
+                None | Some(Value::Nil) => None,
+                Some(Value::String(s)) => Some(s.to_string_lossy()),
+                Some(other) => Some(show(&other)),
+            };
+            let message = it
+                .next()
+                .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
+                .unwrap_or_default();
+            let rule = it
+                .next()
+                .and_then(|v| v.as_string().map(|s| s.to_string_lossy()))
+                .unwrap_or_else(|| "policy".into());
+            let v = Violation { rule, message };
+            Ok(match verb.as_deref() {
+                None | Some("continue") => Verdict::Continue,
+                Some("warn") => Verdict::Warn(v),
+                Some("stop") => Verdict::Stop(v),
+                Some("kill") => Verdict::Kill(v),
+                Some(other) => {
+                    return Err(mlua::Error::runtime(format!(
+                        "on_event of {} returned \"{other}\"; expected nil, \"warn\", \"stop\" or \"kill\"",
+                        self.safety_origin
+                    )))
+                }
+            })
+        };
+        // Fail closed: a limit check that cannot run stops the session.
+        run().unwrap_or_else(|e| {
+            Verdict::Stop(Violation {
+                rule: "policy_error".into(),
+                message: format!(
+                    "the safety policy's on_event failed, so the session is stopped: {}",
+                    error_text(&e)
+                ),
+            })
+        })
+    }
+}
+
+/// Read a policy's answer: nil is no opinion (`None`); `"allow"` [, input] and
+/// `"deny"`, reason [, rule] are answers; anything else (`"Deny"`, `"bogus"`, a
+/// number) is an error naming `who` and the value, so the call is denied.
+pub(super) fn verdict(
+    lua: &Lua,
+    out: MultiValue,
+    who: &str,
+    call: &ToolCall,
+    default_rule: Option<&String>,
+) -> mlua::Result<Option<Decision>> {
+    let mut it = out.into_iter();
+    let verb = it.next().unwrap_or(Value::Nil);
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(s.to_string_lossy()),
+        _ => None,
+    };
+    match &verb {
+        Value::Nil => Ok(None),
+        Value::String(s) if s.as_bytes() == b"allow" => match it.next() {
+            Some(v @ Value::Table(_)) => Ok(Some(Decision::AllowWith(lua.from_value(v)?))),
+            None | Some(Value::Nil) => Ok(Some(Decision::Allow)),
+            Some(other) => Err(mlua::Error::runtime(format!(
+                "{who} returned \"allow\" with {} as the changed input; it must be a table",
+                show(&other)
+            ))),
+        },
+        Value::String(s) if s.as_bytes() == b"deny" => {
+            let reason = text(it.next()).unwrap_or_else(|| match default_rule {
+                Some(name) => format!("denied by the {name} policy"),
+                None => format!("denied by the cms safety policy ({})", call.tool_name),
+            });
+            let rule = text(it.next()).or_else(|| default_rule.cloned());
+            Ok(Some(Decision::Deny {
+                reason,
+                interrupt: false,
+                rule,
+            }))
+        }
+        other => Err(mlua::Error::runtime(format!(
+            "{who} returned {}, which cms does not know; only nil, \"allow\" and \"deny\" are answers",
+            show(other)
+        ))),
+    }
+}
+
+/// A Lua value as a person reads it in a message.
+pub(super) fn show(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{:?}", s.to_string_lossy()),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
+/// A sandboxed Lua state with the pure parts of `cms` (`cms.path`, `cms.shell`,
+/// `cms.json`, `cms.log`): what policies are written with.
+pub(super) fn base_lua() -> mlua::Result<Lua> {
+    // Policies read files (through `cms.path`, `io.open(path)`); they never write one.
+    crate::sandbox::new_state(crate::sandbox::StateOptions {
+        allow_unsafe: false,
+        memory_limit: 64 * 1024 * 1024,
+        confine_files: true,
+    })
+}
+
+/// Make `require` find cms modules: the snapshot's sources first (the versions in
+/// force), then the layers (a helper module of yours in `.cms/`).
+pub(super) fn install_searcher(
+    lua: &Lua,
+    layers: &Layers,
+    modules: &HashMap<String, Source>,
+) -> mlua::Result<()> {
+    let package: Table = lua.globals().get("package")?;
+    let searchers: Table = package.get("searchers")?;
+    let layers = layers.clone();
+    let modules = modules.clone();
+    let searcher = lua.create_function(move |lua, name: String| {
+        let rel = format!("{}.lua", name.replace('.', "/"));
+        match modules.get(&name).cloned().or_else(|| layers.find(&rel)) {
+            Some(src) => {
+                let f = lua
+                    .load(src.code.as_str())
+                    .set_name(src.chunk_name())
+                    .set_mode(mlua::ChunkMode::Text)
+                    .into_function()?;
+                Ok((
+                    Value::Function(f),
+                    Value::String(lua.create_string(&src.origin)?),
+                ))
+            }
+            None => Ok((
+                Value::String(lua.create_string(format!("\n\tno cms script '{rel}'"))?),
+                Value::Nil,
+            )),
+        }
+    })?;
+    // Slot 2: after the preload searcher, before the file searcher.
+    searchers.raw_insert(2, searcher)?;
+    Ok(())
+}
+
+pub(super) fn check_safety(v: &Value) -> mlua::Result<Table> {
+    match v {
+        Value::Table(t) if matches!(t.get::<Value>("on_tool_use")?, Value::Function(_)) => {
+            Ok(t.clone())
+        }
+        _ => Err(mlua::Error::runtime(
+            "safety.lua must return a table with a function on_tool_use(tool, ctx)",
+        )),
+    }
+}
+
+pub(super) fn check_presets(lua: &Lua, v: &Value) -> mlua::Result<Table> {
+    let Value::Table(t) = v else {
+        return Err(mlua::Error::runtime(
+            "presets.lua must return a table of presets",
+        ));
+    };
+    for pair in t.pairs::<String, Value>() {
+        let (name, p) = pair?;
+        let preset: Result<Preset, _> = lua.from_value({
+            if let Value::Table(pt) = &p {
+                pt.set("name", name.as_str())?;
+            }
+            p
+        });
+        let preset = preset.map_err(|e| mlua::Error::runtime(format!("preset '{name}': {e}")))?;
+        if ![
+            "default",
+            "acceptEdits",
+            "plan",
+            "dontAsk",
+            "bypassPermissions",
+            "auto",
+        ]
+        .contains(&preset.permission_mode.as_str())
+        {
+            return Err(mlua::Error::runtime(format!(
+                "preset '{name}': unknown permission_mode '{}'",
+                preset.permission_mode
+            )));
+        }
+    }
+    Ok(t.clone())
+}
+
+/// Validate one script file without running a session: it loads, and returns what
+/// its kind must return. The kind comes from the file name (`safety.lua`,
+/// `protected_paths.lua`, `presets.lua`, `strategies/NAME.lua`, or any other module).
+pub fn check_file(path: &std::path::Path) -> Result<String, String> {
+    let code = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let src = Source {
+        origin: path.display().to_string(),
+        code,
+    };
+    let started = Instant::now();
+    let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
+    let lua = base_lua().map_err(|e| error_text(&e))?;
+    install_searcher(&lua, &layers, &HashMap::new()).map_err(|e| error_text(&e))?;
+    let value: Value = load_limited(&lua, || {
+        lua.load(src.code.as_str())
+            .set_name(src.chunk_name())
+            .set_mode(mlua::ChunkMode::Text)
+            .call(())
+    })
+    .map_err(|e| error_text(&e))?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let in_strategies = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|d| d == "strategies");
+    let kind = match file.as_str() {
+        "safety.lua" => {
+            check_safety(&value).map_err(|e| error_text(&e))?;
+            "safety policy"
+        }
+        "presets.lua" => {
+            check_presets(&lua, &value).map_err(|e| error_text(&e))?;
+            "presets"
+        }
+        "protected_paths.lua" => {
+            let ok = matches!(&value, Value::Table(t) if t.get::<Value>("violation").is_ok_and(|v| v.is_function()));
+            if !ok {
+                return Err(
+                    "protected_paths.lua must return a table with a function violation(tool, cwd)"
+                        .into(),
+                );
+            }
+            "protected paths"
+        }
+        _ if in_strategies => {
+            if !value.is_function() {
+                return Err(format!("{file} must return a function(task) (a strategy)"));
+            }
+            "strategy"
+        }
+        _ => "module",
+    };
+    Ok(format!(
+        "{}: ok ({kind}, loaded in {:.1} ms)",
+        path.display(),
+        started.elapsed().as_secs_f64() * 1000.0
+    ))
+}
