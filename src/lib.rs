@@ -1,9 +1,15 @@
 //! cms: orchestrate many Claude Code CLI sessions from one place.
 //!
-//! Layers (data flows down, events flow up): [`wire`] (the Claude CLI protocol) →
-//! [`engine`] (sessions, manager, store, policy door) → [`lua`] (the `cms` module) and
-//! [`policy`] (safety policies, presets, strategies in Lua) → frontends ([`cli`]). The engine never
-//! prints; frontends never own session logic.
+//! Floors, lowest first; a module imports only from floors below its own
+//! (`tests/layers.rs` checks it, `docs/ARCHITECTURE.md` draws it):
+//!
+//! [`wire`] (the Claude CLI protocol) → [`engine`] (sessions, manager, store, the
+//! policy door; never prints) → [`views`] (the one JSON shape of sessions, turns and
+//! history) → [`sandbox`] (the restricted Lua state, limits, path and shell readers,
+//! where scripts are found) → [`plugins`] → [`policy`] (safety in Lua) →
+//! [`delegate`] (tasks driven by strategies) → [`lua`] (the `cms` module) → [`app`]
+//! (one bootstrap) → the frontends [`cli`] and [`mcp`], which never import each
+//! other. [`sim`] is the simulator, apart.
 
 pub mod app;
 pub mod cli;

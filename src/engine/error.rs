@@ -31,8 +31,8 @@ pub enum EngineError {
         spent: f64,
     },
 
-    #[error("claude executable not found: {path} ({hint})")]
-    BinaryNotFound { path: PathBuf, hint: String },
+    #[error("claude executable not found: {path}")]
+    BinaryNotFound { path: PathBuf },
 
     #[error("could not start {path}: {source}")]
     Spawn {
@@ -117,6 +117,8 @@ pub enum Remedy<'a> {
     SendWhereHeld(&'a str),
     /// Try again when the other command is done (or queue behind it).
     TryAgainLater(&'a str),
+    /// Install Claude Code, or say where it is.
+    InstallClaude,
 }
 
 impl EngineError {
@@ -128,6 +130,7 @@ impl EngineError {
             EngineError::Paused(n) => Remedy::Resume(n),
             EngineError::HeldElsewhere { name, .. } => Remedy::SendWhereHeld(name),
             EngineError::Busy { name, .. } => Remedy::TryAgainLater(name),
+            EngineError::BinaryNotFound { .. } => Remedy::InstallClaude,
             _ => return None,
         })
     }

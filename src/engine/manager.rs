@@ -1001,7 +1001,7 @@ impl Manager {
                     r.state = SessionState::Stopped;
                     r.pid = None;
                     r.host_pid = None;
-                    r.last_error = Some("cms was interrupted; resume with `cms send`".into());
+                    r.last_error = Some("cms was interrupted; the session can be resumed".into());
                 })
             })
             .await;

@@ -29,11 +29,8 @@ pub struct Spawned {
 
 /// Find an executable: a path is checked as is, a bare name is looked up on PATH.
 pub fn resolve_binary(bin: &Path) -> Result<PathBuf> {
-    let hint = "install Claude Code (`npm install -g @anthropic-ai/claude-code`), or point \
-                --claude-bin / CMS_CLAUDE_BIN at it; `cms demo` runs on the bundled simulator";
     let not_found = || EngineError::BinaryNotFound {
         path: bin.to_path_buf(),
-        hint: hint.to_string(),
     };
     if bin.components().count() > 1 || bin.is_absolute() {
         return if is_executable(bin) {

@@ -1,14 +1,14 @@
-//! The scripting layer: the `cms` Lua module over the engine.
+//! The `cms` Lua module over the engine, for scripts and the REPL.
 //!
-//! - [`host`]: one Lua state with the sandbox, the memory limit and the time limit
-//!   for callbacks, and the `cms` module installed;
-//! - [`limits`]: the instruction hook every state gets: time limits that follow
-//!   coroutines, interruption by signals, and memory checks for Rust-side work;
-//! - [`api`]: the `cms.*` functions (spawn, get, list, parallel, on, sleep, log, json, args);
+//! - [`host`]: a script's Lua state (built by [`crate::sandbox::state`]) with the
+//!   `cms` module installed, `cms.on` handlers, and plugins' strategies;
+//! - [`api`]: the `cms.*` functions (spawn, get, list, parallel, on, off, sleep,
+//!   delegate, args; the rest of the module comes from [`crate::sandbox::base_module`]);
 //! - [`session`]: the session object scripts hold (`s:send`, `s:fork`, ...);
-//! - [`convert`]: engine values as Lua tables and back;
-//! - [`delegate`]: delegation with strategies (`cms.delegate`, and the CLI's and MCP's);
-//! - [`helpers`]: `cms.path` and `cms.shell`, for safety rules and scripts;
+//! - [`convert`]: sessions, turns and history as Lua tables ([`crate::views`]'s shape),
+//!   and the option tables of session methods;
+//! - [`worker`]: Lua on its own threads for frontends that are not Lua (the MCP
+//!   server's delegations and plugin tools);
 //! - [`pretty`]: values printed for people (the REPL);
 //! - [`stubs`]: the LuaLS `---@meta` description of the API.
 //!

@@ -5,7 +5,7 @@
 //! - Delegations (`delegate_task`, `continue_task`) and plugin (re)loads run on one
 //!   Lua thread, concurrently as local tasks: one long `delegate_task` does not hold
 //!   up another, and each slice of Lua between two waits is limited
-//!   ([`crate::sandbox::limits::STRATEGY_SLICE`]), so a strategy that spins is stopped.
+//!   ([`crate::delegate::STRATEGY_SLICE`]), so a strategy that spins is stopped.
 //! - Each plugin tool call runs on a thread of its own, in a fresh Lua state with
 //!   only its plugin loaded: a tool that spins until its limit
 //!   ([`tool_limit`], default 60 s) holds up nothing else. At most

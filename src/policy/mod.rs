@@ -1,6 +1,13 @@
 //! Safety in Lua: the policy service that decides guarded sessions' tool calls and
-//! watches their limits, the layered scripts it runs, the file watcher that
-//! reloads them, and the path and shell readers the rules are written with.
+//! watches their limits, and what surrounds it.
+//!
+//! - [`service`]: the scripts in force (a validated snapshot), reloads, presets, limits;
+//! - `script_state`: the per-thread Lua state that answers, under a time limit;
+//! - [`door`]: the engine's [`crate::engine::Policy`] for guarded sessions (fails closed);
+//! - [`self_protect`]: what no guarded session may change, checked before any Lua;
+//! - [`isolation`]: Claude Code's own settings, hooks and MCP servers kept out of guarded sessions;
+//! - [`spawn_gate`]: the MCP ceiling, and the floor a guarded parent passes on;
+//! - [`watch`]: hot reload when a script changes.
 
 pub mod door;
 pub mod isolation;
