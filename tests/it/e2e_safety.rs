@@ -7,7 +7,7 @@
 //!   path, whether the policy refuses them or only the OS sandbox holds them,
 //!   while ordinary commands still work.
 
-mod support;
+use crate::support;
 
 use cms::engine::{EngineConfig, EventKind, Guard, Manager, SessionOptions, SpawnRequest};
 use cms::policy::{Layers, LuaPolicy, PolicyService};

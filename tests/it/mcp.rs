@@ -2,7 +2,7 @@
 //! tool, plugin tools, list_changed when a plugin changes on disk, background work,
 //! progress, and 10,000 malformed messages answered without the server dying.
 
-mod support;
+use crate::support;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
@@ -862,7 +862,7 @@ async fn the_mcp_server_is_no_way_out_of_the_guard() {
     // on_spawn in the user's policy sees who asks.
     let config = env.dir.path().join("config");
     std::fs::create_dir_all(&config).unwrap();
-    let builtin = include_str!("../scripts/safety.lua");
+    let builtin = include_str!("../../scripts/safety.lua");
     std::fs::write(
         config.join("safety.lua"),
         builtin.replace(

@@ -2,7 +2,7 @@
 //! decided before the tool runs, strategies, continue/finish/abort, `cms.delegate`
 //! from Lua, hot reload in a running host, and `cms policy`.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::process::Output;
@@ -533,7 +533,7 @@ fn editing_protected_paths_changes_the_next_decision_in_a_running_script() {
     let cms = Cms::new();
     // The user's config dir ($HOME/.config/cms): it needs no trust.
     std::fs::create_dir_all(cms.dir.path().join(".config/cms")).unwrap();
-    let builtin = include_str!("../scripts/protected_paths.lua");
+    let builtin = include_str!("../../scripts/protected_paths.lua");
     let edited = builtin.replace("M.paths = {", "M.paths = { \"src/\",");
     std::fs::write(cms.work().join("edited.lua"), &edited).unwrap();
     std::fs::write(

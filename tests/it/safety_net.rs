@@ -3,7 +3,7 @@
 //! survives hostile lines, a policy that does not load refuses guarded work, cms's
 //! and Claude Code's own configuration is protected whatever the preset.
 
-mod support;
+use crate::support;
 
 use cms::engine::{Decision, Guard, ToolCall};
 use cms::policy::{Layers, PolicyService};

@@ -2,7 +2,7 @@
 //! `@anthropic-ai/claude-code`) against a fake Anthropic API on 127.0.0.1.
 //! This is the proof that cms speaks the real protocol.
 
-mod support;
+use crate::support;
 
 use cms::engine::{
     Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions, SessionState,
@@ -465,7 +465,7 @@ async fn editing_the_protected_paths_script_changes_the_next_decision() {
     let Some(env) = env().await else { return };
     let config = env.work.parent().unwrap().join("config");
     std::fs::create_dir_all(&config).unwrap();
-    let edited = include_str!("../scripts/protected_paths.lua")
+    let edited = include_str!("../../scripts/protected_paths.lua")
         .replace("M.paths = {", "M.paths = { \"docs/\",");
     std::fs::write(env.work.join("edited.lua"), edited).unwrap();
     let write = |p: &str| {

@@ -450,7 +450,7 @@ fn a_broken_edit_keeps_the_last_good_version() {
         "built-in rules in force"
     );
 
-    let builtin = include_str!("../scripts/protected_paths.lua");
+    let builtin = include_str!("../../scripts/protected_paths.lua");
     std::fs::write(
         dir.path().join("protected_paths.lua"),
         builtin.replace("M.paths = {", "M.paths = { \"src/\","),
@@ -498,7 +498,7 @@ fn editing_a_script_takes_effect_through_the_watcher() {
         s.decide(&write(&p, "src/x.txt"), &guard("full")),
         Decision::Allow
     );
-    let builtin = include_str!("../scripts/protected_paths.lua");
+    let builtin = include_str!("../../scripts/protected_paths.lua");
     let started = Instant::now();
     std::fs::write(
         dir.path().join("protected_paths.lua"),

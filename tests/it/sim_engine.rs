@@ -1,6 +1,6 @@
 //! Integration: the engine against the simulator, for every command and every fault.
 
-mod support;
+use crate::support;
 
 use cms::engine::{
     Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions, SessionState,

@@ -1,6 +1,6 @@
 //! Integration: `cms script`, `cms repl` and `cms lua-types` on the simulator.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! plugin left out while the rest go on. And `cms setup` on files (the real Claude
 //! Code reading them is in e2e_claude.rs).
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::Cms;

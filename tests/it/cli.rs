@@ -1,6 +1,6 @@
 //! Integration: the `cms` binary on the simulator, as a shell user runs it.
 
-mod support;
+use crate::support;
 
 use support::Cms;
 
