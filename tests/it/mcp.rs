@@ -9,8 +9,9 @@ use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::write_plugin;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -447,12 +448,6 @@ async fn long_work_runs_in_the_background_and_reports_progress() {
         "{messages:?}"
     );
     client.cancel().await.unwrap();
-}
-
-fn write_plugin(dir: &Path, name: &str, code: &str) {
-    let d = dir.join("plugins").join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("init.lua"), code).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
