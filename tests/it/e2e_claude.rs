@@ -374,13 +374,7 @@ async fn run_json(mut cmd: tokio::process::Command) -> serde_json::Value {
         .await
         .expect("cms finished")
         .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    support::parse_json(&out)
 }
 
 /// `cms delegate` on the real CLI: a Write to `.env` is refused before it runs (the

@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use cms::engine::{EventKind, Guard, SessionOptions, SpawnRequest};
+use cms::engine::{EventKind, Guard, SpawnRequest};
 use cms::policy::{Layers, LuaPolicy, PolicyService};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -23,24 +23,15 @@ async fn env() -> Option<Env> {
 }
 
 fn guarded(env: &Env, name: &str, preset: &str, prompt: &str) -> SpawnRequest {
-    SpawnRequest {
-        name: name.into(),
-        prompt: prompt.into(),
-        options: SessionOptions {
-            work_dir: Some(env.work.clone()),
-            permission_mode: Some("default".into()),
-            allowed_tools: vec!["Read".into(), "Glob".into(), "Grep".into()],
-            guard: Some(Guard {
-                preset: Some(preset.into()),
-                safety: true,
-                // The table is one turn with many tool calls.
-                max_turns: Some(1000),
-                ..Guard::default()
-            }),
-            ..SessionOptions::default()
-        },
-        ..SpawnRequest::default()
-    }
+    let mut req = support::spawn_req(&env.work, name, prompt);
+    req.options.permission_mode = Some("default".into());
+    req.options.allowed_tools = vec!["Read".into(), "Glob".into(), "Grep".into()];
+    req.options.guard = Some(Guard {
+        // The table is one turn with many tool calls.
+        max_turns: Some(1000),
+        ..support::guard(preset)
+    });
+    req
 }
 
 fn install_policy(env: &Env, layers: Layers) {

@@ -104,6 +104,17 @@ pub fn write_plugin(dir: &Path, name: &str, code: &str) -> PathBuf {
     file
 }
 
+/// The JSON a command printed; a panic showing its stdout and stderr when it is none.
+pub fn parse_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A moment after its session ended, process `pid` (its `claude` child) is gone.
 pub fn assert_gone(pid: i32) {
     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -192,17 +203,17 @@ impl Cms {
 
     /// `cms ARGS` started, its stdout and stderr pipes.
     pub fn spawn_piped(&self, args: &[&str]) -> std::process::Child {
-        self.cmd(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        self.spawn_with_stdin(args, Stdio::null())
     }
 
     /// [`Cms::spawn_piped`] with a pipe on stdin too.
     pub fn spawn_all_piped(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_with_stdin(args, Stdio::piped())
+    }
+
+    fn spawn_with_stdin(&self, args: &[&str], stdin: Stdio) -> std::process::Child {
         self.cmd(args)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -260,14 +271,7 @@ impl Cms {
         let mut all = vec!["delegate", "--json"];
         all.extend_from_slice(args);
         let out = self.run(&all);
-        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{e}: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (v, out)
+        (parse_json(&out), out)
     }
 
     pub fn fails(&self, args: &[&str]) -> String {
