@@ -2,15 +2,16 @@
 //! tool, plugin tools, list_changed when a plugin changes on disk, background work,
 //! progress, and 10,000 malformed messages answered without the server dying.
 
-mod support;
+use crate::support;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::write_plugin;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -449,12 +450,6 @@ async fn long_work_runs_in_the_background_and_reports_progress() {
     client.cancel().await.unwrap();
 }
 
-fn write_plugin(dir: &Path, name: &str, code: &str) {
-    let d = dir.join("plugins").join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("init.lua"), code).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_changes_on_disk_update_the_tool_list() {
     let env = Env::new();
@@ -862,7 +857,7 @@ async fn the_mcp_server_is_no_way_out_of_the_guard() {
     // on_spawn in the user's policy sees who asks.
     let config = env.dir.path().join("config");
     std::fs::create_dir_all(&config).unwrap();
-    let builtin = include_str!("../scripts/safety.lua");
+    let builtin = include_str!("../../scripts/safety.lua");
     std::fs::write(
         config.join("safety.lua"),
         builtin.replace(

@@ -3,39 +3,14 @@
 //! survives hostile lines, a policy that does not load refuses guarded work, cms's
 //! and Claude Code's own configuration is protected whatever the preset.
 
-mod support;
+use crate::support;
 
-use cms::engine::{Decision, Guard, ToolCall};
+use cms::engine::{Decision, Guard};
 use cms::policy::{Layers, PolicyService};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn service(layers: Layers) -> Arc<PolicyService> {
-    PolicyService::start(layers, cms::policy::DECISION_LIMIT)
-        .unwrap()
-        .0
-}
-
-fn layers_in(dir: &Path) -> Layers {
-    Layers {
-        dirs: vec![dir.to_path_buf()],
-        ..Layers::default()
-    }
-}
-
-fn full() -> Guard {
-    Guard {
-        preset: Some("full".into()),
-        safety: true,
-        ..Guard::default()
-    }
-}
-
-fn call(cwd: &Path, tool: &str, input: Value) -> ToolCall {
-    ToolCall::new("t", tool, input, cwd)
-}
+use support::{call, guard, layers_in, service, write_plugin};
 
 fn deny_reason(d: &Decision) -> String {
     match d {
@@ -45,18 +20,14 @@ fn deny_reason(d: &Decision) -> String {
 }
 
 fn plugin(dir: &Path, verdict: &str) -> PathBuf {
-    let folder = dir.join("plugins/odd");
-    std::fs::create_dir_all(&folder).unwrap();
-    let file = folder.join("init.lua");
-    std::fs::write(
-        &file,
-        format!(
+    write_plugin(
+        dir,
+        "odd",
+        &format!(
             "return {{ name = 'odd', policies = {{ {{ name = 'odd', on_tool_use = function(tool) \
              if tool.name == 'Write' then return {verdict} end end }} }} }}\n"
         ),
     )
-    .unwrap();
-    file
 }
 
 /// Issue 10.6: a plugin verb cms does not know denies, naming plugin, value and file.
@@ -72,14 +43,14 @@ fn an_unknown_plugin_verdict_denies_naming_plugin_value_and_file() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let file = plugin(dir.path(), verdict);
-        let s = service(layers_in(dir.path()));
+        let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
         let d = s.decide(
             &call(
                 work.path(),
                 "Write",
                 json!({"file_path": "src/a.txt", "content": "x"}),
             ),
-            &full(),
+            &guard("full"),
         );
         let reason = deny_reason(&d);
         assert!(reason.contains("'odd'"), "{reason}");
@@ -89,14 +60,14 @@ fn an_unknown_plugin_verdict_denies_naming_plugin_value_and_file() {
     // nil is "no opinion": the safety policy decides.
     let dir = tempfile::tempdir().unwrap();
     plugin(dir.path(), "nil");
-    let s = service(layers_in(dir.path()));
+    let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
     let d = s.decide(
         &call(
             work.path(),
             "Write",
             json!({"file_path": "src/a.txt", "content": "x"}),
         ),
-        &full(),
+        &guard("full"),
     );
     assert_eq!(d, Decision::Allow);
 }
@@ -112,10 +83,10 @@ fn an_unknown_safety_verdict_denies_naming_the_file() {
             format!("return {{ on_tool_use = function() return {verdict} end }}\n"),
         )
         .unwrap();
-        let s = service(layers_in(dir.path()));
+        let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
         let reason = deny_reason(&s.decide(
             &call(work.path(), "Read", json!({"file_path": "a"})),
-            &full(),
+            &guard("full"),
         ));
         assert!(reason.contains("safety.lua"), "{verdict}: {reason}");
     }
@@ -126,14 +97,19 @@ fn an_unknown_safety_verdict_denies_naming_the_file() {
 #[test]
 fn hostile_bash_lines_are_decided_in_time_without_a_crash() {
     let work = tempfile::tempdir().unwrap();
-    let s = service(Layers::builtin_only());
+    let s = service(Layers::builtin_only(), cms::policy::DECISION_LIMIT);
     let deep = format!("echo {}x{}", "$(".repeat(6000), ")".repeat(6000));
     // On a thread with a small stack: the reader must not recurse per level.
     let s2 = s.clone();
     let cwd = work.path().to_path_buf();
     let d = std::thread::Builder::new()
         .stack_size(256 * 1024)
-        .spawn(move || s2.decide(&call(&cwd, "Bash", json!({ "command": deep })), &full()))
+        .spawn(move || {
+            s2.decide(
+                &call(&cwd, "Bash", json!({ "command": deep })),
+                &guard("full"),
+            )
+        })
         .unwrap()
         .join()
         .unwrap();
@@ -144,12 +120,12 @@ fn hostile_bash_lines_are_decided_in_time_without_a_crash() {
     // This thread's Lua state is built on its first decision: not part of the cost.
     s.decide(
         &call(work.path(), "Bash", json!({ "command": "ls" })),
-        &full(),
+        &guard("full"),
     );
     let started = Instant::now();
     let d = s.decide(
         &call(work.path(), "Bash", json!({ "command": long })),
-        &full(),
+        &guard("full"),
     );
     let took = started.elapsed();
     // It took 3.5 s before; now it is refused as too complex, quickly.
@@ -161,7 +137,7 @@ fn hostile_bash_lines_are_decided_in_time_without_a_crash() {
     assert_eq!(
         s.decide(
             &call(work.path(), "Bash", json!({ "command": many })),
-            &full()
+            &guard("full")
         ),
         Decision::Allow
     );
@@ -185,7 +161,7 @@ fn a_policy_that_does_not_load_refuses_guarded_work() {
     // Not silently the built-in policy: even an ordinary call is refused.
     let reason = deny_reason(&s.decide(
         &call(work.path(), "Read", json!({"file_path": "a"})),
-        &full(),
+        &guard("full"),
     ));
     assert!(reason.contains("safety.lua:2:"), "{reason}");
 
@@ -205,7 +181,7 @@ fn a_policy_that_does_not_load_refuses_guarded_work() {
     assert_eq!(
         s.decide(
             &call(work.path(), "Read", json!({"file_path": "a"})),
-            &full()
+            &guard("full")
         ),
         Decision::Allow
     );
@@ -246,10 +222,10 @@ fn policies_and_plugins_cannot_write_or_delete_files() {
         ),
     )
     .unwrap();
-    let s = service(layers_in(dir.path()));
+    let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
     let reason = deny_reason(&s.decide(
         &call(work.path(), "Read", json!({"file_path": "a"})),
-        &full(),
+        &guard("full"),
     ));
     assert_eq!(reason, "confined");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
@@ -273,7 +249,7 @@ fn own_configuration_is_protected_whatever_the_scripts_say() {
         "return { paths = {}, violation = function() return nil end }\n",
     )
     .unwrap();
-    let s = service(layers_in(dir.path()));
+    let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
     let home = std::env::var("HOME").unwrap();
     for preset in ["edit", "full"] {
         let g = Guard {
@@ -325,7 +301,7 @@ fn own_configuration_is_protected_whatever_the_scripts_say() {
                 "Write",
                 json!({"file_path": "src/a.rs", "content": "x"})
             ),
-            &full()
+            &guard("full")
         ),
         Decision::Allow
     );

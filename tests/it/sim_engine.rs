@@ -1,6 +1,6 @@
 //! Integration: the engine against the simulator, for every command and every fault.
 
-mod support;
+use crate::support;
 
 use cms::engine::{
     Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions, SessionState,
@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{close, spawn_req};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -36,22 +37,6 @@ fn env() -> Env {
     env_with(|_| {})
 }
 
-fn req(env: &Env, name: &str, prompt: &str) -> SpawnRequest {
-    SpawnRequest {
-        name: name.into(),
-        prompt: prompt.into(),
-        options: SessionOptions {
-            work_dir: Some(env.work.clone()),
-            ..SessionOptions::default()
-        },
-        ..SpawnRequest::default()
-    }
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-9
-}
-
 fn pid_gone(pid: u32) -> bool {
     // SAFETY: signal 0 only checks existence; a zombie is reaped by tokio.
     for _ in 0..100 {
@@ -66,7 +51,7 @@ fn pid_gone(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_options_reach_argv_and_the_prompt_goes_on_stdin() {
     let env = env();
-    let mut r = req(&env, "argv", "ARGS");
+    let mut r = spawn_req(&env.work, "argv", "ARGS");
     r.options = SessionOptions {
         model: Some("haiku".into()),
         work_dir: Some(env.work.clone()),
@@ -99,7 +84,7 @@ async fn spawn_options_reach_argv_and_the_prompt_goes_on_stdin() {
     // The default model applies when none is given.
     let (rec, _) = env
         .manager
-        .spawn(req(&env, "defaults", "hi"))
+        .spawn(spawn_req(&env.work, "defaults", "hi"))
         .await
         .unwrap();
     assert_eq!(rec.options.model.as_deref(), Some("sonnet"));
@@ -110,7 +95,10 @@ async fn spawn_options_reach_argv_and_the_prompt_goes_on_stdin() {
 async fn sends_reuse_the_process_and_costs_are_per_turn() {
     let env = env();
     let m = &env.manager;
-    let (_, r1) = m.spawn(req(&env, "s", "COST 0.10 one")).await.unwrap();
+    let (_, r1) = m
+        .spawn(spawn_req(&env.work, "s", "COST 0.10 one"))
+        .await
+        .unwrap();
     let pid = m.live("s").unwrap().pid();
     let r2 = m.send("s", "COST 0.15 two", None).await.unwrap();
     let r3 = m.send("s", "COST 0.20 three", None).await.unwrap();
@@ -132,7 +120,7 @@ async fn sends_reuse_the_process_and_costs_are_per_turn() {
 async fn concurrent_sends_to_one_session_each_get_their_own_answer() {
     let env = env();
     let m = env.manager.clone();
-    m.spawn(req(&env, "q", "start")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "q", "start")).await.unwrap();
     let mut handles = Vec::new();
     for i in 0..6 {
         let m = m.clone();
@@ -159,8 +147,8 @@ async fn tool_use_and_tool_result_reach_subscribers_and_the_store() {
     std::fs::write(env.work.join("notes.txt"), "secret 42\n").unwrap();
     let mut events = m.subscribe();
     let (_, r) = m
-        .spawn(req(
-            &env,
+        .spawn(spawn_req(
+            &env.work,
             "tools",
             "USE_TOOL Read {\"file_path\": \"notes.txt\"}",
         ))
@@ -228,8 +216,8 @@ async fn permission_prompts_go_through_the_policy() {
     });
     m.set_policy(guard.clone());
     let (_, r) = m
-        .spawn(req(
-            &env,
+        .spawn(spawn_req(
+            &env.work,
             "p",
             "USE_TOOL Write {\"file_path\": \".env\", \"content\": \"x\"}",
         ))
@@ -267,8 +255,8 @@ async fn without_a_prompting_policy_default_mode_denies_writes() {
     let env = env();
     let (_, r) = env
         .manager
-        .spawn(req(
-            &env,
+        .spawn(spawn_req(
+            &env.work,
             "d",
             "USE_TOOL Write {\"file_path\": \"a.txt\", \"content\": \"x\"}",
         ))
@@ -283,7 +271,7 @@ async fn without_a_prompting_policy_default_mode_denies_writes() {
 async fn a_slow_turn_times_out_is_interrupted_and_the_session_lives_on() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "t", "hi")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "t", "hi")).await.unwrap();
     let pid = m.live("t").unwrap().pid();
     let started = Instant::now();
     let err = m
@@ -305,7 +293,7 @@ async fn a_slow_turn_times_out_is_interrupted_and_the_session_lives_on() {
 async fn a_child_that_ignores_the_interrupt_is_killed_and_resumable() {
     let env = env_with(|c| c.interrupt_grace = Duration::from_millis(300));
     let m = &env.manager;
-    m.spawn(req(&env, "deaf", "hi")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "deaf", "hi")).await.unwrap();
     let pid = m.live("deaf").unwrap().pid();
     let started = Instant::now();
     let err = m
@@ -330,7 +318,7 @@ async fn a_child_that_ignores_the_interrupt_is_killed_and_resumable() {
 async fn a_crash_mid_turn_fails_clearly_and_the_next_send_resumes() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "c", "hello")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "c", "hello")).await.unwrap();
     let err = m.send("c", "CRASH 3", None).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, EngineError::Exited { .. }));
@@ -349,7 +337,10 @@ async fn garbage_huge_lines_and_api_retries_are_survived() {
     let env = env();
     let m = &env.manager;
     let mut events = m.subscribe();
-    let (_, r) = m.spawn(req(&env, "g", "GARBAGE still fine")).await.unwrap();
+    let (_, r) = m
+        .spawn(spawn_req(&env.work, "g", "GARBAGE still fine"))
+        .await
+        .unwrap();
     assert_eq!(r.text, "echo: still fine");
     let r = m.send("g", "HUGE 10000000", None).await.unwrap();
     assert_eq!(r.text.len(), 10_000_000);
@@ -392,7 +383,7 @@ async fn api_errors_are_errors_even_with_subtype_success() {
     let env = env();
     let (_, r) = env
         .manager
-        .spawn(req(&env, "e", "API_ERROR 529"))
+        .spawn(spawn_req(&env.work, "e", "API_ERROR 529"))
         .await
         .unwrap();
     assert!(r.is_error);
@@ -408,14 +399,14 @@ async fn api_errors_are_errors_even_with_subtype_success() {
 async fn max_turns_and_max_budget_are_passed_and_reported() {
     let env = env();
     let m = &env.manager;
-    let mut r = req(&env, "turns", "LOOP_TOOL Read {\"file_path\": \"x\"}");
+    let mut r = spawn_req(&env.work, "turns", "LOOP_TOOL Read {\"file_path\": \"x\"}");
     r.options.max_turns = Some(2);
     let (_, resp) = m.spawn(r).await.unwrap();
     assert_eq!(resp.subtype, "error_max_turns");
     assert!(resp.is_error);
     assert_eq!(resp.num_turns, 3);
 
-    let mut r = req(&env, "budget", "one");
+    let mut r = spawn_req(&env.work, "budget", "one");
     r.options.max_budget_usd = Some(0.0025);
     m.spawn(r).await.unwrap();
     assert!(!m.send("budget", "two", None).await.unwrap().is_error);
@@ -429,8 +420,13 @@ async fn max_turns_and_max_budget_are_passed_and_reported() {
 async fn bad_input_gets_clear_errors_and_loses_nothing() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "keep", "original")).await.unwrap();
-    let err = m.spawn(req(&env, "keep", "again")).await.unwrap_err();
+    m.spawn(spawn_req(&env.work, "keep", "original"))
+        .await
+        .unwrap();
+    let err = m
+        .spawn(spawn_req(&env.work, "keep", "again"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::AlreadyExists(_)), "{err}");
     assert_eq!(m.output("keep").unwrap().as_deref(), Some("echo: original"));
     assert!(matches!(
@@ -439,10 +435,10 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     ));
     assert!(matches!(m.status("nope"), Err(EngineError::NotFound(_))));
     assert!(matches!(
-        m.spawn(req(&env, "bad name", "x")).await,
+        m.spawn(spawn_req(&env.work, "bad name", "x")).await,
         Err(EngineError::InvalidName(_))
     ));
-    let mut r = req(&env, "nodir", "x");
+    let mut r = spawn_req(&env.work, "nodir", "x");
     r.options.work_dir = Some(env.dir.path().join("missing"));
     assert!(m
         .spawn(r)
@@ -456,7 +452,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     let missing = env_with(|c| c.claude_bin = PathBuf::from("/nonexistent/claude"));
     let err = missing
         .manager
-        .spawn(req(&missing, "x", "hi"))
+        .spawn(spawn_req(&missing.work, "x", "hi"))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::BinaryNotFound { .. }), "{err}");
@@ -468,7 +464,9 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
 async fn resuming_a_conversation_the_cli_does_not_know_says_why() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "lost", "hello")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "lost", "hello"))
+        .await
+        .unwrap();
     m.stop("lost").await.unwrap();
     // The conversation files are gone (another HOME, another machine, ...).
     std::fs::remove_dir_all(env.dir.path().join(".claude")).unwrap();
@@ -488,7 +486,9 @@ async fn resuming_a_conversation_the_cli_does_not_know_says_why() {
 async fn pause_resume_stop_kill_delete() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "life", "hello")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "life", "hello"))
+        .await
+        .unwrap();
     let pid = m.live("life").unwrap().pid();
     assert_eq!(m.pause("life").await.unwrap().state, SessionState::Paused);
     assert!(matches!(
@@ -534,7 +534,10 @@ async fn pause_resume_stop_kill_delete() {
 async fn fork_now_or_on_first_send() {
     let env = env();
     let m = &env.manager;
-    let (parent, _) = m.spawn(req(&env, "a", "parent words")).await.unwrap();
+    let (parent, _) = m
+        .spawn(spawn_req(&env.work, "a", "parent words"))
+        .await
+        .unwrap();
     let (f, r) = m
         .fork("a", "b", Some("RECALL"), SessionOptions::default(), None)
         .await
@@ -577,7 +580,7 @@ async fn batch_runs_in_parallel_under_a_limit_and_one_failure_stops_nothing() {
             } else {
                 format!("SLOW 300 task {i}")
             };
-            req(&env, &format!("b{i}"), &prompt)
+            spawn_req(&env.work, &format!("b{i}"), &prompt)
         })
         .collect();
     let started = Instant::now();
@@ -605,9 +608,11 @@ async fn batch_runs_in_parallel_under_a_limit_and_one_failure_stops_nothing() {
 async fn cleanup_removes_only_old_idle_sessions() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "old", "x")).await.unwrap();
-    m.spawn(req(&env, "new", "x")).await.unwrap();
-    m.spawn(req(&env, "old-but-live", "x")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "old", "x")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "new", "x")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "old-but-live", "x"))
+        .await
+        .unwrap();
     m.stop("old").await.unwrap();
     m.stop("new").await.unwrap();
     let ten_days_ago = cms::engine::events::now_ms() - 10 * 86_400_000;
@@ -626,7 +631,7 @@ async fn cleanup_removes_only_old_idle_sessions() {
 async fn children_never_outlive_their_manager() {
     let env = env();
     let m = env.manager.clone();
-    m.spawn(req(&env, "x", "hi")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "x", "hi")).await.unwrap();
     let pid = m.live("x").unwrap().pid();
     // A turn in flight, then every handle dropped without a stop.
     let busy = {
@@ -648,9 +653,13 @@ async fn children_never_outlive_their_manager() {
 async fn stderr_is_kept_and_shown_when_the_child_fails() {
     let env = env();
     let m = &env.manager;
-    m.spawn(req(&env, "err", "STDERR warming up the flux capacitor"))
-        .await
-        .unwrap();
+    m.spawn(spawn_req(
+        &env.work,
+        "err",
+        "STDERR warming up the flux capacitor",
+    ))
+    .await
+    .unwrap();
     let err = m.send("err", "CRASH 9", None).await.unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -672,7 +681,7 @@ async fn each_turn_costs_one_turn_on_both_cli_generations() {
         });
         let m = &env.manager;
         let mut costs = Vec::new();
-        let (_, r) = m.spawn(req(&env, "c", "one")).await.unwrap();
+        let (_, r) = m.spawn(spawn_req(&env.work, "c", "one")).await.unwrap();
         costs.push(r.cost_usd);
         costs.push(m.send("c", "two", None).await.unwrap().cost_usd);
         m.stop("c").await.unwrap();
@@ -720,7 +729,7 @@ async fn the_budget_spans_every_process_of_a_session() {
                 .push(("CMS_SIM_COST_SCOPE".into(), scope.into()))
         });
         let m = &env.manager;
-        let mut r = req(&env, "b", "one");
+        let mut r = spawn_req(&env.work, "b", "one");
         r.options.max_budget_usd = Some(0.0025);
         m.spawn(r).await.unwrap();
         assert!(!m.send("b", "two", None).await.unwrap().is_error);
@@ -742,7 +751,7 @@ async fn the_budget_spans_every_process_of_a_session() {
             .await
             .unwrap_err();
         assert!(matches!(err, EngineError::BudgetSpent { .. }), "{err}");
-        let mut r = req(&env, "c", "one");
+        let mut r = spawn_req(&env.work, "c", "one");
         r.options.max_budget_usd = Some(0.0035);
         m.spawn(r).await.unwrap();
         let (fork, _) = m
@@ -760,7 +769,7 @@ async fn api_retries_are_counted_and_named_in_the_error() {
     let env = env();
     let m = &env.manager;
     let (_, r) = m
-        .spawn(req(&env, "r", "RETRY 3 API_ERROR 529"))
+        .spawn(spawn_req(&env.work, "r", "RETRY 3 API_ERROR 529"))
         .await
         .unwrap();
     assert!(r.is_error);
@@ -800,7 +809,9 @@ async fn api_retries_are_counted_and_named_in_the_error() {
 async fn a_line_over_the_cap_fails_the_turn_at_once() {
     let env = env_with(|c| c.turn_timeout = Duration::from_secs(120));
     let m = &env.manager;
-    m.spawn(req(&env, "big", "before")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "big", "before"))
+        .await
+        .unwrap();
     let started = Instant::now();
     let err = m.send("big", "HUGE 70000000", None).await.unwrap_err();
     assert!(matches!(err, EngineError::LineTooLong { .. }), "{err}");

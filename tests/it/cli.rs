@@ -1,6 +1,6 @@
 //! Integration: the `cms` binary on the simulator, as a shell user runs it.
 
-mod support;
+use crate::support;
 
 use support::Cms;
 
@@ -249,20 +249,13 @@ fn cleanup_days() {
 fn sigterm_stops_every_child_and_leaves_the_session_resumable() {
     let cms = Cms::new();
     cms.ok(&["spawn", "--name", "h", "--prompt", "before"]);
-    let mut child = cms
-        .cmd(&["send", "--name", "h", "--message", "HANG"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cms.spawn_piped(&["send", "--name", "h", "--message", "HANG"]);
     let pid = cms.busy_pid("h");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: existence check only.
-    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
+    support::assert_gone(pid);
     let v = cms.json(&["status", "--name", "h"]);
     assert_eq!(v["state"], "stopped");
     let out = cms.ok(&["send", "--name", "h", "--message", "RECALL"]);
@@ -294,20 +287,7 @@ fn bypass_permissions_as_root_is_explained() {
 #[test]
 fn prompts_can_come_from_stdin() {
     let cms = Cms::new();
-    let mut child = cms
-        .cmd(&["spawn", "--name", "in", "--prompt", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"from stdin")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = cms.run_with_input(&["spawn", "--name", "in", "--prompt", "-"], b"from stdin");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("echo: from stdin"));
 }
 
@@ -423,12 +403,7 @@ fn a_busy_or_held_session_is_explained_not_forked() {
         ),
     )
     .unwrap();
-    let mut script = cms
-        .cmd(&["script", plan.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut script = cms.spawn_piped(&["script", plan.to_str().unwrap()]);
     let mut live = false;
     for _ in 0..100 {
         let v = cms.json(&["list"]);
@@ -521,12 +496,7 @@ fn api_retries_are_shown_while_they_happen() {
         "{stderr}"
     );
 
-    let slow = cms
-        .cmd(&["send", "--name", "r", "--message", "RETRY 2 SLOW 3000 fine"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let slow = cms.spawn_piped(&["send", "--name", "r", "--message", "RETRY 2 SLOW 3000 fine"]);
     let mut seen = None;
     for _ in 0..100 {
         let v = cms.json(&["status", "--name", "r"]);
@@ -549,12 +519,8 @@ fn api_retries_are_shown_while_they_happen() {
 #[test]
 fn a_session_whose_cms_died_in_its_first_turn_can_be_resumed() {
     let cms = Cms::new();
-    let mut spawn = cms
-        .cmd(&["spawn", "--name", "k", "--prompt", "SLOW 10000 first words"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut spawn =
+        cms.spawn_piped(&["spawn", "--name", "k", "--prompt", "SLOW 10000 first words"]);
     let mut id = None;
     for _ in 0..100 {
         let out = cms.run(&["status", "--name", "k", "--json"]);
@@ -584,28 +550,22 @@ fn a_session_whose_cms_died_in_its_first_turn_can_be_resumed() {
 /// its cms — nothing of its process tree is left a second later.
 #[test]
 fn no_process_of_an_ended_session_survives_it() {
-    for (i, how) in ["kill", "stop", "sigterm", "sigkill"].iter().enumerate() {
+    for how in ["kill", "stop", "sigterm", "sigkill"].iter() {
         let cms = Cms::new();
-        let marker = format!("31{i}.{}", std::process::id());
+        let marker = support::unique_marker();
         // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
         // an argument, so it is in the tool process's command line.
         let tool = format!("USE_TOOL Bash {{\"command\": \"perl -e 'sleep 600' {marker}\"}}");
         // The prompt goes on stdin: only the tool's processes carry the marker.
-        let mut child = cms
-            .cmd(&[
-                "spawn",
-                "--name",
-                "t",
-                "--allowed-tools",
-                "Bash",
-                "--prompt",
-                "-",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cms.spawn_all_piped(&[
+            "spawn",
+            "--name",
+            "t",
+            "--allowed-tools",
+            "Bash",
+            "--prompt",
+            "-",
+        ]);
         {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
@@ -940,12 +900,7 @@ fn stop_or_kill_from_another_shell_during_a_turn_is_not_a_failure() {
     for (verb, state, said) in [("stop", "stopped", "stopped"), ("kill", "killed", "killed")] {
         let cms = Cms::new();
         cms.ok(&["spawn", "--name", "s", "--prompt", "start"]);
-        let send = cms
-            .cmd(&["send", "--name", "s", "--message", "SLOW 5000 late"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let send = cms.spawn_piped(&["send", "--name", "s", "--message", "SLOW 5000 late"]);
         cms.busy_pid("s");
         cms.ok(&[verb, "--name", "s"]);
         let out = send.wait_with_output().unwrap();

@@ -2,60 +2,20 @@
 //! `@anthropic-ai/claude-code`) against a fake Anthropic API on 127.0.0.1.
 //! This is the proof that cms speaks the real protocol.
 
-mod support;
+use crate::support;
 
 use cms::engine::{
-    Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions, SessionState,
-    SpawnRequest, ToolCall,
+    Decision, EngineError, EventKind, Policy, SessionOptions, SessionState, ToolCall,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use support::fake_api::FakeApi;
+use support::real::{real_env, RealEnv as Env};
+use support::{close, spawn_req};
 use tokio::io::AsyncBufReadExt;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    work: PathBuf,
-    api: FakeApi,
-    manager: Arc<Manager>,
-}
-
 async fn env() -> Option<Env> {
-    let claude = support::real_claude()?;
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("project");
-    std::fs::create_dir_all(&work).unwrap();
-    let api = FakeApi::start().await;
-    let mut cfg = EngineConfig::from_env();
-    cfg.claude_bin = claude;
-    cfg.home = dir.path().join("cms-home");
-    cfg.turn_timeout = Duration::from_secs(60);
-    cfg.child_env = api.claude_env(&dir.path().join("home"));
-    std::fs::create_dir_all(dir.path().join("home")).unwrap();
-    let manager = Manager::new(cfg).unwrap();
-    Some(Env {
-        _dir: dir,
-        work,
-        api,
-        manager,
-    })
-}
-
-fn spawn_req(env: &Env, name: &str, prompt: &str) -> SpawnRequest {
-    SpawnRequest {
-        name: name.into(),
-        prompt: prompt.into(),
-        options: SessionOptions {
-            work_dir: Some(env.work.clone()),
-            ..SessionOptions::default()
-        },
-        ..SpawnRequest::default()
-    }
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-9
+    real_env(Duration::from_secs(60)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +23,7 @@ async fn several_sends_share_one_process_and_each_turn_has_its_own_cost() {
     let Some(env) = env().await else { return };
     let m = &env.manager;
     let (rec, r1) = m
-        .spawn(spawn_req(&env, "multi", "first message"))
+        .spawn(spawn_req(&env.work, "multi", "first message"))
         .await
         .unwrap();
     assert_eq!(r1.text, "echo: first message");
@@ -100,7 +60,11 @@ async fn stop_then_send_resumes_the_same_conversation_and_cost_adds_up_across_pr
     let Some(env) = env().await else { return };
     let m = &env.manager;
     let (rec, r1) = m
-        .spawn(spawn_req(&env, "resumable", "remember the word PELICAN"))
+        .spawn(spawn_req(
+            &env.work,
+            "resumable",
+            "remember the word PELICAN",
+        ))
         .await
         .unwrap();
     let id = rec.claude_session_id.clone().unwrap();
@@ -144,7 +108,7 @@ async fn fork_gets_a_new_id_and_the_parents_context() {
     let Some(env) = env().await else { return };
     let m = &env.manager;
     let (parent, _) = m
-        .spawn(spawn_req(&env, "parent", "the secret is HERON"))
+        .spawn(spawn_req(&env.work, "parent", "the secret is HERON"))
         .await
         .unwrap();
     m.stop("parent").await.unwrap();
@@ -191,7 +155,10 @@ async fn a_read_tool_call_runs_and_is_reported() {
     std::fs::write(&note, "secret file content 42\n").unwrap();
     let mut events = m.subscribe();
     let prompt = format!("USE_TOOL Read {{\"file_path\": \"{}\"}}", note.display());
-    let (_, r) = m.spawn(spawn_req(&env, "reader", &prompt)).await.unwrap();
+    let (_, r) = m
+        .spawn(spawn_req(&env.work, "reader", &prompt))
+        .await
+        .unwrap();
     assert_eq!(r.tools_used, vec!["Read"]);
     assert_eq!(r.text, "done: 1 tool results");
     assert_eq!(r.num_turns, 2);
@@ -219,7 +186,10 @@ async fn a_write_in_default_mode_is_denied_and_reported() {
         "USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"x\"}}",
         target.display()
     );
-    let (_, r) = m.spawn(spawn_req(&env, "writer", &prompt)).await.unwrap();
+    let (_, r) = m
+        .spawn(spawn_req(&env.work, "writer", &prompt))
+        .await
+        .unwrap();
     assert_eq!(r.permission_denials.len(), 1);
     assert_eq!(r.permission_denials[0].tool_name, "Write");
     assert!(!target.exists());
@@ -254,7 +224,10 @@ async fn the_policy_decides_before_a_tool_runs() {
         "USE_TOOL Write {{\"file_path\": \"{}\", \"content\": \"TOKEN=1\"}}",
         env_file.display()
     );
-    let (_, r) = m.spawn(spawn_req(&env, "guarded", &prompt)).await.unwrap();
+    let (_, r) = m
+        .spawn(spawn_req(&env.work, "guarded", &prompt))
+        .await
+        .unwrap();
     assert_eq!(r.permission_denials.len(), 1, "{r:?}");
     assert!(!env_file.exists(), "the denied write never happened");
     let prompt = format!(
@@ -271,7 +244,9 @@ async fn the_policy_decides_before_a_tool_runs() {
 async fn interrupt_ends_the_turn_and_the_process_takes_the_next_one() {
     let Some(env) = env().await else { return };
     let m = env.manager.clone();
-    m.spawn(spawn_req(&env, "slow", "warm up")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "slow", "warm up"))
+        .await
+        .unwrap();
     let pid = m.live("slow").unwrap().pid();
     let sender = {
         let m = m.clone();
@@ -309,7 +284,7 @@ async fn bypass_permissions_as_root_is_reported_clearly() {
         return;
     }
     let Some(env) = env().await else { return };
-    let mut req = spawn_req(&env, "bypass", "hello");
+    let mut req = spawn_req(&env.work, "bypass", "hello");
     req.options.permission_mode = Some("bypassPermissions".into());
     let err = env.manager.spawn(req).await.unwrap_err();
     let msg = err.to_string();
@@ -399,13 +374,7 @@ async fn run_json(mut cmd: tokio::process::Command) -> serde_json::Value {
         .await
         .expect("cms finished")
         .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    support::parse_json(&out)
 }
 
 /// `cms delegate` on the real CLI: a Write to `.env` is refused before it runs (the
@@ -465,7 +434,7 @@ async fn editing_the_protected_paths_script_changes_the_next_decision() {
     let Some(env) = env().await else { return };
     let config = env.work.parent().unwrap().join("config");
     std::fs::create_dir_all(&config).unwrap();
-    let edited = include_str!("../scripts/protected_paths.lua")
+    let edited = include_str!("../../scripts/protected_paths.lua")
         .replace("M.paths = {", "M.paths = { \"docs/\",");
     std::fs::write(env.work.join("edited.lua"), edited).unwrap();
     let write = |p: &str| {
@@ -520,7 +489,7 @@ async fn claude_code_drives_cms_through_mcp() {
     let config_path = root.join("mcp.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
     let mut req = spawn_req(
-        &env,
+        &env.work,
         "outer",
         r#"USE_TOOL mcp__cms__spawn_session {"name": "from-claude", "prompt": "ENV"}"#,
     );
@@ -734,7 +703,7 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
     env.manager
         .set_policy(Arc::new(cms::policy::LuaPolicy(service)));
     let mut events = env.manager.subscribe();
-    let mut req = spawn_req(&env, "bypass", message.trim_end());
+    let mut req = spawn_req(&env.work, "bypass", message.trim_end());
     req.options.guard = Some(cms::engine::Guard {
         preset: Some("full".into()),
         safety: true,
@@ -749,7 +718,7 @@ async fn bypass_attempts_through_the_real_cli_all_fail() {
     {
         reads.push_str(&format!("USE_TOOL Read {{\"file_path\": \"{p}\"}}\n"));
     }
-    let mut first = spawn_req(&env, "bypass", reads.trim_end());
+    let mut first = spawn_req(&env.work, "bypass", reads.trim_end());
     first.options.guard = req.options.guard.clone();
     env.manager.spawn(first).await.unwrap();
     while events.try_recv().is_ok() {}
@@ -812,13 +781,13 @@ async fn every_turn_is_charged_once_across_resume_and_fork() {
     let Some(env) = env().await else { return };
     let m = &env.manager;
     let (_, raw) = m
-        .spawn(spawn_req(&env, "raw", "one raw turn"))
+        .spawn(spawn_req(&env.work, "raw", "one raw turn"))
         .await
         .unwrap();
     let one = raw.cost_usd;
     assert!(one > 0.0);
     let mut costs = Vec::new();
-    let (_, r) = m.spawn(spawn_req(&env, "c", "first")).await.unwrap();
+    let (_, r) = m.spawn(spawn_req(&env.work, "c", "first")).await.unwrap();
     costs.push(("spawn", r.cost_usd));
     costs.push(("send", m.send("c", "second", None).await.unwrap().cost_usd));
     m.stop("c").await.unwrap();
@@ -929,8 +898,8 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_process_of_an_ended_session_survives_it_on_the_real_cli() {
     let Some(env) = env().await else { return };
-    for (i, how) in ["kill", "stop", "sigterm", "sigkill"].iter().enumerate() {
-        let marker = format!("41{i}.{}", std::process::id());
+    for how in ["kill", "stop", "sigterm", "sigkill"].iter() {
+        let marker = support::unique_marker();
         let name = format!("tree-{how}");
         // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
         // an argument, so it is in the tool process's command line.

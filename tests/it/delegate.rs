@@ -2,33 +2,10 @@
 //! decided before the tool runs, strategies, continue/finish/abort, `cms.delegate`
 //! from Lua, hot reload in a running host, and `cms policy`.
 
-mod support;
+use crate::support;
 
-use serde_json::Value;
-use std::process::Output;
-use support::Cms;
-
-fn delegate(cms: &Cms, args: &[&str]) -> (Value, Output) {
-    let mut all = vec!["delegate", "--json"];
-    all.extend_from_slice(args);
-    let out = cms.run(&all);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (v, out)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-9
-}
-
-fn write_task(path: &str, content: &str) -> String {
-    format!(r#"USE_TOOL Write {{"file_path": "{path}", "content": "{content}"}}"#)
-}
+use serde_json::{json, Value};
+use support::{close, tool_line, Cms};
 
 #[test]
 fn a_protected_write_is_denied_before_it_runs_and_the_rest_goes_through() {
@@ -36,10 +13,13 @@ fn a_protected_write_is_denied_before_it_runs_and_the_rest_goes_through() {
     std::fs::write(cms.work().join(".env"), "SECRET=1\n").unwrap();
     let task = format!(
         "{}\n{}",
-        write_task(".env", "HACKED"),
-        write_task("src/x.txt", "ok")
+        tool_line("Write", json!({ "file_path": ".env", "content": "HACKED" })),
+        tool_line(
+            "Write",
+            json!({ "file_path": "src/x.txt", "content": "ok" })
+        )
     );
-    let (v, out) = delegate(&cms, &["--name", "d", "--task", &task]);
+    let (v, out) = cms.delegate(&["--name", "d", "--task", &task]);
     assert!(
         out.status.success(),
         "{}",
@@ -102,17 +82,14 @@ fn a_protected_write_is_denied_before_it_runs_and_the_rest_goes_through() {
 #[test]
 fn cost_limits_hold_across_restarts_and_end_the_delegation() {
     let cms = Cms::new();
-    let (v, _) = delegate(
-        &cms,
-        &[
-            "--name",
-            "c",
-            "--task",
-            "COST 0.3 first",
-            "--max-cost",
-            "0.5",
-        ],
-    );
+    let (v, _) = cms.delegate(&[
+        "--name",
+        "c",
+        "--task",
+        "COST 0.3 first",
+        "--max-cost",
+        "0.5",
+    ]);
     assert_eq!(v["status"], "completed", "{v}");
     // `continue` runs in a new process (the session resumes): the net still counts 0.3.
     let out = cms.run(&[
@@ -142,17 +119,14 @@ fn cost_limits_hold_across_restarts_and_end_the_delegation() {
 #[test]
 fn the_cli_budget_cap_also_counts_as_cost_exceeded() {
     let cms = Cms::new();
-    let (v, out) = delegate(
-        &cms,
-        &[
-            "--name",
-            "b",
-            "--task",
-            "COST 0.2 LOOP_TOOL Read {}",
-            "--max-cost",
-            "0.1",
-        ],
-    );
+    let (v, out) = cms.delegate(&[
+        "--name",
+        "b",
+        "--task",
+        "COST 0.2 LOOP_TOOL Read {}",
+        "--max-cost",
+        "0.1",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(v["status"], "cost_exceeded", "{v}");
 }
@@ -160,17 +134,14 @@ fn the_cli_budget_cap_also_counts_as_cost_exceeded() {
 #[test]
 fn turn_limits_stop_a_runaway_turn() {
     let cms = Cms::new();
-    let (v, out) = delegate(
-        &cms,
-        &[
-            "--name",
-            "t",
-            "--task",
-            r#"LOOP_TOOL Read {"file_path": "x"}"#,
-            "--max-turns",
-            "3",
-        ],
-    );
+    let (v, out) = cms.delegate(&[
+        "--name",
+        "t",
+        "--task",
+        r#"LOOP_TOOL Read {"file_path": "x"}"#,
+        "--max-turns",
+        "3",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(v["status"], "turns_exceeded", "{v}");
     let violations = v["safety"]["violations"].as_array().unwrap();
@@ -182,7 +153,7 @@ fn turn_limits_stop_a_runaway_turn() {
 #[test]
 fn a_crash_fails_and_the_session_can_continue() {
     let cms = Cms::new();
-    let (v, out) = delegate(&cms, &["--name", "f", "--task", "first"]);
+    let (v, out) = cms.delegate(&["--name", "f", "--task", "first"]);
     assert!(out.status.success());
     assert_eq!(v["status"], "completed");
     let out = cms.run(&["continue", "--name", "f", "--message", "CRASH", "--json"]);
@@ -198,10 +169,7 @@ fn a_crash_fails_and_the_session_can_continue() {
 #[test]
 fn a_slow_turn_times_out_as_failed() {
     let cms = Cms::new();
-    let (v, out) = delegate(
-        &cms,
-        &["--name", "s", "--task", "SLOW 5000 zzz", "--timeout", "0.5"],
-    );
+    let (v, out) = cms.delegate(&["--name", "s", "--task", "SLOW 5000 zzz", "--timeout", "0.5"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(v["status"], "failed");
     assert!(
@@ -228,7 +196,7 @@ fn a_check_that_never_passed_is_check_failed_with_exit_1_until_it_passes() {
         "--max-attempts",
         "2",
     ];
-    let (v, out) = delegate(&cms, &args);
+    let (v, out) = cms.delegate(&args);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -298,19 +266,16 @@ fn a_strategy_cannot_call_a_failed_check_completed() {
     .unwrap();
     // A project's own strategy counts once the user trusts it.
     cms.ok(&["trust"]);
-    let (v, out) = delegate(
-        &cms,
-        &[
-            "--name",
-            "o",
-            "--task",
-            "work",
-            "--strategy",
-            "optimist",
-            "--check",
-            "false",
-        ],
-    );
+    let (v, out) = cms.delegate(&[
+        "--name",
+        "o",
+        "--task",
+        "work",
+        "--strategy",
+        "optimist",
+        "--check",
+        "false",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(v["status"], "check_failed", "{v}");
 }
@@ -318,17 +283,14 @@ fn a_strategy_cannot_call_a_failed_check_completed() {
 #[test]
 fn the_review_strategy_asks_a_read_only_reviewer() {
     let cms = Cms::new();
-    let (v, _) = delegate(
-        &cms,
-        &[
-            "--name",
-            "w",
-            "--task",
-            "write docs",
-            "--strategy",
-            "review",
-        ],
-    );
+    let (v, _) = cms.delegate(&[
+        "--name",
+        "w",
+        "--task",
+        "write docs",
+        "--strategy",
+        "review",
+    ]);
     assert_eq!(v["status"], "completed", "{v}");
     let reviews = v["reviews"].as_array().unwrap();
     assert_eq!(reviews.len(), 1);
@@ -349,53 +311,41 @@ fn the_review_strategy_asks_a_read_only_reviewer() {
 #[test]
 fn presets_shape_the_session_and_full_works_without_bypass() {
     let cms = Cms::new();
-    let (v, _) = delegate(
-        &cms,
-        &[
-            "--name",
-            "ro",
-            "--preset",
-            "read-only",
-            "--task",
-            &write_task("src/r.txt", "x"),
-        ],
-    );
+    let (v, _) = cms.delegate(&[
+        "--name",
+        "ro",
+        "--preset",
+        "read-only",
+        "--task",
+        &tool_line("Write", json!({ "file_path": "src/r.txt", "content": "x" })),
+    ]);
     assert!(!cms.work().join("src/r.txt").exists());
     assert_eq!(
         v["deniedBeforeExecution"].as_array().unwrap().len(),
         0,
         "read-only removes Write altogether"
     );
-    let (v, _) = delegate(
-        &cms,
-        &["--name", "full", "--preset", "full", "--task", "ARGS"],
-    );
+    let (v, _) = cms.delegate(&["--name", "full", "--preset", "full", "--task", "ARGS"]);
     let argv = v["response"].as_str().unwrap();
     assert!(argv.contains("\"--permission-mode\",\"default\""), "{argv}");
     assert!(!argv.contains("bypassPermissions"), "{argv}");
     assert!(argv.contains("\"--max-budget-usd\",\"2\""), "{argv}");
-    let (v, _) = delegate(
-        &cms,
-        &[
-            "--name",
-            "bash",
-            "--preset",
-            "full",
-            "--task",
-            r#"USE_TOOL Bash {"command": "touch made-by-bash"}"#,
-        ],
-    );
+    let (v, _) = cms.delegate(&[
+        "--name",
+        "bash",
+        "--preset",
+        "full",
+        "--task",
+        r#"USE_TOOL Bash {"command": "touch made-by-bash"}"#,
+    ]);
     assert_eq!(v["status"], "completed", "{v}");
     assert!(cms.work().join("made-by-bash").exists());
-    let (v, _) = delegate(
-        &cms,
-        &[
-            "--name",
-            "edit",
-            "--task",
-            r#"USE_TOOL Bash {"command": "touch nope"}"#,
-        ],
-    );
+    let (v, _) = cms.delegate(&[
+        "--name",
+        "edit",
+        "--task",
+        r#"USE_TOOL Bash {"command": "touch nope"}"#,
+    ]);
     assert!(!cms.work().join("nope").exists());
     assert!(
         v["deniedBeforeExecution"][0]["reason"]
@@ -414,16 +364,13 @@ fn presets_shape_the_session_and_full_works_without_bypass() {
 #[test]
 fn no_safety_turns_off_limits_and_protected_paths() {
     let cms = Cms::new();
-    let (v, _) = delegate(
-        &cms,
-        &[
-            "--name",
-            "ns",
-            "--no-safety",
-            "--task",
-            &write_task(".env", "X=1"),
-        ],
-    );
+    let (v, _) = cms.delegate(&[
+        "--name",
+        "ns",
+        "--no-safety",
+        "--task",
+        &tool_line("Write", json!({ "file_path": ".env", "content": "X=1" })),
+    ]);
     assert_eq!(v["status"], "completed");
     assert_eq!(v["safety"], Value::Null);
     assert_eq!(
@@ -443,7 +390,7 @@ fn continue_finish_and_abort_need_a_delegated_session() {
         .contains("session 'ghost' not found"));
     let err = cms.fails(&["delegate", "--name", "plain", "--task", "x"]);
     assert!(err.contains("session 'plain' already exists"), "{err}");
-    delegate(&cms, &["--name", "d", "--task", "COST 0.01 hi"]);
+    cms.delegate(&["--name", "d", "--task", "COST 0.01 hi"]);
     let v = cms.json(&["finish", "--name", "d"]);
     assert_eq!(v["status"], "finished");
     assert!(close(v["totalCost"].as_f64().unwrap(), 0.01));
@@ -533,7 +480,7 @@ fn editing_protected_paths_changes_the_next_decision_in_a_running_script() {
     let cms = Cms::new();
     // The user's config dir ($HOME/.config/cms): it needs no trust.
     std::fs::create_dir_all(cms.dir.path().join(".config/cms")).unwrap();
-    let builtin = include_str!("../scripts/protected_paths.lua");
+    let builtin = include_str!("../../scripts/protected_paths.lua");
     let edited = builtin.replace("M.paths = {", "M.paths = { \"src/\",");
     std::fs::write(cms.work().join("edited.lua"), &edited).unwrap();
     std::fs::write(

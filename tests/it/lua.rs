@@ -1,13 +1,12 @@
 //! Integration: `cms script`, `cms repl` and `cms lua-types` on the simulator.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-use support::Cms;
+use support::{close, Cms};
 
 /// Write `code` as a script in the working directory and return its file name.
 fn script(cms: &Cms, name: &str, code: &str) -> String {
@@ -27,10 +26,6 @@ fn stderr(out: &Output) -> String {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-9
 }
 
 #[test]
@@ -380,12 +375,7 @@ fn a_handler_spinning_inside_a_coroutine_is_stopped_too() {
         return s.response.text
         "#,
     );
-    let mut child = cms
-        .cmd(&["script", "--json", &file])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cms.spawn_piped(&["script", "--json", &file]);
     assert!(
         wait_at_most(&mut child, Duration::from_secs(30)).is_some(),
         "the handlers were never stopped"
@@ -558,20 +548,7 @@ s.response.text
 :quit
 print('not reached')
 ";
-    let mut child = cms
-        .cmd(&["repl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = cms.run_with_input(&["repl"], input.as_bytes());
     let text = stdout(&out);
     let err = stderr(&out);
     assert_eq!(
@@ -733,21 +710,14 @@ fn sigterm_stops_every_session_the_script_started() {
         "hang.lua",
         "local s = cms.spawn{ name = 'h', prompt = 'first' }\ns:send('HANG')\n",
     );
-    let child = cms
-        .cmd(&["script", &file])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cms.spawn_piped(&["script", &file]);
     let pid = cms.busy_pid("h");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("every session the script started was stopped"));
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: existence check only.
-    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
+    support::assert_gone(pid);
     let state = cms.json(&["status", "--name", "h"])["state"].clone();
     assert!(state == "killed" || state == "stopped", "{state}");
 }
@@ -795,12 +765,7 @@ fn a_busy_script_stops_on_a_signal_with_its_sessions() {
         "busy.lua",
         "cms.spawn{ name = 'b', prompt = 'first' }\nwhile true do pcall(function() while true do end end) end\n",
     );
-    let mut child = cms
-        .cmd(&["script", &file])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cms.spawn_piped(&["script", &file]);
     let mut pid = None;
     for _ in 0..300 {
         std::thread::sleep(Duration::from_millis(50));
@@ -818,9 +783,7 @@ fn a_busy_script_stops_on_a_signal_with_its_sessions() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = wait_at_most(&mut child, Duration::from_secs(5)).expect("the script stopped");
     assert_eq!(status.code(), Some(130));
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: existence check only.
-    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
+    support::assert_gone(pid);
     let state = cms.json(&["status", "--name", "b"])["state"].clone();
     assert!(state == "killed" || state == "stopped", "{state}");
 
@@ -848,13 +811,7 @@ fn a_busy_script_stops_on_a_signal_with_its_sessions() {
 fn ctrl_c_stops_a_busy_repl_line_and_the_repl_goes_on() {
     use std::io::Write;
     let cms = Cms::new();
-    let mut child = cms
-        .cmd(&["repl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cms.spawn_all_piped(&["repl"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(b"do io.stderr:write('ready\\n') end\ncoroutine.wrap(function() while true do end end)()\nprint('after')\n")

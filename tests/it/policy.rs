@@ -2,12 +2,13 @@
 //! protected paths against a table of bypass attempts, presets, limits, failing
 //! and endless policies, and hot reload.
 
+use crate::support;
 use cms::engine::{Decision, Guard, Progress, SessionEvent, ToolCall, Verdict};
 use cms::policy::{Layers, PolicyService};
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use serde_json::json;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::{call, guard, layers_in, service};
 
 struct Project {
     _dir: tempfile::TempDir,
@@ -35,30 +36,19 @@ fn project() -> Project {
     }
 }
 
-fn service(layers: Layers) -> Arc<PolicyService> {
-    PolicyService::start(layers, Duration::from_millis(500))
-        .unwrap()
-        .0
-}
-
-fn guard(preset: &str) -> Guard {
-    Guard {
-        preset: Some(preset.into()),
-        safety: true,
-        ..Guard::default()
-    }
-}
-
-fn call(p: &Project, tool: &str, input: Value) -> ToolCall {
-    ToolCall::new("t", tool, input, &p.cwd)
-}
+/// How long these tests give the policy service for one decision.
+const LIMIT: Duration = Duration::from_millis(500);
 
 fn bash(p: &Project, command: &str) -> ToolCall {
-    call(p, "Bash", json!({ "command": command }))
+    call(&p.cwd, "Bash", json!({ "command": command }))
 }
 
 fn write(p: &Project, path: &str) -> ToolCall {
-    call(p, "Write", json!({ "file_path": path, "content": "x" }))
+    call(
+        &p.cwd,
+        "Write",
+        json!({ "file_path": path, "content": "x" }),
+    )
 }
 
 fn denied(d: &Decision) -> bool {
@@ -68,7 +58,7 @@ fn denied(d: &Decision) -> bool {
 #[test]
 fn bypass_attempts_are_all_denied_before_the_tool_runs() {
     let p = project();
-    let s = service(Layers::builtin_only());
+    let s = service(Layers::builtin_only(), LIMIT);
     let g = guard("full");
     let abs = p.cwd.join(".env").display().to_string();
     let outside = p.root.join("outside-link").display().to_string();
@@ -93,7 +83,7 @@ fn bypass_attempts_are_all_denied_before_the_tool_runs() {
         (
             "edit",
             call(
-                &p,
+                &p.cwd,
                 "Edit",
                 json!({"file_path": ".env", "old_string": "1", "new_string": "2"}),
             ),
@@ -101,7 +91,7 @@ fn bypass_attempts_are_all_denied_before_the_tool_runs() {
         (
             "multi edit",
             call(
-                &p,
+                &p.cwd,
                 "MultiEdit",
                 json!({"file_path": "src/../.git/config", "edits": []}),
             ),
@@ -109,7 +99,7 @@ fn bypass_attempts_are_all_denied_before_the_tool_runs() {
         (
             "notebook",
             call(
-                &p,
+                &p.cwd,
                 "NotebookEdit",
                 json!({"notebook_path": ".git/x.ipynb", "new_source": ""}),
             ),
@@ -180,7 +170,7 @@ fn bypass_attempts_are_all_denied_before_the_tool_runs() {
 #[test]
 fn ordinary_work_is_not_caught() {
     let p = project();
-    let s = service(Layers::builtin_only());
+    let s = service(Layers::builtin_only(), LIMIT);
     let g = guard("full");
     let fine = vec![
         write(&p, "src/x.txt"),
@@ -207,13 +197,13 @@ fn ordinary_work_is_not_caught() {
 #[test]
 fn presets_decide_what_the_cli_asks_about() {
     let p = project();
-    let s = service(Layers::builtin_only());
+    let s = service(Layers::builtin_only(), LIMIT);
     for (preset, tool, allowed) in [
         ("read-only", write(&p, "src/x.txt"), false),
         ("read-only", bash(&p, "touch src/y"), false),
         (
             "review",
-            call(&p, "Read", json!({"file_path": "/etc/hostname"})),
+            call(&p.cwd, "Read", json!({"file_path": "/etc/hostname"})),
             true,
         ),
         ("edit", write(&p, "src/x.txt"), true),
@@ -276,7 +266,7 @@ fn result_event() -> SessionEvent {
 
 #[test]
 fn limits_kill_with_a_named_violation() {
-    let s = service(Layers::builtin_only());
+    let s = service(Layers::builtin_only(), LIMIT);
     let limits = s.limits();
     assert_eq!(
         (limits.max_cost, limits.max_turns, limits.timeout),
@@ -326,13 +316,6 @@ fn limits_kill_with_a_named_violation() {
     );
 }
 
-fn layers_in(dir: &Path) -> Layers {
-    Layers {
-        dirs: vec![dir.to_path_buf()],
-        ..Layers::default()
-    }
-}
-
 #[test]
 fn a_failing_or_endless_policy_denies() {
     let p = project();
@@ -342,7 +325,7 @@ fn a_failing_or_endless_policy_denies() {
         "return { on_tool_use = function(tool) error('rule exploded') end }\n",
     )
     .unwrap();
-    let s = service(layers_in(dir.path()));
+    let s = service(layers_in(dir.path()), LIMIT);
     match s.decide(&write(&p, "src/x.txt"), &guard("full")) {
         Decision::Deny { reason, rule, .. } => {
             assert!(reason.contains("safety.lua:1: rule exploded"), "{reason}");
@@ -394,7 +377,7 @@ fn a_policy_spinning_inside_a_coroutine_denies_in_time() {
         "return { on_tool_use = function() coroutine.wrap(function() while true do end end)() end }\n",
     )
     .unwrap();
-    let s = service(layers_in(dir.path()));
+    let s = service(layers_in(dir.path()), LIMIT);
     let started = Instant::now();
     match s.decide(&write(&p, "src/x.txt"), &guard("full")) {
         Decision::Deny { reason, .. } => assert!(
@@ -414,7 +397,7 @@ fn a_policy_spinning_inside_a_coroutine_denies_in_time() {
          local co = coroutine.create(function() while true do end end) coroutine.resume(co) end } } }\n",
     )
     .unwrap();
-    let s = service(layers_in(dir.path()));
+    let s = service(layers_in(dir.path()), LIMIT);
     let started = Instant::now();
     match s.decide(&write(&p, "src/x.txt"), &guard("full")) {
         Decision::Deny { reason, .. } => assert!(
@@ -450,7 +433,7 @@ fn a_broken_edit_keeps_the_last_good_version() {
         "built-in rules in force"
     );
 
-    let builtin = include_str!("../scripts/protected_paths.lua");
+    let builtin = include_str!("../../scripts/protected_paths.lua");
     std::fs::write(
         dir.path().join("protected_paths.lua"),
         builtin.replace("M.paths = {", "M.paths = { \"src/\","),
@@ -488,7 +471,7 @@ fn a_broken_edit_keeps_the_last_good_version() {
 fn editing_a_script_takes_effect_through_the_watcher() {
     let p = project();
     let dir = tempfile::tempdir().unwrap();
-    let s = service(layers_in(dir.path()));
+    let s = service(layers_in(dir.path()), LIMIT);
     let (tx, rx) = std::sync::mpsc::channel();
     let _w = cms::policy::watch::watch(s.clone(), move |r| {
         let _ = tx.send(r.generation);
@@ -498,7 +481,7 @@ fn editing_a_script_takes_effect_through_the_watcher() {
         s.decide(&write(&p, "src/x.txt"), &guard("full")),
         Decision::Allow
     );
-    let builtin = include_str!("../scripts/protected_paths.lua");
+    let builtin = include_str!("../../scripts/protected_paths.lua");
     let started = Instant::now();
     std::fs::write(
         dir.path().join("protected_paths.lua"),

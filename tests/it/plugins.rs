@@ -3,22 +3,10 @@
 //! plugin left out while the rest go on. And `cms setup` on files (the real Claude
 //! Code reading them is in e2e_claude.rs).
 
-mod support;
+use crate::support;
 
-use serde_json::Value;
-use support::Cms;
-
-fn delegate(cms: &Cms, args: &[&str]) -> Value {
-    let mut all = vec!["delegate", "--json"];
-    all.extend_from_slice(args);
-    let out = cms.run(&all);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
-}
-
-fn bash(command: &str) -> String {
-    format!(r#"USE_TOOL Bash {{"command": "{command}"}}"#)
-}
+use serde_json::{json, Value};
+use support::{tool_line, Cms};
 
 #[test]
 fn git_guard_blocks_force_pushes_and_commits_on_main() {
@@ -43,10 +31,16 @@ fn git_guard_blocks_force_pushes_and_commits_on_main() {
             "committing on main is blocked by git-guard",
         ),
     ] {
-        let v = delegate(
-            &cms,
-            &["--name", "g", "--preset", "full", "--task", &bash(command)],
-        );
+        let v = cms
+            .delegate(&[
+                "--name",
+                "g",
+                "--preset",
+                "full",
+                "--task",
+                &tool_line("Bash", json!({ "command": command })),
+            ])
+            .0;
         let denied = &v["deniedBeforeExecution"];
         assert!(
             denied[0]["reason"].as_str().unwrap_or("").contains(reason),
@@ -55,17 +49,16 @@ fn git_guard_blocks_force_pushes_and_commits_on_main() {
         assert_eq!(v["safety"]["violations"][0]["type"], "git-guard", "{v}");
         cms.ok(&["abort", "--name", "g"]);
     }
-    let v = delegate(
-        &cms,
-        &[
+    let v = cms
+        .delegate(&[
             "--name",
             "ok",
             "--preset",
             "full",
             "--task",
-            &bash("git --version"),
-        ],
-    );
+            &tool_line("Bash", json!({ "command": "git --version" })),
+        ])
+        .0;
     assert_eq!(v["deniedBeforeExecution"], serde_json::json!([]), "{v}");
 }
 
@@ -123,7 +116,7 @@ fn files_that_never_finish_loading_are_reported_like_syntax_errors() {
         err.contains(".cms/safety.lua:2: stopped: the file did not finish loading within 2 s"),
         "{err}"
     );
-    let v = delegate(&cms, &["--name", "d1", "--task", "hello"]);
+    let v = cms.delegate(&["--name", "d1", "--task", "hello"]).0;
     assert_eq!(v["status"], "completed", "{v}");
     std::fs::remove_file(cms.work().join(".cms/safety.lua")).unwrap();
     // A plugin: left out with its line, the rest go on.
@@ -140,7 +133,7 @@ fn files_that_never_finish_loading_are_reported_like_syntax_errors() {
     let out = cms.run(&["plugins", "list", "--json"]);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["plugins"].as_array().unwrap().len(), 2, "{list}");
-    let v = delegate(&cms, &["--name", "d2", "--task", "hello"]);
+    let v = cms.delegate(&["--name", "d2", "--task", "hello"]).0;
     assert_eq!(v["status"], "completed", "{v}");
 }
 
@@ -157,10 +150,9 @@ fn a_plugin_strategy_drives_a_delegation() {
     )
     .unwrap();
     cms.ok(&["trust"]);
-    let v = delegate(
-        &cms,
-        &["--name", "t", "--task", "first", "--strategy", "twice"],
-    );
+    let v = cms
+        .delegate(&["--name", "t", "--task", "first", "--strategy", "twice"])
+        .0;
     assert_eq!(v["status"], "completed", "{v}");
     assert_eq!(v["response"], "recall: first");
     assert_eq!(v["strategy"], "twice");

@@ -7,76 +7,37 @@
 //!   path, whether the policy refuses them or only the OS sandbox holds them,
 //!   while ordinary commands still work.
 
-mod support;
+use crate::support;
 
-use cms::engine::{EngineConfig, EventKind, Guard, Manager, SessionOptions, SpawnRequest};
+use cms::engine::{EventKind, Guard, SpawnRequest};
 use cms::policy::{Layers, LuaPolicy, PolicyService};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use support::fake_api::FakeApi;
-
-struct Env {
-    dir: tempfile::TempDir,
-    work: PathBuf,
-    home: PathBuf,
-    _api: FakeApi,
-    manager: Arc<Manager>,
-}
+use support::real::{real_env, RealEnv as Env};
+use support::tool_line;
 
 async fn env() -> Option<Env> {
-    let claude = support::real_claude()?;
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("project");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&home).unwrap();
-    let api = FakeApi::start().await;
-    let mut cfg = EngineConfig::from_env();
-    cfg.claude_bin = claude;
-    cfg.home = dir.path().join("cms-home");
-    cfg.turn_timeout = Duration::from_secs(120);
-    cfg.child_env = api.claude_env(&home);
-    let manager = Manager::new(cfg).unwrap();
-    Some(Env {
-        dir,
-        work,
-        home,
-        _api: api,
-        manager,
-    })
+    real_env(Duration::from_secs(120)).await
 }
 
 fn guarded(env: &Env, name: &str, preset: &str, prompt: &str) -> SpawnRequest {
-    SpawnRequest {
-        name: name.into(),
-        prompt: prompt.into(),
-        options: SessionOptions {
-            work_dir: Some(env.work.clone()),
-            permission_mode: Some("default".into()),
-            allowed_tools: vec!["Read".into(), "Glob".into(), "Grep".into()],
-            guard: Some(Guard {
-                preset: Some(preset.into()),
-                safety: true,
-                // The table is one turn with many tool calls.
-                max_turns: Some(1000),
-                ..Guard::default()
-            }),
-            ..SessionOptions::default()
-        },
-        ..SpawnRequest::default()
-    }
+    let mut req = support::spawn_req(&env.work, name, prompt);
+    req.options.permission_mode = Some("default".into());
+    req.options.allowed_tools = vec!["Read".into(), "Glob".into(), "Grep".into()];
+    req.options.guard = Some(Guard {
+        // The table is one turn with many tool calls.
+        max_turns: Some(1000),
+        ..support::guard(preset)
+    });
+    req
 }
 
 fn install_policy(env: &Env, layers: Layers) {
     let (service, report) = PolicyService::start(layers, cms::policy::DECISION_LIMIT).unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
     env.manager.set_policy(Arc::new(LuaPolicy(service)));
-}
-
-fn tool_line(name: &str, input: serde_json::Value) -> String {
-    format!("USE_TOOL {name} {input}")
 }
 
 /// Issue 10.3: allow rules, hooks and MCP servers that cms did not give a guarded
@@ -182,9 +143,14 @@ fn git(work: &Path, args: &[&str]) {
 }
 
 /// The write forms of issue 10.5 (and more), each a Bash command that would
-/// change a protected path if it ran unchecked.
-fn write_forms() -> Vec<&'static str> {
-    vec![
+/// change a protected path if it ran unchecked. `pwned`: a file of this test's own
+/// that a planted git hook would create.
+fn write_forms(pwned: &Path) -> Vec<String> {
+    let hook = format!(
+        "d=.git; cd $d/hooks && echo 'touch {}' > post-checkout && chmod +x post-checkout",
+        pwned.display()
+    );
+    [
         // redirections and plain writers
         "echo x > .env",
         "echo x >> .env",
@@ -202,7 +168,7 @@ fn write_forms() -> Vec<&'static str> {
         "echo x > .e$(echo n)v",
         "F=$(printf '\\x2eenv'); echo x > $F",
         "cd $(echo .g)it && echo x > config",
-        "d=.git; cd $d/hooks && echo 'touch /tmp/pwned' > post-checkout && chmod +x post-checkout",
+        &hook,
         // arguments after a -c script, eval, env -S, here-strings into a shell
         "bash -c 'echo x > \"$1\"' _ .env",
         "sh -c 'cat > \"$0\"' .mcp.json < /etc/hostname",
@@ -251,6 +217,9 @@ fn write_forms() -> Vec<&'static str> {
         "echo x >> ~/.ssh/authorized_keys",
         "echo '{}' > ~/.claude/settings.json",
     ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 /// Ordinary work that must still run under the guard, with what it leaves.
@@ -330,7 +299,8 @@ async fn run_table(policy: &str) {
         Layers::builtin_only()
     };
     install_policy(&env, layers);
-    let forms = write_forms();
+    let pwned = env.dir.path().join("pwned");
+    let forms = write_forms(&pwned);
     assert!(forms.len() >= 40, "{}", forms.len());
     let mut message = String::new();
     for c in &forms {
@@ -380,7 +350,7 @@ async fn run_table(policy: &str) {
         appeared.is_empty(),
         "protected names appeared: {appeared:?}"
     );
-    assert!(!Path::new("/tmp/pwned").exists() || policy == "builtin");
+    assert!(!pwned.exists() || policy == "builtin");
 
     // Ordinary work still runs.
     let mut message = String::new();
@@ -546,7 +516,7 @@ async fn a_guarded_session_gets_nothing_wider_through_cms_mcp() {
     ]);
     let (_, r) = env.manager.spawn(req).await.unwrap();
     assert_eq!(r.text, "done: 3 tool results", "{r:?}");
-    let requests = env._api.requests.lock().unwrap().clone();
+    let requests = env.api.requests.lock().unwrap().clone();
     let last = requests.last().unwrap().to_string();
     assert!(
         last.contains("acceptEdits") && last.contains("refused"),

@@ -1,11 +1,15 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
 
 pub mod fake_api;
+pub mod real;
 
+use cms::engine::{Guard, SessionOptions, SpawnRequest, ToolCall};
+use cms::policy::{Layers, PolicyService};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The simulator built with the tests.
 pub fn sim_bin() -> PathBuf {
@@ -39,6 +43,89 @@ pub fn real_claude() -> Option<PathBuf> {
         eprintln!("skipping: the real Claude Code CLI is not installed (run `bash .ci/run`, or set CMS_E2E_CLAUDE)");
     }
     found
+}
+
+/// Two amounts in dollars are the same (but for float rounding).
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+/// The prompt line that makes the simulator (or the fake API) call tool `name` with `input`.
+pub fn tool_line(name: &str, input: Value) -> String {
+    format!("USE_TOOL {name} {input}")
+}
+
+/// A spawn of `name` with `prompt`, working in `work`.
+pub fn spawn_req(work: &Path, name: &str, prompt: &str) -> SpawnRequest {
+    SpawnRequest {
+        name: name.into(),
+        prompt: prompt.into(),
+        options: SessionOptions {
+            work_dir: Some(work.to_path_buf()),
+            ..SessionOptions::default()
+        },
+        ..SpawnRequest::default()
+    }
+}
+
+/// A policy service on `layers` that gives each decision at most `limit`.
+pub fn service(layers: Layers, limit: Duration) -> Arc<PolicyService> {
+    PolicyService::start(layers, limit).unwrap().0
+}
+
+/// Policy layers from the scripts in `dir` alone.
+pub fn layers_in(dir: &Path) -> Layers {
+    Layers {
+        dirs: vec![dir.to_path_buf()],
+        ..Layers::default()
+    }
+}
+
+/// The guard of a session with `preset` and the safety net on.
+pub fn guard(preset: &str) -> Guard {
+    Guard {
+        preset: Some(preset.into()),
+        safety: true,
+        ..Guard::default()
+    }
+}
+
+/// A call of `tool` with `input` from a session working in `cwd`.
+pub fn call(cwd: &Path, tool: &str, input: Value) -> ToolCall {
+    ToolCall::new("t", tool, input, cwd)
+}
+
+/// Write `code` as plugin `name`'s `init.lua` under `dir/plugins/`; its path.
+pub fn write_plugin(dir: &Path, name: &str, code: &str) -> PathBuf {
+    let folder = dir.join("plugins").join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("init.lua");
+    std::fs::write(&file, code).unwrap();
+    file
+}
+
+/// The JSON a command printed; a panic showing its stdout and stderr when it is none.
+pub fn parse_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A moment after its session ended, process `pid` (its `claude` child) is gone.
+pub fn assert_gone(pid: i32) {
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: existence check only.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the claude child is gone");
+}
+
+/// A word that no other process on the machine has in its command line: put in the
+/// command line of what a test starts, it finds those processes ([`processes_with`]).
+pub fn unique_marker() -> String {
+    format!("m{}", uuid::Uuid::new_v4().simple())
 }
 
 /// How many living processes have `marker` in their command line (zombies excluded).
@@ -114,8 +201,35 @@ impl Cms {
         c
     }
 
+    /// `cms ARGS` started, its stdout and stderr pipes.
+    pub fn spawn_piped(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_with_stdin(args, Stdio::null())
+    }
+
+    /// [`Cms::spawn_piped`] with a pipe on stdin too.
+    pub fn spawn_all_piped(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_with_stdin(args, Stdio::piped())
+    }
+
+    fn spawn_with_stdin(&self, args: &[&str], stdin: Stdio) -> std::process::Child {
+        self.cmd(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
+    }
+
+    /// [`Cms::run`] with `input` on its stdin (then closed).
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self.spawn_all_piped(args);
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -150,6 +264,14 @@ impl Cms {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `cms delegate --json ARGS`: the JSON it printed, and how it ended.
+    pub fn delegate(&self, args: &[&str]) -> (Value, Output) {
+        let mut all = vec!["delegate", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        (parse_json(&out), out)
     }
 
     pub fn fails(&self, args: &[&str]) -> String {

@@ -1,0 +1,20 @@
+//! The integration tests, in one test binary (one link of the crate, one process):
+//! each file is a module, named as its tests are (`cargo test --test it -- lua::`).
+//! Helpers used by more than one module live in `support`.
+//!
+//! The tests run as threads of this one process: none changes the process's
+//! environment, working directory, umask or signal handlers; each child gets its
+//! environment and directory on its `Command`, each test its own temporary folder.
+
+mod support;
+
+mod cli;
+mod delegate;
+mod e2e_claude;
+mod e2e_safety;
+mod lua;
+mod mcp;
+mod plugins;
+mod policy;
+mod safety_net;
+mod sim_engine;
