@@ -225,7 +225,10 @@ mod tests {
         let err = resolve_binary(Path::new("definitely-not-a-claude-binary")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("definitely-not-a-claude-binary"), "{msg}");
-        assert!(msg.contains("CMS_CLAUDE_BIN"), "{msg}");
+        assert!(
+            matches!(err.remedy(), Some(crate::engine::Remedy::InstallClaude)),
+            "{msg}"
+        );
         assert!(resolve_binary(Path::new("/nonexistent/claude")).is_err());
     }
 

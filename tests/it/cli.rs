@@ -119,8 +119,10 @@ fn bad_input_is_named_and_exits_non_zero() {
     )
     .unwrap();
     assert!(
-        err.contains("claude executable not found: /nowhere/claude"),
-        "{err}"
+        err.contains("claude executable not found: /nowhere/claude")
+            && err.contains("--claude-bin / CMS_CLAUDE_BIN")
+            && err.contains("npm install -g @anthropic-ai/claude-code"),
+        "the CLI says how to fix it: {err}"
     );
     assert!(cms
         .fails(&["status", "--name", "nobin"])

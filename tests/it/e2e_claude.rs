@@ -319,9 +319,9 @@ async fn a_lua_script_drives_the_real_cli() {
           function() return cms.spawn{ name = "lua-p1", prompt = "p1", stop = true }.response.text end,
           function() return cms.spawn{ name = "lua-p2", prompt = "p2", stop = true }.response.text end,
         }
-        return { first = r1.text, costs = { r1.cost, r2.cost, r3.cost },
-                 session_cost = r3.session_cost, recall = r3.text, fork = b.response.text,
-                 fork_differs = b.id ~= s.id, parallel = both, total = s:status().cost }
+        return { first = r1.text, costs = { r1.cost_usd, r2.cost_usd, r3.cost_usd },
+                 session_cost = r3.session_cost_usd, recall = r3.text, fork = b.response.text,
+                 fork_differs = b.id ~= s.id, parallel = both, total = s:status().total_cost_usd }
         "#,
     )
     .unwrap();

@@ -53,11 +53,11 @@ fn sessions_from_lua_send_fork_and_cost_each_turn() {
         "#,
     );
     assert_eq!(v["first"]["text"], "echo: first");
-    assert!(close(v["first"]["cost"].as_f64().unwrap(), 0.25), "{v}");
+    assert!(close(v["first"]["cost_usd"].as_f64().unwrap(), 0.25), "{v}");
     // Cost is per turn even though the three sends share one live process.
-    assert!(close(v["second"]["cost"].as_f64().unwrap(), 0.5), "{v}");
+    assert!(close(v["second"]["cost_usd"].as_f64().unwrap(), 0.5), "{v}");
     assert!(
-        close(v["second"]["session_cost"].as_f64().unwrap(), 0.75),
+        close(v["second"]["session_cost_usd"].as_f64().unwrap(), 0.75),
         "{v}"
     );
     assert_eq!(
@@ -75,8 +75,17 @@ fn sessions_from_lua_send_fork_and_cost_each_turn() {
     );
     assert_eq!(v["names"], serde_json::json!(["a", "b"]));
     assert_eq!(v["history"], 3);
-    assert_eq!(v["status"]["interactions"], 3);
-    assert!(close(v["status"]["cost"].as_f64().unwrap(), 0.751), "{v}");
+    assert_eq!(v["status"]["interaction_count"], 3);
+    assert!(
+        close(v["status"]["total_cost_usd"].as_f64().unwrap(), 0.751),
+        "{v}"
+    );
+    // The same shape as `cms status --json`: snake_case, times in RFC 3339.
+    assert_eq!(v["status"]["claude_session_id"], v["id"], "{v}");
+    assert!(
+        v["status"]["created_at"].as_str().unwrap().ends_with('Z'),
+        "{v}"
+    );
     assert_eq!(v["missing"], true);
     assert_eq!(v["same"], true);
     // When the script ends its sessions are stopped, resumable from the CLI.
@@ -853,4 +862,49 @@ fn engine_errors_advise_in_lua_terms() {
         "{err}"
     );
     assert!(!err.contains("cms delete"), "{err}");
+}
+
+/// Whether `lua` has the shape of `cli`: every field `cli` has a value for, and no
+/// field `cli` lacks. (Lua has no null: an absent value is a missing key there;
+/// values may differ, a live session has a pid.)
+fn same_shape(lua: &Value, cli: &Value) -> bool {
+    let (Some(lua), Some(cli)) = (lua.as_object(), cli.as_object()) else {
+        return false;
+    };
+    cli.iter().all(|(k, v)| v.is_null() || lua.contains_key(k))
+        && lua.keys().all(|k| cli.contains_key(k))
+}
+
+#[test]
+fn a_session_a_turn_and_a_history_entry_have_one_shape_in_the_cli_and_in_lua() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "a", "--prompt", "COST 0.25 hello"]);
+    let send = cms.json(&["send", "--name", "a", "--message", "again"]);
+    let status = cms.json(&["status", "--name", "a"]);
+    let history = cms.json(&["history", "--name", "a"]);
+    let lua = run_json(
+        &cms,
+        "shapes.lua",
+        r#"
+        local s = cms.get("a")
+        local r = s:send("once more")
+        local h = s:history()
+        return { status = s:status(), turn = r, entry = h[#h] }
+        "#,
+    );
+    assert!(same_shape(&lua["status"], &status), "{lua}\n{status}");
+    assert!(same_shape(&lua["turn"], &send["response"]), "{lua}\n{send}");
+    let entry = &history.as_array().unwrap()[0];
+    assert!(same_shape(&lua["entry"], entry), "{lua}\n{history}");
+    for at in [
+        &status["created_at"],
+        &lua["status"]["updated_at"],
+        &entry["at"],
+    ] {
+        let at = at.as_str().unwrap_or_else(|| panic!("not a time: {at}"));
+        assert!(
+            at.len() == 20 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+            "RFC 3339: {at}"
+        );
+    }
 }

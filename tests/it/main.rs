@@ -12,6 +12,7 @@ mod cli;
 mod delegate;
 mod e2e_claude;
 mod e2e_safety;
+mod layers;
 mod lua;
 mod mcp;
 mod plugins;

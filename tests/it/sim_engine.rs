@@ -456,7 +456,10 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::BinaryNotFound { .. }), "{err}");
-    assert!(err.to_string().contains("CMS_CLAUDE_BIN"));
+    assert!(
+        matches!(err.remedy(), Some(cms::engine::Remedy::InstallClaude)),
+        "{err}"
+    );
     assert!(missing.manager.status("x").is_err(), "no half-made record");
 }
 
