@@ -12,65 +12,115 @@
 ---@field args string[] The arguments given after the script file (`cms script plan.lua a b`).
 cms = {}
 
----A turn's response.
+-- The lists below come from the Rust types: the parts between "-- generated:" and
+-- "-- end generated" are written by `cms lua-types` (a test keeps this file in step).
+
+-- generated: cms.PermissionMode
+---@alias cms.PermissionMode "default"|"acceptEdits"|"auto"|"plan"|"dontAsk"|"bypassPermissions"
+-- end generated
+
+-- generated: cms.SessionState
+---@alias cms.SessionState "starting"|"idle"|"busy"|"retrying"|"paused"|"stopped"|"failed"|"killed"
+-- end generated
+
+---A tool call Claude Code refused in a turn.
+---@class cms.PermissionDenial
+---@field tool_name string
+---@field tool_use_id string
+---@field tool_input table
+
+---A turn's response: the same shape as `cms send --json` and the MCP tools give
+---(every field of the engine's response, and `error`).
 ---@class cms.Response
 ---@field text string The final text of the turn.
----@field cost number This turn's own cost in USD.
----@field session_cost number The session's total cost in USD, this turn included.
----@field turns integer Agent turns of this turn.
----@field tools string[] Tool names used in this turn, in first-use order.
----@field denials {tool: string, input: table}[] Tool calls refused in this turn.
----@field duration_ms integer Wall time of the turn.
+---@field cost_usd number This turn's own cost in USD.
+---@field session_cost_usd number The session's total cost in USD across all its processes, this turn included.
+---@field num_turns integer Agent turns of this turn.
+---@field tools_used string[] Tool names used in this turn, unique, in first-use order.
+---@field permission_denials cms.PermissionDenial[] Tool calls refused in this turn.
+---@field duration_ms integer Wall time of the turn in milliseconds.
 ---@field session_id string The Claude session id.
 ---@field subtype string `success`, `error_max_turns`, `error_max_budget_usd`, `error_during_execution`.
----@field is_error boolean True for every failed turn (API errors included).
----@field error string? Why the turn failed, when it did.
+---@field is_error boolean True for every failed turn (API errors included, which come with `subtype = "success"`).
+---@field api_error_status integer? The HTTP status of an API error.
+---@field errors string[] The CLI's `result.errors` (limits, unknown resume id, ...).
+---@field terminal_reason string?
+---@field stop_reason string?
+---@field usage table? This turn's token usage, as the CLI reports it.
+---@field api_retries integer How many times the CLI retried a failing API call in this turn.
+---@field last_retry_status integer? The HTTP status of the last retried API failure.
+---@field structured_output any The structured output, when one was asked for.
+---@field error string? Why the turn failed, one line (absent when it did not).
 
----A session's stored status.
+---An API retry in progress.
+---@class cms.ApiRetry
+---@field attempt integer
+---@field max_retries integer
+---@field retry_delay_ms number
+---@field error_status integer?
+---@field error string?
+
+---A session's stored status: the same shape as `cms status --json` and MCP
+---`get_session_status`. Times are RFC 3339 text (`2026-01-31T12:00:00Z`).
 ---@class cms.Status
 ---@field name string
----@field id string? The Claude session id.
----@field state "starting"|"idle"|"busy"|"retrying"|"paused"|"stopped"|"failed"|"killed"
+---@field state cms.SessionState
+---@field claude_session_id string? The Claude session id.
 ---@field model string?
 ---@field work_dir string
+---@field cwd string? The working directory Claude Code reported.
+---@field permission_mode cms.PermissionMode?
+---@field allowed_tools string[]
 ---@field forked_from string?
----@field cost number Total cost in USD over all its processes.
----@field turns integer Total agent turns.
----@field interactions integer Number of sends recorded.
+---@field created_at string RFC 3339.
+---@field updated_at string RFC 3339 (last activity).
+---@field total_cost_usd number Total cost in USD over all its processes.
+---@field total_turns integer Total agent turns.
+---@field interaction_count integer Number of sends recorded.
 ---@field last_error string?
----@field created_at integer Milliseconds since the Unix epoch.
----@field updated_at integer Milliseconds since the Unix epoch (last activity).
+---@field pid integer? The `claude` process, while the session is live.
+---@field host_pid integer? The cms process holding the session live.
+---@field host_kind string? Its kind: `cli`, `mcp`, `repl`, ...
+---@field retry cms.ApiRetry? The API retry in progress, if any.
 
----One recorded interaction.
+---One recorded interaction: the same shape as `cms history --json` and MCP `get_history`.
 ---@class cms.Interaction
 ---@field id integer
----@field at integer Milliseconds since the Unix epoch.
----@field kind string `spawn`, `send`, `resume`, `fork`, ...
+---@field session string The session's name.
+---@field at string RFC 3339.
+---@field kind string `spawn`, `send`, `resume`, `fork`, `delegate`, `continue`, `retry`, ...
 ---@field message string What was sent.
 ---@field response string?
 ---@field cost_usd number
----@field turns integer
+---@field num_turns integer
 ---@field duration_ms integer
 ---@field is_error boolean
+---@field subtype string?
 ---@field error string?
 ---@field tools_used string[]
+---@field permission_denials cms.PermissionDenial[]
+---@field claude_session_id string?
 
----Options of `cms.spawn`.
+-- generated: cms.SpawnOptions
+---Options of `cms.spawn` (and of `cms spawn`, a batch entry, MCP `spawn_session`).
 ---@class cms.SpawnOptions
----@field name string Session name: 1-64 of `A-Z a-z 0-9 . _ -`, unique.
----@field prompt string The first message.
----@field model? string `sonnet` (default), `opus`, `haiku`, or a model id.
----@field work_dir? string Working directory (default: the current one).
----@field permission_mode? "default"|"acceptEdits"|"plan"|"dontAsk"|"bypassPermissions"
----@field allowed_tools? string[]|string Tools allowed without asking: `{"Read", "Bash(git *)"}` or `"Read,Grep"`.
----@field disallowed_tools? string[]|string Tools removed from the session.
----@field system_prompt? string Appended to Claude Code's system prompt.
----@field max_budget? number Hard budget in USD for one claude process.
----@field max_turns? integer Agent turns allowed per message.
----@field agent? string Use a specific agent.
----@field worktree? string Run in a git worktree of this name.
----@field stop? boolean Stop the session after the first response.
----@field timeout? number Seconds one turn may take before it is interrupted (default 3600: 60 minutes).
+---@field name string Session name (1-64 of A-Z a-z 0-9 . _ -).
+---@field prompt string The first message (on the command line, `-` reads it from stdin).
+---@field model? string Model: sonnet, opus, haiku, or a full model id [default: sonnet].
+---@field stop? boolean Stop the session after the first response (one-shot) [default: no; yes for a batch entry].
+---@field work_dir? string Working directory for claude [default: the current directory].
+---@field permission_mode? cms.PermissionMode Claude Code's permission mode [default: Claude Code's own setting].
+---@field allowed_tools? string[]|string Tools allowed without asking: a list, or comma-separated, e.g. "Read,Grep,Bash(git *)" [default: none].
+---@field disallowed_tools? string[]|string Tools removed from the session: a list, or comma-separated [default: none].
+---@field system_prompt? string Text appended to Claude Code's system prompt [default: none].
+---@field max_budget? number Hard budget in USD for the session's whole life, across restarts (each claude process gets what is left as `--max-budget-usd`; a fork gets what its parent has left) [default: no cap].
+---@field max_turns? integer Agent turns allowed per message, `--max-turns` [default: no limit].
+---@field agent? string Use a specific agent [default: none].
+---@field worktree? string Run in a git worktree of this name, `claude -w` [default: none].
+---@field mcp_config? string MCP servers for the session, `claude --mcp-config`: JSON text ({"mcpServers": {...}}) or a file [default: none].
+---@field add_dirs? string[] More directories the file tools may use, `claude --add-dir` (relative ones from the working directory) [default: none].
+---@field timeout? number Seconds one turn may take before it is interrupted (then killed if claude does not stop); the session stays resumable [default: 3600].
+-- end generated
 
 ---Options of `session:fork`.
 ---@class cms.ForkOptions
@@ -84,7 +134,7 @@ cms = {}
 ---@class cms.Session
 ---@field name string
 ---@field id string? The Claude session id.
----@field state string The current state (see `cms.Status`).
+---@field state cms.SessionState The current state.
 ---@field response cms.Response? The response of this object's last call.
 local Session = {}
 
@@ -219,24 +269,26 @@ function cms.json.encode(value, pretty) end
 ---@return any
 function cms.json.decode(text) end
 
----Options of `cms.delegate` (and `cms delegate`).
+-- generated: cms.DelegateOptions
+---Options of `cms.delegate` (and of `cms delegate`, MCP `delegate_task`).
 ---@class cms.DelegateOptions
----@field name string Session name.
----@field task string What to do.
----@field model? string
----@field preset? "read-only"|"review"|"edit"|"full"|"plan"|string Default `edit`.
----@field max_cost? number Session cost limit in USD (default 2.00).
----@field max_turns? integer Agent-turn limit (default 50).
----@field timeout? number Seconds one interaction (a turn, a check) may take (default: safety.lua's, 3600).
----@field safety? boolean false: no limits, no protected paths (the preset still applies).
----@field context? string Put before the task.
----@field work_dir? string
----@field system_prompt? string
----@field agent? string
----@field strategy? string `single` (default), `correction_loop`, `review`, or yours.
----@field check? string|fun(r: cms.Response): boolean, string? For `correction_loop`: a shell command (exit 0 passes) or a function.
----@field max_attempts? integer Attempts (`correction_loop`) or review rounds (`review`).
----@field review_model? string The reviewer's model (`review`).
+---@field name string Session name (1-64 of A-Z a-z 0-9 . _ -).
+---@field task string What to do (on the command line, `-` reads it from stdin).
+---@field model? string Model: sonnet, opus, haiku, or a model id [default: sonnet].
+---@field preset? "read-only"|"review"|"edit"|"full"|"plan"|string Permission preset: read-only, review, edit, full, plan, or one of presets.lua [default: edit].
+---@field max_cost? number Cost limit in USD over the session's life [default: safety.lua's, 2.00].
+---@field max_turns? integer Agent-turn limit over the session's life [default: safety.lua's, 50].
+---@field timeout? number Seconds one interaction (a turn, a check) may take [default: safety.lua's, 3600].
+---@field safety? boolean The safety net: limits and protected paths; false turns it off (the preset still applies) [default: true].
+---@field context? string Extra context put before the task [default: none].
+---@field work_dir? string Working directory [default: the current directory].
+---@field system_prompt? string Text appended to Claude Code's system prompt [default: none].
+---@field agent? string Use a specific agent [default: none].
+---@field strategy? string single, correction_loop, review, or a strategy of yours [default: single].
+---@field check? string|fun(r: cms.Response): boolean, string? For correction_loop: a shell command that must exit 0, e.g. "cargo test" (in Lua, also a function) [default: none].
+---@field max_attempts? integer Attempts for correction_loop, review rounds for review [default: 3 and 2].
+---@field review_model? string The reviewer's model for review [default: the task's].
+-- end generated
 
 ---A delegation's result (the JSON of `cms delegate --json`), with methods to go on.
 ---@class cms.Delegation
@@ -381,10 +433,12 @@ function cms.shell.parse(line) end
 ---@class cms.SpawnSpec
 ---@field name string
 ---@field kind "session"|"delegate"
----@field permission_mode string?
+---@field permission_mode cms.PermissionMode?
 ---@field allowed_tools string[] Tools the CLI would run without asking cms.
 ---@field preset string? The preset it is guarded with (nil: unguarded).
 ---@field safety boolean
+---@field mcp_config string? MCP servers Claude Code would start (refused over MCP unless allowed here).
+---@field add_dirs string[] More directories for the file tools (refused over MCP unless allowed here).
 
 ---Who asks for a new session.
 ---@class cms.SpawnContext

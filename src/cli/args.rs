@@ -1,6 +1,7 @@
 //! The command line, as clap sees it.
 
-use crate::engine::config::{DEFAULT_MODEL, DEFAULT_TURN_TIMEOUT_SECS};
+use crate::engine::config::DEFAULT_TURN_TIMEOUT_SECS;
+use crate::engine::spec::{non_negative_f64, positive_f64};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -152,54 +153,9 @@ pub enum PluginsCommand {
     Check,
 }
 
-#[derive(Debug, Args)]
-pub struct DelegateArgs {
-    /// Session name (1-64 of A-Z a-z 0-9 . _ -).
-    #[arg(long)]
-    pub name: String,
-    /// What to do (`-` reads it from stdin).
-    #[arg(long)]
-    pub task: String,
-    /// Model: sonnet, opus, haiku, or a model id [default: sonnet].
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Permission preset: read-only, review, edit, full, plan [default: edit].
-    #[arg(long)]
-    pub preset: Option<String>,
-    /// Cost limit in USD over the session's life [default: safety.lua's, 2.00].
-    #[arg(long, value_parser = positive_f64)]
-    pub max_cost: Option<f64>,
-    /// Agent-turn limit over the session's life [default: safety.lua's, 50].
-    #[arg(long)]
-    pub max_turns: Option<u32>,
-    /// Seconds one interaction (a turn, a check) may take [default: safety.lua's, 3600].
-    #[arg(long, value_parser = positive_f64)]
-    pub timeout: Option<f64>,
-    /// No safety net: no limits and no protected paths (the preset still applies).
-    #[arg(long)]
-    pub no_safety: bool,
-    /// Extra context put before the task [default: none].
-    #[arg(long)]
-    pub context: Option<String>,
-    /// Working directory [default: the current directory].
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
-    /// Text appended to Claude Code's system prompt [default: none].
-    #[arg(long)]
-    pub system_prompt: Option<String>,
-    /// Use a specific agent [default: none].
-    #[arg(long)]
-    pub agent: Option<String>,
-    /// single, correction_loop, review, or a strategy of yours [default: single].
-    #[arg(long)]
-    pub strategy: Option<String>,
-    /// For correction_loop: a shell command that must exit 0, e.g. "cargo test" [default: none].
-    #[arg(long)]
-    pub check: Option<String>,
-    /// Attempts for correction_loop, review rounds for review [default: 3 and 2].
-    #[arg(long)]
-    pub max_attempts: Option<u32>,
-}
+/// `cms delegate`'s flags: the delegation options themselves (one definition for
+/// the CLI, Lua, MCP and the LuaLS stubs).
+pub type DelegateArgs = crate::delegate::DelegateOptions;
 
 #[derive(Debug, Args)]
 pub struct ContinueArgs {
@@ -230,56 +186,9 @@ pub struct NameArg {
     pub name: String,
 }
 
-#[derive(Debug, Args)]
-pub struct SpawnArgs {
-    /// Session name (1-64 of A-Z a-z 0-9 . _ -).
-    #[arg(long)]
-    pub name: String,
-    /// Initial prompt (`-` reads it from stdin).
-    #[arg(long)]
-    pub prompt: String,
-    /// Model: sonnet, opus, haiku, or a full model id.
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: String,
-    /// Stop the session after the first response (one-shot).
-    #[arg(long)]
-    pub stop: bool,
-    /// Working directory for claude [default: the current directory].
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
-    /// Permission mode: default, acceptEdits, plan, dontAsk, bypassPermissions
-    /// [default: Claude Code's own setting].
-    #[arg(long)]
-    pub permission_mode: Option<String>,
-    /// Tools allowed without asking, comma-separated, e.g. "Read,Grep,Bash(git *)"
-    /// [default: none].
-    #[arg(long)]
-    pub allowed_tools: Option<String>,
-    /// Tools removed from the session, comma-separated [default: none].
-    #[arg(long)]
-    pub disallowed_tools: Option<String>,
-    /// Text appended to Claude Code's system prompt [default: none].
-    #[arg(long)]
-    pub system_prompt: Option<String>,
-    /// Hard budget in USD for the session's whole life, across restarts (each claude process
-    /// gets what is left as `--max-budget-usd`; a fork gets what its parent has left)
-    /// [default: no cap].
-    #[arg(long, value_parser = non_negative_f64)]
-    pub max_budget: Option<f64>,
-    /// Agent turns allowed per message, `--max-turns` [default: no limit].
-    #[arg(long)]
-    pub max_turns: Option<u32>,
-    /// Use a specific agent [default: none].
-    #[arg(long)]
-    pub agent: Option<String>,
-    /// Run in a git worktree of this name, `claude -w` [default: none].
-    #[arg(long)]
-    pub worktree: Option<String>,
-    /// Seconds one turn may take before it is interrupted (then killed if claude
-    /// does not stop); the session stays resumable.
-    #[arg(long, value_parser = positive_f64, default_value_t = DEFAULT_TURN_TIMEOUT_SECS as f64)]
-    pub timeout: f64,
-}
+/// `cms spawn`'s flags: the spawn options themselves (one definition for the CLI,
+/// Lua, MCP, batch files and the LuaLS stubs).
+pub type SpawnArgs = crate::engine::SpawnSpec;
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -342,15 +251,7 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct BatchArgs {
     /// A JSON array of sessions, [{"name": "a", "prompt": "..."}, ...]; --help lists every key.
-    ///
-    /// Each entry: `name` and `prompt` (required); `model`; `work_dir`; `permission_mode`;
-    /// `allowed_tools` and `disallowed_tools` (a list, or "Read,Grep"); `system_prompt`
-    /// (appended); `max_budget` (USD, the session's budget for its whole life); `max_turns`; `agent`;
-    /// `worktree`; `stop` (default true: the session stops after its answer, resumable);
-    /// `timeout` (seconds per turn, default 3600). The seed's camelCase names work too
-    /// (workDir, permissionMode, allowedTools, disallowedTools, systemPrompt, maxBudget,
-    /// maxTurns). An unknown key is an error, and nothing starts.
-    #[arg(long)]
+    #[arg(long, long_help = batch_file_help())]
     pub file: PathBuf,
     /// Sessions started at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
@@ -411,16 +312,21 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
-fn non_negative_f64(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("expected a number 0 or more, got '{s}'")),
-    }
-}
-
-fn positive_f64(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("expected a number above 0, got '{s}'")),
-    }
+/// `cms batch --file`'s long help: the keys of an entry are `cms spawn`'s options.
+fn batch_file_help() -> String {
+    use clap::Args as _;
+    let keys: Vec<String> = crate::engine::SpawnSpec::augment_args(clap::Command::new("spawn"))
+        .get_arguments()
+        .map(|a| format!("`{}`", a.get_id()))
+        .collect();
+    format!(
+        "A JSON array of sessions, [{{\"name\": \"a\", \"prompt\": \"...\"}}, ...].\n\n\
+         Each entry takes the options of `cms spawn`, snake_case: {}. `name` and `prompt` \
+         are required; `allowed_tools` and `disallowed_tools` are a list or \"Read,Grep\"; \
+         `stop` defaults to true (the session stops after its answer, resumable); `timeout` \
+         is seconds per turn, default 3600. The seed's camelCase names work too (workDir, \
+         permissionMode, allowedTools, disallowedTools, systemPrompt, maxBudget, maxTurns). \
+         An unknown key is an error, and nothing starts.",
+        keys.join(", ")
+    )
 }

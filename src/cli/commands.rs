@@ -5,8 +5,7 @@ use super::out::{self, errln};
 use super::{delegate, demo, plugins, policy, render, repl, script, setup};
 use crate::app::{exit, App};
 use crate::engine::{
-    manager::split_list, BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions,
-    SessionRecord, SpawnRequest,
+    BatchSpec, EngineConfig, EngineError, Manager, Response, SessionOptions, SessionRecord,
 };
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read};
@@ -95,7 +94,7 @@ fn run_command(cli: Cli) -> i32 {
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
         Command::Untrust(a) => return super::trust::run_untrust(&a, &cfg.home, json),
         Command::LuaTypes => {
-            let _ = out::text(crate::lua::stubs::CMS_META);
+            let _ = out::text(&crate::lua::stubs::cms_meta());
             return 0;
         }
         // Reading commands need no async runtime: they start fast.
@@ -268,35 +267,9 @@ fn state_outcome(rec: &SessionRecord, verb: &str) -> Outcome {
 
 async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Outcome, CliError> {
     Ok(match cmd {
-        Command::Spawn(a) => {
-            let req = SpawnRequest {
-                name: a.name,
-                prompt: text_arg(&a.prompt)?,
-                options: SessionOptions {
-                    model: Some(a.model),
-                    work_dir: a.work_dir,
-                    permission_mode: a.permission_mode,
-                    allowed_tools: a
-                        .allowed_tools
-                        .as_deref()
-                        .map(split_list)
-                        .unwrap_or_default(),
-                    disallowed_tools: a
-                        .disallowed_tools
-                        .as_deref()
-                        .map(split_list)
-                        .unwrap_or_default(),
-                    system_prompt: a.system_prompt,
-                    max_budget_usd: a.max_budget,
-                    max_turns: a.max_turns,
-                    agent: a.agent,
-                    worktree: a.worktree,
-                    ..SessionOptions::default()
-                },
-                timeout: secs(a.timeout),
-                stop_after: a.stop,
-                ..SpawnRequest::default()
-            };
+        Command::Spawn(mut a) => {
+            a.prompt = text_arg(&a.prompt)?;
+            let req = a.into_request(false)?;
             let (_, r) = m.spawn(req.clone()).await?;
             m.shutdown().await;
             turn_outcome(&m.status(&req.name)?, &r)

@@ -134,21 +134,7 @@ enum Printed {
 fn options(a: DelegateArgs) -> Result<DelegateOptions, super::commands::CliError> {
     Ok(DelegateOptions {
         task: text_arg(&a.task)?,
-        name: a.name,
-        model: a.model,
-        preset: a.preset,
-        max_cost: a.max_cost,
-        max_turns: a.max_turns,
-        timeout: a.timeout,
-        safety: !a.no_safety,
-        context: a.context,
-        work_dir: a.work_dir,
-        system_prompt: a.system_prompt,
-        agent: a.agent,
-        strategy: a.strategy,
-        check: a.check,
-        max_attempts: a.max_attempts,
-        review_model: None,
+        ..a
     })
 }
 

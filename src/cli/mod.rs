@@ -1,7 +1,7 @@
 //! The command-line frontend: parse (clap), call the engine, render. It owns no
 //! session logic.
 
-mod args;
+pub mod args;
 mod commands;
 mod delegate;
 mod demo;

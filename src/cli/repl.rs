@@ -35,21 +35,17 @@ cms repl — the `cms` Lua module, interactively. Engine calls wait for Claude C
 An unfinished chunk (an open function, table or string) continues on the next line.
 Tab completes cms.* names and, inside quotes, session names.";
 
-/// The names offered after `cms.`.
-const API_NAMES: &[&str] = &[
-    "cms.spawn",
-    "cms.get",
-    "cms.list",
-    "cms.parallel",
-    "cms.on",
-    "cms.off",
-    "cms.sleep",
-    "cms.log",
-    "cms.json.encode",
-    "cms.json.decode",
-    "cms.args",
-    "cms.version",
-];
+/// The names offered after `cms.`: read from the `cms` table of a state built as the
+/// REPL's is, so every name of the module (`cms.delegate`, `cms.path.*`, ...) is there.
+fn api_names(manager: &Arc<Manager>) -> Vec<String> {
+    match LuaHost::new(manager.clone(), crate::lua::HostOptions::default()) {
+        Ok(host) => crate::lua::stubs::module_names(host.lua()),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// [`api_names`], read on the first completion.
+static API_NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 struct ReplHelper {
     manager: Arc<Manager>,
@@ -93,6 +89,7 @@ impl Completer for ReplHelper {
                 .collect()
         } else if word.starts_with("cms") {
             API_NAMES
+                .get_or_init(|| api_names(&self.manager))
                 .iter()
                 .filter(|c| c.starts_with(word))
                 .map(|c| pair(c))

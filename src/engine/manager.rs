@@ -18,7 +18,7 @@ use crate::engine::session::{EventSink, LiveSession, StartSpec};
 use crate::engine::state::SessionState;
 use crate::engine::store::{Interaction, SessionRecord, Store, TurnOutcome};
 use crate::wire::ClaudeArgs;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -42,102 +42,7 @@ pub struct SpawnRequest {
     pub kind: Option<String>,
 }
 
-/// A session to start, as people write it: a batch file entry, `cms.spawn{...}`,
-/// the MCP `spawn_session` arguments. snake_case, with the seed's camelCase names
-/// accepted too; unknown fields are errors, so typos are caught.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SpawnSpec {
-    pub name: String,
-    pub prompt: String,
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default, alias = "workDir")]
-    pub work_dir: Option<PathBuf>,
-    #[serde(default, alias = "permissionMode")]
-    pub permission_mode: Option<String>,
-    #[serde(default, alias = "allowedTools")]
-    pub allowed_tools: Option<ToolList>,
-    #[serde(default, alias = "disallowedTools")]
-    pub disallowed_tools: Option<ToolList>,
-    #[serde(default, alias = "systemPrompt")]
-    pub system_prompt: Option<String>,
-    #[serde(default, alias = "maxBudget", alias = "max_budget_usd")]
-    pub max_budget: Option<f64>,
-    #[serde(default, alias = "maxTurns")]
-    pub max_turns: Option<u32>,
-    #[serde(default)]
-    pub agent: Option<String>,
-    #[serde(default)]
-    pub worktree: Option<String>,
-    /// Stop the session after the first response (default: the caller's).
-    #[serde(default)]
-    pub stop: Option<bool>,
-    /// Seconds one turn may take.
-    #[serde(default)]
-    pub timeout: Option<f64>,
-}
-
-/// The seed's name for a batch entry.
-pub type BatchSpec = SpawnSpec;
-
-/// A tool list given as `["Read","Grep"]` or `"Read,Grep"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ToolList {
-    List(Vec<String>),
-    Text(String),
-}
-
-impl ToolList {
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            ToolList::List(v) => v,
-            ToolList::Text(t) => split_list(&t),
-        }
-    }
-}
-
-/// Split a comma-separated list, trimming items and dropping empty ones.
-pub fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-impl SpawnSpec {
-    /// The engine's request; `stop` applies when the spec does not say.
-    pub fn into_request(self, stop: bool) -> Result<SpawnRequest> {
-        Ok(SpawnRequest {
-            timeout: seconds(self.timeout)?,
-            stop_after: self.stop.unwrap_or(stop),
-            name: self.name,
-            prompt: self.prompt,
-            options: SessionOptions {
-                model: self.model,
-                work_dir: self.work_dir,
-                permission_mode: self.permission_mode,
-                allowed_tools: self
-                    .allowed_tools
-                    .map(ToolList::into_vec)
-                    .unwrap_or_default(),
-                disallowed_tools: self
-                    .disallowed_tools
-                    .map(ToolList::into_vec)
-                    .unwrap_or_default(),
-                system_prompt: self.system_prompt,
-                max_budget_usd: self.max_budget,
-                max_turns: self.max_turns,
-                agent: self.agent,
-                worktree: self.worktree,
-                ..SessionOptions::default()
-            },
-            ..SpawnRequest::default()
-        })
-    }
-}
+pub use crate::engine::spec::{split_list, BatchSpec, SpawnSpec, ToolList};
 
 /// A timeout given in seconds, checked: above 0 and finite.
 pub fn seconds(t: Option<f64>) -> Result<Option<Duration>> {

@@ -1,5 +1,6 @@
 //! The states a session goes through.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -9,21 +10,38 @@ use std::fmt;
 /// `Paused` when the host keeps the child. Resting states: `Stopped` (resumable),
 /// `Failed` (the child died or could not start; resumable when an id is known),
 /// `Killed` (force-terminated; resumable when an id is known).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// The one list of states: the MCP `list_sessions` filter and the LuaLS alias
+/// `cms.SessionState` take their values from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Starting,
     Idle,
     Busy,
-    /// Busy, but the CLI is retrying failing API calls (`system/api_retry`).
+    // Busy, but the CLI is retrying failing API calls (`system/api_retry`).
     Retrying,
     Paused,
     Stopped,
+    // The seed's name for it, `error`, is read too.
+    #[serde(alias = "error")]
     Failed,
     Killed,
 }
 
 impl SessionState {
+    /// Every state, in the order of a session's life.
+    pub const ALL: [SessionState; 8] = [
+        SessionState::Starting,
+        SessionState::Idle,
+        SessionState::Busy,
+        SessionState::Retrying,
+        SessionState::Paused,
+        SessionState::Stopped,
+        SessionState::Failed,
+        SessionState::Killed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SessionState::Starting => "starting",
@@ -75,19 +93,15 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in [
-            SessionState::Starting,
-            SessionState::Idle,
-            SessionState::Busy,
-            SessionState::Retrying,
-            SessionState::Paused,
-            SessionState::Stopped,
-            SessionState::Failed,
-            SessionState::Killed,
-        ] {
+        for s in SessionState::ALL {
             assert_eq!(SessionState::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
+        let names: Vec<&str> = SessionState::ALL.iter().map(|s| s.as_str()).collect();
+        let schema = serde_json::to_value(schemars::schema_for!(SessionState)).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(names), "{schema}");
+        let failed: SessionState = serde_json::from_value(serde_json::json!("error")).unwrap();
+        assert_eq!(failed, SessionState::Failed);
         assert_eq!(SessionState::parse("error"), Some(SessionState::Failed));
         assert_eq!(SessionState::parse("nope"), None);
     }

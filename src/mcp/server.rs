@@ -218,7 +218,7 @@ impl CmsServer {
                 let recs = m.list().map_err(err)?;
                 let list: Vec<Value> = recs
                     .iter()
-                    .filter(|r| a.status.as_deref().is_none_or(|s| r.state.as_str() == s))
+                    .filter(|r| a.status.is_none_or(|s| r.state == s))
                     .map(record_json)
                     .collect();
                 Ok(json!({ "server_version": env!("CARGO_PKG_VERSION"), "sessions": list }))
@@ -369,6 +369,8 @@ impl CmsServer {
             allowed_tools: req.options.allowed_tools.clone(),
             preset: None,
             safety: true,
+            mcp_config: req.options.mcp_config.clone(),
+            add_dirs: req.options.add_dirs.clone(),
         };
         let refused = |e: String| format!("cms refused to start '{}': {e}", req.name);
         let ask = spawn_gate::decide(
@@ -381,6 +383,8 @@ impl CmsServer {
         let o = &mut req.options;
         o.permission_mode = ask.permission_mode.clone();
         o.allowed_tools = ask.allowed_tools.clone();
+        o.mcp_config = ask.mcp_config.clone();
+        o.add_dirs = ask.add_dirs.clone();
         if let Some(preset_name) = &ask.preset {
             let preset = match &self.inner.policy {
                 Some(p) => p.preset(preset_name).map_err(|e| refused(e.to_string()))?,
@@ -431,6 +435,7 @@ impl CmsServer {
             allowed_tools: Vec::new(),
             preset: Some(opts.preset.clone().unwrap_or_else(|| "edit".into())),
             safety: opts.safety,
+            ..SpawnAsk::default()
         };
         let ask = spawn_gate::decide(
             self.inner.policy.as_deref(),

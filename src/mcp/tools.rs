@@ -1,34 +1,32 @@
 //! The built-in MCP tools: names (the seed's 17), descriptions, JSON input
 //! schemas, and the argument types they are checked against.
 
+use crate::delegate::DelegateOptions;
+use crate::engine::spec::input_schema;
+use crate::engine::{SessionState, SpawnSpec};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// `(name, description, input schema)` of every built-in tool.
+/// `(name, description, input schema)` of every built-in tool. The options of
+/// `spawn_session`, `batch_spawn`, `delegate_task` and `list_sessions` are the schemas
+/// of their Rust types ([`SpawnSpec`], [`DelegateOptions`], [`ListArgs`]); the small
+/// ones reuse their properties.
 pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
-    let name =
-        json!({ "type": "string", "description": "Session name: 1-64 of A-Z a-z 0-9 . _ -" });
-    let tools = json!({ "type": "array", "items": { "type": "string" } });
-    let model =
-        json!({ "type": "string", "description": "sonnet (default), opus, haiku, or a model id" });
+    let spawn = input_schema::<SpawnSpec>();
+    let spawn_props = &spawn["properties"];
+    let name = spawn_props["name"].clone();
+    let model = spawn_props["model"].clone();
     let background = json!({ "type": "boolean", "description": "Return at once and keep working; poll get_session_status (for long work and client timeouts)" });
-    let spawn_props = json!({
-        "name": name, "prompt": { "type": "string", "description": "The first message" },
-        "model": model, "work_dir": { "type": "string", "description": "Working directory (default: the server's)" },
-        "permission_mode": { "type": "string", "enum": ["default", "acceptEdits", "plan", "dontAsk", "bypassPermissions"] },
-        "allowed_tools": tools, "disallowed_tools": tools,
-        "system_prompt": { "type": "string", "description": "Appended to Claude Code's system prompt" },
-        "max_budget": { "type": "number", "exclusiveMinimum": 0, "description": "Hard budget in USD for the session's whole life, across restarts (a fork gets what is left)" },
-        "max_turns": { "type": "integer", "minimum": 1 },
-        "agent": { "type": "string" },
-        "worktree": { "type": "string", "description": "Run in a git worktree of this name (claude -w)" },
-        "stop": { "type": "boolean", "description": "Stop the session after the first response (one-shot)" },
-        "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds one turn may take before it is interrupted (default 3600: 60 minutes)" }
-    });
+    let mut delegate = input_schema::<DelegateOptions>();
+    if let Some(Value::Object(p)) = delegate.get_mut("properties") {
+        p.insert("background".into(), background.clone());
+    }
+    let batch = input_schema::<BatchArgs>();
     let obj = |props: Value, required: &[&str]| json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false });
     let only_name = obj(json!({ "name": name }), &["name"]);
     vec![
-        ("spawn_session", "Start a new Claude Code session with a first prompt; returns its response, cost and status. The session stays live for send_message.", obj(spawn_props.clone(), &["name", "prompt"])),
+        ("spawn_session", "Start a new Claude Code session with a first prompt; returns its response, cost and status. The session stays live for send_message.", Value::Object(spawn.clone())),
         ("send_message", "Send a follow-up to a session and wait for its response (a stopped session is resumed with its context).", obj(json!({ "name": name, "message": { "type": "string" }, "timeout": spawn_props["timeout"] }), &["name", "message"])),
         ("resume_session", "Clear a pause or restore a stopped session, optionally sending a message.", obj(json!({ "name": name, "message": { "type": "string" } }), &["name"])),
         ("pause_session", "Refuse new messages to a session until resumed (a turn in flight finishes).", only_name.clone()),
@@ -37,30 +35,14 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
         ("kill_session", "Kill a session's process now (resumable later).", only_name.clone()),
         ("get_session_status", "A session's state, cost, turns, ids and last error.", only_name.clone()),
         ("get_last_output", "The last response text of a session.", only_name.clone()),
-        ("list_sessions", "Every session with state, model, cost and turns, most recently active first.", obj(json!({ "status": { "type": "string", "description": "Only sessions in this state (idle, busy, stopped, ...)" } }), &[])),
+        ("list_sessions", "Every session with state, model, cost and turns, most recently active first.", Value::Object(input_schema::<ListArgs>())),
         ("get_history", "Every interaction of a session with its cost and timing.", obj(json!({ "name": name, "limit": { "type": "integer", "minimum": 1, "description": "Only the last N" } }), &["name"])),
         ("delete_session", "Remove a session and its history for good.", only_name.clone()),
-        ("delegate_task", "Hand a task to a guarded session: a permission preset, limits on cost, turns and time, protected paths checked before each tool runs, and a strategy. Returns status (completed, needs_input, check_failed: the check never passed, failed, cost_exceeded, turns_exceeded), response, cost, safety report. Use continue_task to correct it.", obj(json!({
-            "name": name, "task": { "type": "string" }, "model": model,
-            "preset": { "type": "string", "description": "read-only, review, edit (default), full, plan" },
-            "max_cost": { "type": "number", "exclusiveMinimum": 0, "description": "USD limit over the session's life (default 2.00)" },
-            "max_turns": { "type": "integer", "minimum": 1, "description": "Agent-turn limit (default 50)" },
-            "timeout": { "type": "number", "exclusiveMinimum": 0, "description": "Seconds per interaction, a turn or a check (default: safety.lua's, 3600)" },
-            "safety": { "type": "boolean", "description": "false: no limits and no protected paths (default true)" },
-            "context": { "type": "string", "description": "Put before the task" },
-            "work_dir": { "type": "string" }, "system_prompt": { "type": "string" }, "agent": { "type": "string" },
-            "strategy": { "type": "string", "description": "single (default), correction_loop, review, or a plugin's" },
-            "check": { "type": "string", "description": "correction_loop: a shell command that must exit 0" },
-            "max_attempts": { "type": "integer", "minimum": 1 },
-            "background": background
-        }), &["name", "task"])),
+        ("delegate_task", "Hand a task to a guarded session: a permission preset, limits on cost, turns and time, protected paths checked before each tool runs, and a strategy. Returns status (completed, needs_input, check_failed: the check never passed, failed, cost_exceeded, turns_exceeded), response, cost, safety report. Use continue_task to correct it.", Value::Object(delegate)),
         ("continue_task", "Send a follow-up or correction to a delegated task; same guard and strategy.", obj(json!({ "name": name, "message": { "type": "string" }, "background": background }), &["name", "message"])),
         ("finish_task", "Finish a delegated task: stop its session gracefully.", only_name.clone()),
         ("abort_task", "Abort a delegated task: kill its session now.", only_name),
-        ("batch_spawn", "Spawn several sessions in parallel (at most 4 at a time); one failure does not stop the others.", obj(json!({
-            "sessions": { "type": "array", "minItems": 1, "items": obj(spawn_props, &["name", "prompt"]) },
-            "background": background
-        }), &["sessions"])),
+        ("batch_spawn", "Spawn several sessions in parallel (at most 4 at a time); one failure does not stop the others.", Value::Object(batch)),
     ]
 }
 
@@ -98,11 +80,12 @@ pub struct ForkArgs {
     pub model: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListArgs {
+    /// Only sessions in this state.
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<SessionState>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,10 +105,13 @@ pub struct ContinueArgs {
     pub background: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchArgs {
-    pub sessions: Vec<crate::engine::SpawnSpec>,
+    /// The sessions to start; each stops after its answer unless it says `stop: false`.
+    #[schemars(length(min = 1))]
+    pub sessions: Vec<SpawnSpec>,
+    /// Return at once and keep working; poll get_session_status (for long work and client timeouts).
     #[serde(default)]
     pub background: bool,
 }

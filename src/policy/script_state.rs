@@ -370,19 +370,11 @@ pub(super) fn check_presets(lua: &Lua, v: &Value) -> mlua::Result<Table> {
             p
         });
         let preset = preset.map_err(|e| mlua::Error::runtime(format!("preset '{name}': {e}")))?;
-        if ![
-            "default",
-            "acceptEdits",
-            "plan",
-            "dontAsk",
-            "bypassPermissions",
-            "auto",
-        ]
-        .contains(&preset.permission_mode.as_str())
-        {
+        if crate::engine::PermissionMode::parse(&preset.permission_mode).is_none() {
             return Err(mlua::Error::runtime(format!(
-                "preset '{name}': unknown permission_mode '{}'",
-                preset.permission_mode
+                "preset '{name}': unknown permission_mode '{}' (one of: {})",
+                preset.permission_mode,
+                crate::engine::PermissionMode::names().join(", ")
             )));
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! - Sessions started over MCP are guarded (preset `edit`, or `plan` when asked),
 //!   and may not ask for `bypassPermissions`, `dontAsk`, `acceptEdits` or `auto`,
-//!   pre-approved tools beyond reading ones, or `safety: false`.
+//!   pre-approved tools beyond reading ones, `safety: false`, MCP servers of their
+//!   own (`mcp_config`: Claude Code starts them, unasked) or more directories
+//!   (`add_dirs`).
 //! - A session started by a guarded session (its `claude` child carries
 //!   [`crate::policy::isolation::GUARD_ENV`], which `cms mcp` inherits) is at
 //!   least as guarded as its parent: safety on, and a preset no wider.
@@ -40,6 +42,11 @@ pub struct SpawnAsk {
     pub preset: Option<String>,
     /// Whether the safety net decides its tool calls.
     pub safety: bool,
+    /// `claude --mcp-config`: servers Claude Code starts by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_config: Option<String>,
+    /// `claude --add-dir`: more directories for the file tools.
+    pub add_dirs: Vec<String>,
 }
 
 /// Tools a caller may pre-approve (the CLI runs them without asking cms).
@@ -91,6 +98,18 @@ pub fn ceiling(ask: &mut SpawnAsk) -> Result<(), String> {
                 .into(),
         );
     }
+    if ask.mcp_config.is_some() {
+        return Err(
+            "mcp_config is not available over MCP: Claude Code would start its servers before the safety net sees anything; ask the user to allow it in on_spawn of safety.lua"
+                .into(),
+        );
+    }
+    if !ask.add_dirs.is_empty() {
+        return Err(
+            "add_dirs is not available over MCP: the session would reach files outside its working directory; ask the user to allow it in on_spawn of safety.lua"
+                .into(),
+        );
+    }
     if ask.preset.is_none() {
         let plan = ask.permission_mode.as_deref() == Some("plan");
         ask.preset = Some(if plan { "plan" } else { "edit" }.into());
@@ -120,6 +139,8 @@ pub fn floor(ask: &mut SpawnAsk, parent: &Guard) {
     }
     ask.allowed_tools
         .retain(|t| READ_TOOLS.contains(&t.as_str()));
+    ask.mcp_config = None;
+    ask.add_dirs.clear();
 }
 
 /// Whether a guarded session (`parent`) may steer an existing session (send to it,
@@ -201,8 +222,35 @@ mod tests {
         let mut bash = ask(None, true);
         bash.allowed_tools = vec!["Bash".into()];
         assert!(decide(None, bash, Caller::Mcp, None).is_err());
+        let mut servers = ask(None, true);
+        servers.mcp_config = Some("{}".into());
+        assert!(decide(None, servers, Caller::Mcp, None)
+            .unwrap_err()
+            .contains("mcp_config"));
+        let mut dirs = ask(None, true);
+        dirs.add_dirs = vec!["/".into()];
+        assert!(decide(None, dirs, Caller::Mcp, None)
+            .unwrap_err()
+            .contains("add_dirs"));
         // The user at the CLI decides for themself.
         assert!(decide(None, ask(Some("acceptEdits"), false), Caller::Cli, None).is_ok());
+    }
+
+    #[test]
+    fn every_mode_is_wide_or_asks_cms() {
+        use crate::engine::PermissionMode;
+        for m in WIDE_MODES {
+            assert!(PermissionMode::parse(m).is_some(), "{m}");
+        }
+        let narrow: Vec<&str> = PermissionMode::names()
+            .into_iter()
+            .filter(|m| !WIDE_MODES.contains(m))
+            .collect();
+        assert_eq!(
+            narrow,
+            ["default", "plan"],
+            "a new mode must be classed here"
+        );
     }
 
     #[test]
@@ -214,9 +262,12 @@ mod tests {
         };
         let mut wide = ask(None, false);
         wide.preset = Some("full".into());
+        wide.mcp_config = Some("{}".into());
+        wide.add_dirs = vec!["/".into()];
         let a = decide(None, wide, Caller::Cli, Some(&parent)).unwrap();
         assert_eq!(a.preset.as_deref(), Some("edit"));
         assert!(a.safety);
+        assert!(a.mcp_config.is_none() && a.add_dirs.is_empty());
         let mut narrow = ask(None, true);
         narrow.preset = Some("read-only".into());
         let a = decide(None, narrow, Caller::Session, Some(&parent)).unwrap();
