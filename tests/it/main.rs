@@ -13,6 +13,7 @@ mod delegate;
 mod e2e_claude;
 mod e2e_safety;
 mod layers;
+mod lists;
 mod lua;
 mod mcp;
 mod plugins;
