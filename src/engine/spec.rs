@@ -204,7 +204,7 @@ pub fn input_schema<T: JsonSchema>() -> Map<String, Value> {
 }
 
 /// Drop what an optional field adds (`null` in its type, `default: null`) and the
-/// integer `format`s, everywhere in a schema.
+/// number `format`s, and join the wrapped lines of descriptions, everywhere in a schema.
 fn tidy(v: &mut Value) {
     match v {
         Value::Object(m) => {
@@ -217,6 +217,14 @@ fn tidy(v: &mut Value) {
             }
             if m.get("default") == Some(&Value::Null) {
                 m.remove("default");
+            }
+            // A doc comment's wrapped lines are one paragraph.
+            if let Some(Value::String(d)) = m.get_mut("description") {
+                *d = d
+                    .split("\n\n")
+                    .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
             }
             for key in ["anyOf", "oneOf"] {
                 if let Some(Value::Array(alts)) = m.get_mut(key) {
@@ -273,6 +281,7 @@ mod tests {
         );
         let text = serde_json::to_string(&s).unwrap();
         assert!(!text.contains("null") && !text.contains("$ref"), "{text}");
+        assert!(!text.contains("\\n"), "descriptions are one line: {text}");
         assert!(p["name"]["description"]
             .as_str()
             .unwrap()
