@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// `cms.delegate{...}` table (serde), the MCP `delegate_task` input schema (schemars)
 /// and the LuaLS class `cms.DelegateOptions` (generated from that schema). A field's
 /// doc comment is its help text on every face.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, clap::Args)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateOptions {
     /// Session name (1-64 of A-Z a-z 0-9 . _ -).
@@ -94,6 +94,30 @@ pub(super) fn yes() -> bool {
     true
 }
 
+/// The defaults of every face: the safety net on (it is off only when asked).
+impl Default for DelegateOptions {
+    fn default() -> Self {
+        DelegateOptions {
+            name: String::new(),
+            task: String::new(),
+            model: None,
+            preset: None,
+            max_cost: None,
+            max_turns: None,
+            timeout: None,
+            safety: yes(),
+            context: None,
+            work_dir: None,
+            system_prompt: None,
+            agent: None,
+            strategy: None,
+            check: None,
+            max_attempts: None,
+            review_model: None,
+        }
+    }
+}
+
 /// `cms.delegate{...}` options from Lua: a `check` may be a function.
 pub fn options_from_lua(lua: &Lua, v: Value) -> mlua::Result<(DelegateOptions, Option<Function>)> {
     let mut check_fn = None;
@@ -121,4 +145,15 @@ pub fn options_from_lua(lua: &Lua, v: Value) -> mlua::Result<(DelegateOptions, O
         ))
     })?;
     Ok((opts, check_fn))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_safety_net_is_on_unless_asked_off() {
+        assert!(super::DelegateOptions::default().safety);
+        let v: super::DelegateOptions =
+            serde_json::from_value(serde_json::json!({ "name": "a", "task": "t" })).unwrap();
+        assert!(v.safety);
+    }
 }
