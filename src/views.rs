@@ -144,3 +144,20 @@ pub fn history_json(items: &[Interaction]) -> Value {
             .collect(),
     )
 }
+
+/// The entries of a batch: `{name, ok, response, error}`, each response a turn.
+pub fn batch_json(outcomes: &[crate::engine::BatchOutcome]) -> Value {
+    Value::Array(
+        outcomes
+            .iter()
+            .map(|o| {
+                json!({
+                    "name": o.name,
+                    "ok": o.ok,
+                    "response": o.response.as_ref().map(turn_view),
+                    "error": o.error,
+                })
+            })
+            .collect(),
+    )
+}

@@ -3,9 +3,9 @@
 //! commands start a Lua host beside the engine.
 
 use super::args::{Command, DelegateArgs};
-use super::commands::{text_arg, AbortOnDrop};
 use super::out::{self, outln};
 use super::render::money;
+use super::sessions::{text_arg, AbortOnDrop};
 use crate::app::runtime::shutdown_signal;
 use crate::app::{exit, App, LuaApp};
 use crate::delegate::{self, DelegateOptions, DelegateResult};

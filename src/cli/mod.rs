@@ -12,6 +12,7 @@ mod progress;
 mod render;
 mod repl;
 mod script;
+mod sessions;
 mod setup;
 mod trust;
 

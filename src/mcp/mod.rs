@@ -2,12 +2,17 @@
 //! spawn and steer sessions through native tools. Built on rmcp, the official Rust
 //! SDK. stdout carries only the protocol; logs go to stderr.
 //!
-//! - [`server`]: the handler: the seed's 17 tools and plugin tools;
+//! - [`server`]: the handler: routes the seed's 17 tools and plugin tools;
+//! - `session_tools`, `task_tools`: the tools themselves; `gates`: what a caller may
+//!   start and steer;
 //! - [`tools`]: their schemas and argument types;
 //! - [`stdio`]: the line filter that answers malformed input with JSON-RPC errors.
 
+mod gates;
 pub mod server;
+mod session_tools;
 pub mod stdio;
+mod task_tools;
 pub mod tools;
 
 use crate::app::runtime::shutdown_signal;

@@ -1,0 +1,110 @@
+//! What an MCP caller may start and steer: the spawn gate of [`crate::policy`]
+//! applied to sessions and delegations asked for over MCP, and the rule that a
+//! guarded caller steers only sessions at least as guarded.
+
+use super::server::CmsServer;
+use crate::delegate::DelegateOptions;
+use crate::engine::{Guard, SpawnRequest};
+use crate::policy::spawn_gate::{self, Caller, SpawnAsk};
+
+impl CmsServer {
+    pub(super) fn caller(&self) -> Caller {
+        if self.inner.parent.is_some() {
+            Caller::Session
+        } else {
+            Caller::Mcp
+        }
+    }
+
+    /// A session asked for over MCP: guarded (or refused) as the spawn gate says.
+    pub(super) fn gate_session(&self, mut req: SpawnRequest) -> Result<SpawnRequest, String> {
+        let ask = SpawnAsk {
+            name: req.name.clone(),
+            kind: "session".into(),
+            permission_mode: req.options.permission_mode.clone(),
+            allowed_tools: req.options.allowed_tools.clone(),
+            preset: None,
+            safety: true,
+            mcp_config: req.options.mcp_config.clone(),
+            add_dirs: req.options.add_dirs.clone(),
+        };
+        let refused = |e: String| format!("cms refused to start '{}': {e}", req.name);
+        let ask = spawn_gate::decide(
+            self.inner.policy.as_deref(),
+            ask,
+            self.caller(),
+            self.inner.parent.as_ref(),
+        )
+        .map_err(refused)?;
+        let o = &mut req.options;
+        o.permission_mode = ask.permission_mode.clone();
+        o.allowed_tools = ask.allowed_tools.clone();
+        o.mcp_config = ask.mcp_config.clone();
+        o.add_dirs = ask.add_dirs.clone();
+        if let Some(preset_name) = &ask.preset {
+            let preset = match &self.inner.policy {
+                Some(p) => p.preset(preset_name).map_err(|e| refused(e.to_string()))?,
+                None => return Err(refused("no safety policy is loaded".into())),
+            };
+            if o.permission_mode.as_deref() != Some("plan") {
+                o.permission_mode = Some(preset.permission_mode.clone());
+            }
+            for t in preset.allowed_tools {
+                if !o.allowed_tools.contains(&t) {
+                    o.allowed_tools.push(t);
+                }
+            }
+            o.disallowed_tools.extend(preset.disallowed_tools);
+            o.guard = Some(Guard {
+                preset: Some(preset_name.clone()),
+                safety: ask.safety,
+                max_cost_usd: o.max_budget_usd,
+                max_turns: o.max_turns,
+                ..Guard::default()
+            });
+        }
+        Ok(req)
+    }
+
+    /// Inside a guarded session, only sessions at least as guarded may be steered.
+    pub(super) fn gate_steer(&self, target: &str) -> Result<(), String> {
+        let Some(parent) = self.inner.parent.as_ref() else {
+            return Ok(());
+        };
+        let rec = self
+            .inner
+            .manager
+            .status(target)
+            .map_err(|e| e.to_string())?;
+        match spawn_gate::may_steer(rec.options.guard.as_ref(), parent) {
+            None => Ok(()),
+            Some(why) => Err(format!("cms refused to steer '{target}': {why}")),
+        }
+    }
+
+    /// A delegation asked for over MCP: within the ceiling and the parent's floor.
+    pub(super) fn gate_delegate(
+        &self,
+        mut opts: DelegateOptions,
+    ) -> Result<DelegateOptions, String> {
+        let ask = SpawnAsk {
+            name: opts.name.clone(),
+            kind: "delegate".into(),
+            permission_mode: None,
+            allowed_tools: Vec::new(),
+            preset: Some(opts.preset.clone().unwrap_or_else(|| "edit".into())),
+            safety: opts.safety,
+            ..SpawnAsk::default()
+        };
+        let ask = spawn_gate::decide(
+            self.inner.policy.as_deref(),
+            ask,
+            self.caller(),
+            self.inner.parent.as_ref(),
+        )
+        .map_err(|e| format!("cms refused to delegate '{}': {e}", opts.name))?;
+        opts.preset = ask.preset;
+        opts.safety = ask.safety;
+        Ok(opts)
+    }
+}
