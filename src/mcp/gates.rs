@@ -4,7 +4,7 @@
 
 use super::server::CmsServer;
 use crate::delegate::DelegateOptions;
-use crate::engine::{Guard, SpawnRequest};
+use crate::engine::SpawnRequest;
 use crate::policy::spawn_gate::{self, Caller, SpawnAsk};
 
 impl CmsServer {
@@ -18,51 +18,12 @@ impl CmsServer {
 
     /// A session asked for over MCP: guarded (or refused) as the spawn gate says.
     pub(super) fn gate_session(&self, mut req: SpawnRequest) -> Result<SpawnRequest, String> {
-        let ask = SpawnAsk {
-            name: req.name.clone(),
-            kind: "session".into(),
-            permission_mode: req.options.permission_mode.clone(),
-            allowed_tools: req.options.allowed_tools.clone(),
-            preset: None,
-            safety: true,
-            mcp_config: req.options.mcp_config.clone(),
-            add_dirs: req.options.add_dirs.clone(),
-        };
-        let refused = |e: String| format!("cms refused to start '{}': {e}", req.name);
-        let ask = spawn_gate::decide(
+        spawn_gate::admit_session(
             self.inner.policy.as_deref(),
-            ask,
+            &mut req,
             self.caller(),
             self.inner.parent.as_ref(),
-        )
-        .map_err(refused)?;
-        let o = &mut req.options;
-        o.permission_mode = ask.permission_mode.clone();
-        o.allowed_tools = ask.allowed_tools.clone();
-        o.mcp_config = ask.mcp_config.clone();
-        o.add_dirs = ask.add_dirs.clone();
-        if let Some(preset_name) = &ask.preset {
-            let preset = match &self.inner.policy {
-                Some(p) => p.preset(preset_name).map_err(|e| refused(e.to_string()))?,
-                None => return Err(refused("no safety policy is loaded".into())),
-            };
-            if o.permission_mode.as_deref() != Some("plan") {
-                o.permission_mode = Some(preset.permission_mode.clone());
-            }
-            for t in preset.allowed_tools {
-                if !o.allowed_tools.contains(&t) {
-                    o.allowed_tools.push(t);
-                }
-            }
-            o.disallowed_tools.extend(preset.disallowed_tools);
-            o.guard = Some(Guard {
-                preset: Some(preset_name.clone()),
-                safety: ask.safety,
-                max_cost_usd: o.max_budget_usd,
-                max_turns: o.max_turns,
-                ..Guard::default()
-            });
-        }
+        )?;
         Ok(req)
     }
 

@@ -143,8 +143,7 @@ impl CmsServer {
             "delete_session" => self.delete_session(args).await,
             "delegate_task" => self.delegate_task(args, ctx).await,
             "continue_task" => self.continue_task(args, ctx).await,
-            "finish_task" => self.finish_task(args, ctx).await,
-            "abort_task" => self.abort_task(args, ctx).await,
+            "finish_task" | "abort_task" => self.end_task(name, args).await,
             "batch_spawn" => self.batch_spawn(args, ctx).await,
             other => {
                 let known = self
@@ -216,7 +215,12 @@ impl ServerHandler for CmsServer {
 }
 
 /// An engine error with what to do about it, in this server's tools.
-pub(super) fn engine_error(e: &crate::engine::EngineError) -> String {
+/// An engine error as a tool's error text (for `.map_err(err)`).
+pub(super) fn err(e: crate::engine::EngineError) -> String {
+    engine_error(&e)
+}
+
+fn engine_error(e: &crate::engine::EngineError) -> String {
     use crate::engine::Remedy;
     let how = match e.remedy() {
         None => return e.to_string(),

@@ -3,7 +3,7 @@
 //! gate where a guarded caller needs it, calls the engine and answers in the one
 //! JSON shape ([`crate::views`]).
 
-use super::server::{engine_error, CmsServer};
+use super::server::{err, CmsServer};
 use super::tools::{self, parse};
 use crate::engine::{SessionOptions, SpawnSpec};
 use crate::views::{record_json, turn_json};
@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 impl CmsServer {
     pub(super) async fn spawn_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let spec: SpawnSpec = parse("spawn_session", &args)?;
         let req = self.gate_session(spec.into_request(false).map_err(err)?)?;
         let (rec, r) = m.spawn(req).await.map_err(err)?;
@@ -21,7 +20,6 @@ impl CmsServer {
 
     pub(super) async fn send_message(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::SendArgs = parse("send_message", &args)?;
         self.gate_steer(&a.name)?;
         let r = m
@@ -37,7 +35,6 @@ impl CmsServer {
 
     pub(super) async fn resume_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::ResumeArgs = parse("resume_session", &args)?;
         self.gate_steer(&a.name)?;
         let (rec, r) = m
@@ -49,14 +46,12 @@ impl CmsServer {
 
     pub(super) async fn pause_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::NameArgs = parse("pause_session", &args)?;
         Ok(record_json(&m.pause(&a.name).await.map_err(err)?))
     }
 
     pub(super) async fn fork_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::ForkArgs = parse("fork_session", &args)?;
         self.gate_steer(&a.name)?;
         let overrides = SessionOptions {
@@ -72,21 +67,18 @@ impl CmsServer {
 
     pub(super) async fn stop_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::NameArgs = parse("stop_session", &args)?;
         Ok(record_json(&m.stop(&a.name).await.map_err(err)?))
     }
 
     pub(super) async fn kill_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::NameArgs = parse("kill_session", &args)?;
         Ok(record_json(&m.kill(&a.name).await.map_err(err)?))
     }
 
     pub(super) async fn get_session_status(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::NameArgs = parse("get_session_status", &args)?;
         let task = self
             .inner
@@ -110,14 +102,12 @@ impl CmsServer {
 
     pub(super) async fn get_last_output(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::NameArgs = parse("get_last_output", &args)?;
         Ok(json!({ "name": a.name, "output": m.output(&a.name).map_err(err)? }))
     }
 
     pub(super) async fn list_sessions(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::ListArgs = parse("list_sessions", &args)?;
         let recs = m.list().map_err(err)?;
         let list: Vec<Value> = recs
@@ -130,7 +120,6 @@ impl CmsServer {
 
     pub(super) async fn get_history(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::HistoryArgs = parse("get_history", &args)?;
         let mut h = m.history(&a.name).map_err(err)?;
         if let Some(n) = a.limit {
@@ -142,7 +131,6 @@ impl CmsServer {
 
     pub(super) async fn delete_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::NameArgs = parse("delete_session", &args)?;
         m.delete(&a.name).await.map_err(err)?;
         Ok(json!({ "name": a.name, "deleted": true }))

@@ -2,7 +2,7 @@
 //! `finish_task`, `abort_task`) and `batch_spawn`, which can run in the background
 //! and report progress.
 
-use super::server::{engine_error, CmsServer};
+use super::server::{err, CmsServer};
 use super::tools::{self, parse};
 use crate::engine::{EventKind, SpawnRequest};
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -41,32 +41,16 @@ impl CmsServer {
         .await
     }
 
-    pub(super) async fn finish_task(
-        &self,
-        args: Value,
-        _ctx: &RequestContext<RoleServer>,
-    ) -> Result<Value, String> {
+    /// `finish_task` (stop the session gracefully) and `abort_task` (kill it now).
+    pub(super) async fn end_task(&self, tool: &str, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let _err = |e: crate::engine::EngineError| engine_error(&e);
-        let a: tools::NameArgs = parse("finish_task", &args)?;
-        crate::delegate::finish(m, &a.name)
-            .await
-            .map(|r| json!(r))
-            .map_err(|e| e.to_string())
-    }
-
-    pub(super) async fn abort_task(
-        &self,
-        args: Value,
-        _ctx: &RequestContext<RoleServer>,
-    ) -> Result<Value, String> {
-        let m = &self.inner.manager;
-        let _err = |e: crate::engine::EngineError| engine_error(&e);
-        let a: tools::NameArgs = parse("abort_task", &args)?;
-        crate::delegate::abort(m, &a.name)
-            .await
-            .map(|r| json!(r))
-            .map_err(|e| e.to_string())
+        let a: tools::NameArgs = parse(tool, &args)?;
+        let ended = if tool == "abort_task" {
+            crate::delegate::abort(m, &a.name).await
+        } else {
+            crate::delegate::finish(m, &a.name).await
+        };
+        ended.map(|r| json!(r)).map_err(|e| e.to_string())
     }
 
     pub(super) async fn batch_spawn(
@@ -75,7 +59,6 @@ impl CmsServer {
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Value, String> {
         let m = &self.inner.manager;
-        let err = |e: crate::engine::EngineError| engine_error(&e);
         let a: tools::BatchArgs = parse("batch_spawn", &args)?;
         crate::engine::manager::check_batch(&a.sessions).map_err(err)?;
         let reqs = a

@@ -15,7 +15,7 @@
 //!   returns nil (the defaults above decide), `"allow"` [, spec] (the ceiling is
 //!   lifted, the parent floor stays), or `"deny"`, reason. Anything else refuses.
 
-use crate::engine::Guard;
+use crate::engine::{Guard, SpawnRequest};
 use serde::{Deserialize, Serialize};
 
 /// Who asks for a session.
@@ -192,6 +192,58 @@ pub fn decide(
         floor(&mut ask, parent);
     }
     Ok(ask)
+}
+
+/// Admit a session asked for by `caller`: the ceiling, the parent's floor and
+/// `on_spawn` decide its permission mode, tools, MCP servers and directories; a
+/// preset they impose is applied to its options and kept as its guard. Err: why it
+/// was refused.
+pub fn admit_session(
+    policy: Option<&crate::policy::PolicyService>,
+    req: &mut SpawnRequest,
+    caller: Caller,
+    parent: Option<&Guard>,
+) -> Result<(), String> {
+    let ask = SpawnAsk {
+        name: req.name.clone(),
+        kind: "session".into(),
+        permission_mode: req.options.permission_mode.clone(),
+        allowed_tools: req.options.allowed_tools.clone(),
+        preset: None,
+        safety: true,
+        mcp_config: req.options.mcp_config.clone(),
+        add_dirs: req.options.add_dirs.clone(),
+    };
+    let refused = |e: String| format!("cms refused to start '{}': {e}", req.name);
+    let ask = decide(policy, ask, caller, parent).map_err(refused)?;
+    let o = &mut req.options;
+    o.permission_mode = ask.permission_mode.clone();
+    o.allowed_tools = ask.allowed_tools.clone();
+    o.mcp_config = ask.mcp_config.clone();
+    o.add_dirs = ask.add_dirs.clone();
+    if let Some(preset_name) = &ask.preset {
+        let preset = match policy {
+            Some(p) => p.preset(preset_name).map_err(|e| refused(e.to_string()))?,
+            None => return Err(refused("no safety policy is loaded".into())),
+        };
+        if o.permission_mode.as_deref() != Some("plan") {
+            o.permission_mode = Some(preset.permission_mode.clone());
+        }
+        for t in preset.allowed_tools {
+            if !o.allowed_tools.contains(&t) {
+                o.allowed_tools.push(t);
+            }
+        }
+        o.disallowed_tools.extend(preset.disallowed_tools);
+        o.guard = Some(Guard {
+            preset: Some(preset_name.clone()),
+            safety: ask.safety,
+            max_cost_usd: o.max_budget_usd,
+            max_turns: o.max_turns,
+            ..Guard::default()
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
