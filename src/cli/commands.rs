@@ -2,47 +2,11 @@
 
 use super::args::{Cli, Command};
 use super::out::{self};
+use super::outcome::{CliError, Json, Outcome, Printed};
 use super::{delegate, demo, plugins, policy, render, repl, script, sessions, setup};
 use crate::app::exit;
-use crate::engine::{EngineConfig, EngineError, Manager, SessionRecord};
-use serde_json::Value;
+use crate::engine::{EngineConfig, Manager};
 use std::io::IsTerminal;
-
-/// What a command ends with.
-pub enum Outcome {
-    /// Print this (text or JSON) and exit 0.
-    Done(Printed),
-    /// Print this, then fail with the message (a turn that ended in an error).
-    Failed(Printed, String),
-}
-
-pub struct Printed {
-    pub text: String,
-    pub json: Json,
-}
-
-/// JSON to print: a value, or a list of records serialised straight to stdout
-/// (`list --json` with thousands of sessions stays fast).
-pub enum Json {
-    Value(Value),
-    Records(Vec<SessionRecord>),
-}
-
-impl From<Value> for Json {
-    fn from(v: Value) -> Self {
-        Json::Value(v)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{}", render::engine_error(.0))]
-    Engine(#[from] EngineError),
-    #[error("{0}")]
-    Input(String),
-    #[error("interrupted: every session this command started was stopped")]
-    Interrupted,
-}
 
 /// Run the parsed command line; returns the process exit code. A reader that
 /// closed stdout early ends the command quietly (see [`out`]).

@@ -4,8 +4,8 @@
 
 use super::args::{Command, DelegateArgs};
 use super::out::{self, outln};
+use super::outcome::text_arg;
 use super::render::money;
-use super::sessions::{text_arg, AbortOnDrop};
 use crate::app::runtime::shutdown_signal;
 use crate::app::{exit, App, LuaApp};
 use crate::delegate::{self, DelegateOptions, DelegateResult};
@@ -22,7 +22,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
         Err(e) => return out::fail(json, e),
     };
     let manager = app.manager().clone();
-    let _progress = app.block_on(async { super::progress::watch(&manager).map(AbortOnDrop) });
+    let _progress = app.block_on(async { super::progress::watch(&manager) });
     app.run_local(async {
         let LuaApp {
             host,
@@ -131,7 +131,7 @@ enum Printed {
     End(serde_json::Value, String),
 }
 
-fn options(a: DelegateArgs) -> Result<DelegateOptions, super::commands::CliError> {
+fn options(a: DelegateArgs) -> Result<DelegateOptions, super::outcome::CliError> {
     Ok(DelegateOptions {
         task: text_arg(&a.task)?,
         ..a

@@ -6,6 +6,7 @@ mod commands;
 mod delegate;
 mod demo;
 pub(crate) mod out;
+mod outcome;
 mod plugins;
 mod policy;
 mod progress;

@@ -19,14 +19,23 @@ pub fn wanted() -> bool {
     }
 }
 
+/// Prints progress lines while it lives: dropping it stops them.
+pub struct Watching(JoinHandle<()>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Print progress lines for every session of this process until the manager's event
-/// stream ends or the handle is aborted. Returns None when nobody would see them.
-pub fn watch(manager: &Manager) -> Option<JoinHandle<()>> {
+/// stream ends or the returned guard is dropped. None when nobody would see them.
+pub fn watch(manager: &Manager) -> Option<Watching> {
     if !wanted() {
         return None;
     }
     let mut events = manager.subscribe();
-    Some(tokio::spawn(async move {
+    Some(Watching(tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match events.recv().await {
@@ -39,7 +48,7 @@ pub fn watch(manager: &Manager) -> Option<JoinHandle<()>> {
                 Err(RecvError::Closed) => return,
             }
         }
-    }))
+    })))
 }
 
 /// The line an event deserves, if any.

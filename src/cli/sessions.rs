@@ -4,13 +4,13 @@
 //! safety policy loaded only for a guarded session.
 
 use super::args::Command;
-use super::commands::{CliError, Json, Outcome, Printed};
 use super::out::errln;
+use super::outcome::{text_arg, CliError, Json, Outcome, Printed};
 use super::render;
 use crate::app::App;
 use crate::engine::{BatchSpec, EngineConfig, Manager, Response, SessionOptions, SessionRecord};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,35 +79,14 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
     } else {
         None
     };
-    let _progress = app.block_on(async { super::progress::watch(&manager).map(AbortOnDrop) });
+    let _progress = app.block_on(async { super::progress::watch(&manager) });
     app.run_until_signal(async_command(&manager, cmd, json))
         .unwrap_or(Err(CliError::Interrupted))
-}
-
-/// Ends a background task when dropped.
-pub(super) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A `--timeout` (checked above 0 by clap).
 fn secs(t: f64) -> Option<Duration> {
     Some(Duration::from_secs_f64(t))
-}
-
-/// `-` means: read the text from stdin.
-pub(super) fn text_arg(s: &str) -> Result<String, CliError> {
-    if s != "-" {
-        return Ok(s.to_string());
-    }
-    let mut buf = String::new();
-    std::io::stdin()
-        .read_to_string(&mut buf)
-        .map_err(|e| CliError::Input(format!("cannot read stdin: {e}")))?;
-    Ok(buf)
 }
 
 fn turn_outcome(rec: &SessionRecord, r: &Response) -> Outcome {

@@ -26,59 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-/// Everything `spawn` needs.
-#[derive(Debug, Clone, Default)]
-pub struct SpawnRequest {
-    pub name: String,
-    pub prompt: String,
-    pub options: SessionOptions,
-    /// Per-turn timeout (default: the engine's).
-    pub timeout: Option<Duration>,
-    /// Stop the session after the first response (one-shot).
-    pub stop_after: bool,
-    /// Stored with the session for layers above (delegation settings, ...).
-    pub meta: Option<serde_json::Value>,
-    /// The history kind of the first interaction (default `spawn`).
-    pub kind: Option<String>,
-}
-
-pub use crate::engine::spec::{split_list, BatchSpec, SpawnSpec, ToolList};
-
-/// A timeout given in seconds, checked: above 0 and finite.
-pub fn seconds(t: Option<f64>) -> Result<Option<Duration>> {
-    match t {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(EngineError::Invalid(format!(
-            "timeout must be a number of seconds above 0, got {s}"
-        ))),
-    }
-}
-
-/// Check a batch before anything starts: at least one entry, valid and distinct
-/// names, no empty prompt.
-pub fn check_batch(specs: &[SpawnSpec]) -> Result<()> {
-    if specs.is_empty() {
-        return Err(EngineError::Invalid("the batch has no entries".into()));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for s in specs {
-        validate_name(&s.name)?;
-        if !seen.insert(s.name.as_str()) {
-            return Err(EngineError::Invalid(format!(
-                "the batch names '{}' twice",
-                s.name
-            )));
-        }
-        if s.prompt.trim().is_empty() {
-            return Err(EngineError::Invalid(format!(
-                "batch entry '{}' has an empty prompt",
-                s.name
-            )));
-        }
-    }
-    Ok(())
-}
+pub use crate::engine::spec::{
+    check_batch, seconds, split_list, validate_name, BatchSpec, SpawnRequest, SpawnSpec, ToolList,
+};
 
 /// The outcome of one batch entry.
 #[derive(Debug, Clone, Serialize)]
@@ -982,20 +932,6 @@ fn other_live_host(rec: &SessionRecord) -> Option<u32> {
         && rec.pid.is_some_and(process::pid_alive)
         && process::pid_alive(host))
     .then_some(host)
-}
-
-/// Session names: 1-64 characters of `[A-Za-z0-9._-]`.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidName(name.to_string()))
-    }
 }
 
 fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf> {

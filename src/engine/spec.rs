@@ -6,13 +6,13 @@
 //! that schema). A field's doc comment is its help text on every face.
 
 use crate::engine::config::{SessionOptions, DEFAULT_MODEL};
-use crate::engine::error::Result;
-use crate::engine::manager::{seconds, SpawnRequest};
+use crate::engine::error::{EngineError, Result};
 use crate::engine::mode::PermissionMode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The default turn timeout as the CLI shows it ([`crate::engine::config::DEFAULT_TURN_TIMEOUT_SECS`]).
 pub const DEFAULT_TIMEOUT_TEXT: &str = "3600";
@@ -253,6 +253,72 @@ fn tidy(v: &mut Value) {
         }
         Value::Array(a) => a.iter_mut().for_each(tidy),
         _ => {}
+    }
+}
+
+/// Everything `spawn` needs.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnRequest {
+    pub name: String,
+    pub prompt: String,
+    pub options: SessionOptions,
+    /// Per-turn timeout (default: the engine's).
+    pub timeout: Option<Duration>,
+    /// Stop the session after the first response (one-shot).
+    pub stop_after: bool,
+    /// Stored with the session for layers above (delegation settings, ...).
+    pub meta: Option<serde_json::Value>,
+    /// The history kind of the first interaction (default `spawn`).
+    pub kind: Option<String>,
+}
+
+/// A timeout given in seconds, checked: above 0 and finite.
+pub fn seconds(t: Option<f64>) -> Result<Option<Duration>> {
+    match t {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(EngineError::Invalid(format!(
+            "timeout must be a number of seconds above 0, got {s}"
+        ))),
+    }
+}
+
+/// Check a batch before anything starts: at least one entry, valid and distinct
+/// names, no empty prompt.
+pub fn check_batch(specs: &[SpawnSpec]) -> Result<()> {
+    if specs.is_empty() {
+        return Err(EngineError::Invalid("the batch has no entries".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in specs {
+        validate_name(&s.name)?;
+        if !seen.insert(s.name.as_str()) {
+            return Err(EngineError::Invalid(format!(
+                "the batch names '{}' twice",
+                s.name
+            )));
+        }
+        if s.prompt.trim().is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "batch entry '{}' has an empty prompt",
+                s.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Session names: 1-64 characters of `[A-Za-z0-9._-]`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidName(name.to_string()))
     }
 }
 

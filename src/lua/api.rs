@@ -4,7 +4,7 @@
 
 use crate::engine::{EventKind, Manager, SpawnSpec};
 use crate::lua::convert;
-use crate::lua::host::{dispatch_events, ensure_subscribed, Handler, HostShared};
+use crate::lua::events::{dispatch_events, ensure_subscribed, Handler, HostShared};
 use crate::lua::session::{engine_err, handle};
 use futures_util::future::join_all;
 use mlua::{Function, Lua, MultiValue, Table, Value};

@@ -5,6 +5,7 @@
 //! - [`api`]: the `cms.*` functions (spawn, get, list, parallel, on, off, sleep,
 //!   delegate, args; the rest of the module comes from [`crate::sandbox::base_module`]);
 //! - [`session`]: the session object scripts hold (`s:send`, `s:fork`, ...);
+//! - [`events`]: `cms.on` handlers and event delivery;
 //! - [`convert`]: sessions, turns and history as Lua tables ([`crate::views`]'s shape),
 //!   and the option tables of session methods;
 //! - [`worker`]: Lua on its own threads for frontends that are not Lua (the MCP
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod convert;
+pub mod events;
 pub mod host;
 pub mod pretty;
 pub mod session;

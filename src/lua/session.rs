@@ -4,7 +4,7 @@
 
 use crate::engine::{Manager, Response, SessionOptions};
 use crate::lua::convert::{self, ForkOpts, SendOpts};
-use crate::lua::host::{dispatch_events, HostShared};
+use crate::lua::events::{dispatch_events, HostShared};
 use mlua::{Lua, UserData, UserDataFields, UserDataMethods, UserDataRef, Value};
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -9,14 +9,6 @@ use crate::engine::{
 };
 use std::sync::Arc;
 
-pub(super) fn fail_closed(why: &str) -> Decision {
-    Decision::Deny {
-        reason: format!("cms safety policy error, so the call is denied: {why}"),
-        interrupt: false,
-        rule: Some("policy_error".into()),
-    }
-}
-
 /// The policy to install on a [`crate::engine::Manager`]: sessions with a [`Guard`]
 /// get the Lua safety net; others are left to the CLI's permission mode.
 pub struct LuaPolicy(pub Arc<PolicyService>);

@@ -14,13 +14,15 @@ pub mod isolation;
 mod script_state;
 pub mod self_protect;
 pub mod service;
+mod snapshot;
 pub mod spawn_gate;
 pub mod watch;
 
 pub use crate::sandbox::Layers;
 pub use door::{GuardedSession, LuaPolicy};
 pub use script_state::check_file;
-pub use service::{PolicyError, PolicyService, Preset, ReloadReport};
+pub use service::PolicyService;
+pub use snapshot::{Limits, PolicyError, Preset, ReloadReport};
 
 use crate::engine::Manager;
 use std::path::Path;

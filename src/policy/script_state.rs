@@ -2,8 +2,7 @@
 //! safety hooks, the presets, the limits and the plugin policies, called under a
 //! time limit; and `cms policy check FILE`.
 
-use super::door::fail_closed;
-use super::service::*;
+use super::snapshot::*;
 use crate::engine::{Decision, Guard, Progress, SessionEvent, ToolCall, Verdict, Violation};
 use crate::sandbox::error_text;
 use crate::sandbox::limits::call_limited;

@@ -147,3 +147,120 @@ fn the_checker_catches_an_upward_and_a_sideways_import() {
     );
     assert!(bad[2].contains("module `extra` has no floor"), "{bad:#?}");
 }
+
+/// The sibling files a file of `folder` names: `super::x`, `super::{x, y}`,
+/// `crate::folder::x`, where `x.rs` is in the same folder.
+fn siblings(folder: &Path, name: &str, own: &str, text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut add = |word: &str| {
+        let word = word.trim().split("::").next().unwrap_or("").trim();
+        if !word.is_empty() && word != own && folder.join(format!("{word}.rs")).is_file() {
+            found.insert(word.to_string());
+        }
+    };
+    let path = format!("crate::{name}::");
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        for prefix in ["super::", path.as_str()] {
+            let mut rest = code;
+            while let Some(i) = rest.find(prefix) {
+                rest = &rest[i + prefix.len()..];
+                if let Some(list) = rest.strip_prefix('{') {
+                    list.split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .for_each(&mut add);
+                } else {
+                    let word: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    add(&word);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Cycles among the files of each folder of `src` (`mod.rs` left out: it names
+/// them all), each as `folder: a -> b -> a`.
+fn file_cycles(src: &Path) -> Vec<String> {
+    let mut cycles = Vec::new();
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(src)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    folders.sort();
+    for folder in folders {
+        let name = folder.file_name().unwrap().to_string_lossy().to_string();
+        let mut graph = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().to_string()) else {
+                continue;
+            };
+            if path.extension().is_none_or(|e| e != "rs") || stem == "mod" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            graph.insert(stem.clone(), siblings(&folder, &name, &stem, &text));
+        }
+        // Depth-first search from each file; a file met again on the path is a cycle.
+        fn visit(
+            node: &str,
+            graph: &std::collections::BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(i) = path.iter().position(|p| p == node) {
+                let mut cycle = path[i..].to_vec();
+                cycle.push(node.to_string());
+                return Some(cycle);
+            }
+            if !done.insert(node.to_string()) {
+                return None;
+            }
+            path.push(node.to_string());
+            for next in graph.get(node).into_iter().flatten() {
+                if let Some(c) = visit(next, graph, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            None
+        }
+        let mut done = BTreeSet::new();
+        for start in graph.keys() {
+            if let Some(c) = visit(start, &graph, &mut Vec::new(), &mut done) {
+                cycles.push(format!("{name}: {}", c.join(" -> ")));
+            }
+        }
+    }
+    cycles
+}
+
+#[test]
+fn no_two_files_of_a_folder_import_each_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let cycles = file_cycles(&src);
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn the_checker_catches_a_cycle_between_two_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let lua = dir.path().join("lua");
+    std::fs::create_dir_all(&lua).unwrap();
+    std::fs::write(lua.join("mod.rs"), "pub mod a; pub mod b; pub mod c;").unwrap();
+    std::fs::write(lua.join("a.rs"), "use super::{b, c::X};").unwrap();
+    std::fs::write(lua.join("b.rs"), "// super::a in a comment\n").unwrap();
+    std::fs::write(lua.join("c.rs"), "fn f() { crate::lua::a::g(); }").unwrap();
+    assert_eq!(
+        file_cycles(dir.path()),
+        vec!["lua: a -> c -> a".to_string()]
+    );
+}

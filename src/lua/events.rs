@@ -1,0 +1,80 @@
+//! What a script's host shares with the functions it installs, and `cms.on`:
+//! handlers by event name, subscribed lazily, delivered after every engine call on
+//! the script's thread, each under the callback time limit.
+
+use crate::engine::{Manager, SessionEvent};
+use crate::sandbox::limits::call_limited;
+use mlua::{Function, Lua};
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// State shared by the host and the functions it installs.
+pub struct HostShared {
+    pub callback_limit: Duration,
+    pub policy: Option<Arc<crate::policy::PolicyService>>,
+    pub handlers: RefCell<Vec<Handler>>,
+    pub next_handler: Cell<u64>,
+    pub(crate) events: RefCell<Option<broadcast::Receiver<SessionEvent>>>,
+}
+
+pub struct Handler {
+    pub id: u64,
+    /// An event name (`tool_use`, `result`, ...) or `*`.
+    pub event: String,
+    pub func: Function,
+}
+
+/// Subscribe lazily: only a host with handlers pays for events.
+pub(crate) fn ensure_subscribed(manager: &Manager, shared: &HostShared) {
+    let mut events = shared.events.borrow_mut();
+    if events.is_none() {
+        *events = Some(manager.subscribe());
+    }
+}
+
+/// Deliver pending events to the `cms.on` handlers. Called after every engine call
+/// returns (all events of a turn are published before its response), so handlers
+/// run at predictable points, on the script's thread.
+pub(crate) fn dispatch_events(lua: &Lua, shared: &HostShared) {
+    loop {
+        let next = match shared.events.borrow_mut().as_mut() {
+            Some(rx) => rx.try_recv(),
+            None => return,
+        };
+        match next {
+            Ok(event) => deliver(lua, shared, &event),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
+    let name = event.kind.name();
+    let funcs: Vec<Function> = shared
+        .handlers
+        .borrow()
+        .iter()
+        .filter(|h| h.event == name || h.event == "*")
+        .map(|h| h.func.clone())
+        .collect();
+    if funcs.is_empty() {
+        return;
+    }
+    let table = match crate::sandbox::convert::to_lua(lua, event) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("cannot pass event {name} to Lua: {e}");
+            return;
+        }
+    };
+    for f in funcs {
+        if let Err(e) = call_limited::<()>(lua, shared.callback_limit, &f, table.clone()) {
+            // The handler failed; the host goes on.
+            let _ = writeln!(std::io::stderr(), "cms.on('{name}') handler failed: {e}");
+        }
+    }
+}
