@@ -1,7 +1,7 @@
 //! cms: orchestrate many Claude Code CLI sessions from one place.
 //!
 //! Floors, lowest first; a module imports only from floors below its own
-//! (`tests/layers.rs` checks it, `docs/ARCHITECTURE.md` draws it):
+//! (`tests/it/layers.rs` checks it, `docs/ARCHITECTURE.md` draws it):
 //!
 //! [`wire`] (the Claude CLI protocol) → [`engine`] (sessions, manager, store, the
 //! policy door; never prints) → [`views`] (the one JSON shape of sessions, turns and

@@ -20,8 +20,13 @@ pub fn fail(message: impl std::fmt::Display) -> i32 {
     FAILED
 }
 
+/// Why a command ended on a signal: `what` is "the script", "this command", ...
+pub fn interrupted_text(what: &str) -> String {
+    format!("interrupted: every session {what} started was stopped")
+}
+
 /// Say that a signal stopped the command and its sessions, and return [`INTERRUPTED`].
 pub fn interrupted(what: &str) -> i32 {
-    errln!("Error: interrupted: every session {what} started was stopped");
+    errln!("Error: {}", interrupted_text(what));
     INTERRUPTED
 }

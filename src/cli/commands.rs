@@ -45,6 +45,7 @@ fn run_command(cli: Cli) -> i32 {
         | Command::Finish(_)
         | Command::Abort(_)) => return delegate::run(cfg, cmd, json),
         Command::Policy(cmd) => return policy::run(cmd, json),
+        // `main` sends `cms mcp` to the MCP frontend; the CLI never serves it.
         Command::Mcp => {
             exit::fail("`cms mcp` is served by the entry point, not the CLI frontend");
             return exit::USAGE;

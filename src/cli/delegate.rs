@@ -93,7 +93,10 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
             None => {
                 manager.kill_all().await;
                 if json {
-                    let _ = outln!("{}", json!({ "error": "interrupted" }));
+                    let _ = outln!(
+                        "{}",
+                        json!({ "error": exit::interrupted_text("this command") })
+                    );
                 }
                 return exit::interrupted("this command");
             }

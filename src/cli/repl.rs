@@ -35,20 +35,11 @@ cms repl — the `cms` Lua module, interactively. Engine calls wait for Claude C
 An unfinished chunk (an open function, table or string) continues on the next line.
 Tab completes cms.* names and, inside quotes, session names.";
 
-/// The names offered after `cms.`: read from the `cms` table of a state built as the
-/// REPL's is, so every name of the module (`cms.delegate`, `cms.path.*`, ...) is there.
-fn api_names(manager: &Arc<Manager>) -> Vec<String> {
-    match LuaHost::new(manager.clone(), crate::lua::HostOptions::default()) {
-        Ok(host) => crate::lua::stubs::module_names(host.lua()),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// [`api_names`], read on the first completion.
-static API_NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-
 struct ReplHelper {
     manager: Arc<Manager>,
+    /// The names offered after `cms.`: read from the REPL's own `cms` table, so every
+    /// name of the module (`cms.delegate`, `cms.path.*`, ...) is there.
+    api_names: Vec<String>,
 }
 
 impl Completer for ReplHelper {
@@ -88,8 +79,7 @@ impl Completer for ReplHelper {
                 .map(|c| pair(c))
                 .collect()
         } else if word.starts_with("cms") {
-            API_NAMES
-                .get_or_init(|| api_names(&self.manager))
+            self.api_names
                 .iter()
                 .filter(|c| c.starts_with(word))
                 .map(|c| pair(c))
@@ -175,6 +165,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         };
         ed.set_helper(Some(ReplHelper {
             manager: manager.clone(),
+            api_names: crate::lua::stubs::module_names(host.lua()),
         }));
         let _ = ed.load_history(&history);
         let _ = outln!(

@@ -38,7 +38,7 @@ pub(super) fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Out
                 Some(t) => render::truncated(t, a.full),
                 None => "(no output yet)".into(),
             };
-            done(shown, json!({"name": a.name, "text": text}))
+            done(shown, json!({"name": a.name, "output": text}))
         }
         Command::History(a) => {
             let items = m.history(&a.name)?;
@@ -104,7 +104,7 @@ fn turn_outcome(rec: &SessionRecord, r: &Response) -> Outcome {
 fn state_outcome(rec: &SessionRecord, verb: &str) -> Outcome {
     done(
         format!("Session '{}' {verb}", rec.name),
-        json!({"name": rec.name, "state": rec.state}),
+        crate::views::record_json(rec),
     )
 }
 

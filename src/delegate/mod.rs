@@ -24,13 +24,14 @@ pub use strategy::{strategy_sliced, STRATEGY_SLICE};
 
 use crate::engine::{EngineError, Guard, Manager, SessionOptions, SessionState, SpawnRequest};
 use crate::policy::{PolicyError, PolicyService};
-use check::*;
+use result::ending_violation;
+use strategy::{drive, load_strategy, policy_in_force};
+use task::{TaskSetup, TaskState};
+
 use mlua::{Function, Lua};
-use result::*;
+
 use std::sync::Arc;
 use std::time::Duration;
-use strategy::*;
-use task::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DelegateError {
@@ -74,7 +75,8 @@ pub async fn delegate(
         );
         if !(delegated && finished) {
             return Err(DelegateError::Invalid(format!(
-                "session '{}' already exists (use `cms continue --name {0}` to send it more, or pick another name)",
+                "session '{}' already exists: continue it instead (`cms continue --name {0}`, the \
+                 continue_task tool, or d:continue in Lua), or pick another name",
                 opts.name
             )));
         }
@@ -256,7 +258,8 @@ fn delegated_guard(name: &str, options: &SessionOptions) -> Result<Guard, Delega
     match &options.guard {
         Some(g) if g.delegated => Ok(g.clone()),
         _ => Err(DelegateError::Invalid(format!(
-            "'{name}' is not a delegated session (use `cms send`, or `cms delegate` to start one)"
+            "'{name}' is not a delegated session: send to it directly (`cms send`, send_message, \
+             s:send), or delegate a new task"
         ))),
     }
 }

@@ -162,8 +162,9 @@ pub(super) fn check_failed_message(name: &str, checks: &[CheckRecord]) -> String
         })
         .unwrap_or_default();
     format!(
-        "the check did not pass after {} attempt(s){last}. Send a correction with \
-         `cms continue --name {name} --message ...` (or continue_task); the check runs again",
+        "the check did not pass after {} attempt(s){last}. Send a correction \
+         (`cms continue --name {name} --message ...`, the continue_task tool, or d:continue in \
+         Lua); the check runs again",
         checks.len()
     )
 }

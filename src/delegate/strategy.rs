@@ -1,7 +1,9 @@
 //! Strategies: Lua functions from `scripts/strategies/` or a plugin, loaded into the
 //! caller's Lua state, cached by source, and run with their Lua slices time-limited.
 
-use super::*;
+use super::result::{check_failed_message, derive_status, ends_session, StatusInputs};
+use super::task::{TaskHandle, TaskState};
+use super::{DelegateError, DelegateResult, LimitsView, SafetyReport};
 use crate::engine::Guard;
 use crate::policy::PolicyService;
 use crate::sandbox::error_text;

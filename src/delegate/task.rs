@@ -1,7 +1,9 @@
 //! One delegated task's state while a strategy drives it, and the `task` object the
 //! strategy holds (`task:send`, `task:check`, `task:review`, ...).
 
-use super::*;
+use super::check::run_check;
+use super::result::ends_session;
+use super::{CheckRecord, DelegateOptions, DeniedCall, ReviewRecord, ViolationView};
 use crate::engine::{
     EngineError, EventKind, Guard, Manager, Response, SessionEvent, SessionOptions, SessionState,
     SpawnRequest,

@@ -217,6 +217,67 @@ pub fn pid_alive(pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_shell_command_and_what_it_left_running_end_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = format!("cms-run-shell-{}", std::process::id());
+        // A background job (a copy of this shell, so its command line holds the
+        // marker) that would hold the pipes open for a minute.
+        let cmd = format!("(sleep 60; echo {marker}) & echo started {marker}; exit 3");
+        let t = std::time::Instant::now();
+        let run = run_shell(&cmd, dir.path(), std::time::Duration::from_secs(20), 8192).await;
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "{run:?}");
+        match run {
+            ShellRun::Exited { code, tail } => {
+                assert_eq!(code, Some(3));
+                assert!(tail.contains(&marker), "{tail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let left = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&marker)
+            })
+            .count();
+        assert_eq!(left, 0, "the background job was killed with the group");
+    }
+
+    #[tokio::test]
+    async fn a_shell_command_past_its_limit_is_killed_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::time::Instant::now();
+        let run = run_shell(
+            "sleep 30 & sleep 30",
+            dir.path(),
+            std::time::Duration::from_millis(300),
+            64,
+        )
+        .await;
+        assert!(matches!(run, ShellRun::TimedOut), "{run:?}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn only_the_tail_of_a_long_output_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_shell(
+            "seq 1 100000; echo last-line",
+            dir.path(),
+            std::time::Duration::from_secs(20),
+            100,
+        )
+        .await;
+        let ShellRun::Exited { code, tail } = run else {
+            panic!("{run:?}")
+        };
+        assert_eq!(code, Some(0));
+        assert!(tail.starts_with("...") && tail.len() <= 103, "{tail}");
+        assert!(tail.trim_end().ends_with("last-line"), "{tail}");
+    }
+
     use super::*;
 
     #[test]
@@ -281,11 +342,13 @@ pub enum ShellRun {
     Failed(std::io::Error),
 }
 
-/// Run `sh -c cmd` in `dir`, with no stdin, in a process group of its own: past
-/// `limit` the whole group is killed (a check that starts a server does not leave it
-/// running). Keeps the last `keep` bytes of output.
+/// Run `sh -c cmd` in `dir`, with no stdin, in a process group of its own. When
+/// it exits, or runs past `limit`, whatever is left of its group is killed (a check
+/// that starts a server does not leave it running, nor hold its pipes open). The
+/// group is signalled while `sh` is still unreaped, so its id cannot belong to
+/// anyone else yet. Keeps the last `keep` bytes of stdout, then of stderr.
 pub async fn run_shell(cmd: &str, dir: &Path, limit: std::time::Duration, keep: usize) -> ShellRun {
-    let child = Command::new("sh")
+    let spawned = Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .current_dir(dir)
@@ -295,33 +358,76 @@ pub async fn run_shell(cmd: &str, dir: &Path, limit: std::time::Duration, keep: 
         .process_group(0)
         .kill_on_drop(true)
         .spawn();
-    let child = match child {
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return ShellRun::Failed(e),
     };
     let pid = child.id().unwrap_or(0);
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Err(_) => {
-            signal_group(pid, libc::SIGKILL);
-            ShellRun::TimedOut
-        }
-        Ok(Err(e)) => ShellRun::Failed(e),
-        Ok(Ok(out)) => {
-            // The group may have members left behind (`cmd &`): they go with it.
-            signal_group(pid, libc::SIGKILL);
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            if text.len() > keep {
-                let cut = text.len() - keep;
-                let cut = (cut..text.len())
-                    .find(|i| text.is_char_boundary(*i))
-                    .unwrap_or(cut);
-                text = format!("...{}", &text[cut..]);
-            }
-            ShellRun::Exited {
-                code: out.status.code(),
-                tail: text,
-            }
+    // One byte over `keep`, so that a cut below shows.
+    let stdout = child.stdout.take().map(|o| tokio::spawn(tail(o, keep + 1)));
+    let stderr = child.stderr.take().map(|e| tokio::spawn(tail(e, keep + 1)));
+    // Wait for `sh` to exit without reaping it (WNOWAIT): until it is reaped, its pid
+    // (the group's id) is not reused.
+    let exited = tokio::task::spawn_blocking(move || exited_unreaped(pid));
+    let timed_out = tokio::time::timeout(limit, exited).await.is_err();
+    signal_group(pid, libc::SIGKILL);
+    let status = child.wait().await;
+    let mut text = String::new();
+    for reader in [stdout, stderr].into_iter().flatten() {
+        text.push_str(&String::from_utf8_lossy(&reader.await.unwrap_or_default()));
+    }
+    if text.len() > keep {
+        let cut = text.len() - keep;
+        let cut = (cut..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(cut);
+        text = format!("...{}", &text[cut..]);
+    }
+    match status {
+        _ if timed_out => ShellRun::TimedOut,
+        Err(e) => ShellRun::Failed(e),
+        Ok(status) => ShellRun::Exited {
+            code: status.code(),
+            tail: text,
+        },
+    }
+}
+
+/// Block until process `pid` (our child) has exited, leaving it unreaped.
+fn exited_unreaped(pid: u32) {
+    loop {
+        // SAFETY: waitid with WNOWAIT only reads our own child's state.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
         }
     }
+}
+
+/// The last `keep` bytes a reader gives until it ends.
+async fn tail(mut reader: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * keep.max(1) {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
+    }
+    kept
 }

@@ -1,5 +1,6 @@
-//! One Lua state for scripts, the REPL and (later) policies and plugins: the sandbox,
-//! the memory limit, the time limit for callbacks, and the `cms` module.
+//! The host of a script, the REPL or a delegation: a restricted Lua state (built by
+//! [`crate::sandbox::state`]) with the `cms` module, `cms.on` handlers and the
+//! plugins' strategies.
 //!
 //! Lua is single-threaded: a host lives on one thread and its async calls are driven
 //! from there (inside a `tokio::task::LocalSet`), while the engine's sessions run on
@@ -39,7 +40,9 @@ pub struct HostOptions {
 impl Default for HostOptions {
     fn default() -> Self {
         HostOptions {
-            allow_unsafe: std::env::var("CMS_LUA_UNSAFE").as_deref() == Ok("1"),
+            // Only `cms script`/`cms repl --unsafe-lua` (or CMS_LUA_UNSAFE=1 read by their
+            // flag) opt in; hosts for plugins, delegation and the MCP server never do.
+            allow_unsafe: false,
             memory_limit: 256 * 1024 * 1024,
             callback_limit: Duration::from_secs(2),
             args: Vec::new(),

@@ -214,12 +214,12 @@ impl ServerHandler for CmsServer {
     }
 }
 
-/// An engine error with what to do about it, in this server's tools.
 /// An engine error as a tool's error text (for `.map_err(err)`).
 pub(super) fn err(e: crate::engine::EngineError) -> String {
     engine_error(&e)
 }
 
+/// An engine error with what to do about it, in the terms of an MCP client.
 fn engine_error(e: &crate::engine::EngineError) -> String {
     use crate::engine::Remedy;
     let how = match e.remedy() {

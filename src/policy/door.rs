@@ -2,7 +2,7 @@
 //! guarded sessions behind the Lua safety net ([`GuardedSession`]); every error on
 //! the way fails closed.
 
-use super::service::*;
+use super::service::PolicyService;
 use crate::engine::events::EventKind;
 use crate::engine::{
     Decision, Guard, Policy, Progress, SessionEvent, SessionOptions, ToolCall, Verdict,

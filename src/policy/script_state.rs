@@ -2,7 +2,7 @@
 //! safety hooks, the presets, the limits and the plugin policies, called under a
 //! time limit; and `cms policy check FILE`.
 
-use super::snapshot::*;
+use super::snapshot::{fail_closed, Limits, PolicyError, Preset, Snapshot};
 use crate::engine::{Decision, Guard, Progress, SessionEvent, ToolCall, Verdict, Violation};
 use crate::sandbox::error_text;
 use crate::sandbox::limits::call_limited;

@@ -9,8 +9,8 @@
 //! it when the snapshot changes: a decision is a plain function call, with no
 //! hop to another thread.
 
-use super::script_state::*;
-use super::snapshot::*;
+use super::script_state::{show, ScriptState};
+use super::snapshot::{fail_closed, Limits, PolicyError, Preset, ReloadReport, Snapshot, MODULES};
 use crate::engine::{Decision, Guard, Progress, SessionEvent, ToolCall, Verdict};
 use crate::sandbox::error_text;
 use crate::sandbox::limits::call_limited;

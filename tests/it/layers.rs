@@ -37,24 +37,66 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level modules a file names as `crate::x`, comments left out.
-fn imports(text: &str) -> BTreeSet<String> {
+/// A line without its `//` comment (a `//` inside a string literal is kept).
+fn code_of(line: &str) -> &str {
+    let mut in_string = false;
+    let mut escaped = false;
+    let bytes = line.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// The first path segment of each item after a `prefix` (`crate::x::...`, and each
+/// item of a group `crate::{x, y::z}`).
+fn after(code: &str, prefix: &str, found: &mut BTreeSet<String>) {
+    let word = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut rest = code;
+    while let Some(i) = rest.find(prefix) {
+        rest = &rest[i + prefix.len()..];
+        // `super::super::x` is read by the longer prefix; skip the shorter match.
+        if rest.starts_with("super::") {
+            continue;
+        }
+        let names: Vec<String> = match rest.strip_prefix('{') {
+            Some(group) => group
+                .split('}')
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(word)
+                .collect(),
+            None => vec![word(rest)],
+        };
+        found.extend(names.into_iter().filter(|n| !n.is_empty() && n != "self"));
+    }
+}
+
+/// The top-level modules a file names: `crate::x`, `crate::{x, y}`, and `super::`
+/// paths that climb to the crate root (`depth` levels below it), comments left out.
+fn imports(text: &str, depth: usize) -> BTreeSet<String> {
+    let to_root = "super::".repeat(depth);
     let mut found = BTreeSet::new();
     for line in text.lines() {
-        let code = match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        let mut rest = code;
-        while let Some(i) = rest.find("crate::") {
-            let name: String = rest[i + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.insert(name);
-            }
-            rest = &rest[i + 7..];
+        let code = code_of(line);
+        after(code, "crate::", &mut found);
+        if depth > 0 {
+            let mut climbed = BTreeSet::new();
+            after(code, &to_root, &mut climbed);
+            // Only a path that starts there: `super::super::x`, not `super::super::super::x`.
+            found.extend(climbed);
         }
     }
     found
@@ -84,13 +126,15 @@ fn violations(src: &Path) -> Vec<String> {
         let module = first.trim_end_matches(".rs").to_string();
         let Some(own) = floor(&module) else {
             bad.push(format!(
-                "{}: module `{module}` has no floor in tests/layers.rs",
+                "{}: module `{module}` has no floor in tests/it/layers.rs",
                 rel.display()
             ));
             continue;
         };
         let text = std::fs::read_to_string(&file).unwrap();
-        for used in imports(&text) {
+        // How many `super::` reach the crate root from this file.
+        let depth = rel.components().count() - usize::from(file.ends_with("mod.rs"));
+        for used in imports(&text, depth) {
             if used == module {
                 continue;
             }
@@ -126,7 +170,8 @@ fn the_checker_catches_an_upward_and_a_sideways_import() {
     std::fs::create_dir_all(src.join("cli")).unwrap();
     std::fs::write(
         src.join("engine/mod.rs"),
-        "// crate::lua in a comment is fine\nuse crate::wire::x;\nfn f() { crate::lua::host(); }\n",
+        "// crate::lua in a comment is fine\nuse crate::wire::x;\nfn f() { crate::lua::host(); }\n\
+         const URL: &str = \"http://x\"; use crate::{wire, delegate::D};\n",
     )
     .unwrap();
     std::fs::write(
@@ -135,17 +180,25 @@ fn the_checker_catches_an_upward_and_a_sideways_import() {
     )
     .unwrap();
     std::fs::write(src.join("extra.rs"), "").unwrap();
+    std::fs::write(src.join("views.rs"), "use super::app::App;").unwrap();
+    std::fs::write(
+        src.join("engine/x.rs"),
+        "use super::super::policy::P;\nuse super::y;",
+    )
+    .unwrap();
     let bad = violations(src);
-    assert_eq!(bad.len(), 3, "{bad:#?}");
-    assert!(
-        bad[0].contains("`cli` (floor 9) imports `crate::mcp`"),
-        "{bad:#?}"
-    );
-    assert!(
-        bad[1].contains("`engine` (floor 1) imports `crate::lua`"),
-        "{bad:#?}"
-    );
-    assert!(bad[2].contains("module `extra` has no floor"), "{bad:#?}");
+    let expected = [
+        "cli/mod.rs: `cli` (floor 9) imports `crate::mcp`",
+        "engine/mod.rs: `engine` (floor 1) imports `crate::delegate`",
+        "engine/mod.rs: `engine` (floor 1) imports `crate::lua`",
+        "engine/x.rs: `engine` (floor 1) imports `crate::policy`",
+        "extra.rs: module `extra` has no floor",
+        "views.rs: `views` (floor 2) imports `crate::app`",
+    ];
+    assert_eq!(bad.len(), expected.len(), "{bad:#?}");
+    for (found, want) in bad.iter().zip(expected) {
+        assert!(found.contains(want), "{found} is not {want}");
+    }
 }
 
 /// The sibling files a file of `folder` names: `super::x`, `super::{x, y}`,

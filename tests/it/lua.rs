@@ -882,6 +882,15 @@ fn a_session_a_turn_and_a_history_entry_have_one_shape_in_the_cli_and_in_lua() {
     let send = cms.json(&["send", "--name", "a", "--message", "again"]);
     let status = cms.json(&["status", "--name", "a"]);
     let history = cms.json(&["history", "--name", "a"]);
+    // The last output is `output`, as `get_last_output` says it; a state change
+    // prints the whole session.
+    assert_eq!(
+        cms.json(&["output", "--name", "a"])["output"],
+        "echo: again"
+    );
+    let paused = cms.json(&["pause", "--name", "a"]);
+    assert!(same_shape(&paused, &status), "{paused}");
+    cms.ok(&["resume", "--name", "a"]);
     let lua = run_json(
         &cms,
         "shapes.lua",
