@@ -186,12 +186,25 @@ function Session:history() end
 ---@return cms.Status
 function Session:status() end
 
+---`cms.spawn`'s own option, beside the spawn options of every face.
+---@class cms.SpawnCall: cms.SpawnOptions
+---@field replace? boolean Stop and delete a session of this name first, so a plan can run again [default: false].
+
 ---Start a new session and send its first prompt; returns when the response is in
----(`s.response`).
+---(`s.response`). A session of that name is an error, unless `replace = true`
+---(which deletes it first, its process ended).
+---@async
+---@param opts cms.SpawnCall
+---@return cms.Session
+function cms.spawn(opts) end
+
+---The session of that name as it is (its own options; `s.response` is nil until a
+---send), or a new one spawned with `opts` when there is none: a plan that runs again
+---picks up where it left off.
 ---@async
 ---@param opts cms.SpawnOptions
 ---@return cms.Session
-function cms.spawn(opts) end
+function cms.get_or_spawn(opts) end
 
 ---The session of that name, or nil.
 ---@param name string
@@ -252,7 +265,8 @@ function cms.off(id) end
 ---@param seconds number
 function cms.sleep(seconds) end
 
----Log to stderr through cms's logger: `cms.log("text")` or `cms.log("warn", "text")`.
+---Log to stderr through cms's logger: `cms.log("text")` (info, shown by default) or
+---`cms.log("warn", "text")`; `debug` and `trace` show with `-v`/`-vv` or `RUST_LOG=lua=debug`.
 ---@param ... any
 function cms.log(...) end
 

@@ -49,7 +49,7 @@ pub fn engine_config(g: &Globals) -> EngineConfig {
 /// or more with `-v`/`-vv`; `RUST_LOG` overrides.
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,lua=info",
         1 => "info",
         _ => "debug",
     };

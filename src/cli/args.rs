@@ -263,6 +263,12 @@ pub struct CleanupArgs {
     /// Remove sessions idle for more than this many days.
     #[arg(long, default_value_t = 7.0, value_parser = non_negative_f64)]
     pub days: f64,
+    /// Remove without asking (needed when not on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Only list what would be removed.
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
 }
 
 /// Options of every Lua host (`cms script`, `cms repl`).

@@ -5,7 +5,7 @@ use super::out::{self};
 use super::outcome::{CliError, Json, Outcome, Printed};
 use super::{delegate, demo, plugins, policy, render, repl, script, sessions, setup};
 use crate::app::exit;
-use crate::engine::{EngineConfig, Manager};
+use crate::engine::EngineConfig;
 use std::io::IsTerminal;
 
 /// Run the parsed command line; returns the process exit code. A reader that
@@ -60,9 +60,7 @@ fn run_command(cli: Cli) -> i32 {
         }
         // Reading commands need no async runtime: they start fast.
         cmd @ (Command::List | Command::Status(_) | Command::Output(_) | Command::History(_)) => {
-            Manager::new(cfg)
-                .map_err(CliError::from)
-                .and_then(|m| sessions::read_command(&m, &cmd, json))
+            sessions::read_existing(cfg, &cmd, json)
         }
         cmd => sessions::run_async(cfg, cmd, json),
     };
@@ -77,7 +75,7 @@ fn run_command(cli: Cli) -> i32 {
         }
         Err(e) => {
             let code = out::fail(json, &e);
-            if matches!(e, CliError::Interrupted) {
+            if matches!(e, CliError::Interrupted(_)) {
                 exit::INTERRUPTED
             } else {
                 code

@@ -38,8 +38,9 @@ pub enum CliError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Input(String),
-    #[error("interrupted: every session this command started was stopped")]
-    Interrupted,
+    /// What the signal left behind, in words for the command interrupted.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// `-` means: read the text from stdin.

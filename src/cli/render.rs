@@ -205,6 +205,7 @@ pub fn engine_error(e: &crate::engine::EngineError) -> String {
         Some(Remedy::TryAgainLater(_)) => {
             "try again when it is done, or leave out --no-wait to queue behind it".to_string()
         }
+        Some(Remedy::ShowStatus(n)) => format!("`cms status --name {n}` shows its state"),
         Some(Remedy::InstallClaude) => "install Claude Code (`npm install -g @anthropic-ai/claude-code`), \
              or point --claude-bin / CMS_CLAUDE_BIN at it; `cms demo` runs on the bundled simulator"
             .to_string(),

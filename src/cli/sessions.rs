@@ -59,6 +59,11 @@ fn done(text: String, json: Value) -> Outcome {
 }
 
 pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, CliError> {
+    if let Command::Cleanup(a) = &cmd {
+        // It may ask a question: before the runtime, so Ctrl-C ends it plainly.
+        return cleanup(cfg, a, json);
+    }
+    let interrupted = interrupted_message(&cmd);
     let app = App::start(cfg).map_err(CliError::Input)?;
     let manager = app.manager().clone();
     // A delegated session stays guarded when sent to directly: load the safety
@@ -81,7 +86,7 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
     };
     let _progress = app.block_on(async { super::progress::watch(&manager) });
     app.run_until_signal(async_command(&manager, cmd, json))
-        .unwrap_or(Err(CliError::Interrupted))
+        .unwrap_or(Err(CliError::Interrupted(interrupted)))
 }
 
 /// A `--timeout` (checked above 0 by clap).
@@ -168,7 +173,13 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
             }
         }
         Command::Stop(a) => state_outcome(&m.stop(&a.name).await?, "stopped"),
-        Command::Kill(a) => state_outcome(&m.kill(&a.name).await?, "killed"),
+        Command::Kill(a) => {
+            if m.has_process(&a.name)? {
+                state_outcome(&m.kill(&a.name).await?, "killed")
+            } else {
+                nothing_to_kill(&m.status(&a.name)?)
+            }
+        }
         Command::Interrupt(a) => {
             m.interrupt(&a.name).await?;
             done(
@@ -184,14 +195,7 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
             )
         }
         Command::Batch(a) => batch(m, &a.file, a.concurrency as usize).await?,
-        Command::Cleanup(a) => {
-            let removed = m.cleanup(a.days)?;
-            let mut text = format!("Removed {} session(s)", removed.len());
-            for n in &removed {
-                text.push_str(&format!("\n  {n}"));
-            }
-            done(text, json!({ "removed": removed }))
-        }
+        Command::Cleanup(_) => unreachable!("cleanup runs before the runtime starts"),
         Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
             read_command(m, &cmd, json)?
         }
@@ -270,4 +274,150 @@ async fn batch(
             format!("{failed} of {} batch sessions failed", outcomes.len()),
         )
     })
+}
+
+/// What Ctrl-C (or SIGTERM) left behind: every session the command was driving is
+/// killed and recorded as stopped (resumable), its unfinished turn in its history.
+fn interrupted_message(cmd: &Command) -> String {
+    let one = match cmd {
+        Command::Send(a) => Some(a.name.as_str()),
+        Command::Resume(a) => Some(a.name.as_str()),
+        Command::Fork(a) => Some(a.new_name.as_str()),
+        Command::Spawn(a) => Some(a.name.as_str()),
+        _ => None,
+    };
+    match one {
+        Some(n) => format!(
+            "session '{n}' was stopped (its process killed) before the turn finished; its history \
+             records the turn as interrupted, and `cms send --name {n}` resumes it"
+        ),
+        None => "every session this command was driving was stopped (its process killed); \
+                 `cms send` resumes each"
+            .into(),
+    }
+}
+
+/// `cms kill` of a session with no process: nothing changes, and it says so (exit 0:
+/// what was asked for, no process, holds).
+fn nothing_to_kill(rec: &SessionRecord) -> Outcome {
+    done(
+        format!(
+            "'{}' has no running process; nothing to kill (it is {})",
+            rec.name,
+            rec.state.as_str()
+        ),
+        crate::views::record_json(rec),
+    )
+}
+
+/// `cms cleanup`: shows what it would remove; removes after a yes on a terminal, or
+/// with `--yes`. Not on a terminal and without `--yes` it refuses (exit 1), as a
+/// script that meant to remove would rather fail than silently do nothing.
+fn cleanup(
+    cfg: EngineConfig,
+    a: &super::args::CleanupArgs,
+    json: bool,
+) -> Result<Outcome, CliError> {
+    let Some(m) = Manager::open_existing(cfg)? else {
+        return Ok(cleanup_outcome(&[], &[], a.dry_run));
+    };
+    let idle: Vec<String> = m.idle(a.days)?.into_iter().map(|r| r.name).collect();
+    if idle.is_empty() || a.dry_run {
+        return Ok(cleanup_outcome(&[], &idle, a.dry_run));
+    }
+    if !a.yes {
+        let asking = !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        if !asking {
+            return Err(CliError::Input(format!(
+                "cleanup would remove {} session(s) idle for more than {} day(s): {}; \
+                 nothing was removed: pass --yes to remove them (--dry-run only lists them)",
+                idle.len(),
+                a.days,
+                idle.join(", ")
+            )));
+        }
+        errln!(
+            "These {} session(s) have been idle for more than {} day(s):",
+            idle.len(),
+            a.days
+        );
+        for n in &idle {
+            errln!("  {n}");
+        }
+        if !confirm("Remove them for good? [y/N] ") {
+            return Ok(Outcome::Failed(
+                Printed {
+                    text: String::new(),
+                    json: json!({ "removed": [] }).into(),
+                },
+                "nothing was removed".into(),
+            ));
+        }
+    }
+    let removed = m.remove_idle(&idle, a.days)?;
+    Ok(cleanup_outcome(&removed, &idle, false))
+}
+
+fn cleanup_outcome(removed: &[String], idle: &[String], dry_run: bool) -> Outcome {
+    let (head, names) = if dry_run {
+        (format!("Would remove {} session(s)", idle.len()), idle)
+    } else if idle.is_empty() {
+        ("Nothing to remove".to_string(), idle)
+    } else {
+        (format!("Removed {} session(s)", removed.len()), removed)
+    };
+    let mut text = head;
+    for n in names {
+        text.push_str(&format!("\n  {n}"));
+    }
+    let value = if dry_run {
+        json!({ "removed": [], "would_remove": idle, "dry_run": true })
+    } else {
+        json!({ "removed": removed })
+    };
+    done(text, value)
+}
+
+/// Ask on the terminal; anything but y/yes (or a closed stdin) is no.
+fn confirm(question: &str) -> bool {
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{question}");
+    let _ = err.flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// A reading command (`list`, `status`, `output`, `history`): it creates nothing, so
+/// a `CMS_HOME` that does not exist is said to be so, and a file is an error.
+pub(super) fn read_existing(
+    cfg: EngineConfig,
+    cmd: &Command,
+    json: bool,
+) -> Result<Outcome, CliError> {
+    let home = cfg.home.clone();
+    if let Some(m) = Manager::open_existing(cfg)? {
+        return read_command(&m, cmd, json);
+    }
+    let name = match cmd {
+        Command::Status(a) => &a.name,
+        Command::Output(a) => &a.name,
+        Command::History(a) => &a.name,
+        _ => {
+            return Ok(Outcome::Done(Printed {
+                text: format!(
+                    "No sessions yet (CMS_HOME={} does not exist)",
+                    home.display()
+                ),
+                json: Json::Records(Vec::new()),
+            }))
+        }
+    };
+    Err(CliError::Input(format!(
+        "session '{name}' not found: there are no sessions yet (CMS_HOME={} does not exist)",
+        home.display()
+    )))
 }

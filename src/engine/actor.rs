@@ -486,7 +486,8 @@ impl Actor {
                     .as_ref()
                     .map(|t| t.timeout.as_secs_f64())
                     .unwrap_or(0.0),
-                action: "interrupted, then killed because claude did not stop",
+                action: "interrupted, then its process was killed because claude did not stop; \
+                         the session is stopped and resumes on the next send",
                 retrying: self
                     .current
                     .as_ref()

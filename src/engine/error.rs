@@ -15,7 +15,7 @@ pub enum EngineError {
     #[error("session '{0}' already exists")]
     AlreadyExists(String),
 
-    #[error("invalid session name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -")]
+    #[error("invalid session name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ - (but not `.` or `..`)")]
     InvalidName(String),
 
     #[error("session '{0}' is paused")]
@@ -79,8 +79,28 @@ pub enum EngineError {
     #[error("session '{name}' is busy: {holder} is driving it")]
     Busy { name: String, holder: String },
 
-    #[error("session '{0}' is not running in this process")]
+    #[error("session '{0}' has no running process (no cms process is driving it), so there is no turn to interrupt")]
     NotLive(String),
+
+    /// Claude Code has no conversation file for the session's id where it looks: it
+    /// keeps them per configuration folder (HOME) and working directory.
+    #[error("No conversation found for session '{name}' (Claude Code session {id}): Claude Code looked for {}; \
+             it keeps conversations per HOME (or CLAUDE_CONFIG_DIR) and working directory, so the \
+             session resumes only with the HOME and from the directory it was created with ({})",
+            .looked.display(), .dir.display())]
+    ConversationMissing {
+        name: String,
+        id: String,
+        /// Where Claude Code looked: `<config>/projects/<cwd slug>/<id>.jsonl`.
+        looked: PathBuf,
+        /// The working directory the session resumes in.
+        dir: PathBuf,
+        partial: Option<Box<Response>>,
+    },
+
+    #[error("CMS_HOME ({}) is a file, not a folder: cms keeps its sessions in a folder there; \
+             move the file away or point CMS_HOME (or --home) elsewhere", .0.display())]
+    HomeIsFile(PathBuf),
 
     #[error("write to claude's stdin failed: {0}")]
     Write(String),
@@ -119,6 +139,8 @@ pub enum Remedy<'a> {
     TryAgainLater(&'a str),
     /// Install Claude Code, or say where it is.
     InstallClaude,
+    /// Look at the session's state (nothing is running to act on).
+    ShowStatus(&'a str),
 }
 
 impl EngineError {
@@ -131,6 +153,7 @@ impl EngineError {
             EngineError::HeldElsewhere { name, .. } => Remedy::SendWhereHeld(name),
             EngineError::Busy { name, .. } => Remedy::TryAgainLater(name),
             EngineError::BinaryNotFound { .. } => Remedy::InstallClaude,
+            EngineError::NotLive(n) => Remedy::ShowStatus(n),
             _ => return None,
         })
     }
@@ -143,6 +166,7 @@ impl EngineError {
             | EngineError::Timeout { partial, .. }
             | EngineError::Stopped { partial }
             | EngineError::Killed { partial }
+            | EngineError::ConversationMissing { partial, .. }
             | EngineError::PolicyStopped { partial, .. } => partial.as_deref(),
             _ => None,
         }

@@ -61,6 +61,9 @@ pub struct Manager {
 impl Manager {
     /// Open the store. Needs no async runtime until a session starts.
     pub fn new(cfg: EngineConfig) -> Result<Arc<Manager>> {
+        if cfg.home.is_file() {
+            return Err(EngineError::HomeIsFile(cfg.home.clone()));
+        }
         let store = Arc::new(Store::open(&cfg.home)?);
         Ok(Arc::new(Manager {
             cfg,
@@ -71,6 +74,19 @@ impl Manager {
             policy: RwLock::new(Arc::new(AllowAll)),
             start_lock: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// For a command that only reads: the manager of an existing home, or None when
+    /// `cfg.home` does not exist (nothing is created). A home that is a file is an error.
+    pub fn open_existing(cfg: EngineConfig) -> Result<Option<Arc<Manager>>> {
+        match std::fs::metadata(&cfg.home) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(EngineError::io(
+                format!("CMS_HOME ({})", cfg.home.display()),
+                e,
+            )),
+            Ok(_) => Manager::new(cfg).map(Some),
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -251,7 +267,20 @@ impl Manager {
         {
             tracing::debug!("could not mark {name} busy: {e}");
         }
+        // Dropped before the turn ends (Ctrl-C, a cancelled caller): the turn is still
+        // recorded, as interrupted.
+        let mut unfinished = Unfinished {
+            store: self.store.clone(),
+            session: session.clone(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            message: message.to_string(),
+            started,
+            armed: true,
+        };
         let result = session.send(message, timeout).await;
+        unfinished.armed = false;
+        let result = self.conversation_missing(name, result).await;
         if matches!(result, Err(EngineError::LineTooLong { .. })) {
             // The session is stopping: wait for it, so the next send resumes cleanly.
             session.stop().await;
@@ -301,6 +330,37 @@ impl Manager {
         result
     }
 
+    /// A resume that found no conversation (the CLI says `No conversation found`, as a
+    /// failed result or on stderr) becomes an error naming where Claude Code looked.
+    async fn conversation_missing(&self, name: &str, result: Result<Response>) -> Result<Response> {
+        const NOT_FOUND: &str = "No conversation found";
+        let partial = match &result {
+            Ok(r) if r.is_error && r.errors.iter().any(|e| e.contains(NOT_FOUND)) => {
+                Some(Box::new(r.clone()))
+            }
+            Err(EngineError::Exited {
+                stderr, partial, ..
+            }) if stderr.contains(NOT_FOUND) => partial.clone(),
+            _ => return result,
+        };
+        let n = name.to_string();
+        let Ok(Some(rec)) = self.blocking(move |s| s.get(&n)).await else {
+            return result;
+        };
+        let Some(id) = rec.fork_parent_id.clone().or(rec.claude_session_id.clone()) else {
+            return result;
+        };
+        let dir = rec.resume_dir().to_path_buf();
+        let looked = conversation_path(&self.cfg.child_env, &dir, &id);
+        Err(EngineError::ConversationMissing {
+            name: name.to_string(),
+            id,
+            looked,
+            dir,
+            partial,
+        })
+    }
+
     fn forget(&self, name: &str, session: &Arc<LiveSession>) {
         let mut live = self.live.lock().unwrap();
         if live.get(name).is_some_and(|s| Arc::ptr_eq(s, session)) {
@@ -317,6 +377,13 @@ impl Manager {
         loop {
             {
                 let _guard = self.start_lock.lock().await;
+                if let Some(s) = self.live(name) {
+                    // Ended from elsewhere (`cms stop` in another process) before this
+                    // process heard of it: let it catch up, so the send resumes.
+                    if s.is_alive() && !process::pid_running(s.pid()) {
+                        s.stop().await;
+                    }
+                }
                 if let Some(s) = self.live_here(name)? {
                     return Ok(s);
                 }
@@ -628,6 +695,8 @@ impl Manager {
         let rec = self.blocking(move |s| s.require(&n)).await?;
         let live = self.live.lock().unwrap().remove(name);
         let mut last_error = None;
+        let ended = live.as_ref().is_some_and(|s| s.is_alive())
+            || (other_live_host(&rec).is_some() && rec.pid.is_some());
         if let Some(s) = live {
             let exit = if kill { s.kill().await } else { s.stop().await };
             if !kill && exit.code.is_some_and(|c| c != 0) {
@@ -638,9 +707,13 @@ impl Manager {
                 let _ = tokio::task::spawn_blocking(move || process::end_tree(pid)).await;
             } else {
                 process::signal_group(pid, libc::SIGTERM);
+                // Stopped means stopped: the holder's next send then resumes it.
+                let limit = self.cfg.stop_grace + Duration::from_secs(3);
+                let _ = tokio::task::spawn_blocking(move || process::wait_gone(pid, limit)).await;
             }
         }
-        let state = if kill {
+        // A kill with nothing to kill leaves the state as a stop would.
+        let state = if kill && ended {
             SessionState::Killed
         } else if rec.state == SessionState::Killed || rec.state == SessionState::Failed {
             rec.state
@@ -659,6 +732,15 @@ impl Manager {
             })
         })
         .await
+    }
+
+    /// Whether the session has a running process (here or in another cms process).
+    pub fn has_process(&self, name: &str) -> Result<bool> {
+        if self.live(name).is_some_and(|s| s.is_alive()) {
+            return Ok(true);
+        }
+        let rec = self.status(name)?;
+        Ok(rec.pid.is_some() && other_live_host(&rec).is_some())
     }
 
     /// Remove a session for good (its live process is killed).
@@ -792,24 +874,39 @@ impl Manager {
     /// Delete sessions idle for more than `days` days (never one that is live here or in
     /// another running cms process). Returns the names removed.
     pub fn cleanup(&self, days: f64) -> Result<Vec<String>> {
-        if days.is_nan() || days < 0.0 {
-            return Err(EngineError::Invalid(format!(
-                "--days must be 0 or more, got {days}"
-            )));
-        }
-        let cutoff = now_ms() - (days * 86_400_000.0) as i64;
+        let names: Vec<String> = self.idle(days)?.into_iter().map(|r| r.name).collect();
+        self.remove_idle(&names, days)
+    }
+
+    /// The sessions [`Manager::cleanup`] would remove now, most recently active first.
+    pub fn idle(&self, days: f64) -> Result<Vec<SessionRecord>> {
+        let cutoff = idle_cutoff(days)?;
+        Ok(self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|rec| self.is_idle(rec, cutoff))
+            .collect())
+    }
+
+    /// Remove those of `names` that are still idle for more than `days` days (one
+    /// may have been used since it was listed). Returns the names removed.
+    pub fn remove_idle(&self, names: &[String], days: f64) -> Result<Vec<String>> {
+        let cutoff = idle_cutoff(days)?;
         let mut removed = Vec::new();
-        for rec in self.store.list()? {
-            let live_here = self.live(&rec.name).is_some();
-            if rec.updated_at < cutoff
-                && !live_here
-                && other_live_host(&rec).is_none()
-                && self.store.delete(&rec.name)?
-            {
+        for name in names {
+            let Some(rec) = self.store.get(name)? else {
+                continue;
+            };
+            if self.is_idle(&rec, cutoff) && self.store.delete(&rec.name)? {
                 removed.push(rec.name);
             }
         }
         Ok(removed)
+    }
+
+    fn is_idle(&self, rec: &SessionRecord, cutoff: i64) -> bool {
+        rec.updated_at < cutoff && self.live(&rec.name).is_none() && other_live_host(rec).is_none()
     }
 
     /// Stop every live session of this process gracefully and flush recorded events.
@@ -862,6 +959,83 @@ impl Manager {
             .await;
         }
     }
+}
+
+fn idle_cutoff(days: f64) -> Result<i64> {
+    if days.is_nan() || days < 0.0 {
+        return Err(EngineError::Invalid(format!(
+            "--days must be 0 or more, got {days}"
+        )));
+    }
+    Ok(now_ms() - (days * 86_400_000.0) as i64)
+}
+
+/// A turn whose caller went away before it ended (Ctrl-C, a cancelled request): its
+/// interaction is recorded with the error `interrupted`, so `history` shows it.
+struct Unfinished {
+    store: Arc<Store>,
+    session: Arc<LiveSession>,
+    name: String,
+    kind: String,
+    message: String,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let info = self.session.info();
+        let outcome = TurnOutcome {
+            response: None,
+            error: Some("interrupted: cms stopped waiting before the turn finished"),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            session_id: info.session_id.as_deref(),
+            cwd: info.cwd.as_deref(),
+            reported_cost_usd: None,
+            cost_scope: None,
+            session_cost_usd: Some(info.session_cost),
+        };
+        let state = self.session.state();
+        if let Err(e) =
+            self.store
+                .record_turn(&self.name, &self.kind, &self.message, &outcome, state)
+        {
+            tracing::debug!(session = %self.name, "could not record the interrupted turn: {e}");
+        }
+    }
+}
+
+/// Where Claude Code looks for a conversation: `<config>/projects/<cwd slug>/<id>.jsonl`,
+/// the config folder being `CLAUDE_CONFIG_DIR`, or `~/.claude` (the child's
+/// environment first, then this process's).
+pub fn conversation_path(child_env: &[(String, String)], cwd: &Path, id: &str) -> PathBuf {
+    let var = |k: &str| {
+        child_env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| std::ffi::OsString::from(v))
+            .or_else(|| std::env::var_os(k))
+            .filter(|v| !v.is_empty())
+    };
+    let config = var("CLAUDE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(var("HOME").unwrap_or_else(|| "~".into())).join(".claude")
+        });
+    let slug: String = cwd
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    config
+        .join("projects")
+        .join(slug)
+        .join(format!("{id}.jsonl"))
 }
 
 /// How long a new record may show `starting` without a process before it counts as
@@ -988,7 +1162,7 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        for ok in ["a", "fix-auth", "task_1.v2", &"x".repeat(64)] {
+        for ok in ["a", "fix-auth", "task_1.v2", "...", ".a", &"x".repeat(64)] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -996,6 +1170,8 @@ mod tests {
             "with space",
             "semi;colon",
             "slash/x",
+            ".",
+            "..",
             &"x".repeat(65),
             "ünï",
         ] {

@@ -205,6 +205,34 @@ pub fn signal_pid(pid: u32, signal: i32) {
     }
 }
 
+/// Whether a process runs: it exists and has not exited (a zombie, ended but not yet
+/// reaped by its parent, does not run).
+pub fn pid_running(pid: u32) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)` (comm may hold one).
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => pid_alive(pid),
+    }
+}
+
+/// Wait (blocking) until a process no longer exists, up to `limit`; whether it is gone.
+pub fn wait_gone(pid: u32, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while pid_alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// Whether a process exists (it may belong to another user).
 pub fn pid_alive(pid: u32) -> bool {
     if pid == 0 {

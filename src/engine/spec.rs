@@ -314,7 +314,10 @@ pub fn validate_name(name: &str) -> Result<()> {
         && name.len() <= 64
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        // A name is a file name too (`$CMS_HOME/locks/NAME.lock`): not `.` or `..`.
+        && name != "."
+        && name != "..";
     if ok {
         Ok(())
     } else {

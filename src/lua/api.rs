@@ -1,4 +1,5 @@
-//! The `cms` table: `cms.spawn`, `cms.get`, `cms.list`, `cms.parallel`, `cms.on`,
+//! The `cms` table: `cms.spawn` (`replace = true` deletes a session of that name
+//! first), `cms.get_or_spawn`, `cms.get`, `cms.list`, `cms.parallel`, `cms.on`,
 //! `cms.off`, `cms.sleep`, `cms.log`, `cms.json.encode/decode`, `cms.args`,
 //! `cms.version`. Documented for editors in `scripts/types/cms.lua`.
 
@@ -29,12 +30,30 @@ pub fn install(
         lua.create_async_function(move |lua, opts: Value| {
             let (m, sh) = (m.clone(), sh.clone());
             async move {
+                // `replace` is the Lua API's own: not a spawn option of every face.
+                let (opts, replace) = without_flag(&lua, opts, "replace")?;
                 let spec: SpawnSpec = convert::opts(&lua, "cms.spawn", opts)?;
-                let req = spec.into_request(false).map_err(engine_err)?;
-                let result = m.spawn(req).await;
-                dispatch_events(&lua, &sh);
-                let (rec, r) = result.map_err(engine_err)?;
-                handle(&lua, rec.name, m, sh, Some(r))
+                if replace && m.status(&spec.name).is_ok() {
+                    m.delete(&spec.name).await.map_err(engine_err)?;
+                }
+                spawn(lua, m, sh, spec).await
+            }
+        })?,
+    )?;
+
+    let (m, sh) = (manager.clone(), shared.clone());
+    cms.set(
+        "get_or_spawn",
+        lua.create_async_function(move |lua, opts: Value| {
+            let (m, sh) = (m.clone(), sh.clone());
+            async move {
+                let spec: SpawnSpec = convert::opts(&lua, "cms.get_or_spawn", opts)?;
+                match m.status(&spec.name) {
+                    // As it is: its options stay its own, and a send resumes it.
+                    Ok(rec) => handle(&lua, rec.name, m, sh, None),
+                    Err(crate::engine::EngineError::NotFound(_)) => spawn(lua, m, sh, spec).await,
+                    Err(e) => Err(engine_err(e)),
+                }
             }
         })?,
     )?;
@@ -135,6 +154,45 @@ pub fn install(
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("cms", cms.clone())?;
     Ok(cms)
+}
+
+async fn spawn(
+    lua: Lua,
+    m: Arc<Manager>,
+    sh: Rc<HostShared>,
+    spec: SpawnSpec,
+) -> mlua::Result<Value> {
+    let req = spec.into_request(false).map_err(engine_err)?;
+    let result = m.spawn(req).await;
+    dispatch_events(&lua, &sh);
+    let (rec, r) = result.map_err(engine_err)?;
+    handle(&lua, rec.name, m, sh, Some(r))
+}
+
+/// An options table without `key` (a copy: the caller's table is left as it was,
+/// so a plan can pass it again), and whether `key` was true.
+fn without_flag(lua: &Lua, opts: Value, key: &str) -> mlua::Result<(Value, bool)> {
+    let Value::Table(t) = opts else {
+        return Ok((opts, false));
+    };
+    let flag = match t.raw_get::<Value>(key)? {
+        Value::Nil => return Ok((Value::Table(t), false)),
+        Value::Boolean(b) => b,
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "cms.spawn: {key} must be true or false, not a {}",
+                other.type_name()
+            )))
+        }
+    };
+    let copy = lua.create_table()?;
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        if !matches!(&k, Value::String(s) if s.as_bytes() == key.as_bytes()) {
+            copy.raw_set(k, v)?;
+        }
+    }
+    Ok((Value::Table(copy), flag))
 }
 
 /// `cms.parallel{f1, f2, ...}`: run the functions as concurrent coroutines; return

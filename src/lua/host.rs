@@ -64,6 +64,9 @@ pub enum ScriptError {
     /// A Lua error: `file:line: message` and a traceback.
     #[error("{}", error_text(.0))]
     Lua(mlua::Error),
+    /// Lua ran out of the memory it may use: the error names the limit.
+    #[error("{}", memory_text(.error, *.limit_mb))]
+    Memory { error: mlua::Error, limit_mb: usize },
     /// `os.exit(code)`.
     #[error("the script called os.exit({0})")]
     Exit(i32),
@@ -78,7 +81,40 @@ impl From<mlua::Error> for ScriptError {
     }
 }
 
+/// Whether Lua failed for want of memory (the state's limit, or a Rust function's
+/// check against it).
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            is_memory_error(cause)
+        }
+        _ => false,
+    }
+}
+
+/// "not enough memory" says which limit: the script's `--memory-limit`.
+fn memory_text(e: &mlua::Error, limit_mb: usize) -> String {
+    let text = error_text(e);
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let why = format!(
+        "the script used more than its memory limit (--memory-limit {limit_mb} MB, or \
+         CMS_LUA_MEMORY_MB; raise it to allow more)"
+    );
+    let first = if first.trim_end().ends_with("not enough memory") {
+        format!("{}: {why}", first.trim_end())
+    } else {
+        format!("{first} ({why})")
+    };
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first}\n{rest}")
+    }
+}
+
 pub struct LuaHost {
+    memory_limit: usize,
     lua: Lua,
     manager: Arc<Manager>,
     shared: Rc<HostShared>,
@@ -106,6 +142,7 @@ impl LuaHost {
             events: RefCell::new(None),
         });
         let host = LuaHost {
+            memory_limit: opts.memory_limit,
             lua,
             manager: manager.clone(),
             shared,
@@ -120,6 +157,17 @@ impl LuaHost {
             host.lua.set_app_data(set);
         }
         Ok(host)
+    }
+
+    /// A Lua error as a script error: `os.exit`, out of memory, or any other.
+    pub fn script_error(&self, e: mlua::Error) -> ScriptError {
+        if is_memory_error(&e) && self.memory_limit > 0 {
+            return ScriptError::Memory {
+                error: e,
+                limit_mb: self.memory_limit.div_ceil(1024 * 1024),
+            };
+        }
+        e.into()
     }
 
     pub fn lua(&self) -> &Lua {
@@ -141,7 +189,10 @@ impl LuaHost {
             .load(code)
             .set_name(format!("@{}", path.display()))
             .set_mode(mlua::ChunkMode::Text);
-        let value: Value = chunk.call_async(()).await?;
+        let value: Value = chunk
+            .call_async(())
+            .await
+            .map_err(|e| self.script_error(e))?;
         self.dispatch_events();
         Ok(value)
     }
@@ -169,10 +220,13 @@ impl LuaHost {
                     incomplete_input: true,
                     ..
                 }) => return Ok(Eval::Incomplete),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(self.script_error(e)),
             },
         };
-        let values: MultiValue = func.call_async(()).await?;
+        let values: MultiValue = func
+            .call_async(())
+            .await
+            .map_err(|e| self.script_error(e))?;
         self.dispatch_events();
         Ok(Eval::Values(values))
     }

@@ -57,6 +57,7 @@ pub fn engine_err(e: crate::engine::EngineError) -> mlua::Error {
             "send to it from there, or wait until that process ends it (cms.get(\"{n}\"):status() shows who holds it)"
         ),
         Some(Remedy::TryAgainLater(_)) => "try again when it is done".to_string(),
+        Some(Remedy::ShowStatus(n)) => format!("cms.get(\"{n}\"):status() shows its state"),
         Some(Remedy::InstallClaude) => "install Claude Code (`npm install -g @anthropic-ai/claude-code`), \
              or run the script with --claude-bin (or CMS_CLAUDE_BIN) pointing at it"
             .to_string(),

@@ -233,6 +233,7 @@ fn engine_error(e: &crate::engine::EngineError) -> String {
             "send to it from there, or wait until that process ends it (get_session_status '{n}' shows who holds it)"
         ),
         Some(Remedy::TryAgainLater(_)) => "try again when it is done".to_string(),
+        Some(Remedy::ShowStatus(n)) => format!("get_session_status '{n}' shows its state"),
         Some(Remedy::InstallClaude) => "install Claude Code (`npm install -g @anthropic-ai/claude-code`) \
              where the cms MCP server runs, or set CMS_CLAUDE_BIN in the server's environment"
             .to_string(),

@@ -239,7 +239,7 @@ fn cleanup_days() {
     cms.ok(&["spawn", "--name", "c1", "--prompt", "x"]);
     let v = cms.json(&["cleanup", "--days", "1"]);
     assert_eq!(v["removed"].as_array().unwrap().len(), 0);
-    let out = cms.ok(&["cleanup", "--days", "0"]);
+    let out = cms.ok(&["cleanup", "--days", "0", "--yes"]);
     assert!(
         out.contains("Removed 1 session(s)") && out.contains("c1"),
         "{out}"
@@ -918,4 +918,141 @@ fn stop_or_kill_from_another_shell_during_a_turn_is_not_a_failure() {
             .ok(&["send", "--name", "s", "--message", "RECALL"])
             .contains("start"));
     }
+}
+
+#[test]
+fn cleanup_shows_first_and_needs_yes_off_a_terminal() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "c1", "--prompt", "x"]);
+    let out = cms.ok(&["cleanup", "--days", "0", "--dry-run"]);
+    assert!(
+        out.contains("Would remove 1 session(s)") && out.contains("c1"),
+        "{out}"
+    );
+    let v = cms.json(&["cleanup", "--days", "0", "--dry-run"]);
+    assert_eq!(v["would_remove"], serde_json::json!(["c1"]));
+    assert_eq!(v["removed"], serde_json::json!([]));
+    // Not on a terminal, without --yes: nothing removed, exit 1, and why.
+    let err = cms.fails(&["cleanup", "--days", "0"]);
+    assert!(
+        err.contains("would remove 1 session(s)") && err.contains("c1"),
+        "{err}"
+    );
+    assert!(err.contains("--yes"), "{err}");
+    assert!(cms.ok(&["list"]).contains("c1"), "still there");
+    // Nothing to remove needs no --yes.
+    assert!(cms
+        .ok(&["cleanup", "--days", "30"])
+        .contains("Nothing to remove"));
+    let out = cms.ok(&["cleanup", "--days", "0", "-y"]);
+    assert!(out.contains("Removed 1 session(s)"), "{out}");
+    assert_eq!(cms.ok(&["list"]).trim(), "No sessions.");
+}
+
+#[test]
+fn kill_of_a_session_with_no_process_says_so() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "k", "--prompt", "x"]);
+    let out = cms.ok(&["kill", "--name", "k"]);
+    assert!(
+        out.contains("'k' has no running process; nothing to kill"),
+        "{out}"
+    );
+    assert_eq!(cms.json(&["status", "--name", "k"])["state"], "stopped");
+    assert!(cms.fails(&["kill", "--name", "nope"]).contains("not found"));
+}
+
+#[test]
+fn reading_commands_do_not_make_a_home() {
+    let cms = Cms::new();
+    let home = cms.dir.path().join("cms");
+    let out = cms.ok(&["list"]);
+    assert!(
+        out.contains("No sessions yet (CMS_HOME=") && out.contains("does not exist"),
+        "{out}"
+    );
+    assert_eq!(cms.json(&["list"]), serde_json::json!([]));
+    for args in [
+        vec!["status", "--name", "x"],
+        vec!["output", "--name", "x"],
+        vec!["history", "--name", "x"],
+    ] {
+        let err = cms.fails(&args);
+        assert!(
+            err.contains("session 'x' not found") && err.contains("does not exist"),
+            "{err}"
+        );
+    }
+    assert!(
+        !home.exists(),
+        "a reading command created {}",
+        home.display()
+    );
+    std::fs::write(&home, "not a folder").unwrap();
+    for args in [vec!["list"], vec!["spawn", "--name", "a", "--prompt", "x"]] {
+        let err = cms.fails(&args);
+        assert!(err.contains("is a file, not a folder"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn dot_and_dot_dot_are_no_session_names() {
+    let cms = Cms::new();
+    for bad in [".", ".."] {
+        let err = cms.fails(&["spawn", "--name", bad, "--prompt", "x"]);
+        assert!(err.contains("invalid session name"), "{err}");
+    }
+}
+
+#[test]
+fn ctrl_c_during_send_says_the_session_was_stopped_and_records_the_turn() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "h", "--prompt", "before"]);
+    let child = cms.spawn_piped(&["send", "--name", "h", "--message", "HANG"]);
+    let pid = cms.busy_pid("h");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("session 'h' was stopped") && err.contains("resumes it"),
+        "{err}"
+    );
+    assert!(!err.contains("started was stopped"), "{err}");
+    support::assert_gone(pid);
+    assert_eq!(cms.json(&["status", "--name", "h"])["state"], "stopped");
+    let h = cms.json(&["history", "--name", "h"]);
+    let last = h.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["message"], "HANG", "{h}");
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("interrupted"),
+        "{last}"
+    );
+    let out = cms.ok(&["send", "--name", "h", "--message", "RECALL"]);
+    assert!(out.contains("before"), "{out}");
+}
+
+#[test]
+fn a_lost_conversation_names_where_claude_code_looked() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "l", "--prompt", "x"]);
+    std::fs::remove_dir_all(cms.dir.path().join(".claude/projects")).unwrap();
+    let out = cms.run(&["send", "--name", "l", "--message", "again"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("No conversation found")
+            && err.contains(".claude/projects/")
+            && err.contains(".jsonl"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "no empty response block: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -413,7 +413,8 @@ fn runs_out_of_memory_at_16_mb(cms: &Cms, file: &str) {
     let out = cms.run(&["script", "--memory-limit", "16", file]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("not enough memory"),
+        stderr(&out).contains("not enough memory")
+            && stderr(&out).contains("its memory limit (--memory-limit 16 MB"),
         "{}",
         stderr(&out)
     );
@@ -916,4 +917,101 @@ fn a_session_a_turn_and_a_history_entry_have_one_shape_in_the_cli_and_in_lua() {
             "RFC 3339: {at}"
         );
     }
+}
+
+#[test]
+fn a_plan_runs_twice_with_replace_or_get_or_spawn() {
+    let cms = Cms::new();
+    let code = r#"
+        local opts = { name = "p", prompt = "first", replace = true }
+        local s = cms.spawn(opts)
+        local g = cms.get_or_spawn{ name = "g", prompt = "made once" }
+        local r = g:send("RECALL")
+        return { text = s.response.text, kept = opts.replace, recall = r.text, turns = #s:history() }
+    "#;
+    let first = run_json(&cms, "plan.lua", code);
+    assert_eq!(first["text"], "echo: first");
+    assert_eq!(first["kept"], true, "the caller's table is left as it was");
+    assert_eq!(first["turns"], 1);
+    let second = run_json(&cms, "plan.lua", code);
+    assert_eq!(second["text"], "echo: first", "{second}");
+    assert_eq!(second["turns"], 1, "replaced: a new session");
+    // get_or_spawn found the first run's session: its conversation goes on.
+    assert!(
+        second["recall"].as_str().unwrap().contains("made once"),
+        "{second}"
+    );
+    let g = cms.json(&["history", "--name", "g"]);
+    assert_eq!(g.as_array().unwrap().len(), 3, "one spawn, two sends: {g}");
+    // Without replace, a second spawn is still an error.
+    let file = script(
+        &cms,
+        "dup.lua",
+        r#"cms.spawn{ name = "p", prompt = "again" }"#,
+    );
+    let out = cms.run(&["script", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let bad = script(
+        &cms,
+        "bad.lua",
+        r#"cms.spawn{ name = "q", prompt = "x", replace = "yes" }"#,
+    );
+    assert!(stderr(&cms.run(&["script", &bad])).contains("replace must be true or false"));
+}
+
+#[test]
+fn cms_log_is_shown_at_the_default_level() {
+    let cms = Cms::new();
+    let file = script(
+        &cms,
+        "log.lua",
+        r#"cms.log("hello from the plan"); cms.log("debug", "quiet")"#,
+    );
+    let out = cms.run(&["script", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("hello from the plan"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("quiet"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_repl_session_stopped_from_elsewhere_resumes_on_its_next_send() {
+    use std::io::{BufRead, BufReader, Write};
+    let cms = Cms::new();
+    let mut child = cms.spawn_all_piped(&["repl"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(
+        stdin,
+        "s = cms.spawn{{ name = 's', prompt = 'remember me' }}"
+    )
+    .unwrap();
+    writeln!(stdin, "print('spawned')").unwrap();
+    stdin.flush().unwrap();
+    let mut wait_for = |want: &str| {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.contains(want) {
+                return line;
+            }
+        }
+        panic!("the REPL never printed {want}");
+    };
+    wait_for("spawned");
+    assert_eq!(cms.json(&["status", "--name", "s"])["state"], "idle");
+    // Another terminal stops it.
+    cms.ok(&["stop", "--name", "s"]);
+    assert_eq!(cms.json(&["status", "--name", "s"])["state"], "stopped");
+    writeln!(stdin, "print('got: ' .. s:send('RECALL').text)").unwrap();
+    writeln!(stdin, ":quit").unwrap();
+    stdin.flush().unwrap();
+    let line = wait_for("got: ");
+    assert!(line.contains("remember me"), "{line}");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

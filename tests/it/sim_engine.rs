@@ -308,6 +308,12 @@ async fn a_child_that_ignores_the_interrupt_is_killed_and_resumable() {
     assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
     assert!(pid_gone(pid), "the child was killed");
     assert_eq!(m.status("deaf").unwrap().state, SessionState::Stopped);
+    // The message says the state it left: stopped, resumable (not "killed").
+    assert!(
+        err.to_string()
+            .contains("the session is stopped and resumes on the next send"),
+        "{err}"
+    );
     // The conversation is still there.
     let r = m.send("deaf", "RECALL", None).await.unwrap();
     assert!(r.text.contains("hi"), "{}", r.text);
@@ -482,6 +488,18 @@ async fn resuming_a_conversation_the_cli_does_not_know_says_why() {
         Err(e) => e.to_string(),
     };
     assert!(msg.contains("No conversation found"), "{msg}");
+    // Where Claude Code looked, before anything else: no empty response.
+    let looked = cms::engine::manager::conversation_path(
+        &[("HOME".into(), env.dir.path().display().to_string())],
+        &std::fs::canonicalize(&env.work).unwrap(),
+        m.status("lost")
+            .unwrap()
+            .claude_session_id
+            .as_deref()
+            .unwrap(),
+    );
+    assert!(looked.starts_with(env.dir.path().join(".claude/projects")));
+    assert!(msg.contains(&looked.display().to_string()), "{msg}");
     m.shutdown().await;
 }
 
@@ -826,4 +844,115 @@ async fn a_line_over_the_cap_fails_the_turn_at_once() {
     let r = m.send("big", "RECALL", None).await.unwrap();
     assert!(r.text.contains("before"), "{}", r.text);
     m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_with_no_process_changes_nothing() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(spawn_req(&env.work, "k", "hi")).await.unwrap();
+    assert!(m.has_process("k").unwrap());
+    m.stop("k").await.unwrap();
+    assert!(!m.has_process("k").unwrap());
+    assert_eq!(m.kill("k").await.unwrap().state, SessionState::Stopped);
+    assert!(matches!(
+        m.has_process("nope"),
+        Err(EngineError::NotFound(_))
+    ));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupting_a_session_with_no_process_says_what_to_do() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(spawn_req(&env.work, "i", "hi")).await.unwrap();
+    m.stop("i").await.unwrap();
+    let err = m.interrupt("i").await.unwrap_err();
+    assert!(matches!(err, EngineError::NotLive(_)), "{err}");
+    assert!(
+        err.to_string().contains("has no running process")
+            && !err.to_string().contains("in this process"),
+        "{err}"
+    );
+    assert_eq!(err.remedy(), Some(cms::engine::Remedy::ShowStatus("i")));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_caller_goes_away_is_recorded_as_interrupted() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(spawn_req(&env.work, "gone", "hi")).await.unwrap();
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(300), m.send("gone", "HANG", None)).await;
+    assert!(abandoned.is_err(), "the send was still waiting");
+    let h = m.history("gone").unwrap();
+    assert_eq!(h.len(), 2, "{h:?}");
+    let last = &h[1];
+    assert_eq!(last.message, "HANG");
+    assert!(last.is_error);
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("interrupted"),
+        "{last:?}"
+    );
+    m.kill_all().await;
+    assert_eq!(m.status("gone").unwrap().state, SessionState::Stopped);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_lists_first_and_removes_only_what_is_still_idle() {
+    let env = env();
+    let m = &env.manager;
+    m.spawn(spawn_req(&env.work, "a", "x")).await.unwrap();
+    m.spawn(spawn_req(&env.work, "b", "x")).await.unwrap();
+    m.stop("a").await.unwrap();
+    m.stop("b").await.unwrap();
+    let ten_days_ago = cms::engine::events::now_ms() - 10 * 86_400_000;
+    m.store().set_updated_at("a", ten_days_ago).unwrap();
+    m.store().set_updated_at("b", ten_days_ago).unwrap();
+    let idle: Vec<String> = m.idle(7.0).unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(idle.len(), 2, "{idle:?}");
+    assert!(m.status("a").is_ok(), "listing removes nothing");
+    // Used since it was listed: kept.
+    m.send("b", "again", None).await.unwrap();
+    let removed = m.remove_idle(&idle, 7.0).unwrap();
+    assert_eq!(removed, vec!["a"]);
+    assert!(m.status("b").is_ok());
+    assert!(m.idle(-1.0).is_err());
+    m.shutdown().await;
+}
+
+#[test]
+fn a_home_that_does_not_exist_is_not_made_by_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::from_env();
+    cfg.home = dir.path().join("nowhere");
+    assert!(Manager::open_existing(cfg.clone()).unwrap().is_none());
+    assert!(!cfg.home.exists(), "nothing was created");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    cfg.home = file.clone();
+    let err = Manager::open_existing(cfg.clone()).err().unwrap();
+    assert!(matches!(err, EngineError::HomeIsFile(_)), "{err}");
+    assert!(err.to_string().contains("is a file"), "{err}");
+    assert!(matches!(Manager::new(cfg), Err(EngineError::HomeIsFile(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_names_are_refused() {
+    let env = env();
+    for bad in [".", ".."] {
+        let err = env
+            .manager
+            .spawn(spawn_req(&env.work, bad, "x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::InvalidName(_)), "{err}");
+    }
+    assert!(!env.dir.path().join("cms/locks/...lock").exists());
 }
