@@ -762,7 +762,8 @@ impl Actor {
                     Some(e) => Err(self.ending_error(e, Some(Box::new(response)))),
                     None if t.timed_out => Err(EngineError::Timeout {
                         secs: t.timeout.as_secs_f64(),
-                        action: "interrupted; the session is still alive",
+                        action:
+                            "interrupted; the session itself is unharmed and takes the next message",
                         retrying: t.retrying(),
                         partial: Some(Box::new(response)),
                     }),

@@ -695,8 +695,6 @@ impl Manager {
         let rec = self.blocking(move |s| s.require(&n)).await?;
         let live = self.live.lock().unwrap().remove(name);
         let mut last_error = None;
-        let ended = live.as_ref().is_some_and(|s| s.is_alive())
-            || (other_live_host(&rec).is_some() && rec.pid.is_some());
         if let Some(s) = live {
             let exit = if kill { s.kill().await } else { s.stop().await };
             if !kill && exit.code.is_some_and(|c| c != 0) {
@@ -712,8 +710,7 @@ impl Manager {
                 let _ = tokio::task::spawn_blocking(move || process::wait_gone(pid, limit)).await;
             }
         }
-        // A kill with nothing to kill leaves the state as a stop would.
-        let state = if kill && ended {
+        let state = if kill {
             SessionState::Killed
         } else if rec.state == SessionState::Killed || rec.state == SessionState::Failed {
             rec.state

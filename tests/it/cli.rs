@@ -1056,3 +1056,29 @@ fn a_lost_conversation_names_where_claude_code_looked() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_timed_out_send_says_what_state_it_left() {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "t", "--prompt", "before"]);
+    let err = cms.fails(&[
+        "send",
+        "--name",
+        "t",
+        "--message",
+        "SLOW 5000 late",
+        "--timeout",
+        "0.3",
+    ]);
+    assert!(
+        err.contains("no answer within 0.3s") && err.contains("takes the next message"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("still alive"),
+        "the CLI's process ends with the command: {err}"
+    );
+    assert_eq!(cms.json(&["status", "--name", "t"])["state"], "stopped");
+    let out = cms.ok(&["send", "--name", "t", "--message", "RECALL"]);
+    assert!(out.contains("before"), "{out}");
+}
