@@ -63,7 +63,7 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
         // It may ask a question: before the runtime, so Ctrl-C ends it plainly.
         return cleanup(cfg, a, json);
     }
-    let interrupted = interrupted_message(&cmd);
+    let interrupted = interrupted_name(&cmd);
     let app = App::start(cfg).map_err(CliError::Input)?;
     let manager = app.manager().clone();
     // A delegated session stays guarded when sent to directly: load the safety
@@ -86,7 +86,12 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
     };
     let _progress = app.block_on(async { super::progress::watch(&manager) });
     app.run_until_signal(async_command(&manager, cmd, json))
-        .unwrap_or(Err(CliError::Interrupted(interrupted)))
+        .unwrap_or_else(|| {
+            Err(CliError::Interrupted(interrupted_message(
+                &manager,
+                interrupted.as_deref(),
+            )))
+        })
 }
 
 /// A `--timeout` (checked above 0 by clap).
@@ -278,15 +283,13 @@ async fn batch(
 
 /// What Ctrl-C (or SIGTERM) left behind: every session the command was driving is
 /// killed and recorded as stopped (resumable), its unfinished turn in its history.
-fn interrupted_message(cmd: &Command) -> String {
-    let one = match cmd {
-        Command::Send(a) => Some(a.name.as_str()),
-        Command::Resume(a) => Some(a.name.as_str()),
-        Command::Fork(a) => Some(a.new_name.as_str()),
-        Command::Spawn(a) => Some(a.name.as_str()),
-        _ => None,
-    };
-    match one {
+fn interrupted_message(m: &Manager, name: Option<&str>) -> String {
+    let resumable = |n: &str| m.status(n).is_ok_and(|r| r.claude_session_id.is_some());
+    match name {
+        Some(n) if !resumable(n) => format!(
+            "session '{n}' was stopped before Claude Code gave it a conversation, so it cannot \
+             be resumed: `cms delete --name {n}`, then spawn it again"
+        ),
         Some(n) => format!(
             "session '{n}' was stopped (its process killed) before the turn finished; its history \
              records the turn as interrupted, and `cms send --name {n}` resumes it"
@@ -294,6 +297,17 @@ fn interrupted_message(cmd: &Command) -> String {
         None => "every session this command was driving was stopped (its process killed); \
                  `cms send` resumes each"
             .into(),
+    }
+}
+
+/// The session a command drives, for the words after Ctrl-C.
+fn interrupted_name(cmd: &Command) -> Option<String> {
+    match cmd {
+        Command::Send(a) => Some(a.name.clone()),
+        Command::Resume(a) => Some(a.name.clone()),
+        Command::Fork(a) => Some(a.new_name.clone()),
+        Command::Spawn(a) => Some(a.name.clone()),
+        _ => None,
     }
 }
 
