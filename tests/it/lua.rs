@@ -444,20 +444,35 @@ fn the_memory_limit_stops_a_runaway_script() {
 
 /// Run `cms args...` to the end; its exit code and peak resident memory in MB.
 #[allow(clippy::zombie_processes)] // reaped by wait4, which also gives the peak
+/// Run cms and measure its own peak memory: the high-water mark of its resident set
+/// (`VmHWM`), read while it runs. Not `wait4`'s `ru_maxrss`: that also counts the
+/// memory of this test process, which the child shared until it exec'd.
 fn run_measured(cms: &Cms, args: &[&str]) -> (Option<i32>, u64) {
-    let child = cms
+    let mut child = cms
         .cmd(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut status = 0;
-    // SAFETY: rusage is plain data; we wait for our own child once.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    (code, usage.ru_maxrss as u64 / 1024)
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let status = loop {
+        let hwm = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        peak_kb = peak_kb.max(hwm);
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(peak_kb > 0, "no memory figure was read for {args:?}");
+    (status.code(), peak_kb / 1024)
 }
 
 #[test]
