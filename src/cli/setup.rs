@@ -43,7 +43,7 @@ pub fn run(a: SetupArgs, cfg: &EngineConfig, json_out: bool) -> i32 {
                     .iter()
                     .any(|(f, what)| f.ends_with(".mcp.json") && what == "added")
                 {
-                    let _ = outln!("./.mcp.json is project scope: Claude Code asks each user to approve `cms` once (`claude mcp list` shows it pending until then).");
+                    let _ = outln!("./.mcp.json is project scope: Claude Code asks each user to approve `cms` once, when `claude` starts here (`claude mcp list` shows \"Pending approval\" until then; `/mcp` approves it).");
                 }
             }
             0
@@ -704,4 +704,53 @@ fn write_file(file: &Path, exists: bool, text: &str) -> Result<(), String> {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot replace {}: {e}", target.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span;
+    use serde_json::{json, Value};
+
+    /// Installing then uninstalling gives the text back byte for byte, and the
+    /// installed text reads as the document with the entry added.
+    #[test]
+    fn install_then_uninstall_is_the_identity() {
+        let entry = json!({ "type": "stdio", "command": "cms", "args": ["mcp"] });
+        for text in [
+            "{}",
+            "{ }\n",
+            "{\"a\": 1}",
+            "{\n  \"a\": \"}{\\\"\",\n  \"b\": [1, {\"c\": null}]\n}\n",
+            "{\n\t\"mcpServers\": {\n\t\t\"x\": {\"command\": \"y\"}\n\t}\n}",
+            "{\"mcpServers\":{\"x\":{}},\"k\\u0041\":true}",
+            "  {\"n\": -1.5e3 , \"mcpServers\" : {\"x\" : 1}}  \n",
+        ] {
+            let installed = span::install(text, &entry).unwrap_or_else(|| panic!("{text}"));
+            let mut want: Value = serde_json::from_str(text).unwrap();
+            want.as_object_mut()
+                .unwrap()
+                .entry("mcpServers")
+                .or_insert_with(|| json!({}))["cms"] = entry.clone();
+            assert_eq!(
+                serde_json::from_str::<Value>(&installed).unwrap(),
+                want,
+                "{installed}"
+            );
+            let removed = span::uninstall(&installed).unwrap();
+            if text.trim() == "{}" || text.trim() == "{ }" {
+                // An object with nothing but cms: its member goes, `{}` stays.
+                assert_eq!(serde_json::from_str::<Value>(&removed).unwrap(), json!({}));
+            } else {
+                assert_eq!(removed, text);
+            }
+            // Replacing the entry keeps the rest as well.
+            let other = json!({ "command": "/abs/cms", "args": ["mcp"] });
+            let replaced = span::install(&installed, &other).unwrap();
+            assert_eq!(span::uninstall(&replaced).unwrap(), removed);
+        }
+        // Not an object, or not JSON: no text edit (the caller refuses or rewrites).
+        assert!(span::install("[1]", &entry).is_none());
+        assert!(span::install("{\"a\": ", &entry).is_none());
+        assert!(span::uninstall("{\"a\": 1}").is_none());
+    }
 }
