@@ -167,7 +167,7 @@ pub enum PluginsCommand {
         /// The tool.
         tool: String,
         /// An argument, KEY=VALUE (repeatable); VALUE is read as the tool's schema
-        /// types it (number, boolean, ...), else as a string.
+        /// types it (number, boolean, ...), else as a string [default: none].
         #[arg(long = "arg", value_name = "KEY=VALUE")]
         args: Vec<String>,
         /// All arguments as one JSON object (--arg entries are added to it) [default: {}].

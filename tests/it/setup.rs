@@ -280,3 +280,38 @@ fn the_project_file_holds_no_personal_path_unless_asked() {
         support::cms_bin().display().to_string()
     );
 }
+
+/// `cms mcp` typed on a terminal says what it is and how to register it; under a
+/// client (stdin a pipe) stderr stays quiet and stdout carries only the protocol.
+#[test]
+fn cms_mcp_on_a_terminal_points_at_setup() {
+    let cms = Cms::new();
+    let hint = "cms mcp speaks MCP (JSON-RPC) on stdin/stdout";
+    let out = cms.run_with_input(&["mcp"], b"");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(hint),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A terminal: `script` gives the command one (skipped where it is missing).
+    let script = std::path::Path::new("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipping the terminal half: no /usr/bin/script");
+        return;
+    }
+    let command = format!("'{}' mcp", support::cms_bin().display());
+    let out = std::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(cms.work())
+        .env("HOME", cms.dir.path())
+        .env("CMS_HOME", cms.dir.path().join("cms"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains(hint) && all.contains("`cms setup`"), "{all}");
+}
