@@ -107,7 +107,8 @@ fn run_tool(
         Ok(a) => a,
         Err(e) => return out::fail(json, e),
     };
-    for u in attached.service.layers().untrusted() {
+    let untrusted = attached.service.layers().untrusted();
+    for u in &untrusted {
         errln!("cms: {u}");
     }
     let service = attached.service.clone();
@@ -126,9 +127,20 @@ fn run_tool(
             .filter(|t| t.plugin == plugin)
             .map(|t| t.name.as_str())
             .collect();
-        let why = match failed {
-            Some(e) => format!("plugin '{plugin}' did not load: {e}"),
-            None if mine.is_empty() => {
+        // A project plugin of that folder name that is not trusted is not run.
+        let held = untrusted.iter().find(|u| {
+            u.file
+                .parent()
+                .is_some_and(|d| d.file_name().is_some_and(|n| n == plugin))
+        });
+        let why = match (failed, held) {
+            (_, Some(u)) if mine.is_empty() => format!(
+                "plugin '{plugin}' is not run: {} is not trusted as it is (`cms trust {}` after reading it)",
+                u.file.display(),
+                u.project.display()
+            ),
+            (Some(e), _) => format!("plugin '{plugin}' did not load: {e}"),
+            (None, _) if mine.is_empty() => {
                 let mut known: Vec<&str> = tools.iter().map(|t| t.plugin.as_str()).collect();
                 known.dedup();
                 format!(
@@ -136,7 +148,7 @@ fn run_tool(
                     known.join(", ")
                 )
             }
-            None => format!(
+            (None, _) => format!(
                 "plugin '{plugin}' has no tool '{tool}' (its tools: {})",
                 mine.join(", ")
             ),

@@ -255,7 +255,8 @@ fn plugins_run_calls_a_tool_from_the_shell() {
     // Untrusted: not loaded, so not run.
     let err = cms.fails(&["plugins", "run", "calc", "add", "--arg", "a=1"]);
     assert!(
-        err.contains("no plugin 'calc'") && err.contains("cms trust"),
+        err.contains("plugin 'calc' is not run: ")
+            && err.contains("is not trusted as it is (`cms trust"),
         "{err}"
     );
     cms.ok(&["trust"]);
