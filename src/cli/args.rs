@@ -134,13 +134,22 @@ pub struct SetupArgs {
     /// For every project: ~/.claude.json (user scope).
     #[arg(long)]
     pub global: bool,
-    /// For this project: ./.mcp.json (project scope).
+    /// For this project: ./.mcp.json (project scope, a file teams commit; Claude Code
+    /// asks each user to approve it once).
     #[arg(long)]
     pub local: bool,
     /// Also add the delegation strategy guide to CLAUDE.md (replaced, never duplicated).
     #[arg(long)]
     pub guide: bool,
-    /// Remove cms (and the guide) from both scopes.
+    /// Copy CMS_HOME and CMS_CLAUDE_BIN from this shell into the entry without asking
+    /// [default: ask on a terminal, else leave them out].
+    #[arg(long)]
+    pub env: bool,
+    /// With --local: run this binary by its absolute path [default: `cms`, found on
+    /// each user's PATH; --global always uses the absolute path].
+    #[arg(long)]
+    pub absolute: bool,
+    /// Remove the cms entry (and the guide block) from both scopes, nothing else.
     #[arg(long)]
     pub uninstall: bool,
 }
@@ -151,6 +160,20 @@ pub enum PluginsCommand {
     List,
     /// Load every plugin and report the ones that fail; exit 1 if any does.
     Check,
+    /// Call a plugin's tool from the shell, as `cms mcp` would, and print its result.
+    Run {
+        /// The plugin (its name in `cms plugins list`).
+        plugin: String,
+        /// The tool.
+        tool: String,
+        /// An argument, KEY=VALUE (repeatable); VALUE is read as the tool's schema
+        /// types it (number, boolean, ...), else as a string [default: none].
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// All arguments as one JSON object (--arg entries are added to it) [default: {}].
+        #[arg(long, value_name = "JSON")]
+        json_args: Option<String>,
+    },
 }
 
 /// `cms delegate`'s flags: the delegation options themselves (one definition for
@@ -169,14 +192,34 @@ pub struct ContinueArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Validate a script (safety.lua, protected_paths.lua, presets.lua,
-    /// strategies/NAME.lua) without running a session.
+    /// Check a script (safety.lua, protected_paths.lua, presets.lua,
+    /// strategies/NAME.lua): it loads, returns the right shape, and a policy answers
+    /// sample tool calls without an error. No session runs.
     Check {
         /// The Lua file.
         file: PathBuf,
+        /// What the file is [default: guessed from its name].
+        #[arg(long = "as", value_name = "KIND",
+              value_parser = clap::builder::PossibleValuesParser::new(crate::policy::ScriptKind::NAMES))]
+        kind: Option<String>,
     },
-    /// Show the scripts in force (built-in or your overrides), presets and strategies.
-    Show,
+    /// Without NAME: the scripts in force (built-in or your overrides), limits, presets
+    /// and strategies. With NAME (safety, protected_paths, presets, strategies/single,
+    /// ...): that script's text as it is in force.
+    Show {
+        /// A script: safety, protected_paths, presets, strategies/NAME [default: the summary].
+        name: Option<String>,
+        /// The built-in text even when an override is in force.
+        #[arg(long, requires = "name")]
+        builtin: bool,
+    },
+    /// Copy the built-in scripts into your config dir (~/.config/cms or
+    /// $CMS_CONFIG_DIR) to edit.
+    Init {
+        /// Overwrite files that are already there.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,17 @@
 //! `cms setup`: register `cms mcp` with Claude Code, where Claude Code reads MCP
 //! servers today: `~/.claude.json` (`mcpServers`, user scope, `--global`) and
-//! `./.mcp.json` (project scope, `--local`). Every other key of those files is kept,
-//! a file is backed up (`*.cms.bak`) before it changes, and writes are atomic.
-//! `--guide` puts the strategy guide into CLAUDE.md between markers, so running it
-//! again replaces the block instead of adding a second one.
+//! `./.mcp.json` (project scope, `--local`). The files are edited as text: the cms
+//! entry goes in (or out) and every other byte stays as it was; a file is backed
+//! up (`*.cms.bak`) before it changes, and writes are atomic. `--guide` puts the
+//! strategy guide into CLAUDE.md between markers, so running it again replaces the
+//! block instead of adding a second one, and `--uninstall` takes out exactly that.
+//!
+//! Nothing personal goes in unasked: `CMS_HOME` and `CMS_CLAUDE_BIN` of the shell
+//! are copied only with `--env` or a yes on a terminal, and `./.mcp.json` (a file
+//! teams commit) names `cms` on PATH unless `--absolute` asks for this binary.
 
 use super::args::SetupArgs;
-use super::out::{self, outln};
+use super::out::{self, errln, outln};
 use crate::engine::EngineConfig;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
@@ -34,6 +39,12 @@ pub fn run(a: SetupArgs, cfg: &EngineConfig, json_out: bool) -> i32 {
                     let _ = outln!("{action:<10} {file}");
                 }
                 let _ = outln!("Restart Claude Code to pick this up (it rewrites ~/.claude.json itself, so close it while running setup).");
+                if actions
+                    .iter()
+                    .any(|(f, what)| f.ends_with(".mcp.json") && what == "added")
+                {
+                    let _ = outln!("./.mcp.json is project scope: Claude Code asks each user to approve `cms` once, when `claude` starts here (`claude mcp list` shows \"Pending approval\" until then; `/mcp` approves it).");
+                }
             }
             0
         }
@@ -69,8 +80,9 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig) -> Result<Actions, String> {
     if !a.global && !a.local {
         ask(&mut a)?;
     }
-    let entry = entry(cfg)?;
+    let env = shell_env(&a, cfg)?;
     if a.global {
+        let entry = entry(Command::Absolute, &env)?;
         actions.push((
             user_file.display().to_string(),
             edit_servers(&user_file, Some(&entry))?,
@@ -83,6 +95,19 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig) -> Result<Actions, String> {
         }
     }
     if a.local {
+        let command = if a.absolute {
+            Command::Absolute
+        } else {
+            if on_path("cms").is_none() {
+                errln!(
+                    "cms: `cms` is not on PATH here; ./.mcp.json names `cms`, so Claude Code finds it once \
+                     it is (`cargo install --path .`, or a link in a PATH folder). \
+                     `cms setup --local --absolute` writes this binary's path instead (personal to you)."
+                );
+            }
+            Command::OnPath
+        };
+        let entry = entry(command, &env)?;
         actions.push((
             project_file.display().to_string(),
             edit_servers(&project_file, Some(&entry))?,
@@ -97,6 +122,17 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig) -> Result<Actions, String> {
     Ok(actions)
 }
 
+/// Ask `question` on the terminal; the answer, trimmed and lowercase.
+fn read_answer(question: &str) -> Result<String, String> {
+    super::out::text(question).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line.trim().to_lowercase())
+}
+
 /// The interactive questions, when no scope flag was given.
 fn ask(a: &mut SetupArgs) -> Result<(), String> {
     if !std::io::stdin().is_terminal() {
@@ -106,15 +142,7 @@ fn ask(a: &mut SetupArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    let read = |q: &str| -> Result<String, String> {
-        super::out::text(q).map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        Ok(line.trim().to_lowercase())
-    };
+    let read = read_answer;
     let scope = read("Install cms for all projects (g) or only this one (l)? [g] ")?;
     match scope.as_str() {
         "" | "g" | "global" => a.global = true,
@@ -126,28 +154,88 @@ fn ask(a: &mut SetupArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// How Claude Code starts the server: this very binary, by absolute path (GUI-started
-/// Claude Code may not share the shell's PATH), with the settings in force now.
-fn entry(cfg: &EngineConfig) -> Result<Value, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the cms executable: {e}"))?;
-    let mut env = Map::new();
+/// How the entry names the cms executable.
+enum Command {
+    /// This very binary, by absolute path (GUI-started Claude Code may not share the
+    /// shell's PATH): for `~/.claude.json`, which is yours alone.
+    Absolute,
+    /// `cms`, found on each user's PATH: for `./.mcp.json`, which a team shares.
+    OnPath,
+}
+
+/// The executable `name` on PATH, if there is one.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `CMS_HOME` and `CMS_CLAUDE_BIN` as set in this shell, to be copied into the
+/// entry only when the user says so: `--env`, or yes on a terminal. Without a
+/// terminal they are left out, saying so.
+fn shell_env(a: &SetupArgs, cfg: &EngineConfig) -> Result<Map<String, Value>, String> {
+    let mut set = Map::new();
     if std::env::var_os("CMS_HOME").is_some() {
-        env.insert("CMS_HOME".into(), json!(cfg.home.display().to_string()));
+        set.insert("CMS_HOME".into(), json!(cfg.home.display().to_string()));
     }
     if std::env::var_os("CMS_CLAUDE_BIN").is_some() {
-        env.insert(
+        set.insert(
             "CMS_CLAUDE_BIN".into(),
             json!(cfg.claude_bin.display().to_string()),
         );
     }
-    Ok(
-        json!({ "type": "stdio", "command": exe.display().to_string(), "args": ["mcp"], "env": env }),
-    )
+    if set.is_empty() {
+        return Ok(set);
+    }
+    let listed = set
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if a.env {
+        errln!("cms: copying {listed} from this shell into the entry (--env)");
+        return Ok(set);
+    }
+    if std::io::stdin().is_terminal() {
+        let answer = read_answer(&format!(
+            "This shell sets {listed}. Copy it into Claude Code's entry for cms, so `cms mcp` uses it too? [y/N] "
+        ))?;
+        if matches!(answer.as_str(), "y" | "yes") {
+            return Ok(set);
+        }
+        errln!("cms: not copied; Claude Code's `cms mcp` uses the defaults");
+        return Ok(Map::new());
+    }
+    errln!(
+        "cms: not copied into the entry: {listed} (set in this shell); Claude Code's `cms mcp` \
+         uses the defaults. `cms setup --env` copies them."
+    );
+    Ok(Map::new())
+}
+
+/// How Claude Code starts the server.
+fn entry(command: Command, env: &Map<String, Value>) -> Result<Value, String> {
+    let command = match command {
+        Command::Absolute => std::env::current_exe()
+            .map_err(|e| format!("cannot find the cms executable: {e}"))?
+            .display()
+            .to_string(),
+        Command::OnPath => "cms".to_string(),
+    };
+    let mut entry = json!({ "type": "stdio", "command": command, "args": ["mcp"] });
+    if !env.is_empty() {
+        entry["env"] = Value::Object(env.clone());
+    }
+    Ok(entry)
 }
 
 /// Add (Some) or remove (None) the cms entry of `mcpServers` in a JSON file, keeping
-/// everything else. Returns what happened.
+/// everything else byte for byte. An `mcpServers` left empty goes too, and a file
+/// left holding nothing (`{}`) is removed: uninstalling undoes what installing did.
+/// Returns what happened.
 fn edit_servers(file: &Path, entry: Option<&Value>) -> Result<String, String> {
     let existing = match std::fs::read_to_string(file) {
         Ok(text) => Some(text),
@@ -188,20 +276,291 @@ fn edit_servers(file: &Path, entry: Option<&Value>) -> Result<String, String> {
             }
         }
         None => {
-            let removed = root
-                .get_mut("mcpServers")
-                .and_then(Value::as_object_mut)
-                .and_then(|s| s.remove(SERVER))
-                .is_some();
-            if !removed {
+            let servers = root.get_mut("mcpServers").and_then(Value::as_object_mut);
+            let Some(servers) = servers else {
                 return Ok("absent".into());
+            };
+            if servers.remove(SERVER).is_none() {
+                return Ok("absent".into());
+            }
+            if servers.is_empty() {
+                root.remove("mcpServers");
             }
             "removed"
         }
     };
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n";
+    let old = existing.as_deref().unwrap_or_default();
+    // The text with only the entry changed; the whole file rewritten only if that
+    // edit does not read back as the intended document (it always should).
+    let edited = match entry {
+        Some(entry) => span::install(old, entry),
+        None => span::uninstall(old),
+    }
+    .filter(|t| serde_json::from_str::<Value>(t).ok().as_ref() == Some(&doc));
+    if entry.is_none() && doc.as_object().is_some_and(|m| m.is_empty()) {
+        // Nothing but the cms entry was in it: the file goes (a symlink's target
+        // keeps an empty object, so the link still points somewhere).
+        let is_link = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            backup(file, file)?;
+            std::fs::remove_file(file)
+                .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
+            return Ok("removed".into());
+        }
+    }
+    let text = match edited {
+        Some(t) => t,
+        None => serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n",
+    };
     write_file(file, existing.is_some(), &text)?;
     Ok(action.into())
+}
+
+/// Where the parts of a JSON text are, enough to add, replace or remove one
+/// member of an object and leave every other byte alone.
+mod span {
+    use serde_json::{json, Value};
+
+    /// `"key": value` in an object: byte offsets into the text.
+    pub struct Member {
+        pub key: String,
+        pub key_start: usize,
+        pub value_start: usize,
+        pub value_end: usize,
+    }
+
+    /// An object: its braces and its members in order.
+    pub struct Object {
+        pub open: usize,
+        pub close: usize,
+        pub members: Vec<Member>,
+    }
+
+    impl Object {
+        fn find(&self, key: &str) -> Option<usize> {
+            // The last of duplicate keys is the one that counts (as serde_json reads it).
+            self.members.iter().rposition(|m| m.key == key)
+        }
+    }
+
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    }
+
+    /// `i` at a `"`: the offset after the closing quote.
+    fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+        i += 1;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    /// `i` at the start of a value: the offset after it.
+    fn value_end(b: &[u8], i: usize) -> Option<usize> {
+        match *b.get(i)? {
+            b'"' => string_end(b, i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut j = i;
+                while j < b.len() {
+                    match b[j] {
+                        b'"' => {
+                            j = string_end(b, j)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                None
+            }
+            _ => {
+                let mut j = i;
+                while j < b.len()
+                    && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                {
+                    j += 1;
+                }
+                (j > i).then_some(j)
+            }
+        }
+    }
+
+    /// The object whose `{` is at `open`.
+    pub fn object(text: &str, open: usize) -> Option<Object> {
+        let b = text.as_bytes();
+        if b.get(open) != Some(&b'{') {
+            return None;
+        }
+        let mut members = Vec::new();
+        let mut i = ws(b, open + 1);
+        if b.get(i) == Some(&b'}') {
+            return Some(Object {
+                open,
+                close: i,
+                members,
+            });
+        }
+        loop {
+            let key_start = i;
+            let key_end = string_end(b, i).filter(|_| b.get(i) == Some(&b'"'))?;
+            let key: String = serde_json::from_str(&text[key_start..key_end]).ok()?;
+            i = ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            let value_start = ws(b, i + 1);
+            let value_end = value_end(b, value_start)?;
+            members.push(Member {
+                key,
+                key_start,
+                value_start,
+                value_end,
+            });
+            i = ws(b, value_end);
+            match b.get(i)? {
+                b',' => i = ws(b, i + 1),
+                b'}' => {
+                    return Some(Object {
+                        open,
+                        close: i,
+                        members,
+                    })
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The top-level object, if the text is one (and nothing but whitespace follows).
+    fn root(text: &str) -> Option<Object> {
+        let b = text.as_bytes();
+        let o = object(text, ws(b, 0))?;
+        (ws(b, o.close + 1) == b.len()).then_some(o)
+    }
+
+    /// The leading whitespace of the line holding offset `at`.
+    fn indent_at(text: &str, at: usize) -> &str {
+        let line = text[..at].rfind('\n').map_or(0, |n| n + 1);
+        let rest = &text[line..];
+        &rest[..rest.len() - rest.trim_start_matches([' ', '\t']).len()]
+    }
+
+    /// `value` as text at indentation `indent` (one line when `indent` is None).
+    fn render(value: &Value, indent: Option<&str>) -> String {
+        match indent {
+            None => value.to_string(),
+            Some(ind) => serde_json::to_string_pretty(value)
+                .unwrap_or_default()
+                .replace('\n', &format!("\n{ind}")),
+        }
+    }
+
+    /// `"key": value` added as the last member of `o`, laid out like its others.
+    fn add_member(text: &str, o: &Object, key: &str, value: &Value) -> String {
+        let key = Value::from(key).to_string();
+        match o.members.last() {
+            None => {
+                let ind = indent_at(text, o.open);
+                let inner = format!("{ind}  ");
+                format!(
+                    "{}{{\n{inner}{key}: {}\n{ind}}}{}",
+                    &text[..o.open],
+                    render(value, Some(&inner)),
+                    &text[o.close + 1..]
+                )
+            }
+            Some(last) => {
+                // What separates the last member from the `{` or `,` before it.
+                let before = match o.members.len() {
+                    1 => o.open + 1,
+                    n => {
+                        let prev = &o.members[n - 2];
+                        prev.value_end
+                            + text[prev.value_end..last.key_start].find(',').unwrap_or(0)
+                            + 1
+                    }
+                };
+                let sep = &text[before..last.key_start];
+                let indent = sep.rfind('\n').map(|n| &sep[n + 1..]);
+                format!(
+                    "{},{sep}{key}: {}{}",
+                    &text[..last.value_end],
+                    render(value, indent),
+                    &text[last.value_end..]
+                )
+            }
+        }
+    }
+
+    /// Member `idx` of `o` taken out with its separator (so adding it last and
+    /// taking it out again gives the text back as it was).
+    fn remove_member(text: &str, o: &Object, idx: usize) -> String {
+        let n = o.members.len();
+        let (from, to) = if n == 1 {
+            (o.open + 1, o.close)
+        } else if idx + 1 < n {
+            (o.members[idx].key_start, o.members[idx + 1].key_start)
+        } else {
+            (o.members[idx - 1].value_end, o.members[idx].value_end)
+        };
+        format!("{}{}", &text[..from], &text[to..])
+    }
+
+    /// The text with `mcpServers.cms` set to `entry`.
+    pub fn install(text: &str, entry: &Value) -> Option<String> {
+        if text.trim().is_empty() {
+            return None;
+        }
+        let r = root(text)?;
+        let Some(i) = r.find("mcpServers") else {
+            let servers = json!({ super::SERVER: entry });
+            return Some(add_member(text, &r, "mcpServers", &servers));
+        };
+        let servers = object(text, r.members[i].value_start)?;
+        Some(match servers.find(super::SERVER) {
+            Some(j) => {
+                let m = &servers.members[j];
+                let multi_line = text[servers.open..servers.close].contains('\n');
+                let ind = indent_at(text, m.key_start);
+                format!(
+                    "{}{}{}",
+                    &text[..m.value_start],
+                    render(entry, multi_line.then_some(ind)),
+                    &text[m.value_end..]
+                )
+            }
+            None => add_member(text, &servers, super::SERVER, entry),
+        })
+    }
+
+    /// The text without `mcpServers.cms` (and without `mcpServers` if that was
+    /// all it held).
+    pub fn uninstall(text: &str) -> Option<String> {
+        let r = root(text)?;
+        let i = r.find("mcpServers")?;
+        let servers = object(text, r.members[i].value_start)?;
+        let j = servers.find(super::SERVER)?;
+        if servers.members.len() == 1 {
+            return Some(remove_member(text, &r, i));
+        }
+        Some(remove_member(text, &servers, j))
+    }
 }
 
 /// Put the guide block into (or take it out of) a CLAUDE.md; text outside the
@@ -225,7 +584,8 @@ fn edit_guide(file: &Path, install: bool) -> Result<String, String> {
             (format!("{}{block}{}", &text[..s], &text[e..]), "updated")
         }
         (None, true) => {
-            let sep = if text.is_empty() || text.ends_with("\n\n") {
+            // One blank line before the block; uninstalling takes out exactly it.
+            let sep = if text.is_empty() {
                 ""
             } else if text.ends_with('\n') {
                 "\n"
@@ -251,6 +611,13 @@ fn edit_guide(file: &Path, install: bool) -> Result<String, String> {
         }
         (None, false) => return Ok("absent".into()),
     };
+    let is_link = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
+    if !install && new.is_empty() && !is_link {
+        // The guide was all there was: the file goes, as it came.
+        backup(file, file)?;
+        std::fs::remove_file(file).map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
+        return Ok(action.into());
+    }
     write_file(file, existing.is_some(), &new)?;
     Ok(action.into())
 }
@@ -277,6 +644,22 @@ fn through_links(file: &Path) -> PathBuf {
     path
 }
 
+/// Copy `target` (what `file` names) to `file.cms.bak` before it changes.
+fn backup(file: &Path, target: &Path) -> Result<(), String> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let backup = file.with_file_name(format!("{name}.cms.bak"));
+    std::fs::copy(target, &backup).map(|_| ()).map_err(|e| {
+        format!(
+            "cannot back up {} to {}: {e}",
+            file.display(),
+            backup.display()
+        )
+    })
+}
+
 /// Back the file up (when it exists), then replace it atomically, keeping its
 /// permissions; a new file is 0600. A symlink is written through: its target
 /// gets the new text and the link stays. The text is never readable by others
@@ -294,14 +677,7 @@ fn write_file(file: &Path, exists: bool, text: &str) -> Result<(), String> {
             .unwrap_or_default()
     };
     if exists {
-        let backup = file.with_file_name(format!("{}.cms.bak", name(file)));
-        std::fs::copy(&target, &backup).map_err(|e| {
-            format!(
-                "cannot back up {} to {}: {e}",
-                file.display(),
-                backup.display()
-            )
-        })?;
+        backup(file, &target)?;
     }
     let tmp = target.with_file_name(format!(".{}.cms-{}.tmp", name(&target), std::process::id()));
     let _ = std::fs::remove_file(&tmp);
@@ -328,4 +704,53 @@ fn write_file(file: &Path, exists: bool, text: &str) -> Result<(), String> {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot replace {}: {e}", target.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span;
+    use serde_json::{json, Value};
+
+    /// Installing then uninstalling gives the text back byte for byte, and the
+    /// installed text reads as the document with the entry added.
+    #[test]
+    fn install_then_uninstall_is_the_identity() {
+        let entry = json!({ "type": "stdio", "command": "cms", "args": ["mcp"] });
+        for text in [
+            "{}",
+            "{ }\n",
+            "{\"a\": 1}",
+            "{\n  \"a\": \"}{\\\"\",\n  \"b\": [1, {\"c\": null}]\n}\n",
+            "{\n\t\"mcpServers\": {\n\t\t\"x\": {\"command\": \"y\"}\n\t}\n}",
+            "{\"mcpServers\":{\"x\":{}},\"k\\u0041\":true}",
+            "  {\"n\": -1.5e3 , \"mcpServers\" : {\"x\" : 1}}  \n",
+        ] {
+            let installed = span::install(text, &entry).unwrap_or_else(|| panic!("{text}"));
+            let mut want: Value = serde_json::from_str(text).unwrap();
+            want.as_object_mut()
+                .unwrap()
+                .entry("mcpServers")
+                .or_insert_with(|| json!({}))["cms"] = entry.clone();
+            assert_eq!(
+                serde_json::from_str::<Value>(&installed).unwrap(),
+                want,
+                "{installed}"
+            );
+            let removed = span::uninstall(&installed).unwrap();
+            if text.trim() == "{}" || text.trim() == "{ }" {
+                // An object with nothing but cms: its member goes, `{}` stays.
+                assert_eq!(serde_json::from_str::<Value>(&removed).unwrap(), json!({}));
+            } else {
+                assert_eq!(removed, text);
+            }
+            // Replacing the entry keeps the rest as well.
+            let other = json!({ "command": "/abs/cms", "args": ["mcp"] });
+            let replaced = span::install(&installed, &other).unwrap();
+            assert_eq!(span::uninstall(&replaced).unwrap(), removed);
+        }
+        // Not an object, or not JSON: no text edit (the caller refuses or rewrites).
+        assert!(span::install("[1]", &entry).is_none());
+        assert!(span::install("{\"a\": ", &entry).is_none());
+        assert!(span::uninstall("{\"a\": 1}").is_none());
+    }
 }

@@ -15,16 +15,24 @@ pub mod stdio;
 mod task_tools;
 pub mod tools;
 
-use crate::app::runtime::shutdown_signal;
+use crate::app::runtime::{errln, shutdown_signal};
 use crate::app::{exit, App};
 use crate::engine::EngineConfig;
 use crate::lua::worker::LuaWorker;
 use rmcp::ServiceExt;
+use std::io::IsTerminal;
 
 /// Serve MCP on stdin/stdout until the client goes away or a signal arrives; every
 /// session the server started is then stopped (resumable). Returns the exit code:
 /// 0 when the client went away, 130 on Ctrl-C or SIGTERM.
 pub fn run(cfg: EngineConfig) -> i32 {
+    if std::io::stdin().is_terminal() {
+        // A person typed `cms mcp`: say what it is and how it is meant to be used.
+        errln!(
+            "cms mcp speaks MCP (JSON-RPC) on stdin/stdout for Claude Code or another MCP client; \
+             register it with `cms setup` (Ctrl-D or Ctrl-C ends it)"
+        );
+    }
     let app = match App::start(cfg) {
         Ok(app) => app,
         Err(e) => return exit::fail(e),

@@ -20,7 +20,7 @@ pub mod watch;
 
 pub use crate::sandbox::Layers;
 pub use door::{GuardedSession, LuaPolicy};
-pub use script_state::check_file;
+pub use script_state::{check_file, ScriptKind};
 pub use service::PolicyService;
 pub use snapshot::{Limits, PolicyError, Preset, ReloadReport};
 

@@ -380,10 +380,87 @@ pub(super) fn check_presets(lua: &Lua, v: &Value) -> mlua::Result<Table> {
     Ok(t.clone())
 }
 
-/// Validate one script file without running a session: it loads, and returns what
-/// its kind must return. The kind comes from the file name (`safety.lua`,
-/// `protected_paths.lua`, `presets.lua`, `strategies/NAME.lua`, or any other module).
-pub fn check_file(path: &std::path::Path) -> Result<String, String> {
+/// What a script is, for `cms policy check --as KIND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptKind {
+    Safety,
+    ProtectedPaths,
+    Presets,
+    Strategy,
+}
+
+impl ScriptKind {
+    /// The names `--as` takes.
+    pub const NAMES: &'static [&'static str] =
+        &["safety", "protected_paths", "presets", "strategy"];
+
+    pub fn parse(name: &str) -> Option<ScriptKind> {
+        Some(match name {
+            "safety" => ScriptKind::Safety,
+            "protected_paths" => ScriptKind::ProtectedPaths,
+            "presets" => ScriptKind::Presets,
+            "strategy" => ScriptKind::Strategy,
+            _ => return None,
+        })
+    }
+
+    /// The kind a file name says (`safety.lua`, `protected_paths.lua`,
+    /// `presets.lua`, `strategies/NAME.lua`), if it says one.
+    pub fn guess(path: &std::path::Path) -> Option<ScriptKind> {
+        let file = path.file_name()?.to_string_lossy().into_owned();
+        let in_strategies = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|d| d == "strategies");
+        match file.as_str() {
+            "safety.lua" => Some(ScriptKind::Safety),
+            "protected_paths.lua" => Some(ScriptKind::ProtectedPaths),
+            "presets.lua" => Some(ScriptKind::Presets),
+            _ if in_strategies && file.ends_with(".lua") => Some(ScriptKind::Strategy),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ScriptKind::Safety => "safety policy",
+            ScriptKind::ProtectedPaths => "protected paths",
+            ScriptKind::Presets => "presets",
+            ScriptKind::Strategy => "strategy",
+        }
+    }
+}
+
+/// The sample tool calls a policy is dry-run against: `(what, tool, input)`.
+fn sample_calls(cwd: &std::path::Path) -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    let at = |f: &str| cwd.join(f).display().to_string();
+    vec![
+        (
+            "Read of a file in the working directory",
+            "Read",
+            serde_json::json!({ "file_path": at("README.md") }),
+        ),
+        (
+            "Write of .env",
+            "Write",
+            serde_json::json!({ "file_path": at(".env"), "content": "TOKEN=x\n" }),
+        ),
+        (
+            "Bash rm -rf /",
+            "Bash",
+            serde_json::json!({ "command": "rm -rf /" }),
+        ),
+        ("Bash ls", "Bash", serde_json::json!({ "command": "ls" })),
+    ]
+}
+
+/// Validate one script file without running a session: it loads, returns what its
+/// kind must return, and (a safety policy, protected paths) answers a few sample
+/// tool calls without an error. The kind is `kind`, or else comes from the file
+/// name (`safety.lua`, `protected_paths.lua`, `presets.lua`, `strategies/NAME.lua`);
+/// a file of no known kind is only loaded. Returns the report, or the first
+/// failure as `file:line: message`.
+pub fn check_file(path: &std::path::Path, kind: Option<ScriptKind>) -> Result<String, String> {
     let code = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let src = Source {
@@ -391,7 +468,8 @@ pub fn check_file(path: &std::path::Path) -> Result<String, String> {
         code,
     };
     let started = Instant::now();
-    let layers = Layers::standard(&std::env::current_dir().unwrap_or_default());
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let layers = Layers::standard(&cwd);
     let lua = base_lua().map_err(|e| error_text(&e))?;
     install_searcher(&lua, &layers, &HashMap::new()).map_err(|e| error_text(&e))?;
     let value: Value = load_limited(&lua, || {
@@ -405,40 +483,220 @@ pub fn check_file(path: &std::path::Path) -> Result<String, String> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let in_strategies = path
-        .parent()
-        .and_then(|p| p.file_name())
-        .is_some_and(|d| d == "strategies");
-    let kind = match file.as_str() {
-        "safety.lua" => {
-            check_safety(&value).map_err(|e| error_text(&e))?;
-            "safety policy"
+    let mut lines = Vec::new();
+    let (kind, assumed) = match kind {
+        Some(k) => (Some(k), false),
+        None => (ScriptKind::guess(path), true),
+    };
+    let label = match kind {
+        None => {
+            lines.push(format!(
+                "  (only loaded: {file} is no known kind by its name; pass --as {})",
+                ScriptKind::NAMES.join("|")
+            ));
+            "module".to_string()
         }
-        "presets.lua" => {
-            check_presets(&lua, &value).map_err(|e| error_text(&e))?;
-            "presets"
-        }
-        "protected_paths.lua" => {
-            let ok = matches!(&value, Value::Table(t) if t.get::<Value>("violation").is_ok_and(|v| v.is_function()));
-            if !ok {
-                return Err(
-                    "protected_paths.lua must return a table with a function violation(tool, cwd)"
-                        .into(),
+        Some(k) => {
+            let text = |e: mlua::Error| error_text(&e);
+            match k {
+                ScriptKind::Safety => {
+                    let t = check_safety(&value).map_err(text)?;
+                    dry_run_safety(&lua, &t, &src.origin, &cwd, &mut lines).map_err(text)?;
+                }
+                ScriptKind::Presets => {
+                    check_presets(&lua, &value).map_err(text)?;
+                    if let Value::Table(t) = &value {
+                        let mut names: Vec<String> = t
+                            .pairs::<String, Value>()
+                            .filter_map(|kv| kv.ok().map(|(k, _)| k))
+                            .collect();
+                        names.sort();
+                        lines.push(format!("  presets: {}", names.join(", ")));
+                    }
+                }
+                ScriptKind::ProtectedPaths => {
+                    dry_run_protected(&lua, &value, &file, &cwd, &mut lines).map_err(text)?;
+                }
+                ScriptKind::Strategy => {
+                    if !value.is_function() {
+                        return Err(format!(
+                            "{file} must return a function(task) (a strategy), not {}",
+                            show(&value)
+                        ));
+                    }
+                }
+            }
+            if assumed {
+                lines.insert(
+                    0,
+                    format!(
+                        "  assumed a {} from the file name (--as KIND to choose)",
+                        k.label()
+                    ),
                 );
             }
-            "protected paths"
+            k.label().to_string()
         }
-        _ if in_strategies => {
-            if !value.is_function() {
-                return Err(format!("{file} must return a function(task) (a strategy)"));
-            }
-            "strategy"
-        }
-        _ => "module",
     };
-    Ok(format!(
-        "{}: ok ({kind}, loaded in {:.1} ms)",
+    let mut out = format!(
+        "{}: ok ({label}, checked in {:.1} ms)",
         path.display(),
         started.elapsed().as_secs_f64() * 1000.0
+    );
+    for l in lines {
+        out.push('\n');
+        out.push_str(&l);
+    }
+    Ok(out)
+}
+
+/// Ask a safety policy about the sample calls: each must get `"allow"` or
+/// `"deny"` without an error (nil is no answer from the safety policy). Its
+/// `limits`, if set, must read as limits.
+fn dry_run_safety(
+    lua: &Lua,
+    safety: &Table,
+    origin: &str,
+    cwd: &std::path::Path,
+    lines: &mut Vec<String>,
+) -> mlua::Result<()> {
+    let limits = match safety.get::<Value>("limits")? {
+        Value::Nil => Limits::SEED,
+        v => {
+            let set: Limits = lua.from_value(v).map_err(|e| {
+                mlua::Error::runtime(format!(
+                    "{origin}: M.limits must be {{ max_cost = USD, max_turns = N, timeout = SECS }}: {e}"
+                ))
+            })?;
+            set
+        }
+    };
+    let f: Function = safety.get("on_tool_use")?;
+    // Where it is defined: an answer cms does not know names this line.
+    let at = match f.info().line_defined {
+        Some(line) => format!("{origin}:{line}"),
+        None => origin.to_string(),
+    };
+    // The widest shipped preset, so the policy's own rules answer (not the preset's).
+    let presets: Option<Table> = lua
+        .globals()
+        .get::<Function>("require")
+        .and_then(|r| load_limited(lua, || r.call::<Table>("presets")))
+        .ok();
+    for (what, name, input) in sample_calls(cwd) {
+        let tool = lua.create_table()?;
+        tool.set("name", name)?;
+        tool.set("input", lua.to_value(&input)?)?;
+        let ctx = lua.create_table()?;
+        ctx.set("session", "policy-check")?;
+        ctx.set("cwd", cwd.display().to_string())?;
+        ctx.set("safety", true)?;
+        if let Some(p) = presets
+            .as_ref()
+            .and_then(|t| t.get::<Option<Table>>("full").ok().flatten())
+        {
+            p.set("name", "full")?;
+            ctx.set("preset", p)?;
+        }
+        let l = lua.create_table()?;
+        l.set("max_cost", limits.max_cost.or(Limits::SEED.max_cost))?;
+        l.set("max_turns", limits.max_turns.or(Limits::SEED.max_turns))?;
+        l.set("timeout", limits.timeout.or(Limits::SEED.timeout))?;
+        ctx.set("limits", l)?;
+        ctx.set("cost", 0.0)?;
+        ctx.set("turns", 0)?;
+        ctx.set("elapsed", 0.0)?;
+        let call = ToolCall {
+            session: "policy-check".into(),
+            tool_name: name.into(),
+            input: input.clone(),
+            tool_use_id: None,
+            cwd: cwd.display().to_string(),
+            blocked_path: None,
+            progress: Progress::default(),
+        };
+        let out: MultiValue = call_limited(lua, super::DECISION_LIMIT, &f, (tool, ctx))
+            .map_err(|e| in_sample(&e, what))?;
+        let who = format!("{at}: on_tool_use (sample call: {what})");
+        let answer = match verdict(lua, out, &who, &call, None)? {
+            None => {
+                return Err(mlua::Error::runtime(format!(
+                    "{who} returned nil; it must return \"allow\" or \"deny\""
+                )))
+            }
+            Some(Decision::Allow) => "allow".to_string(),
+            Some(Decision::AllowWith(_)) => "allow (input changed)".to_string(),
+            Some(Decision::Deny { reason, .. }) => format!("deny: {reason}"),
+        };
+        lines.push(format!("  {what} (preset full): {answer}"));
+    }
+    Ok(())
+}
+
+/// A run-time error of a sample call, saying which call it was.
+fn in_sample(e: &mlua::Error, what: &str) -> mlua::Error {
+    let text = error_text(e);
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let sep = if rest.is_empty() { "" } else { "\n" };
+    mlua::Error::runtime(format!(
+        "{first}\n  (while answering the sample call: {what}){sep}{rest}"
     ))
+}
+
+/// A protected-paths module: a table with `violation(tool, cwd)` (nil or the
+/// reason) and `paths`, the list of patterns the OS sandbox holds read-only; the
+/// sample calls must not raise an error.
+fn dry_run_protected(
+    lua: &Lua,
+    value: &Value,
+    file: &str,
+    cwd: &std::path::Path,
+    lines: &mut Vec<String>,
+) -> mlua::Result<()> {
+    let shape = || {
+        mlua::Error::runtime(format!(
+            "{file} must return a table with a function violation(tool, cwd) and paths, a list of patterns"
+        ))
+    };
+    let Value::Table(t) = value else {
+        return Err(shape());
+    };
+    let Value::Function(violation) = t.get::<Value>("violation")? else {
+        return Err(shape());
+    };
+    match t.get::<Value>("paths")? {
+        Value::Nil => lines.push(
+            "  note: no M.paths, so the OS sandbox holds only cms's own protected paths".into(),
+        ),
+        v => {
+            let paths: Vec<String> = lua.from_value(v).map_err(|e| {
+                mlua::Error::runtime(format!("{file}: M.paths must be a list of strings: {e}"))
+            })?;
+            lines.push(format!("  {} protected path patterns", paths.len()));
+        }
+    }
+    for (what, name, input) in sample_calls(cwd) {
+        let tool = lua.create_table()?;
+        tool.set("name", name)?;
+        tool.set("input", lua.to_value(&input)?)?;
+        let out: Value = call_limited(
+            lua,
+            super::DECISION_LIMIT,
+            &violation,
+            (tool, cwd.display().to_string()),
+        )
+        .map_err(|e| in_sample(&e, what))?;
+        let answer = match out {
+            Value::Nil => "not protected".to_string(),
+            Value::String(s) => format!("protected: {}", s.to_string_lossy()),
+            other => {
+                return Err(mlua::Error::runtime(format!(
+                    "violation() of {file} returned {} for the sample {what}; it must return nil or the reason (a string)",
+                    show(&other)
+                )))
+            }
+        };
+        lines.push(format!("  {what}: {answer}"));
+    }
+    Ok(())
 }

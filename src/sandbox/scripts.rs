@@ -43,6 +43,26 @@ impl Source {
     }
 }
 
+/// The user's own layer: `$CMS_CONFIG_DIR`, else `$XDG_CONFIG_HOME/cms`, else
+/// `~/.config/cms`.
+pub fn user_dir() -> Option<PathBuf> {
+    std::env::var_os("CMS_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("cms")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/cms")))
+}
+
+/// The built-in script at `rel` (`safety.lua`, `strategies/single.lua`).
+pub fn builtin(rel: &str) -> Option<Source> {
+    BUILTIN
+        .iter()
+        .find(|(name, _)| *name == rel)
+        .map(|(name, code)| Source {
+            origin: format!("builtin:{name}"),
+            code: (*code).to_string(),
+        })
+}
+
 /// Where scripts are looked for, earliest layer first (the built-in set comes
 /// before all of these).
 #[derive(Debug, Clone, Default)]
@@ -63,11 +83,7 @@ pub struct Gate {
 impl Layers {
     /// The user's folder and the project's, for a host working in `cwd`.
     pub fn standard(cwd: &Path) -> Layers {
-        let user = std::env::var_os("CMS_CONFIG_DIR")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("cms")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/cms")));
-        let mut dirs: Vec<PathBuf> = user.into_iter().collect();
+        let mut dirs: Vec<PathBuf> = user_dir().into_iter().collect();
         let project = cwd.join(".cms");
         dirs.push(project.clone());
         Layers {
@@ -119,13 +135,7 @@ impl Layers {
                 });
             }
         }
-        BUILTIN
-            .iter()
-            .find(|(name, _)| *name == rel)
-            .map(|(name, code)| Source {
-                origin: format!("builtin:{name}"),
-                code: (*code).to_string(),
-            })
+        builtin(rel)
     }
 
     /// Names of every strategy in any layer (`single`, `review`, ...), sorted.

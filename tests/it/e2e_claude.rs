@@ -625,8 +625,9 @@ async fn setup_registers_cms_where_claude_code_finds_it() {
         !after.contains("cms:"),
         "claude mcp list after uninstall:\n{after}"
     );
+    // The guide was all ~/.claude/CLAUDE.md held (setup made it): it goes with it.
     assert!(!std::fs::read_to_string(home.join(".claude/CLAUDE.md"))
-        .unwrap()
+        .unwrap_or_default()
         .contains("cms:start"));
 }
 

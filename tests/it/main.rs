@@ -18,5 +18,7 @@ mod lua;
 mod mcp;
 mod plugins;
 mod policy;
+mod policy_tools;
 mod safety_net;
+mod setup;
 mod sim_engine;

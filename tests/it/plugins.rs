@@ -1,7 +1,7 @@
 //! Plugins on the simulator: the shipped git-guard policy deciding before Bash runs,
 //! a plugin strategy used by `delegate`, `cms plugins list/check`, and a broken
-//! plugin left out while the rest go on. And `cms setup` on files (the real Claude
-//! Code reading them is in e2e_claude.rs).
+//! plugin left out while the rest go on. (`cms setup` is in setup.rs, `cms plugins
+//! run` in policy_tools.rs.)
 
 use crate::support;
 
@@ -169,109 +169,6 @@ fn a_plugin_strategy_drives_a_delegation() {
         err.contains("unknown strategy 'thrice' (known: correction_loop, review, single, twice)"),
         "{err}"
     );
-}
-
-#[test]
-fn setup_keeps_other_keys_is_idempotent_and_refuses_broken_json() {
-    let cms = Cms::new();
-    let mcp = cms.work().join(".mcp.json");
-    std::fs::write(
-        &mcp,
-        r#"{"mcpServers": {"other": {"command": "x"}}, "extra": [1, 2]}"#,
-    )
-    .unwrap();
-    std::fs::write(cms.work().join("CLAUDE.md"), "# My project\n\nOur rules.\n").unwrap();
-    let out = cms.ok(&["setup", "--local", "--guide"]);
-    assert!(out.contains("added") && out.contains(".mcp.json"), "{out}");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&mcp).unwrap()).unwrap();
-    assert_eq!(v["extra"], serde_json::json!([1, 2]));
-    assert_eq!(v["mcpServers"]["other"]["command"], "x");
-    assert_eq!(v["mcpServers"]["cms"]["args"], serde_json::json!(["mcp"]));
-    assert!(v["mcpServers"]["cms"]["command"]
-        .as_str()
-        .unwrap()
-        .ends_with("/cms"));
-    assert!(cms.work().join(".mcp.json.cms.bak").exists());
-    let again = cms.ok(&["setup", "--local", "--guide"]);
-    assert_eq!(again.matches("unchanged").count(), 2, "{again}");
-    let md = std::fs::read_to_string(cms.work().join("CLAUDE.md")).unwrap();
-    assert!(
-        md.starts_with("# My project\n\nOur rules.\n\n<!-- cms:start -->"),
-        "{md}"
-    );
-    assert_eq!(md.matches("<!-- cms:start -->").count(), 1);
-
-    cms.ok(&["setup", "--uninstall"]);
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&mcp).unwrap()).unwrap();
-    assert!(v["mcpServers"].get("cms").is_none());
-    assert_eq!(
-        std::fs::read_to_string(cms.work().join("CLAUDE.md")).unwrap(),
-        "# My project\n\nOur rules.\n"
-    );
-
-    std::fs::write(&mcp, "{ not json").unwrap();
-    let err = cms.fails(&["setup", "--local"]);
-    assert!(
-        err.contains(".mcp.json is not valid JSON") && err.contains("nothing was changed"),
-        "{err}"
-    );
-    assert_eq!(std::fs::read_to_string(&mcp).unwrap(), "{ not json");
-    let err = cms.fails(&["setup"]);
-    assert!(
-        err.contains("choose where to install: --global (all projects) or --local"),
-        "{err}"
-    );
-}
-
-#[test]
-fn setup_writes_through_a_symlink_and_creates_files_private() {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    // A new ~/.claude.json is 0600 (it holds the API key once Claude Code writes it).
-    let cms = Cms::new();
-    let home_json = cms.dir.path().join(".claude.json");
-    cms.ok(&["setup", "--global"]);
-    assert_eq!(mode(&home_json), 0o600);
-    // A dotfiles link stays a link; its target gets the entry and keeps its mode.
-    let cms = Cms::new();
-    let dotfiles = cms.dir.path().join("dotfiles");
-    std::fs::create_dir_all(&dotfiles).unwrap();
-    let target = dotfiles.join("claude.json");
-    std::fs::write(
-        &target,
-        r#"{"primaryApiKey": "sk-secret", "numStartups": 3}"#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let home_json = cms.dir.path().join(".claude.json");
-    std::os::unix::fs::symlink("dotfiles/claude.json", &home_json).unwrap();
-    cms.ok(&["setup", "--global"]);
-    assert!(std::fs::symlink_metadata(&home_json)
-        .unwrap()
-        .file_type()
-        .is_symlink());
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
-    assert_eq!(v["primaryApiKey"], "sk-secret");
-    assert_eq!(v["mcpServers"]["cms"]["args"], serde_json::json!(["mcp"]));
-    assert_eq!(mode(&target), 0o600);
-    // And back out again, through the link.
-    cms.ok(&["setup", "--uninstall"]);
-    assert!(std::fs::symlink_metadata(&home_json)
-        .unwrap()
-        .file_type()
-        .is_symlink());
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
-    assert!(v["mcpServers"].get("cms").is_none(), "{v}");
-    // No temporary file is left next to either.
-    for dir in [cms.dir.path(), dotfiles.as_path()] {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            assert!(
-                !e.file_name().to_string_lossy().ends_with(".tmp"),
-                "{:?}",
-                e.path()
-            );
-        }
-    }
 }
 
 #[test]

@@ -1,0 +1,317 @@
+//! `cms setup` on files (the real Claude Code reading them is in e2e_claude.rs):
+//! other keys kept, idempotent, broken JSON refused, symlinks written through,
+//! `--uninstall` undoing exactly what setup did, nothing personal copied unasked.
+
+use crate::support;
+
+use serde_json::Value;
+use support::Cms;
+
+#[test]
+fn setup_keeps_other_keys_is_idempotent_and_refuses_broken_json() {
+    let cms = Cms::new();
+    let mcp = cms.work().join(".mcp.json");
+    std::fs::write(
+        &mcp,
+        r#"{"mcpServers": {"other": {"command": "x"}}, "extra": [1, 2]}"#,
+    )
+    .unwrap();
+    std::fs::write(cms.work().join("CLAUDE.md"), "# My project\n\nOur rules.\n").unwrap();
+    let out = cms.ok(&["setup", "--local", "--guide"]);
+    assert!(out.contains("added") && out.contains(".mcp.json"), "{out}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&mcp).unwrap()).unwrap();
+    assert_eq!(v["extra"], serde_json::json!([1, 2]));
+    assert_eq!(v["mcpServers"]["other"]["command"], "x");
+    assert_eq!(v["mcpServers"]["cms"]["args"], serde_json::json!(["mcp"]));
+    // A file teams commit names `cms` on PATH, not this machine's path.
+    assert_eq!(v["mcpServers"]["cms"]["command"], "cms");
+    assert!(cms.work().join(".mcp.json.cms.bak").exists());
+    let again = cms.ok(&["setup", "--local", "--guide"]);
+    assert_eq!(again.matches("unchanged").count(), 2, "{again}");
+    let md = std::fs::read_to_string(cms.work().join("CLAUDE.md")).unwrap();
+    assert!(
+        md.starts_with("# My project\n\nOur rules.\n\n<!-- cms:start -->"),
+        "{md}"
+    );
+    assert_eq!(md.matches("<!-- cms:start -->").count(), 1);
+
+    cms.ok(&["setup", "--uninstall"]);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&mcp).unwrap()).unwrap();
+    assert!(v["mcpServers"].get("cms").is_none());
+    assert_eq!(
+        std::fs::read_to_string(cms.work().join("CLAUDE.md")).unwrap(),
+        "# My project\n\nOur rules.\n"
+    );
+
+    std::fs::write(&mcp, "{ not json").unwrap();
+    let err = cms.fails(&["setup", "--local"]);
+    assert!(
+        err.contains(".mcp.json is not valid JSON") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&mcp).unwrap(), "{ not json");
+    let err = cms.fails(&["setup"]);
+    assert!(
+        err.contains("choose where to install: --global (all projects) or --local"),
+        "{err}"
+    );
+}
+
+#[test]
+fn setup_writes_through_a_symlink_and_creates_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A new ~/.claude.json is 0600 (it holds the API key once Claude Code writes it).
+    let cms = Cms::new();
+    let home_json = cms.dir.path().join(".claude.json");
+    cms.ok(&["setup", "--global"]);
+    assert_eq!(mode(&home_json), 0o600);
+    // A dotfiles link stays a link; its target gets the entry and keeps its mode.
+    let cms = Cms::new();
+    let dotfiles = cms.dir.path().join("dotfiles");
+    std::fs::create_dir_all(&dotfiles).unwrap();
+    let target = dotfiles.join("claude.json");
+    std::fs::write(
+        &target,
+        r#"{"primaryApiKey": "sk-secret", "numStartups": 3}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home_json = cms.dir.path().join(".claude.json");
+    std::os::unix::fs::symlink("dotfiles/claude.json", &home_json).unwrap();
+    cms.ok(&["setup", "--global"]);
+    assert!(std::fs::symlink_metadata(&home_json)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert_eq!(v["primaryApiKey"], "sk-secret");
+    assert_eq!(v["mcpServers"]["cms"]["args"], serde_json::json!(["mcp"]));
+    assert_eq!(mode(&target), 0o600);
+    // And back out again, through the link.
+    cms.ok(&["setup", "--uninstall"]);
+    assert!(std::fs::symlink_metadata(&home_json)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert!(v["mcpServers"].get("cms").is_none(), "{v}");
+    // No temporary file is left next to either.
+    for dir in [cms.dir.path(), dotfiles.as_path()] {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            assert!(
+                !e.file_name().to_string_lossy().ends_with(".tmp"),
+                "{:?}",
+                e.path()
+            );
+        }
+    }
+}
+
+/// Install and uninstall in both scopes: every byte that was not cms's is as it was
+/// (layout, key order, escapes), and a file setup created is gone again.
+#[test]
+fn uninstall_removes_only_what_setup_added() {
+    let cms = Cms::new();
+    let home = cms.dir.path();
+    // Claude Code's own layout, with what serde_json would reorder or re-escape.
+    let user = "{\n  \"numStartups\": 3,\n  \"projects\": {\"/w\": {\"allowedTools\": [], \"x\": [1, 2.50]}},\n  \"mcpServers\": {\n    \"other\": {\n      \"command\": \"x\"\n    }\n  },\n  \"a\": \"\\u00e9 é\"\n}\n";
+    let user_file = home.join(".claude.json");
+    std::fs::write(&user_file, user).unwrap();
+    // An inline project file, no trailing newline.
+    let project = r#"{"mcpServers": {"other": {"command": "x"}}, "extra": [1,2]}"#;
+    let project_file = cms.work().join(".mcp.json");
+    std::fs::write(&project_file, project).unwrap();
+    // Guides with and without text around them.
+    let md = "# Mine\n\nrules\n\n\n";
+    std::fs::write(cms.work().join("CLAUDE.md"), md).unwrap();
+    cms.ok(&["setup", "--global", "--local", "--guide"]);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&user_file).unwrap()).unwrap();
+    assert_eq!(v["mcpServers"]["cms"]["args"], serde_json::json!(["mcp"]));
+    assert_eq!(v["mcpServers"]["other"]["command"], "x");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&project_file).unwrap()).unwrap();
+    assert_eq!(v["mcpServers"]["cms"]["command"], "cms");
+    assert!(home.join(".claude/CLAUDE.md").exists());
+    // Updating the entry (now with --env) keeps the rest too.
+    cms.ok(&["setup", "--global", "--local", "--env"]);
+
+    let out = cms.ok(&["setup", "--uninstall"]);
+    assert_eq!(out.matches("removed").count(), 4, "{out}");
+    assert_eq!(std::fs::read_to_string(&user_file).unwrap(), user);
+    assert_eq!(std::fs::read_to_string(&project_file).unwrap(), project);
+    assert_eq!(
+        std::fs::read_to_string(cms.work().join("CLAUDE.md")).unwrap(),
+        md
+    );
+    // ~/.claude/CLAUDE.md held only the guide: setup made it, uninstall takes it.
+    assert!(!home.join(".claude/CLAUDE.md").exists());
+    // Again: nothing of cms's is left, nothing changes.
+    let out = cms.ok(&["setup", "--uninstall"]);
+    assert_eq!(out.matches("absent").count(), 4, "{out}");
+
+    // A file that was only `mcpServers.cms` goes; one with other servers keeps them.
+    let cms = Cms::new();
+    cms.ok(&["setup", "--local"]);
+    let project_file = cms.work().join(".mcp.json");
+    assert!(project_file.exists());
+    cms.ok(&["setup", "--uninstall"]);
+    assert!(!project_file.exists());
+    // `mcpServers` with nothing but cms in it goes with it, the rest stays.
+    let user = "{\n  \"numStartups\": 1\n}\n";
+    std::fs::write(cms.dir.path().join(".claude.json"), user).unwrap();
+    cms.ok(&["setup", "--global"]);
+    cms.ok(&["setup", "--uninstall"]);
+    assert_eq!(
+        std::fs::read_to_string(cms.dir.path().join(".claude.json")).unwrap(),
+        user
+    );
+}
+
+/// `CMS_HOME` and `CMS_CLAUDE_BIN` of the shell reach Claude Code's config only when
+/// asked (`--env`; not on a terminal, no question is asked), and setup says so.
+#[test]
+fn shell_settings_are_copied_only_when_asked() {
+    let cms = Cms::new();
+    let user_file = cms.dir.path().join(".claude.json");
+    let read = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&user_file).unwrap()).unwrap()
+    };
+    // Cms sets both in the environment of every command it runs.
+    let out = cms.run(&["setup", "--global"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not copied into the entry")
+            && err.contains("CMS_HOME=")
+            && err.contains("CMS_CLAUDE_BIN=")
+            && err.contains("--env"),
+        "{err}"
+    );
+    assert!(
+        read()["mcpServers"]["cms"].get("env").is_none(),
+        "{}",
+        read()
+    );
+    let out = cms.run(&["setup", "--global", "--env"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("copying CMS_CLAUDE_BIN="), "{err}");
+    let env = &read()["mcpServers"]["cms"]["env"];
+    assert_eq!(
+        env["CMS_HOME"],
+        cms.dir.path().join("cms").display().to_string()
+    );
+    assert_eq!(
+        env["CMS_CLAUDE_BIN"],
+        support::sim_bin().display().to_string()
+    );
+    // Unset in the shell: nothing to copy, nothing said.
+    let out = cms
+        .cmd(&["setup", "--global"])
+        .env_remove("CMS_HOME")
+        .env_remove("CMS_CLAUDE_BIN")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        read()["mcpServers"]["cms"].get("env").is_none(),
+        "{}",
+        read()
+    );
+}
+
+/// `./.mcp.json` is committed by teams: it names `cms` on PATH (saying so when this
+/// machine has none there), and this binary's path only with `--absolute`.
+#[test]
+fn the_project_file_holds_no_personal_path_unless_asked() {
+    let cms = Cms::new();
+    let project_file = cms.work().join(".mcp.json");
+    let command = || -> Value {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&project_file).unwrap()).unwrap();
+        v["mcpServers"]["cms"]["command"].clone()
+    };
+    let empty = cms.dir.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = cms
+        .cmd(&["setup", "--local"])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`cms` is not on PATH here") && err.contains("--absolute"),
+        "{err}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("asks each user to approve"), "{text}");
+    assert_eq!(command(), "cms");
+    // With cms on PATH: the same entry, and no warning.
+    let bin = cms.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(support::cms_bin(), bin.join("cms")).unwrap();
+    let out = cms
+        .cmd(&["setup", "--local"])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not on PATH"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(command(), "cms");
+    // Asked for: this binary's absolute path.
+    cms.ok(&["setup", "--local", "--absolute"]);
+    assert_eq!(command(), support::cms_bin().display().to_string());
+    // ~/.claude.json is the user's own: the absolute path (GUI-started Claude Code).
+    cms.ok(&["setup", "--global"]);
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(cms.dir.path().join(".claude.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        v["mcpServers"]["cms"]["command"],
+        support::cms_bin().display().to_string()
+    );
+}
+
+/// `cms mcp` typed on a terminal says what it is and how to register it; under a
+/// client (stdin a pipe) stderr stays quiet and stdout carries only the protocol.
+#[test]
+fn cms_mcp_on_a_terminal_points_at_setup() {
+    let cms = Cms::new();
+    let hint = "cms mcp speaks MCP (JSON-RPC) on stdin/stdout";
+    let out = cms.run_with_input(&["mcp"], b"");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(hint),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A terminal: `script` gives the command one (skipped where it is missing).
+    let script = std::path::Path::new("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipping the terminal half: no /usr/bin/script");
+        return;
+    }
+    let command = format!("'{}' mcp", support::cms_bin().display());
+    let out = std::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(cms.work())
+        .env("HOME", cms.dir.path())
+        .env("CMS_HOME", cms.dir.path().join("cms"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains(hint) && all.contains("`cms setup`"), "{all}");
+}
