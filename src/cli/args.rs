@@ -339,8 +339,8 @@ pub type DelegateArgs = crate::delegate::DelegateOptions;
 /// options themselves.
 #[derive(Debug, Args)]
 #[command(
-    mut_arg("name", |a| a.default_value("").hide_default_value(true)),
-    mut_arg("task", |a| a.default_value("").hide_default_value(true))
+    mut_arg("name", |a| a.required(false).default_value("").hide_default_value(true)),
+    mut_arg("task", |a| a.required(false).default_value("").hide_default_value(true))
 )]
 pub struct DelegateCmd {
     /// Session name (or --name).
@@ -399,8 +399,8 @@ pub type SpawnArgs = crate::engine::SpawnSpec;
 /// `cms spawn`: the name and prompt as positionals or flags, and the spawn options.
 #[derive(Debug, Args)]
 #[command(
-    mut_arg("name", |a| a.default_value("").hide_default_value(true)),
-    mut_arg("prompt", |a| a.default_value("").hide_default_value(true))
+    mut_arg("name", |a| a.required(false).default_value("").hide_default_value(true)),
+    mut_arg("prompt", |a| a.required(false).default_value("").hide_default_value(true))
 )]
 pub struct SpawnCmd {
     /// Session name (or --name).
