@@ -34,6 +34,15 @@ fn a_session_name_is_a_positional_or_a_flag() {
     cms.ok(&["stop", "q"]);
     cms.ok(&["delete", "q"]);
     cms.fails(&["status", "q"]);
+    let (v, out) = cms.delegate(&["d", "hello"]);
+    assert!(out.status.success(), "{v}");
+    assert_eq!(
+        (v["name"].as_str(), v["status"].as_str()),
+        (Some("d"), Some("completed"))
+    );
+    let out = cms.ok(&["continue", "d", "more"]);
+    assert!(out.starts_with("echo: more"), "{out}");
+    assert!(cms.ok(&["finish", "d"]).contains("[d] finished"));
 
     // What is missing is named, with both forms; a usage error exits 2.
     let out = cms.run(&["send", "p"]);
@@ -261,7 +270,9 @@ fn help_groups_commands_and_shows_examples() {
     let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
     assert_eq!(usage, "Usage: cms status [OPTIONS] <NAME|--name <NAME>>");
     assert!(cms.ok(&["spawn", "--help"]).contains("[default: sonnet]"));
-    assert!(cms.ok(&["spawn", "--help"]).contains("auto"));
+    assert!(cms
+        .ok(&["spawn", "--help"])
+        .contains("acceptEdits, auto, plan"));
 }
 
 #[test]
