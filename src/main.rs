@@ -4,7 +4,7 @@
 //! so `cms demo` works from a lone `cms` executable. `cms mcp` goes to the MCP
 //! frontend, every other command to the CLI frontend; neither imports the other.
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 fn main() {
     let invoked_as = std::env::args_os().next().and_then(|a| {
@@ -22,9 +22,61 @@ fn main() {
             std::env::args().skip(2).collect(),
         ));
     }
-    let cli = cms::cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cms::cli::command()
+        .color(color_choice(&args))
+        .try_get_matches_from(&args)
+        .and_then(|mut m| cms::cli::Cli::from_arg_matches_mut(&mut m))
+    {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(usage_error(e, &args)),
+    };
     if matches!(cli.command, cms::cli::Command::Mcp) {
         std::process::exit(cms::mcp::run(cms::cli::config(&cli)));
     }
     std::process::exit(cms::cli::run(cli));
+}
+
+/// The words before `--` (after it, everything is an argument of a script).
+fn flags(args: &[std::ffi::OsString]) -> impl Iterator<Item = &str> {
+    args.iter()
+        .skip(1)
+        .map_while(|a| a.to_str().filter(|a| *a != "--"))
+}
+
+/// `--color` as given, for clap's own help and errors (read before clap parses).
+fn color_choice(args: &[std::ffi::OsString]) -> clap::ColorChoice {
+    let mut words = flags(args);
+    let mut when = None;
+    while let Some(w) = words.next() {
+        if let Some(v) = w.strip_prefix("--color=") {
+            when = Some(v.to_string());
+        } else if w == "--color" {
+            when = words.next().map(str::to_string);
+        }
+    }
+    match when.as_deref() {
+        Some("always") => clap::ColorChoice::Always,
+        Some("never") => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    }
+}
+
+/// A command line clap refused (or `--help`, `--version`): printed as clap prints it,
+/// and under `--json` also as `{"error": ...}` on stdout. Returns the exit code.
+fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    let informational = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if !informational && flags(args).any(|a| a == "--json") {
+        let text = e.render().to_string();
+        let message = text.trim().trim_start_matches("error: ");
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::json!({ "error": message })
+        );
+    }
+    let _ = e.print();
+    e.exit_code()
 }

@@ -7,11 +7,37 @@
 //! - a history entry: [`HistoryView`].
 //!
 //! The delegate result keeps the original tool's camelCase contract (see the README).
+//!
+//! Amounts of money are rounded to the nano-dollar ([`money`]): sums of floats print
+//! as `0.0006`, not `0.0006000000000000001`. MCP results leave out a turn's raw token
+//! `usage` (the calling model pays for every token it reads): [`turn_json_compact`].
 
 use crate::engine::{Interaction, Response, SessionRecord, SessionState};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
+
+/// An amount in USD as JSON shows it: rounded to 1e-9.
+pub fn money(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1e9).round() / 1e9
+    } else {
+        x
+    }
+}
+
+/// [`money`] for serde (`#[serde(serialize_with = "crate::views::serialize_money")]`).
+pub fn serialize_money<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(money(*x))
+}
+
+/// [`money`] for an optional amount.
+pub fn serialize_money_opt<S: serde::Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match x {
+        Some(x) => s.serialize_some(&money(*x)),
+        None => s.serialize_none(),
+    }
+}
 
 pub fn timestamp(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
@@ -58,7 +84,7 @@ pub fn record_view(rec: &SessionRecord) -> RecordView<'_> {
         forked_from: rec.forked_from.as_deref(),
         created_at: timestamp(rec.created_at),
         updated_at: timestamp(rec.updated_at),
-        total_cost_usd: rec.total_cost_usd,
+        total_cost_usd: money(rec.total_cost_usd),
         total_turns: rec.total_turns,
         interaction_count: rec.interaction_count,
         last_error: rec.last_error.as_deref(),
@@ -73,26 +99,59 @@ pub fn record_json(rec: &SessionRecord) -> Value {
     serde_json::to_value(record_view(rec)).unwrap_or_default()
 }
 
-/// A turn: every field of the engine's [`Response`], and `error`, a one-line summary
-/// of why it failed (absent when it did not).
-#[derive(Serialize)]
+/// A turn: every field of the engine's [`Response`] (amounts rounded, [`money`]),
+/// and `error`, a one-line summary of why it failed (absent when it did not).
 pub struct TurnView<'a> {
-    #[serde(flatten)]
     pub response: &'a Response,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Leave out the raw token `usage` (MCP results).
+    pub compact: bool,
+}
+
+impl Serialize for TurnView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut v = serde_json::to_value(self.response).map_err(S::Error::custom)?;
+        if let Value::Object(m) = &mut v {
+            for key in ["cost_usd", "session_cost_usd"] {
+                if let Some(x) = m.get(key).and_then(Value::as_f64) {
+                    m.insert(key.into(), json!(money(x)));
+                }
+            }
+            if self.compact {
+                m.remove("usage");
+            }
+            if let Some(e) = &self.error {
+                m.insert("error".into(), json!(e));
+            }
+        }
+        v.serialize(s)
+    }
 }
 
 pub fn turn_view(r: &Response) -> TurnView<'_> {
     TurnView {
         response: r,
         error: r.is_error.then(|| r.error_summary()),
+        compact: false,
     }
 }
 
 /// A session and the turn just taken on it (when there was one).
 pub fn turn_json(rec: &SessionRecord, r: Option<&Response>) -> Value {
     json!({ "session": record_json(rec), "response": r.map(turn_view) })
+}
+
+/// [`turn_json`] without the turn's raw token `usage`: what MCP tools answer.
+pub fn turn_json_compact(rec: &SessionRecord, r: Option<&Response>) -> Value {
+    json!({ "session": record_json(rec), "response": r.map(compact_turn) })
+}
+
+fn compact_turn(r: &Response) -> TurnView<'_> {
+    TurnView {
+        compact: true,
+        ..turn_view(r)
+    }
 }
 
 /// One entry of a session's history.
@@ -124,7 +183,7 @@ pub fn history_view(i: &Interaction) -> HistoryView<'_> {
         kind: &i.kind,
         message: &i.message,
         response: i.response.as_deref(),
-        cost_usd: i.cost_usd,
+        cost_usd: money(i.cost_usd),
         num_turns: i.turns,
         duration_ms: i.duration_ms,
         is_error: i.is_error,
@@ -147,6 +206,15 @@ pub fn history_json(items: &[Interaction]) -> Value {
 
 /// The entries of a batch: `{name, ok, response, error}`, each response a turn.
 pub fn batch_json(outcomes: &[crate::engine::BatchOutcome]) -> Value {
+    batch(outcomes, turn_view)
+}
+
+/// [`batch_json`] without the turns' raw token `usage`: what MCP tools answer.
+pub fn batch_json_compact(outcomes: &[crate::engine::BatchOutcome]) -> Value {
+    batch(outcomes, compact_turn)
+}
+
+fn batch(outcomes: &[crate::engine::BatchOutcome], view: fn(&Response) -> TurnView<'_>) -> Value {
     Value::Array(
         outcomes
             .iter()
@@ -154,10 +222,35 @@ pub fn batch_json(outcomes: &[crate::engine::BatchOutcome]) -> Value {
                 json!({
                     "name": o.name,
                     "ok": o.ok,
-                    "response": o.response.as_ref().map(turn_view),
+                    "response": o.response.as_ref().map(view),
                     "error": o.error,
                 })
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_rounded_to_the_nano_dollar() {
+        assert_eq!(money(0.0001 + 0.0005), 0.0006);
+        assert_eq!(json!(money(0.1 + 0.2)).to_string(), "0.3");
+        assert_eq!(money(1234.5), 1234.5);
+        let r = Response {
+            cost_usd: 0.0001 + 0.0005,
+            session_cost_usd: 0.1 + 0.2,
+            usage: Some(json!({"input_tokens": 3})),
+            ..Response::default()
+        };
+        let full = serde_json::to_string(&turn_view(&r)).unwrap();
+        assert!(full.contains("\"cost_usd\":0.0006,"), "{full}");
+        assert!(full.contains("\"session_cost_usd\":0.3,"), "{full}");
+        assert!(full.contains("\"usage\""), "{full}");
+        let compact = serde_json::to_value(compact_turn(&r)).unwrap();
+        assert!(compact.get("usage").is_none(), "{compact}");
+        assert_eq!(compact["cost_usd"], 0.0006);
+    }
 }

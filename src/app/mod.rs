@@ -46,8 +46,9 @@ pub fn engine_config(g: &Globals) -> EngineConfig {
 }
 
 /// Logs on stderr (stdout is for results, and the protocol in `cms mcp`): warnings,
-/// or more with `-v`/`-vv`; `RUST_LOG` overrides.
-pub fn init_tracing(verbose: u8) {
+/// or more with `-v`/`-vv`; `RUST_LOG` overrides. `ansi`: colours, for a terminal
+/// only (a log file or a pipe gets plain text).
+pub fn init_tracing(verbose: u8, ansi: bool) {
     let default = match verbose {
         0 => "warn,lua=info",
         1 => "info",
@@ -59,5 +60,6 @@ pub fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(ansi)
         .try_init();
 }

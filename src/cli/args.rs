@@ -1,9 +1,51 @@
 //! The command line, as clap sees it.
+//!
+//! A session's name (and a command's main text) is a positional or a flag: `cms send p
+//! hi` is `cms send --name p --message hi`. Clap reads both; [`Command::resolve`] fills
+//! each value the flags left out from the positionals, in order, and says what is
+//! missing.
 
+use super::style::ColorWhen;
 use crate::engine::config::DEFAULT_TURN_TIMEOUT_SECS;
 use crate::engine::spec::{non_negative_f64, positive_f64};
+use crate::engine::SessionState;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
+/// The commands of `cms --help`, grouped; a command in no group is listed in the last.
+pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
+    (
+        "Sessions",
+        &[
+            "spawn",
+            "send",
+            "resume",
+            "pause",
+            "fork",
+            "stop",
+            "kill",
+            "interrupt",
+            "status",
+            "output",
+            "list",
+            "history",
+            "delete",
+            "batch",
+            "cleanup",
+        ],
+    ),
+    ("Delegation", &["delegate", "continue", "finish", "abort"]),
+    ("Lua", &["script", "repl", "lua-types"]),
+    (
+        "Setup and tools",
+        &[
+            "setup", "mcp", "policy", "plugins", "trust", "untrust", "demo",
+        ],
+    ),
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,87 +58,223 @@ use std::path::PathBuf;
                   same conversation (`--resume`, same id, same working directory).\n\n\
                   A turn is interrupted after 60 minutes unless `--timeout` says otherwise; \
                   budgets (`--max-budget`, `cms delegate --max-cost`) bound what it spends.\n\n\
-                  State lives in $CMS_HOME (default ~/.claude-multi-session)."
+                  State lives in $CMS_HOME (default ~/.claude-multi-session).",
+    after_help = TOP_EXAMPLES,
 )]
 pub struct Cli {
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    /// Print machine-readable JSON instead of text (errors too, as {"error": ...}).
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
-    /// The Claude Code executable: a name looked up on PATH, or a path.
-    #[arg(
-        long,
-        global = true,
-        env = "CMS_CLAUDE_BIN",
-        value_name = "PATH",
-        default_value = "claude"
-    )]
-    pub claude_bin: PathBuf,
+    /// The Claude Code executable: a name looked up on PATH, or a path [env: CMS_CLAUDE_BIN]
+    /// [default: claude].
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
+    pub claude_bin: Option<PathBuf>,
 
-    /// Where cms keeps its state [default: ~/.claude-multi-session].
-    #[arg(long, global = true, env = "CMS_HOME", value_name = "DIR")]
+    /// Where cms keeps its state [env: CMS_HOME] [default: ~/.claude-multi-session].
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub home: Option<PathBuf>,
 
     /// When another cms command is using the session, fail at once instead of waiting
     /// for it (waiting is the default; sends to one session never run side by side).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_wait: bool,
 
+    /// Colours: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_name = "WHEN", value_enum,
+          default_value_t = ColorWhen::Auto, help_heading = GLOBAL)]
+    pub color: ColorWhen,
+
     /// More logging on stderr (-v info, -vv debug; default: warnings only); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
+impl Cli {
+    /// The Claude Code executable: `--claude-bin`, else `$CMS_CLAUDE_BIN`, else `claude`.
+    /// (Read here rather than by clap, so an environment value never shows in a usage line.)
+    pub fn claude_bin(&self) -> PathBuf {
+        self.claude_bin
+            .clone()
+            .or_else(|| {
+                std::env::var_os("CMS_CLAUDE_BIN")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("claude"))
+    }
+}
+
+/// The whole command line, with the commands of `cms --help` in groups (clap lists
+/// subcommands under one heading only).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let styles = cmd.get_styles().clone();
+    let (header, literal) = (styles.get_header(), styles.get_literal());
+    let subs: Vec<(String, String)> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| {
+            let about = s.get_about().map(|a| a.to_string()).unwrap_or_default();
+            (s.get_name().to_string(), about)
+        })
+        .collect();
+    let width = subs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let mut groups = String::new();
+    for (i, (heading, names)) in COMMAND_GROUPS.iter().enumerate() {
+        let last = i + 1 == COMMAND_GROUPS.len();
+        let listed = |n: &str| COMMAND_GROUPS.iter().any(|(_, ns)| ns.contains(&n));
+        groups.push_str(&format!("{header}{heading}:{header:#}\n"));
+        for (name, about) in &subs {
+            if names.contains(&name.as_str()) || (last && !listed(name)) {
+                groups.push_str(&format!("  {literal}{name:<width$}{literal:#}  {about}\n"));
+            }
+        }
+        groups.push('\n');
+    }
+    cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{groups}\
+         {header}{GLOBAL}:{header:#}\n{{options}}{{after-help}}"
+    ))
+}
+
+/// `Examples:` and its lines, as clap styles a heading.
+macro_rules! examples {
+    ($($line:literal),+ $(,)?) => {
+        concat!("\x1b[1m\x1b[4mExamples:\x1b[0m\n", $("  ", $line, "\n"),+)
+    };
+}
+
+const TOP_EXAMPLES: &str = examples!(
+    "cms spawn fix-auth \"Fix the login bug\"",
+    "cms send fix-auth \"Now add a test\"",
+    "cms list --state idle --sort cost",
+    "cms delegate review \"Review src/\" --preset read-only",
+    "cms help spawn",
+);
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a new session with a prompt.
-    Spawn(SpawnArgs),
+    #[command(
+        override_usage = "cms spawn [OPTIONS] <NAME|--name <NAME>> <PROMPT|--prompt <PROMPT>>",
+        after_help = examples!(
+            "cms spawn fix-auth \"Fix the login bug\"",
+            "cms spawn review \"Review src/\" --model opus --permission-mode plan",
+            "cms spawn once \"Summarise README.md\" --stop --max-budget 0.50",
+            "git diff | cms spawn --name explain --prompt -",
+        )
+    )]
+    Spawn(SpawnCmd),
     /// Send a follow-up message (resumes a stopped session).
+    #[command(
+        override_usage = "cms send [OPTIONS] <NAME|--name <NAME>> <MESSAGE|--message <MESSAGE>>",
+        after_help = examples!(
+            "cms send fix-auth \"Now add a test\"",
+            "cms send fix-auth \"Last one\" --stop --timeout 600",
+            "cat notes.md | cms send fix-auth -",
+            "cms send fix-auth \"Status?\" --json | jq -r .response.text",
+        )
+    )]
     Send(SendArgs),
     /// Restore a stopped or paused session, optionally with a message.
+    #[command(
+        override_usage = "cms resume [OPTIONS] <NAME|--name <NAME>> [MESSAGE|--message <MESSAGE>]"
+    )]
     Resume(ResumeArgs),
     /// Refuse new messages until resumed.
+    #[command(override_usage = "cms pause [OPTIONS] <NAME|--name <NAME>>")]
     Pause(NameArg),
     /// Branch off into a new session that keeps the parent's context.
+    #[command(
+        override_usage = "cms fork [OPTIONS] <NAME|--name <NAME>> <NEW_NAME|--new-name <NEW_NAME>>"
+    )]
     Fork(ForkArgs),
     /// Stop gracefully (resumable later).
+    #[command(override_usage = "cms stop [OPTIONS] <NAME|--name <NAME>>")]
     Stop(NameArg),
     /// Force kill a session's process.
+    #[command(override_usage = "cms kill [OPTIONS] <NAME|--name <NAME>>")]
     Kill(NameArg),
     /// Interrupt the running turn of a session live in another cms process.
+    #[command(override_usage = "cms interrupt [OPTIONS] <NAME|--name <NAME>>")]
     Interrupt(NameArg),
     /// Show detailed session info.
+    #[command(
+        override_usage = "cms status [OPTIONS] <NAME|--name <NAME>>",
+        after_help = examples!(
+            "cms status fix-auth",
+            "cms status fix-auth --json | jq .total_cost_usd",
+        )
+    )]
     Status(NameArg),
     /// Print the last response text.
+    #[command(override_usage = "cms output [OPTIONS] <NAME|--name <NAME>>")]
     Output(OutputArgs),
-    /// List all sessions.
-    List,
+    /// List sessions: filter by state, sort, watch.
+    #[command(after_help = examples!(
+        "cms list",
+        "cms list --state busy --state retrying --wide",
+        "cms list --live --sort cost",
+        "cms list --watch 5",
+        "cms list --json | jq -r '.[] | select(.state == \"failed\") | .name'",
+    ))]
+    List(ListArgs),
     /// Show every interaction with its cost.
-    History(NameArg),
+    #[command(override_usage = "cms history [OPTIONS] <NAME|--name <NAME>>")]
+    History(HistoryArgs),
     /// Remove a session for good.
+    #[command(override_usage = "cms delete [OPTIONS] <NAME|--name <NAME>>")]
     Delete(NameArg),
     /// Spawn many sessions in parallel from a JSON file.
+    #[command(after_help = examples!(
+        "cms batch --file tasks.json",
+        "cms batch --file tasks.json --concurrency 8 --json > results.json",
+        "tasks.json: [{\"name\": \"a\", \"prompt\": \"Fix A\"}, {\"name\": \"b\", \"prompt\": \"Fix B\", \"model\": \"opus\"}]",
+    ))]
     Batch(BatchArgs),
     /// Remove sessions idle for more than N days.
     Cleanup(CleanupArgs),
-    /// A tour of cms on the bundled simulator (no Claude account needed).
+    /// A tour of cms on the bundled simulator (no Claude account needed; text only).
     Demo(DemoArgs),
     /// Run a Lua plan: `cms script plan.lua [args...]` (`cms.args` holds the args).
+    #[command(after_help = examples!(
+        "cms script plan.lua",
+        "cms script fan-out.lua src/a.rs src/b.rs",
+        "cms script plan.lua --json    # the script's return value as JSON",
+        "plan.lua: local s = cms.spawn{ name = \"a\", prompt = \"hi\" }; return s.response.text",
+    ))]
     Script(ScriptArgs),
     /// An interactive Lua prompt with the same `cms` module.
     Repl(ReplArgs),
     /// Print the LuaLS annotations of the `cms` Lua API (for editor completion).
     LuaTypes,
     /// Hand a task to a guarded session (preset + safety net) driven by a strategy.
-    Delegate(DelegateArgs),
+    #[command(
+        override_usage = "cms delegate [OPTIONS] <NAME|--name <NAME>> <TASK|--task <TASK>>",
+        after_help = examples!(
+            "cms delegate review \"Review src/auth\" --preset read-only",
+            "cms delegate fix \"Make the tests pass\" --strategy correction_loop --check \"cargo test\"",
+            "cms delegate fix \"...\" --max-cost 1 --max-turns 20 --json",
+            "cms continue fix \"Also handle the empty case\"",
+            "cms finish fix",
+        )
+    )]
+    Delegate(DelegateCmd),
     /// Send a follow-up or correction to a delegated session.
+    #[command(
+        override_usage = "cms continue [OPTIONS] <NAME|--name <NAME>> <MESSAGE|--message <MESSAGE>>"
+    )]
     Continue(ContinueArgs),
     /// Stop a delegated session gracefully (resumable with `continue`).
+    #[command(override_usage = "cms finish [OPTIONS] <NAME|--name <NAME>>")]
     Finish(NameArg),
     /// Kill a delegated session now.
+    #[command(override_usage = "cms abort [OPTIONS] <NAME|--name <NAME>>")]
     Abort(NameArg),
     /// Safety policies, presets and strategies: check a script, show what is in force.
     #[command(subcommand)]
@@ -180,13 +358,37 @@ pub enum PluginsCommand {
 /// the CLI, Lua, MCP and the LuaLS stubs).
 pub type DelegateArgs = crate::delegate::DelegateOptions;
 
+/// `cms delegate`: the name and task as positionals or flags, and the delegation
+/// options themselves.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("name", |a| a.required(false).default_value("").hide_default_value(true)),
+    mut_arg("task", |a| a.required(false).default_value("").hide_default_value(true))
+)]
+pub struct DelegateCmd {
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// What to do (or --task; `-` reads it from stdin).
+    #[arg(value_name = "TASK")]
+    pub task_pos: Option<String>,
+    #[command(flatten)]
+    pub opts: DelegateArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct ContinueArgs {
+    /// The delegated session (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// The follow-up (or --message; `-` reads it from stdin).
+    #[arg(value_name = "MESSAGE")]
+    pub message_pos: Option<String>,
     /// The delegated session.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
     /// The follow-up (`-` reads it from stdin).
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub message: String,
 }
 
@@ -222,10 +424,14 @@ pub enum PolicyCommand {
     },
 }
 
+/// A session's name, as a positional or `--name`.
 #[derive(Debug, Args)]
 pub struct NameArg {
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
     /// Session name.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
 }
 
@@ -233,13 +439,36 @@ pub struct NameArg {
 /// Lua, MCP, batch files and the LuaLS stubs).
 pub type SpawnArgs = crate::engine::SpawnSpec;
 
+/// `cms spawn`: the name and prompt as positionals or flags, and the spawn options.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("name", |a| a.required(false).default_value("").hide_default_value(true)),
+    mut_arg("prompt", |a| a.required(false).default_value("").hide_default_value(true))
+)]
+pub struct SpawnCmd {
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// The first message (or --prompt; `-` reads it from stdin).
+    #[arg(value_name = "PROMPT")]
+    pub prompt_pos: Option<String>,
+    #[command(flatten)]
+    pub spec: SpawnArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// The message (or --message; `-` reads it from stdin).
+    #[arg(value_name = "MESSAGE")]
+    pub message_pos: Option<String>,
     /// Session name.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
     /// The message (`-` reads it from stdin).
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub message: String,
     /// Stop the session after the response.
     #[arg(long)]
@@ -251,8 +480,14 @@ pub struct SendArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// A message to send once resumed (or --message).
+    #[arg(value_name = "MESSAGE")]
+    pub message_pos: Option<String>,
     /// Session name.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
     /// A message to send once resumed (`-` reads it from stdin) [default: none].
     #[arg(long)]
@@ -264,11 +499,17 @@ pub struct ResumeArgs {
 
 #[derive(Debug, Args)]
 pub struct ForkArgs {
+    /// The session to fork (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// The new session's name (or --new-name).
+    #[arg(value_name = "NEW_NAME")]
+    pub new_name_pos: Option<String>,
     /// The session to fork.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
     /// The new session's name.
-    #[arg(long)]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub new_name: String,
     /// A first message for the fork [default: none: the fork runs on its first send].
     #[arg(long)]
@@ -283,12 +524,72 @@ pub struct ForkArgs {
 
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// Session name.
-    #[arg(long)]
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// The session whose last response to print.
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
     /// The whole text (without it: the first 2000 characters).
     #[arg(long)]
     pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// Session name.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub name: String,
+    /// Only the last N interactions [default: all].
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+}
+
+/// How `cms list` orders sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortKey {
+    Name,
+    Cost,
+    Turns,
+    /// Most recent first.
+    Activity,
+    /// Newest first.
+    Created,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only sessions in this state; repeat for several [default: every state].
+    #[arg(long, value_name = "STATE", value_parser = state_parser())]
+    pub state: Vec<SessionState>,
+    /// Only sessions with a live process.
+    #[arg(long)]
+    pub live: bool,
+    /// Order: by name (A-Z), cost or turns (highest first), activity or created (most
+    /// recent first).
+    #[arg(long, value_enum, default_value_t = SortKey::Activity)]
+    pub sort: SortKey,
+    /// Reverse the order.
+    #[arg(long)]
+    pub reverse: bool,
+    /// More columns: working directory, pid, and the cms process holding the session.
+    #[arg(long)]
+    pub wide: bool,
+    /// Redraw every SECS seconds until Ctrl-C, on a terminal [default: off; 2 when SECS
+    /// is left out].
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = positive_f64)]
+    pub watch: Option<f64>,
+}
+
+/// `--state`'s values: [`SessionState::ALL`].
+fn state_parser() -> impl clap::builder::TypedValueParser<Value = SessionState> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(SessionState::ALL.map(SessionState::as_str))
+        .map(|s| SessionState::parse(&s).unwrap_or(SessionState::Idle))
 }
 
 #[derive(Debug, Args)]
@@ -378,4 +679,245 @@ fn batch_file_help() -> String {
          An unknown key is an error, and nothing starts.",
         keys.join(", ")
     )
+}
+
+/// One value a command needs, given by its flag or by a positional.
+struct Slot<'a> {
+    /// What it is, for the error: "a session name".
+    what: &'static str,
+    flag: &'static str,
+    value: &'a mut String,
+    required: bool,
+}
+
+/// Fill each value the flags left out (empty) from the positionals, in order; say
+/// what is missing, or which positional has no place. `usage` is the positional form.
+fn fill(usage: &str, positionals: Vec<Option<String>>, slots: &mut [Slot]) -> Result<(), String> {
+    let mut given = positionals.into_iter().flatten();
+    for slot in slots.iter_mut() {
+        if slot.value.is_empty() {
+            if let Some(v) = given.next() {
+                *slot.value = v;
+            }
+        }
+    }
+    if let Some(extra) = given.next() {
+        return Err(format!(
+            "unexpected argument '{extra}': the flags already give every value of `{usage}`"
+        ));
+    }
+    match slots.iter().find(|s| s.required && s.value.is_empty()) {
+        Some(s) => Err(format!("{} is needed: `{usage}` or `{}`", s.what, s.flag)),
+        None => Ok(()),
+    }
+}
+
+fn slot<'a>(what: &'static str, flag: &'static str, value: &'a mut String) -> Slot<'a> {
+    Slot {
+        what,
+        flag,
+        value,
+        required: true,
+    }
+}
+
+const A_NAME: &str = "a session name";
+
+impl Command {
+    /// Put the positionals where their flags would have put them (`cms send p hi` is
+    /// `cms send --name p --message hi`). An error is a usage error.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        let verb = match self {
+            Command::Pause(_) => "pause",
+            Command::Stop(_) => "stop",
+            Command::Kill(_) => "kill",
+            Command::Interrupt(_) => "interrupt",
+            Command::Status(_) => "status",
+            Command::Delete(_) => "delete",
+            Command::Finish(_) => "finish",
+            Command::Abort(_) => "abort",
+            _ => "",
+        };
+        match self {
+            Command::Spawn(a) => fill(
+                "cms spawn NAME PROMPT",
+                vec![a.name_pos.take(), a.prompt_pos.take()],
+                &mut [
+                    slot(A_NAME, "--name", &mut a.spec.name),
+                    slot("a prompt", "--prompt", &mut a.spec.prompt),
+                ],
+            ),
+            Command::Send(a) => fill(
+                "cms send NAME MESSAGE",
+                vec![a.name_pos.take(), a.message_pos.take()],
+                &mut [
+                    slot(A_NAME, "--name", &mut a.name),
+                    slot("a message", "--message", &mut a.message),
+                ],
+            ),
+            Command::Resume(a) => {
+                let mut message = a.message.take().unwrap_or_default();
+                let r = fill(
+                    "cms resume NAME [MESSAGE]",
+                    vec![a.name_pos.take(), a.message_pos.take()],
+                    &mut [
+                        slot(A_NAME, "--name", &mut a.name),
+                        Slot {
+                            required: false,
+                            ..slot("a message", "--message", &mut message)
+                        },
+                    ],
+                );
+                a.message = (!message.is_empty()).then_some(message);
+                r
+            }
+            Command::Fork(a) => fill(
+                "cms fork NAME NEW_NAME",
+                vec![a.name_pos.take(), a.new_name_pos.take()],
+                &mut [
+                    slot(A_NAME, "--name", &mut a.name),
+                    slot("the new session's name", "--new-name", &mut a.new_name),
+                ],
+            ),
+            Command::Output(a) => fill(
+                "cms output NAME",
+                vec![a.name_pos.take()],
+                &mut [slot(A_NAME, "--name", &mut a.name)],
+            ),
+            Command::History(a) => fill(
+                "cms history NAME",
+                vec![a.name_pos.take()],
+                &mut [slot(A_NAME, "--name", &mut a.name)],
+            ),
+            Command::Delegate(a) => fill(
+                "cms delegate NAME TASK",
+                vec![a.name_pos.take(), a.task_pos.take()],
+                &mut [
+                    slot(A_NAME, "--name", &mut a.opts.name),
+                    slot("a task", "--task", &mut a.opts.task),
+                ],
+            ),
+            Command::Continue(a) => fill(
+                "cms continue NAME MESSAGE",
+                vec![a.name_pos.take(), a.message_pos.take()],
+                &mut [
+                    slot(A_NAME, "--name", &mut a.name),
+                    slot("a message", "--message", &mut a.message),
+                ],
+            ),
+            Command::Pause(a)
+            | Command::Stop(a)
+            | Command::Kill(a)
+            | Command::Interrupt(a)
+            | Command::Status(a)
+            | Command::Delete(a)
+            | Command::Finish(a)
+            | Command::Abort(a) => fill(
+                &format!("cms {verb} NAME"),
+                vec![a.name_pos.take()],
+                &mut [slot(A_NAME, "--name", &mut a.name)],
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(args: &[&str]) -> Result<Command, String> {
+        let mut argv = vec!["cms"];
+        argv.extend_from_slice(args);
+        let mut cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.command.resolve()?;
+        Ok(cli.command)
+    }
+
+    #[test]
+    fn a_name_is_a_positional_or_a_flag() {
+        for args in [
+            &["send", "p", "hello"][..],
+            &["send", "--name", "p", "--message", "hello"],
+            &["send", "--name", "p", "hello"],
+            &["send", "p", "--message", "hello"],
+        ] {
+            match resolved(args).unwrap() {
+                Command::Send(a) => {
+                    assert_eq!(
+                        (a.name.as_str(), a.message.as_str()),
+                        ("p", "hello"),
+                        "{args:?}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match resolved(&["spawn", "a", "do it", "--model", "opus"]).unwrap() {
+            Command::Spawn(a) => {
+                assert_eq!(
+                    (a.spec.name.as_str(), a.spec.prompt.as_str()),
+                    ("a", "do it")
+                );
+                assert_eq!(a.spec.model.as_deref(), Some("opus"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["fork", "a", "b"]).unwrap() {
+            Command::Fork(a) => assert_eq!((a.name.as_str(), a.new_name.as_str()), ("a", "b")),
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["resume", "a"]).unwrap() {
+            Command::Resume(a) => assert_eq!((a.name.as_str(), a.message), ("a", None)),
+            other => panic!("{other:?}"),
+        }
+        match resolved(&["delegate", "d", "review it", "--preset", "read-only"]).unwrap() {
+            Command::Delegate(a) => {
+                assert_eq!(
+                    (a.opts.name.as_str(), a.opts.task.as_str()),
+                    ("d", "review it")
+                );
+                assert!(a.opts.safety);
+            }
+            other => panic!("{other:?}"),
+        }
+        for cmd in [
+            "status", "stop", "kill", "pause", "delete", "finish", "abort",
+        ] {
+            assert!(resolved(&[cmd, "p"]).is_ok(), "{cmd}");
+            assert!(resolved(&[cmd, "--name", "p"]).is_ok(), "{cmd}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_extra_value_is_named() {
+        let err = resolved(&["spawn"]).unwrap_err();
+        assert_eq!(
+            err,
+            "a session name is needed: `cms spawn NAME PROMPT` or `--name`"
+        );
+        let err = resolved(&["spawn", "a"]).unwrap_err();
+        assert!(err.starts_with("a prompt is needed"), "{err}");
+        let err = resolved(&["status", "p", "--name", "q"]).unwrap_err();
+        assert!(err.contains("unexpected argument 'p'"), "{err}");
+        let err = resolved(&["continue", "d"]).unwrap_err();
+        assert!(err.starts_with("a message is needed"), "{err}");
+    }
+
+    #[test]
+    fn every_command_is_in_one_group() {
+        use clap::CommandFactory;
+        for sub in Cli::command().get_subcommands() {
+            let n = COMMAND_GROUPS
+                .iter()
+                .filter(|(_, names)| names.contains(&sub.get_name()))
+                .count();
+            assert!(n <= 1, "{} is in {n} groups", sub.get_name());
+        }
+        let help = command().render_long_help().to_string();
+        for (heading, _) in COMMAND_GROUPS {
+            assert!(help.contains(&format!("{heading}:")), "{help}");
+        }
+        assert!(help.contains("Global options:") && !help.contains("\nCommands:"));
+    }
 }

@@ -5,7 +5,7 @@ use super::out::{self};
 use super::outcome::{CliError, Json, Outcome, Printed};
 use super::{delegate, demo, plugins, policy, render, repl, script, sessions, setup};
 use crate::app::exit;
-use crate::engine::EngineConfig;
+use crate::engine::{EngineConfig, Manager};
 use std::io::IsTerminal;
 
 /// Run the parsed command line; returns the process exit code. A reader that
@@ -17,9 +17,10 @@ pub fn run(cli: Cli) -> i32 {
 /// The engine's configuration from the global flags, with logging set up: what
 /// every command, `cms mcp` included, starts from.
 pub fn config(cli: &Cli) -> EngineConfig {
-    crate::app::init_tracing(cli.verbose);
+    super::style::init(cli.color);
+    crate::app::init_tracing(cli.verbose, super::style::stderr());
     crate::app::engine_config(&crate::app::Globals {
-        claude_bin: cli.claude_bin.clone(),
+        claude_bin: cli.claude_bin(),
         home: cli.home.clone(),
         wait_when_busy: !cli.no_wait,
         // Recorded with the sessions this process holds live, so others can say who holds them.
@@ -33,10 +34,17 @@ pub fn config(cli: &Cli) -> EngineConfig {
     })
 }
 
-fn run_command(cli: Cli) -> i32 {
+fn run_command(mut cli: Cli) -> i32 {
     let cfg = config(&cli);
     let json = cli.json;
+    if let Err(e) = cli.command.resolve() {
+        return usage_error(json, e);
+    }
     let result = match cli.command {
+        // The tour is for people: there is nothing for a program to read.
+        Command::Demo(_) if json => {
+            return usage_error(json, "demo has no JSON output (it is a tour for people)")
+        }
         Command::Demo(a) => return demo::run(&a, &cfg),
         Command::Script(a) => return script::run(cfg, a, json),
         Command::Repl(a) => return repl::run(cfg, a),
@@ -55,11 +63,28 @@ fn run_command(cli: Cli) -> i32 {
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
         Command::Untrust(a) => return super::trust::run_untrust(&a, &cfg.home, json),
         Command::LuaTypes => {
-            let _ = out::text(&crate::lua::stubs::cms_meta());
+            let text = crate::lua::stubs::cms_meta();
+            if json {
+                // The file, for a program that writes it somewhere.
+                let v = serde_json::json!({ "file": "cms.lua", "text": text });
+                let _ = out::line(format_args!("{v}"));
+            } else {
+                let _ = out::text(&text);
+            }
             return 0;
         }
         // Reading commands need no async runtime: they start fast.
-        cmd @ (Command::List | Command::Status(_) | Command::Output(_) | Command::History(_)) => {
+        Command::List(a) if a.watch.is_some() => {
+            return match Manager::new(cfg) {
+                Ok(m) => match sessions::watch_list(&m, &a, json) {
+                    Ok(()) => 0,
+                    Err(e) => fail_code(json, &e),
+                },
+                Err(e) => fail_code(json, &CliError::from(e)),
+            }
+        }
+        cmd
+        @ (Command::List(_) | Command::Status(_) | Command::Output(_) | Command::History(_)) => {
             sessions::read_existing(cfg, &cmd, json)
         }
         cmd => sessions::run_async(cfg, cmd, json),
@@ -73,15 +98,23 @@ fn run_command(cli: Cli) -> i32 {
             print_out(&p, json);
             exit::fail(msg)
         }
-        Err(e) => {
-            let code = out::fail(json, &e);
-            if matches!(e, CliError::Interrupted(_)) {
-                exit::INTERRUPTED
-            } else {
-                code
-            }
-        }
+        Err(e) => fail_code(json, &e),
     }
+}
+
+/// Say why the command failed and pick its code: 2 for a usage error, 130 when
+/// interrupted, else 1.
+fn fail_code(json: bool, e: &CliError) -> i32 {
+    let code = out::fail(json, e);
+    match e {
+        CliError::Interrupted(_) => exit::INTERRUPTED,
+        CliError::Usage(_) => exit::USAGE,
+        _ => code,
+    }
+}
+
+fn usage_error(json: bool, message: impl Into<String>) -> i32 {
+    fail_code(json, &CliError::Usage(message.into()))
 }
 
 fn print_out(p: &Printed, json: bool) {

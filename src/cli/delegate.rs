@@ -34,7 +34,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
         let work = async {
             match cmd {
                 Command::Delegate(a) => {
-                    let opts = options(a).map_err(|e| e.to_string())?;
+                    let opts = options(a.opts).map_err(|e| e.to_string())?;
                     delegate::delegate(host.lua(), &manager, &attached.service, opts, None)
                         .await
                         .map(|r| Printed::Result(Box::new(r)))

@@ -15,7 +15,8 @@ mod repl;
 mod script;
 mod sessions;
 mod setup;
+mod style;
 mod trust;
 
-pub use args::{Cli, Command};
+pub use args::{command, Cli, Command};
 pub use commands::{config, run};

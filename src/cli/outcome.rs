@@ -38,6 +38,9 @@ pub enum CliError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Input(String),
+    /// The command line asks for something it cannot do (exit 2, as clap's errors).
+    #[error("{0}")]
+    Usage(String),
     /// What the signal left behind, in words for the command interrupted.
     #[error("interrupted: {0}")]
     Interrupted(String),

@@ -2,6 +2,7 @@
 
 pub use crate::views::{record_json, record_view, timestamp, turn_json};
 
+use super::style;
 use crate::engine::{Interaction, Response, SessionRecord};
 
 pub fn money(x: f64) -> String {
@@ -33,11 +34,15 @@ pub fn response_block(rec: &SessionRecord, r: &Response) -> String {
     )
 }
 
-pub fn status_text(rec: &SessionRecord) -> String {
+pub fn status_text(rec: &SessionRecord, paint: bool) -> String {
     let o = &rec.options;
+    let mut state = style::paint(rec.state.as_str(), style::state_style(rec.state), paint);
+    if rec.pid.is_some() {
+        state.push_str(&format!(", {}", live_in(rec)));
+    }
     let mut lines = vec![
         ("name", rec.name.clone()),
-        ("status", rec.state.to_string()),
+        ("status", state),
         ("model", o.model.clone().unwrap_or_else(|| "-".into())),
         (
             "claudeSessionId",
@@ -93,49 +98,99 @@ pub fn status_text(rec: &SessionRecord) -> String {
         .join("\n")
 }
 
+/// Where a session with a process is live: "live in cms mcp (pid 123)".
+fn live_in(rec: &SessionRecord) -> String {
+    match rec.host_pid {
+        Some(host) => format!(
+            "live in cms {} (pid {host})",
+            rec.host_kind.as_deref().unwrap_or("cli")
+        ),
+        None => "live".into(),
+    }
+}
+
+/// The `cms list` table, plain.
 pub fn list_table(recs: &[SessionRecord]) -> String {
+    sessions_table(recs, false, false)
+}
+
+/// The `cms list` table; `wide` adds the working directory, the pid and the cms
+/// process holding the session; `paint` colours the states.
+pub fn sessions_table(recs: &[SessionRecord], wide: bool, paint: bool) -> String {
     if recs.is_empty() {
         return "No sessions.".into();
     }
-    let rows: Vec<[String; 6]> = recs
+    let mut header = vec!["NAME", "STATUS", "MODEL", "COST", "TURNS", "LAST ACTIVITY"];
+    if wide {
+        header.extend(["WORK DIR", "PID", "HELD BY"]);
+    }
+    let rows: Vec<Vec<String>> = recs
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
                 r.name.clone(),
                 r.state.to_string(),
                 r.options.model.clone().unwrap_or_else(|| "-".into()),
                 money(r.total_cost_usd),
                 r.total_turns.to_string(),
                 ago(r.updated_at),
-            ]
+            ];
+            if wide {
+                row.push(r.cwd.as_ref().unwrap_or(&r.work_dir).display().to_string());
+                row.push(r.pid.map_or("-".into(), |p| p.to_string()));
+                row.push(match (r.pid, r.host_pid) {
+                    (Some(_), Some(h)) => {
+                        format!("{} {h}", r.host_kind.as_deref().unwrap_or("cli"))
+                    }
+                    _ => "-".into(),
+                });
+            }
+            row
         })
         .collect();
-    table(
-        &["NAME", "STATUS", "MODEL", "COST", "TURNS", "LAST ACTIVITY"],
-        &rows,
-    )
+    let states: Vec<_> = recs.iter().map(|r| style::state_style(r.state)).collect();
+    table(&header, &rows, |row, col| {
+        (paint && col == 1).then(|| states[row])
+    })
 }
 
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+/// Columns padded to their widest cell; `style(row, col)` colours a cell (after
+/// padding, so the codes do not count as width).
+fn table(
+    header: &[&str],
+    rows: &[Vec<String>],
+    style: impl Fn(usize, usize) -> Option<style::Style>,
+) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.chars().count());
         }
     }
-    let fmt = |cells: Vec<&str>| {
+    let fmt = |row: Option<usize>, cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
         cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .map(|(i, c)| {
+                let pad = if i == last {
+                    String::new()
+                } else {
+                    " ".repeat(widths[i].saturating_sub(c.chars().count()))
+                };
+                match row.and_then(|r| style(r, i)) {
+                    Some(s) => format!("{}{pad}", style::paint(c, s, true)),
+                    None => format!("{c}{pad}"),
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
             .to_string()
     };
-    let mut out = vec![fmt(header.to_vec())];
-    for r in rows {
-        out.push(fmt(r.iter().map(String::as_str).collect()));
+    let mut out = vec![fmt(None, header.to_vec())];
+    for (i, r) in rows.iter().enumerate() {
+        out.push(fmt(Some(i), r.iter().map(String::as_str).collect()));
     }
     out.join("\n")
 }

@@ -1,7 +1,8 @@
-//! `cms script FILE.lua [args...]`: run a Lua plan with the `cms` module.
+//! `cms script FILE.lua [args...]`: run a Lua plan with the `cms` module. Under
+//! `--json`, stdout holds the script's return value, or `{"error": ...}`.
 
 use super::args::ScriptArgs;
-use super::out::outln;
+use super::out::{self, outln};
 use crate::app::runtime::shutdown_signal;
 use crate::app::{exit, App, LuaApp};
 use crate::engine::{EngineConfig, Manager};
@@ -54,7 +55,7 @@ fn on_signal_interrupt(host: &LuaHost, manager: &Arc<Manager>) -> oneshot::Recei
 pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
     let app = match App::start(cfg) {
         Ok(app) => app,
-        Err(e) => return exit::fail(e),
+        Err(e) => return out::fail(json, e),
     };
     let manager = app.manager().clone();
     app.run_local(async {
@@ -63,11 +64,11 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
             policy: _policy,
         } = match app.lua(args.lua.host_options(args.args.clone())) {
             Ok(h) => h,
-            Err(e) => return exit::fail(e),
+            Err(e) => return out::fail(json, e),
         };
         if json {
             if let Err(e) = host.print_to_stderr() {
-                return exit::fail(format!("cannot set up Lua: {e}"));
+                return out::fail(json, format!("cannot set up Lua: {e}"));
             }
         }
         let interrupted = on_signal_interrupt(&host, &manager);
@@ -78,6 +79,12 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
         let code = match outcome {
             None => {
                 manager.kill_all().await;
+                if json {
+                    let _ = outln!(
+                        "{}",
+                        serde_json::json!({ "error": exit::interrupted_text("the script") })
+                    );
+                }
                 return exit::interrupted("the script");
             }
             Some(Ok(value)) => {
@@ -88,9 +95,10 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                         }
                         Err(e) => {
                             manager.shutdown().await;
-                            return exit::fail(format!(
-                                "the script's return value is not JSON: {e}"
-                            ));
+                            return out::fail(
+                                json,
+                                format!("the script's return value is not JSON: {e}"),
+                            );
                         }
                     }
                 } else if !value.is_nil() {
@@ -99,7 +107,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                 exit::OK
             }
             Some(Err(ScriptError::Exit(code))) => code,
-            Some(Err(e)) => exit::fail(e),
+            Some(Err(e)) => out::fail(json, e),
         };
         manager.shutdown().await;
         code

@@ -3,7 +3,7 @@
 //! the store and answer at once; the others run on the app's runtime, with the
 //! safety policy loaded only for a guarded session.
 
-use super::args::Command;
+use super::args::{Command, ListArgs, SortKey};
 use super::out::errln;
 use super::outcome::{text_arg, CliError, Json, Outcome, Printed};
 use super::render;
@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(super) fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Outcome, CliError> {
+    let paint = super::style::stdout();
     Ok(match cmd {
-        Command::List => {
-            let recs = m.list()?;
+        Command::List(a) => {
+            let recs = select(m.list()?, a);
             let text = if json {
                 String::new()
             } else {
-                render::list_table(&recs)
+                render::sessions_table(&recs, a.wide, paint)
             };
             Outcome::Done(Printed {
                 text,
@@ -30,7 +31,7 @@ pub(super) fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Out
         }
         Command::Status(a) => {
             let rec = m.status(&a.name)?;
-            done(render::status_text(&rec), render::record_json(&rec))
+            done(render::status_text(&rec, paint), render::record_json(&rec))
         }
         Command::Output(a) => {
             let text = m.output(&a.name)?;
@@ -41,7 +42,10 @@ pub(super) fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Out
             done(shown, json!({"name": a.name, "output": text}))
         }
         Command::History(a) => {
-            let items = m.history(&a.name)?;
+            let mut items = m.history(&a.name)?;
+            if let Some(n) = a.last {
+                items.drain(..items.len().saturating_sub(n));
+            }
             done(
                 render::history_text(&a.name, &items),
                 crate::views::history_json(&items),
@@ -49,6 +53,57 @@ pub(super) fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Out
         }
         _ => unreachable!("not a reading command"),
     })
+}
+
+/// The sessions `cms list` shows: filtered by `--state` and `--live`, in `--sort` order.
+fn select(mut recs: Vec<SessionRecord>, a: &ListArgs) -> Vec<SessionRecord> {
+    recs.retain(|r| {
+        (a.state.is_empty() || a.state.contains(&r.state)) && (!a.live || r.pid.is_some())
+    });
+    // Each key's natural order: names A-Z, the largest and most recent first.
+    match a.sort {
+        SortKey::Name => recs.sort_by(|x, y| x.name.cmp(&y.name)),
+        SortKey::Cost => recs.sort_by(|x, y| y.total_cost_usd.total_cmp(&x.total_cost_usd)),
+        SortKey::Turns => recs.sort_by_key(|r| std::cmp::Reverse(r.total_turns)),
+        SortKey::Activity => recs.sort_by_key(|r| std::cmp::Reverse(r.updated_at)),
+        SortKey::Created => recs.sort_by_key(|r| std::cmp::Reverse(r.created_at)),
+    }
+    if a.reverse {
+        recs.reverse();
+    }
+    recs
+}
+
+/// `cms list --watch`: the table redrawn every few seconds until Ctrl-C (which ends
+/// the process: nothing is held).
+pub(super) fn watch_list(m: &Manager, a: &ListArgs, json: bool) -> Result<(), CliError> {
+    if json {
+        return Err(CliError::Usage(
+            "--watch redraws a table on a terminal; leave it out with --json".into(),
+        ));
+    }
+    if !std::io::stdout().is_terminal() {
+        return Err(CliError::Usage(
+            "--watch redraws a terminal, and stdout is not one; leave out --watch".into(),
+        ));
+    }
+    let every = Duration::from_secs_f64(a.watch.unwrap_or(2.0));
+    loop {
+        let recs = select(m.list()?, a);
+        let table = render::sessions_table(&recs, a.wide, super::style::stdout());
+        let now = crate::views::timestamp(crate::engine::events::now_ms());
+        let shown = super::out::with(|w| {
+            write!(
+                w,
+                "\x1b[H\x1b[2Jcms list every {:.1}s (Ctrl-C to stop)  {now}\n\n{table}\n",
+                every.as_secs_f64()
+            )
+        });
+        if shown.is_err() {
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
 }
 
 fn done(text: String, json: Value) -> Outcome {
@@ -120,9 +175,10 @@ fn state_outcome(rec: &SessionRecord, verb: &str) -> Outcome {
 
 async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Outcome, CliError> {
     Ok(match cmd {
-        Command::Spawn(mut a) => {
-            a.prompt = text_arg(&a.prompt)?;
-            let req = a.into_request(false)?;
+        Command::Spawn(a) => {
+            let mut spec = a.spec;
+            spec.prompt = text_arg(&spec.prompt)?;
+            let req = spec.into_request(false)?;
             let (_, r) = m.spawn(req.clone()).await?;
             m.shutdown().await;
             turn_outcome(&m.status(&req.name)?, &r)
@@ -201,7 +257,7 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         }
         Command::Batch(a) => batch(m, &a.file, a.concurrency as usize).await?,
         Command::Cleanup(_) => unreachable!("cleanup runs before the runtime starts"),
-        Command::List | Command::Status(_) | Command::Output(_) | Command::History(_) => {
+        Command::List(_) | Command::Status(_) | Command::Output(_) | Command::History(_) => {
             read_command(m, &cmd, json)?
         }
         Command::Demo(_)
@@ -306,7 +362,7 @@ fn interrupted_name(cmd: &Command) -> Option<String> {
         Command::Send(a) => Some(a.name.clone()),
         Command::Resume(a) => Some(a.name.clone()),
         Command::Fork(a) => Some(a.new_name.clone()),
-        Command::Spawn(a) => Some(a.name.clone()),
+        Command::Spawn(a) => Some(a.spec.name.clone()),
         _ => None,
     }
 }

@@ -13,6 +13,7 @@ pub struct DelegateResult {
     pub status: String,
     pub response: String,
     /// The cost of this call (all its turns, retries and corrections).
+    #[serde(serialize_with = "crate::views::serialize_money")]
     pub cost: f64,
     pub turns: u32,
     /// Wall time of this call in ms.
@@ -31,6 +32,7 @@ pub struct DelegateResult {
     /// Follow-ups the strategy sent (`retry`, `correction`).
     pub retries: u32,
     /// The session's cost over its whole life.
+    #[serde(serialize_with = "crate::views::serialize_money")]
     pub total_cost: f64,
     pub preset: String,
     pub strategy: String,
@@ -61,6 +63,7 @@ pub struct ViolationView {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitsView {
+    #[serde(serialize_with = "crate::views::serialize_money_opt")]
     pub max_cost_usd: Option<f64>,
     pub max_turns: Option<u32>,
     pub timeout_secs: Option<f64>,
@@ -82,6 +85,7 @@ pub struct CheckRecord {
 pub struct ReviewRecord {
     pub session: String,
     pub response: String,
+    #[serde(serialize_with = "crate::views::serialize_money")]
     pub cost: f64,
 }
 
@@ -92,6 +96,7 @@ pub struct EndResult {
     pub name: String,
     /// `finished` or `aborted`.
     pub status: String,
+    #[serde(serialize_with = "crate::views::serialize_money")]
     pub total_cost: f64,
     pub total_turns: u32,
 }

@@ -6,7 +6,7 @@
 use super::server::{err, CmsServer};
 use super::tools::{self, parse};
 use crate::engine::{SessionOptions, SpawnSpec};
-use crate::views::{record_json, turn_json};
+use crate::views::{record_json, turn_json_compact as turn_json};
 use serde_json::{json, Value};
 
 impl CmsServer {

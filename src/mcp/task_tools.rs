@@ -95,7 +95,7 @@ impl CmsServer {
             if let Some(n) = notifier {
                 let _ = n.await;
             }
-            Ok(crate::views::batch_json(&outcomes))
+            Ok(crate::views::batch_json_compact(&outcomes))
         };
         if a.background {
             for n in &names {

@@ -438,6 +438,10 @@ fn a_busy_or_held_session_is_explained_not_forked() {
         text.contains(&format!("heldBy: cms script (pid {})", script.id())),
         "{text}"
     );
+    assert!(
+        text.contains(&format!(", live in cms script (pid {})", script.id())),
+        "{text}"
+    );
     std::fs::write(&flag, "").unwrap();
     assert!(script.wait().unwrap().success());
     // Once the script has ended, the session is anyone's again.
@@ -641,7 +645,7 @@ fn a_closed_stdout_ends_any_command_quietly() {
         &["policy", "show"],
         &["lua-types"],
         &["plugins", "list"],
-        &["--json", "demo"],
+        &["--json", "lua-types"],
         &["list"],
         &["--json", "list"],
         &["history", "--name", "a"],
@@ -769,9 +773,9 @@ fn every_help_entry_has_a_description_and_every_optional_value_its_default() {
     let top = Cms::new().ok(&["--help"]);
     let mut commands: Vec<Vec<&str>> = top
         .lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
+        .skip_while(|l| !l.starts_with("Sessions:"))
+        .take_while(|l| !l.starts_with("Global options:"))
+        .filter(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .map(|c| vec![c])

@@ -17,7 +17,15 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
 /// Options of the whole `cms` command, not of one subcommand.
-const GLOBAL_ARGS: &[&str] = &["json", "claude_bin", "home", "no_wait", "verbose", "help"];
+const GLOBAL_ARGS: &[&str] = &[
+    "json",
+    "claude_bin",
+    "home",
+    "no_wait",
+    "color",
+    "verbose",
+    "help",
+];
 
 /// Fields that are not a flag of the CLI command, and why. (None today.)
 const NOT_ON_CLI: &[(&str, &str)] = &[];
@@ -33,7 +41,9 @@ fn clap_fields(command: &str) -> BTreeSet<String> {
     let sub = cli
         .find_subcommand(command)
         .unwrap_or_else(|| panic!("no `cms {command}`"));
+    // A positional (`cms spawn NAME PROMPT`) is another way to give a flag's value.
     sub.get_arguments()
+        .filter(|a| !a.is_positional())
         .map(|a| a.get_id().to_string())
         .filter(|id| !GLOBAL_ARGS.contains(&id.as_str()))
         .collect()
@@ -234,10 +244,10 @@ fn the_cli_reads_the_new_spawn_and_delegate_flags() {
         "Read, Grep",
     ])
     .unwrap();
-    let cms::cli::args::Command::Spawn(spec) = cli.command else {
+    let cms::cli::args::Command::Spawn(cmd) = cli.command else {
         panic!("not spawn");
     };
-    let req = spec.into_request(false).unwrap();
+    let req = cmd.spec.into_request(false).unwrap();
     assert_eq!(req.options.permission_mode.as_deref(), Some("auto"));
     assert_eq!(req.options.mcp_config.as_deref(), Some("{}"));
     assert_eq!(req.options.add_dirs, ["/x", "/y"]);
@@ -271,15 +281,17 @@ fn the_cli_reads_the_new_spawn_and_delegate_flags() {
         "opus",
     ])
     .unwrap();
-    let cms::cli::args::Command::Delegate(opts) = cli.command else {
+    let cms::cli::args::Command::Delegate(cmd) = cli.command else {
         panic!("not delegate");
     };
+    let opts = cmd.opts;
     assert!(!opts.safety);
     assert_eq!(opts.review_model.as_deref(), Some("opus"));
     let cli = Cli::try_parse_from(["cms", "delegate", "--name", "a", "--task", "t"]).unwrap();
-    let cms::cli::args::Command::Delegate(opts) = cli.command else {
+    let cms::cli::args::Command::Delegate(cmd) = cli.command else {
         panic!("not delegate");
     };
+    let opts = cmd.opts;
     assert!(opts.safety, "the safety net is on unless --no-safety");
 }
 

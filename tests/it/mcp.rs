@@ -195,6 +195,10 @@ async fn every_builtin_tool_works_through_a_real_client() {
         v["session"]["state"], "idle",
         "the session stays live in the server"
     );
+    assert!(
+        v["response"].get("usage").is_none() && v["response"]["cost_usd"].is_number(),
+        "MCP results leave out the raw token usage: {v}"
+    );
     let v = ok(
         &client,
         "send_message",
