@@ -9,6 +9,7 @@
 mod support;
 
 mod cli;
+mod completions;
 mod delegate;
 mod e2e_claude;
 mod e2e_safety;
