@@ -215,7 +215,7 @@ fi
 /// Zsh: the marked arguments complete with `_cms_sessions`.
 fn zsh_names(generated: &str) -> String {
     let helper = format!(
-        "\n_cms_sessions() {{\n    local -a names\n    names=(${{(f)\"$(${{words[1]}} {NAMES_COMMAND} 2>/dev/null)\"}})\n    compadd -a names\n}}\n"
+        "\n_cms_sessions() {{\n    local -a names\n    names=(${{(f)\"$(cms {NAMES_COMMAND} 2>/dev/null)\"}})\n    compadd -a names\n}}\n"
     );
     let body = generated.replace(":_hosts'", ":_cms_sessions'");
     match body.split_once('\n') {

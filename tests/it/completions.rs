@@ -120,11 +120,69 @@ impl Drop for Tmux {
     }
 }
 
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
+fn available(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
+        || Command::new(program)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+fn tmux_available() -> bool {
+    available("tmux")
+}
+
+/// Two sessions, `cms` on a PATH of its own, and the script for `shell` in a file.
+fn shell_setup(shell: &str, file: &str) -> (Cms, String, std::path::PathBuf) {
+    let cms = Cms::new();
+    cms.ok(&["spawn", "--name", "login", "--prompt", "x"]);
+    cms.ok(&["spawn", "--name", "signup", "--prompt", "x"]);
+    let dir = cms.dir.path();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(cms_bin(), bin.join("cms")).unwrap();
+    let script = dir.join(file);
+    std::fs::write(&script, cms.ok(&["completions", shell])).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (cms, path, script)
+}
+
+/// Fish (when installed; not required): `complete -C` answers as a Tab would.
+#[test]
+fn fish_completes_session_names() {
+    if !available("fish") {
+        eprintln!("skipping: fish is not installed");
+        return;
+    }
+    let (cms, path, script) = shell_setup("fish", "cms.fish");
+    let ask = |line: &str| {
+        let out = Command::new("fish")
+            .arg("--no-config")
+            .arg("-c")
+            .arg(format!(
+                "source '{}'; complete -C '{line}'",
+                script.display()
+            ))
+            .env("PATH", &path)
+            .env("CMS_HOME", cms.dir.path().join("cms"))
+            .env("HOME", cms.dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ask("cms sta").contains("status"));
+    let names = ask("cms status --name ");
+    assert!(
+        names.contains("login") && names.contains("signup"),
+        "{names}"
+    );
 }
 
 /// Where status takes its session: by position, with `--name`, or both.
@@ -154,24 +212,11 @@ fn bash_completes_subcommands_and_session_names_in_a_real_shell() {
         eprintln!("skipping: tmux is not installed (apt-get install -y tmux)");
         return;
     }
-    let cms = Cms::new();
-    cms.ok(&["spawn", "--name", "login", "--prompt", "x"]);
-    cms.ok(&["spawn", "--name", "signup", "--prompt", "x"]);
+    let (cms, path, script) = shell_setup("bash", "cms.bash");
     let dir = cms.dir.path();
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(cms_bin(), bin.join("cms")).unwrap();
-    let script = dir.join("cms.bash");
-    std::fs::write(&script, cms.ok(&["completions", "bash"])).unwrap();
-
     let tmux = Tmux {
         socket: format!("cmstest-{}", uuid::Uuid::new_v4().simple()),
     };
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let started = tmux
         .cmd(&[
             "-f",
@@ -235,6 +280,61 @@ fn bash_completes_subcommands_and_session_names_in_a_real_shell() {
     tmux.type_line("cms spawn --name lo", &["Tab"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!tmux.screen().contains("--name login"), "{}", tmux.screen());
+}
+
+/// Zsh (when installed; not required), through tmux like bash.
+#[test]
+fn zsh_completes_session_names_in_a_real_shell() {
+    if !tmux_available() || !available("zsh") {
+        eprintln!("skipping: zsh or tmux is not installed");
+        return;
+    }
+    let (cms, path, script) = shell_setup("zsh", "_cms");
+    let tmux = Tmux {
+        socket: format!("cmstest-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let started = tmux
+        .cmd(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            "zsh -f",
+        ])
+        .env("PATH", &path)
+        .env("CMS_HOME", cms.dir.path().join("cms"))
+        .env("HOME", cms.dir.path())
+        .current_dir(cms.work())
+        .output()
+        .unwrap();
+    assert!(started.status.success());
+    tmux.wait_for("zsh's prompt", |s| !s.trim().is_empty());
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "t",
+        "-l",
+        &format!(
+            "PS1='$ '; autoload -U compinit; compinit -u; source '{}'; clear",
+            script.display()
+        ),
+    ]);
+    tmux.run(&["send-keys", "-t", "t", "Enter"]);
+    tmux.wait_for("the script sourced", |s| s.trim() == "$");
+    tmux.type_line("cms sta", &["Tab"]);
+    tmux.wait_for("`cms sta` completed to `cms status`", |s| {
+        s.contains("$ cms status")
+    });
+    tmux.type_line("cms status --name ", &["Tab"]);
+    tmux.wait_for("both sessions offered", |s| {
+        s.contains("login") && s.contains("signup")
+    });
 }
 
 fn source(tmux: &Tmux, script: &Path) {
