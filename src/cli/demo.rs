@@ -282,8 +282,8 @@ async fn guarded_and_scripted(app: &App, project: &std::path::Path) -> Result<()
     step("script plan.lua   # Lua: cms.parallel runs sessions at once")?;
     let plan = r#"
         local answers = cms.parallel{
-          function() return cms.spawn{ name = "lua-a", prompt = "SLOW 300 first" }.response.text end,
-          function() return cms.spawn{ name = "lua-b", prompt = "SLOW 300 second" }.response.text end,
+          function() return cms.spawn{ name = "lua-a", prompt = "SLOW 1000 first" }.response.text end,
+          function() return cms.spawn{ name = "lua-b", prompt = "SLOW 1000 second" }.response.text end,
         }
         return table.concat(answers, " + ")"#;
     let started = std::time::Instant::now();
@@ -294,10 +294,17 @@ async fn guarded_and_scripted(app: &App, project: &std::path::Path) -> Result<()
         .call_async::<String>(())
         .await
     {
-        Ok(text) => outln!(
-            "  {text}  (two 0.3 s turns in {:.1} s)",
-            started.elapsed().as_secs_f64()
-        ),
+        Ok(text) => {
+            // One after the other would take 2 s and more; say "side by side" only
+            // when the clock shows it (a loaded machine adds start-up time).
+            let took = started.elapsed().as_secs_f64();
+            let how = if took < 1.9 {
+                "side by side"
+            } else {
+                "on a busy machine"
+            };
+            outln!("  {text}  (two 1 s turns in {took:.1} s: {how})")
+        }
         Err(e) => outln!("  script failed: {e}"),
     }
 }
