@@ -13,7 +13,7 @@
 
 mod support;
 
-use support::{manager, percentile, request, rss_mb};
+use support::{banner, goal, manager, percentile, request, rss_mb};
 
 use cms::engine::session::{EventSink, LiveSession, StartSpec};
 use cms::engine::{AllowAll, SessionOptions, SessionRecord, Store};
@@ -55,10 +55,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sim = PathBuf::from(env!("CARGO_BIN_EXE_cms-sim"));
     let cms = PathBuf::from(env!("CARGO_BIN_EXE_cms"));
-    println!(
-        "cms engine benchmark ({} mode)",
-        if full { "full" } else { "smoke" }
-    );
+    banner("engine", full);
 
     let (raw, engine, manager) = rt.block_on(turn_overhead(&sim, dir.path(), sizes.turns));
     println!(
@@ -80,8 +77,10 @@ fn main() {
     let overhead_engine = engine.0 - raw.0;
     let overhead_manager = manager.0 - raw.0;
     println!(
-        "   overhead at p50: engine {:.1} µs, engine + store {:.1} µs (goal ≤ 500 µs)",
-        overhead_engine, overhead_manager
+        "   overhead at p50: engine {:.1} µs, engine + store {:.1} µs {}",
+        overhead_engine,
+        overhead_manager,
+        goal(full, "≤ 500 µs", overhead_manager <= 500.0)
     );
 
     let list = list_startup(
@@ -95,8 +94,11 @@ fn main() {
         sizes.list_sessions, sizes.list_runs
     );
     println!(
-        "   p50 {:.2} ms  p90 {:.2} ms  min {:.2} ms (goal ≤ 5 ms)",
-        list.0, list.1, list.2
+        "   p50 {:.2} ms  p90 {:.2} ms  min {:.2} ms {}",
+        list.0,
+        list.1,
+        list.2,
+        goal(full, "≤ 5 ms", list.0 <= 5.0)
     );
 
     let (elapsed, rss_before, rss_after) = rt.block_on(many_live(
@@ -113,8 +115,10 @@ fn main() {
         elapsed.as_secs_f64() * 1000.0
     );
     println!(
-        "   RSS of this process: {:.1} MB before, {:.1} MB with all live (goal < 60 MB)",
-        rss_before, rss_after
+        "   RSS of this process: {:.1} MB before, {:.1} MB with all live {}",
+        rss_before,
+        rss_after,
+        goal(full, "< 60 MB", rss_after < 60.0)
     );
 
     if full {

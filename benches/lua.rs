@@ -11,7 +11,7 @@
 
 mod support;
 
-use support::{manager, percentile, request, rss_mb};
+use support::{banner, manager, percentile, request, rss_mb};
 
 use cms::lua::{HostOptions, LuaHost};
 use mlua::Function;
@@ -28,10 +28,7 @@ fn main() {
     let local = tokio::task::LocalSet::new();
     let dir = tempfile::tempdir().unwrap();
     let sim = PathBuf::from(env!("CARGO_BIN_EXE_cms-sim"));
-    println!(
-        "cms Lua benchmark ({} mode)",
-        if full { "full" } else { "smoke" }
-    );
+    banner("Lua", full);
 
     let (rust, lua) = rt.block_on(local.run_until(round_trip(&sim, &dir.path().join("rt"), turns)));
     println!("\n1. one turn, simulator answering at once ({turns} turns each, interleaved)");

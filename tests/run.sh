@@ -53,6 +53,17 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# The shell-completion test types into a real bash through tmux; with
+# CMS_E2E_REQUIRED=1 it fails without it.
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "==> installing tmux (the bash completion test drives a real shell)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y tmux >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y tmux >/dev/null; }
+  else
+    sudo apt-get install -y tmux >/dev/null
+  fi
+fi
+
 echo "==> cargo test (unit, simulator integration, benchmark smoke, end-to-end on $("${versions[0]}" --version))"
 CMS_E2E_CLAUDE="${versions[0]}" cargo test --all-targets
 

@@ -44,3 +44,26 @@ pub fn rss_mb() -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// How a figure stands against its goal. A full run (`cargo bench`) judges it:
+/// `(goal ≤ 5 ms: met)` or `MISSED`. The smoke run under `cargo test` (a debug build,
+/// a few samples) only shows the benchmark works, and says its figure is not judged.
+pub fn goal(full: bool, goal: &str, met: bool) -> String {
+    match (full, met) {
+        (true, true) => format!("(goal {goal}: met)"),
+        (true, false) => format!("(goal {goal}: MISSED)"),
+        (false, _) => format!("(goal {goal}; informational in a smoke run)"),
+    }
+}
+
+/// The first line of a run: which mode, and what a smoke run's figures mean.
+pub fn banner(what: &str, full: bool) {
+    if full {
+        println!("cms {what} benchmark (full mode)");
+    } else {
+        println!(
+            "cms {what} benchmark (smoke mode: a short debug run showing the benchmark works; \
+             its figures are informational, goals are judged by `cargo bench`)"
+        );
+    }
+}

@@ -290,6 +290,13 @@ pub enum Command {
     Trust(TrustArgs),
     /// Forget the trust in a project's scripts and plugins (DIR/.cms).
     Untrust(UntrustArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(CompletionsArgs),
+    /// Write the manual pages: cms.1 to stdout, or every page into a folder.
+    Man(ManArgs),
+    /// The session names, one a line (what shell completion calls).
+    #[command(name = "__complete-names", hide = true)]
+    CompleteNames,
 }
 
 #[derive(Debug, Args)]
@@ -820,6 +827,20 @@ impl Command {
             _ => Ok(()),
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write cms.1 and one page per command (cms-spawn.1, ...) into this folder
+    /// [default: print cms.1 to stdout].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[cfg(test)]

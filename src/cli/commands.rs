@@ -3,7 +3,9 @@
 use super::args::{Cli, Command};
 use super::out::{self};
 use super::outcome::{CliError, Json, Outcome, Printed};
-use super::{delegate, demo, plugins, policy, render, repl, script, sessions, setup};
+use super::{
+    completions, delegate, demo, man, plugins, policy, render, repl, script, sessions, setup,
+};
 use crate::app::exit;
 use crate::engine::{EngineConfig, Manager};
 use std::io::IsTerminal;
@@ -62,6 +64,9 @@ fn run_command(mut cli: Cli) -> i32 {
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
         Command::Untrust(a) => return super::trust::run_untrust(&a, &cfg.home, json),
+        Command::Completions(a) => return completions::run(&a),
+        Command::Man(a) => return man::run(&a, json),
+        Command::CompleteNames => return completions::run_names(cfg),
         Command::LuaTypes => {
             let text = crate::lua::stubs::cms_meta();
             if json {

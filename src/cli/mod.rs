@@ -3,8 +3,10 @@
 
 pub mod args;
 mod commands;
+mod completions;
 mod delegate;
 mod demo;
+mod man;
 pub(crate) mod out;
 mod outcome;
 mod plugins;

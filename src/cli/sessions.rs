@@ -273,7 +273,10 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         | Command::Setup(_)
         | Command::Trust(_)
         | Command::Untrust(_)
-        | Command::Plugins(_) => {
+        | Command::Plugins(_)
+        | Command::Completions(_)
+        | Command::Man(_)
+        | Command::CompleteNames => {
             unreachable!("handled before the runtime starts")
         }
     })

@@ -2,25 +2,8 @@
 //! stream-json protocol (as in `tests/fixtures/transcripts`), scripted by the
 //! text of each user message, fast and deterministic. Tests and `cms demo` run on it.
 //!
-//! A message's first word picks what the simulated model does:
-//!
-//! | message                       | behaviour                                                     |
-//! |-------------------------------|---------------------------------------------------------------|
-//! | anything else                 | answers `echo: <message>`                                     |
-//! | `USE_TOOL Name {json}`        | calls the tool (one line each for parallel calls), then `done: N tool results` |
-//! | `LOOP_TOOL Name {json}`       | calls the tool again and again (until `--max-turns`)          |
-//! | `SLOW ms [text]`              | waits, then echoes (an interrupt ends it early)               |
-//! | `HANG`                        | never answers (until interrupted or killed)                   |
-//! | `DEAF`                        | never answers and ignores interrupts (only a kill ends it)    |
-//! | `CRASH [code]`                | writes `boom` on stderr and exits mid-turn (code 3)           |
-//! | `GARBAGE [text]`              | prints a line that is not JSON, then echoes                   |
-//! | `HUGE bytes`                  | answers with a text of that many bytes on one line            |
-//! | `RETRY n [text]`              | prints n `system/api_retry` lines, then plays the rest        |
-//! | `API_ERROR status`            | fails like an API error: `subtype: success`, `is_error: true` |
-//! | `COST usd [text]`             | each API call of this turn costs `usd` (default `CMS_SIM_COST` or 0.001) |
-//! | `RECALL`                      | lists every earlier user message of the conversation          |
-//! | `ARGS` / `CWD` / `ENV [NAME]` | answers with its argv (JSON), working directory, a variable, or every variable's name |
-//! | `STDERR text`                 | writes text on stderr, then echoes                            |
+//! A message's first word picks what the simulated model does: [`WORDS`] lists them
+//! (`cms-sim --help` prints that table, and the simulator reads words through it).
 //!
 //! Cost is counted like the CLI generation it plays: per process (2.1.197, the
 //! default) or, with `CMS_SIM_COST_SCOPE=conversation`, per conversation as from
@@ -44,6 +27,106 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+/// A scripting word: the first word of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Word {
+    UseTool,
+    LoopTool,
+    Slow,
+    Hang,
+    Deaf,
+    Crash,
+    Garbage,
+    Huge,
+    Retry,
+    ApiError,
+    Cost,
+    Recall,
+    Args,
+    Cwd,
+    Env,
+    Stderr,
+}
+
+/// One scripting word: how it is written and what the simulated model does.
+pub struct WordDoc {
+    pub word: Word,
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub does: &'static str,
+}
+
+/// Every scripting word, the one table that `--help` prints and [`word`] reads.
+pub const WORDS: &[WordDoc] = &[
+    WordDoc { word: Word::UseTool, name: "USE_TOOL", usage: "USE_TOOL Name {json}",
+        does: "calls the tool (one line each for parallel calls), then answers `done: N tool results`" },
+    WordDoc { word: Word::LoopTool, name: "LOOP_TOOL", usage: "LOOP_TOOL Name {json}",
+        does: "calls the tool again and again (until --max-turns)" },
+    WordDoc { word: Word::Slow, name: "SLOW", usage: "SLOW ms [text]",
+        does: "waits, then echoes (an interrupt ends it early)" },
+    WordDoc { word: Word::Hang, name: "HANG", usage: "HANG",
+        does: "never answers (until interrupted or killed)" },
+    WordDoc { word: Word::Deaf, name: "DEAF", usage: "DEAF",
+        does: "never answers and ignores interrupts (only a kill ends it)" },
+    WordDoc { word: Word::Crash, name: "CRASH", usage: "CRASH [code]",
+        does: "writes `boom` on stderr and exits mid-turn (code 3)" },
+    WordDoc { word: Word::Garbage, name: "GARBAGE", usage: "GARBAGE [text]",
+        does: "prints a line that is not JSON, then echoes" },
+    WordDoc { word: Word::Huge, name: "HUGE", usage: "HUGE bytes",
+        does: "answers with a text of that many bytes on one line" },
+    WordDoc { word: Word::Retry, name: "RETRY", usage: "RETRY n [message]",
+        does: "prints n system/api_retry lines, then plays the rest as a message" },
+    WordDoc { word: Word::ApiError, name: "API_ERROR", usage: "API_ERROR status",
+        does: "fails like an API error: `subtype: success`, `is_error: true`" },
+    WordDoc { word: Word::Cost, name: "COST", usage: "COST usd [message]",
+        does: "each API call of this turn costs usd (default $CMS_SIM_COST or 0.001), then plays the rest" },
+    WordDoc { word: Word::Recall, name: "RECALL", usage: "RECALL",
+        does: "lists every earlier user message of the conversation" },
+    WordDoc { word: Word::Args, name: "ARGS", usage: "ARGS",
+        does: "answers with its argv (JSON)" },
+    WordDoc { word: Word::Cwd, name: "CWD", usage: "CWD",
+        does: "answers with its working directory" },
+    WordDoc { word: Word::Env, name: "ENV", usage: "ENV [NAME]",
+        does: "answers with a variable, or every variable's name" },
+    WordDoc { word: Word::Stderr, name: "STDERR", usage: "STDERR text",
+        does: "writes text on stderr, then echoes" },
+];
+
+/// The scripting word `s` is, if any.
+pub fn word(s: &str) -> Option<Word> {
+    WORDS.iter().find(|w| w.name == s).map(|w| w.word)
+}
+
+/// `cms-sim --help`.
+pub fn help() -> String {
+    let width = WORDS.iter().map(|w| w.usage.len()).max().unwrap_or(0);
+    let mut h = String::from(
+        "cms-sim: a stand-in for the `claude` executable that speaks its stream-json protocol,\n\
+         for tests and `cms demo` (no account, no network).\n\n\
+         Usage: cms-sim -p --input-format stream-json --output-format stream-json --verbose [OPTIONS]\n\n\
+         Each user message is a script: its first word picks what the simulated model does.\n\n",
+    );
+    for w in WORDS {
+        h.push_str(&format!("  {:width$}  {}\n", w.usage, w.does));
+    }
+    h.push_str(&format!(
+        "  {:width$}  {}\n",
+        "anything else", "answers `echo: <message>`"
+    ));
+    h.push_str(
+        "\nOptions honoured: --resume, --fork-session, --session-id, --max-turns, --max-budget-usd,\n\
+         --permission-mode, --allowedTools, --disallowedTools, --permission-prompt-tool stdio,\n\
+         --include-partial-messages, --model; --system-prompt, --mcp-config, --settings and a few\n\
+         more are accepted and ignored.\n\n\
+         Environment:\n  \
+         CMS_SIM_COST=usd                   the cost of one API call (default 0.001)\n  \
+         CMS_SIM_COST_SCOPE=conversation    count cost per conversation, as Claude Code 2.1.332 on\n  \
+         CLAUDE_CONFIG_DIR, HOME            where conversations are kept (as the real CLI)\n\n\
+         Point cms at it: cms --claude-bin cms-sim ...\n",
+    );
+    h
+}
 
 pub const VERSION: &str = "2.1.197-sim";
 /// The version reported when cost is counted per conversation.
@@ -252,6 +335,14 @@ struct Sim {
 
 /// Run the simulator with the given arguments (without the program name); returns the exit code.
 pub fn run(argv: Vec<String>) -> i32 {
+    if argv.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", help());
+        return 0;
+    }
+    if argv.iter().any(|a| a == "--version" || a == "-v") {
+        println!("{} (Claude Code)", version());
+        return 0;
+    }
     let args = match parse_args(&argv) {
         Ok(a) => a,
         Err(e) => {
@@ -765,16 +856,22 @@ impl Sim {
     fn play(&mut self, text: &str, earlier: &[String], t: &mut TurnState) -> Outcome {
         let msg_id = format!("msg_sim_{}", &uuid()[..8]);
         let mut body = text.trim();
-        if let ("COST", rest) = split_word(body) {
-            let (c, r) = split_word(rest);
+        let (first, after) = split_word(body);
+        if word(first) == Some(Word::Cost) {
+            let (c, r) = split_word(after);
             t.cost_per_call = c.parse().unwrap_or(t.cost_per_call);
             body = r;
         }
-        let (word, rest) = split_word(body);
+        let (first, rest) = split_word(body);
         let echo = |s: &str| format!("echo: {s}");
-        let reply = match word {
-            "USE_TOOL" | "LOOP_TOOL" => return self.tools(body, word == "LOOP_TOOL", t, &msg_id),
-            "SLOW" => {
+        let Some(w) = word(first) else {
+            return self.answer(echo(body), t, &msg_id);
+        };
+        let reply = match w {
+            Word::UseTool | Word::LoopTool => {
+                return self.tools(body, w == Word::LoopTool, t, &msg_id)
+            }
+            Word::Slow => {
                 let (ms, r) = split_word(rest);
                 if self
                     .wait(Some(Duration::from_millis(ms.parse().unwrap_or(1000))))
@@ -784,7 +881,7 @@ impl Sim {
                 }
                 echo(r)
             }
-            "DEAF" => {
+            Word::Deaf => {
                 // Ignores interrupts and SIGINT: only a kill ends it.
                 // SAFETY: ignoring a signal.
                 unsafe {
@@ -794,11 +891,11 @@ impl Sim {
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
-            "HANG" => {
+            Word::Hang => {
                 let _ = self.wait(None);
                 return Outcome::Interrupted;
             }
-            "CRASH" => {
+            Word::Crash => {
                 self.assistant(
                     vec![json!({"type":"text","text":"about to crash"})],
                     &msg_id,
@@ -806,12 +903,12 @@ impl Sim {
                 eprintln!("boom");
                 std::process::exit(rest.trim().parse().unwrap_or(3));
             }
-            "GARBAGE" => {
+            Word::Garbage => {
                 self.out.raw("this line is {not json");
                 echo(rest)
             }
-            "HUGE" => "x".repeat(rest.trim().parse().unwrap_or(1024)),
-            "RETRY" => {
+            Word::Huge => "x".repeat(rest.trim().parse().unwrap_or(1024)),
+            Word::Retry => {
                 let (n, r) = split_word(rest);
                 let n: u32 = n.parse().unwrap_or(1);
                 for attempt in 1..=n {
@@ -824,7 +921,7 @@ impl Sim {
                 // What follows plays as a message of its own (`RETRY 3 API_ERROR 529`).
                 return self.play(r, earlier, t);
             }
-            "API_ERROR" => {
+            Word::ApiError => {
                 let status: i64 = rest.trim().parse().unwrap_or(500);
                 let msg = format!("API Error: {status} simulated failure");
                 self.out.line(&json!({"type":"assistant","message":{"id":msg_id,"type":"message","role":"assistant",
@@ -832,10 +929,10 @@ impl Sim {
                     "parent_tool_use_id":null,"session_id":self.session_id,"uuid":uuid(),"error":"server_error"}));
                 return Outcome::ApiError(status, msg);
             }
-            "RECALL" => format!("recall: {}", earlier.join(" | ")),
-            "ARGS" => serde_json::to_string(&self.args.raw).unwrap_or_default(),
-            "CWD" => self.cwd.display().to_string(),
-            "ENV" if rest.trim().is_empty() => {
+            Word::Recall => format!("recall: {}", earlier.join(" | ")),
+            Word::Args => serde_json::to_string(&self.args.raw).unwrap_or_default(),
+            Word::Cwd => self.cwd.display().to_string(),
+            Word::Env if rest.trim().is_empty() => {
                 // Every variable's name, sorted: what a child inherited.
                 let mut names: Vec<String> = std::env::vars_os()
                     .map(|(k, _)| k.to_string_lossy().into_owned())
@@ -843,15 +940,21 @@ impl Sim {
                 names.sort();
                 names.join(" ")
             }
-            "ENV" => std::env::var(rest.trim()).unwrap_or_default(),
-            "STDERR" => {
+            Word::Env => std::env::var(rest.trim()).unwrap_or_default(),
+            Word::Stderr => {
                 eprintln!("{rest}");
                 echo(rest)
             }
-            _ => echo(body),
+            // A second COST (`COST 1 COST 2 x`) is text like any other.
+            Word::Cost => echo(body),
         };
+        self.answer(reply, t, &msg_id)
+    }
+
+    /// One billed API call that answers `reply`.
+    fn answer(&mut self, reply: String, t: &mut TurnState, msg_id: &str) -> Outcome {
         let within_budget = self.bill(t);
-        self.assistant(vec![json!({"type":"text","text":reply})], &msg_id);
+        self.assistant(vec![json!({"type":"text","text":reply})], msg_id);
         if !within_budget {
             return Outcome::Budget(self.args.max_budget.unwrap_or(0.0));
         }
@@ -884,3 +987,20 @@ fn split_word(s: &str) -> (&str, &str) {
 }
 
 pub use tools::parse_tool_lines;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_is_read_through_the_table_and_in_the_help() {
+        let help = help();
+        for w in WORDS {
+            assert_eq!(word(w.name), Some(w.word));
+            assert!(w.usage.starts_with(w.name), "{}", w.usage);
+            assert!(help.contains(w.usage), "{} missing from --help", w.name);
+        }
+        assert_eq!(word("hello"), None);
+        assert_eq!(word("use_tool"), None);
+    }
+}

@@ -5,7 +5,7 @@
 //! - [`cost`]: the CLI's answer to `get_session_cost`, read back into a figure;
 //! - [`argv`]: the command line of a long-lived `claude -p --input-format stream-json` process.
 //!
-//! See `../shared/reference/PROTOCOL.md` for the protocol as observed on the real CLI.
+//! See `docs/PROTOCOL.md` for the protocol as observed on the real CLI.
 
 pub mod argv;
 pub mod cost;

@@ -10,6 +10,7 @@ mod support;
 
 mod cli;
 mod cli_shape;
+mod completions;
 mod delegate;
 mod e2e_claude;
 mod e2e_safety;

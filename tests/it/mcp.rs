@@ -106,6 +106,58 @@ async fn connect_with(
     (client, crx, prx)
 }
 
+/// What a server wrote on stderr, collected as it comes (instead of leaking into
+/// the test run), for tests that break a plugin on purpose and expect it said.
+#[derive(Clone, Default)]
+struct Stderr(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Stderr {
+    /// Wait until the server's stderr has a line with `text`.
+    async fn wait_for(&self, text: &str) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.0.lock().unwrap().contains(text) {
+            assert!(
+                Instant::now() < end,
+                "the server never said {text:?}; its stderr:\n{}",
+                self.0.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// [`connect_with`], its stderr collected rather than printed.
+async fn connect_quietly(
+    command: tokio::process::Command,
+) -> (Client, mpsc::UnboundedReceiver<()>, Stderr) {
+    let (ctx, _crx) = mpsc::unbounded_channel();
+    let (ptx, _prx) = mpsc::unbounded_channel();
+    let (transport, stderr) = TokioChildProcess::builder(command)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Stderr::default();
+    if let Some(stderr) = stderr {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut all = log.0.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+    }
+    let client = Watcher {
+        changed: ctx,
+        progress: ptx,
+    }
+    .serve(transport)
+    .await
+    .unwrap();
+    (client, _crx, log)
+}
+
 fn args(v: Value) -> JsonObject {
     match v {
         Value::Object(m) => m,
@@ -460,7 +512,7 @@ async fn plugin_changes_on_disk_update_the_tool_list() {
     // The user's config dir (a project's .cms would need `cms trust` first).
     let project = env.dir.path().join("config");
     std::fs::create_dir_all(&project).unwrap();
-    let (client, mut changed, _) = connect(&env).await;
+    let (client, mut changed, stderr) = connect_quietly(env.command()).await;
     let count = |tools: &[rmcp::model::Tool]| tools.iter().filter(|t| t.name == "hello").count();
     assert_eq!(count(&client.list_all_tools().await.unwrap()), 0);
 
@@ -507,6 +559,7 @@ async fn plugin_changes_on_disk_update_the_tool_list() {
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(count(&tools), 0);
     assert!(tools.iter().any(|t| t.name == "session_report"));
+    stderr.wait_for("plugin 'hello' left out: ").await;
     std::fs::remove_dir_all(project.join("plugins/hello")).unwrap();
     ok(&client, "list_sessions", json!({})).await;
 
@@ -556,10 +609,12 @@ async fn a_spinning_plugin_holds_up_nothing_else() {
     );
     let mut command = env.command();
     command.env("CMS_PLUGIN_TOOL_TIMEOUT", "8");
-    let (client, _, _) = connect_with(command).await;
+    let (client, _, stderr) = connect_quietly(command).await;
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "spin"));
     assert!(!tools.iter().any(|t| t.name == "hang"));
+    stderr.wait_for("plugin 'hang' left out: ").await;
+    stderr.wait_for("did not finish loading").await;
     let client = std::sync::Arc::new(client);
     let spinning = {
         let c = client.clone();
