@@ -85,7 +85,7 @@ pub struct Cli {
           default_value_t = ColorWhen::Auto, help_heading = GLOBAL)]
     pub color: ColorWhen,
 
-    /// More logging on stderr (-v info, -vv debug; default: warnings only); RUST_LOG overrides.
+    /// More logging on stderr (-v info, -vv debug; default: warnings, and cms.log lines of scripts); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
@@ -276,14 +276,14 @@ pub enum Command {
     /// Kill a delegated session now.
     #[command(override_usage = "cms abort [OPTIONS] <NAME|--name <NAME>>")]
     Abort(NameArg),
-    /// Safety policies, presets and strategies: check a script, show what is in force.
+    /// Safety policies, presets and strategies: check a script, show one, copy them to edit (init).
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Serve MCP on stdio, so Claude Code can spawn and steer sessions with native tools.
     Mcp,
     /// Register `cms mcp` with Claude Code (interactive without flags).
     Setup(SetupArgs),
-    /// Plugins: list what is loaded, or check that every plugin loads.
+    /// Plugins: list what is loaded, check that every plugin loads, or run a plugin tool.
     #[command(subcommand)]
     Plugins(PluginsCommand),
     /// Trust a project's own scripts and plugins (DIR/.cms, as they are now), or list trusted folders.
