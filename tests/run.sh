@@ -42,27 +42,22 @@ else
     versions+=("$PWD/$(install_claude "$CLAUDE_CODE_OLDEST" .ci/oldest)")
   fi
 fi
+# apt_install PROGRAM PACKAGE WHY: install a Debian package when its program is missing.
+apt_install() {
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "==> installing $2 ($3)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+  else
+    sudo apt-get install -y "$2" >/dev/null
+  fi
+}
 # The OS layer of the safety net (protected paths read-only for guarded Bash
 # commands) runs on bubblewrap; the end-to-end tests require it.
-if ! command -v bwrap >/dev/null 2>&1; then
-  echo "==> installing bubblewrap (the OS sandbox of guarded sessions)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get install -y bubblewrap >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y bubblewrap >/dev/null; }
-  else
-    sudo apt-get install -y bubblewrap >/dev/null
-  fi
-fi
-
+apt_install bwrap bubblewrap "the OS sandbox of guarded sessions"
 # The shell-completion test types into a real bash through tmux; with
 # CMS_E2E_REQUIRED=1 it fails without it.
-if ! command -v tmux >/dev/null 2>&1; then
-  echo "==> installing tmux (the bash completion test drives a real shell)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get install -y tmux >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y tmux >/dev/null; }
-  else
-    sudo apt-get install -y tmux >/dev/null
-  fi
-fi
+apt_install tmux tmux "the bash completion test drives a real shell"
 
 echo "==> cargo test (unit, simulator integration, benchmark smoke, end-to-end on $("${versions[0]}" --version))"
 CMS_E2E_CLAUDE="${versions[0]}" cargo test --all-targets

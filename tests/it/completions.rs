@@ -63,6 +63,43 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server of its own running `shell` in a 160x40 window, in the test's
+    /// project, with `cms` on PATH and its own CMS_HOME and HOME.
+    fn start(shell: &str, cms: &Cms, path: &std::ffi::OsStr, env: &[(&str, &str)]) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("cmstest-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let dir = cms.dir.path();
+        let mut cmd = tmux.cmd(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            shell,
+        ]);
+        cmd.env("PATH", path)
+            .env("CMS_HOME", dir.join("cms"))
+            .env("HOME", dir)
+            .env_remove("PROMPT_COMMAND")
+            .current_dir(cms.work());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let started = cmd.output().unwrap();
+        assert!(
+            started.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        tmux
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("tmux");
         c.arg("-L").arg(&self.socket).args(args);
@@ -213,36 +250,11 @@ fn bash_completes_subcommands_and_session_names_in_a_real_shell() {
         return;
     }
     let (cms, path, script) = shell_setup("bash", "cms.bash");
-    let dir = cms.dir.path();
-    let tmux = Tmux {
-        socket: format!("cmstest-{}", uuid::Uuid::new_v4().simple()),
-    };
-    let started = tmux
-        .cmd(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "160",
-            "-y",
-            "40",
-            "bash --norc --noprofile",
-        ])
-        .env("PATH", &path)
-        .env("CMS_HOME", dir.join("cms"))
-        .env("HOME", dir)
-        .env("PS1", "$ ")
-        .env_remove("PROMPT_COMMAND")
-        .current_dir(cms.work())
-        .output()
-        .unwrap();
-    assert!(
-        started.status.success(),
-        "tmux: {}",
-        String::from_utf8_lossy(&started.stderr)
+    let tmux = Tmux::start(
+        "bash --norc --noprofile",
+        &cms,
+        path.as_ref(),
+        &[("PS1", "$ ")],
     );
     source(&tmux, &script);
 
@@ -290,30 +302,7 @@ fn zsh_completes_session_names_in_a_real_shell() {
         return;
     }
     let (cms, path, script) = shell_setup("zsh", "_cms");
-    let tmux = Tmux {
-        socket: format!("cmstest-{}", uuid::Uuid::new_v4().simple()),
-    };
-    let started = tmux
-        .cmd(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "160",
-            "-y",
-            "40",
-            "zsh -f",
-        ])
-        .env("PATH", &path)
-        .env("CMS_HOME", cms.dir.path().join("cms"))
-        .env("HOME", cms.dir.path())
-        .current_dir(cms.work())
-        .output()
-        .unwrap();
-    assert!(started.status.success());
+    let tmux = Tmux::start("zsh -f", &cms, path.as_ref(), &[]);
     tmux.wait_for("zsh's prompt", |s| !s.trim().is_empty());
     tmux.run(&[
         "send-keys",
