@@ -49,6 +49,9 @@ fn run_command(mut cli: Cli) -> i32 {
         }
         Command::Demo(a) => return demo::run(&a, &cfg),
         Command::Script(a) => return script::run(cfg, a, json),
+        Command::Repl(_) if json => {
+            return usage_error(json, "repl has no JSON output (it is a prompt for people)")
+        }
         Command::Repl(a) => return repl::run(cfg, a),
         cmd @ (Command::Delegate(_)
         | Command::Continue(_)
@@ -64,6 +67,9 @@ fn run_command(mut cli: Cli) -> i32 {
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
         Command::Untrust(a) => return super::trust::run_untrust(&a, &cfg.home, json),
+        Command::Completions(_) if json => {
+            return usage_error(json, "completions prints a shell script, not JSON")
+        }
         Command::Completions(a) => return completions::run(&a),
         Command::Man(a) => return man::run(&a, json),
         Command::CompleteNames => return completions::run_names(cfg),
@@ -79,6 +85,9 @@ fn run_command(mut cli: Cli) -> i32 {
             return 0;
         }
         // Reading commands need no async runtime: they start fast.
+        Command::List(a) if a.watch.is_some() && json => {
+            return usage_error(json, "list --watch redraws a screen; it has no JSON output")
+        }
         Command::List(a) if a.watch.is_some() => {
             return match Manager::new(cfg) {
                 Ok(m) => match sessions::watch_list(&m, &a, json) {

@@ -46,7 +46,7 @@ pub struct NameSlots {
 
 fn is_session_arg(arg: &Arg) -> bool {
     let id = arg.get_id().as_str();
-    let named = matches!(id, "name" | "session" | "session_name")
+    let named = matches!(id, "name" | "name_pos" | "session" | "session_name")
         || arg
             .get_value_names()
             .is_some_and(|v| v.iter().any(|n| n.as_str() == "SESSION"));

@@ -87,7 +87,9 @@ pub(super) fn watch_list(m: &Manager, a: &ListArgs, json: bool) -> Result<(), Cl
             "--watch redraws a terminal, and stdout is not one; leave out --watch".into(),
         ));
     }
-    let every = Duration::from_secs_f64(a.watch.unwrap_or(2.0));
+    // Between a tenth of a second and a day (a huge or tiny number is not a panic
+    // or a busy loop).
+    let every = Duration::from_secs_f64(a.watch.unwrap_or(2.0).clamp(0.1, 86_400.0));
     loop {
         let recs = select(m.list()?, a);
         let table = render::sessions_table(&recs, a.wide, super::style::stdout());
@@ -151,7 +153,9 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
 
 /// A `--timeout` (checked above 0 by clap).
 fn secs(t: f64) -> Option<Duration> {
-    Some(Duration::from_secs_f64(t))
+    Some(Duration::from_secs_f64(
+        t.min(crate::engine::spec::LONGEST_SECS),
+    ))
 }
 
 fn turn_outcome(rec: &SessionRecord, r: &Response) -> Outcome {

@@ -26,7 +26,7 @@ const END: &str = "<!-- cms:end -->";
 const GUIDE: &str = include_str!("../../scripts/guide.md");
 
 pub fn run(a: SetupArgs, cfg: &EngineConfig, json_out: bool) -> i32 {
-    match setup(a, cfg) {
+    match setup(a, cfg, json_out) {
         Ok(actions) => {
             if json_out {
                 let _ = outln!(
@@ -60,7 +60,7 @@ fn home() -> Result<PathBuf, String> {
         .ok_or_else(|| "HOME is not set: cannot find ~/.claude.json".to_string())
 }
 
-fn setup(mut a: SetupArgs, cfg: &EngineConfig) -> Result<Actions, String> {
+fn setup(mut a: SetupArgs, cfg: &EngineConfig, json: bool) -> Result<Actions, String> {
     let cwd = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
     let home = home()?;
     let user_file = home.join(".claude.json");
@@ -78,9 +78,9 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig) -> Result<Actions, String> {
         return Ok(actions);
     }
     if !a.global && !a.local {
-        ask(&mut a)?;
+        ask(&mut a, json)?;
     }
-    let env = shell_env(&a, cfg)?;
+    let env = shell_env(&a, cfg, json)?;
     if a.global {
         let entry = entry(Command::Absolute, &env)?;
         actions.push((
@@ -122,9 +122,18 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig) -> Result<Actions, String> {
     Ok(actions)
 }
 
-/// Ask `question` on the terminal; the answer, trimmed and lowercase.
+/// Whether setup may ask: a person at a terminal (stdin and stderr), and no `--json`
+/// (whose stdout a program reads).
+fn may_ask(json: bool) -> bool {
+    !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Ask `question` on the terminal (stderr: stdout carries only the result); the
+/// answer, trimmed and lowercase.
 fn read_answer(question: &str) -> Result<String, String> {
-    super::out::text(question).map_err(|e| e.to_string())?;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question}").and_then(|_| err.flush());
+    drop(err);
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -134,11 +143,11 @@ fn read_answer(question: &str) -> Result<String, String> {
 }
 
 /// The interactive questions, when no scope flag was given.
-fn ask(a: &mut SetupArgs) -> Result<(), String> {
-    if !std::io::stdin().is_terminal() {
+fn ask(a: &mut SetupArgs, json: bool) -> Result<(), String> {
+    if !may_ask(json) {
         return Err(
             "choose where to install: --global (all projects) or --local (this project); \
-                    without them setup asks, which needs a terminal"
+                    without them setup asks, which needs a terminal (and no --json)"
                 .into(),
         );
     }
@@ -176,7 +185,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 /// `CMS_HOME` and `CMS_CLAUDE_BIN` as set in this shell, to be copied into the
 /// entry only when the user says so: `--env`, or yes on a terminal. Without a
 /// terminal they are left out, saying so.
-fn shell_env(a: &SetupArgs, cfg: &EngineConfig) -> Result<Map<String, Value>, String> {
+fn shell_env(a: &SetupArgs, cfg: &EngineConfig, json: bool) -> Result<Map<String, Value>, String> {
     let mut set = Map::new();
     if std::env::var_os("CMS_HOME").is_some() {
         set.insert("CMS_HOME".into(), json!(cfg.home.display().to_string()));
@@ -199,7 +208,7 @@ fn shell_env(a: &SetupArgs, cfg: &EngineConfig) -> Result<Map<String, Value>, St
         errln!("cms: copying {listed} from this shell into the entry (--env)");
         return Ok(set);
     }
-    if std::io::stdin().is_terminal() {
+    if may_ask(json) {
         let answer = read_answer(&format!(
             "This shell sets {listed}. Copy it into Claude Code's entry for cms, so `cms mcp` uses it too? [y/N] "
         ))?;
@@ -232,6 +241,18 @@ fn entry(command: Command, env: &Map<String, Value>) -> Result<Value, String> {
     Ok(entry)
 }
 
+/// The variables setup copies from the shell into the entry (and only those).
+const MANAGED_ENV: &[&str] = &["CMS_HOME", "CMS_CLAUDE_BIN"];
+
+/// The text of a file holding only the cms entry, as a fresh install writes it.
+fn fresh_text(entry: &Value) -> String {
+    let doc = json!({ "mcpServers": { SERVER: entry } });
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    )
+}
+
 /// Add (Some) or remove (None) the cms entry of `mcpServers` in a JSON file, keeping
 /// everything else byte for byte. An `mcpServers` left empty goes too, and a file
 /// left holding nothing (`{}`) is removed: uninstalling undoes what installing did.
@@ -248,12 +269,39 @@ fn edit_servers(file: &Path, entry: Option<&Value>) -> Result<String, String> {
         })?,
         _ => json!({}),
     };
+    // Variables of the entry that setup does not manage (added by hand: RUST_LOG, ...)
+    // stay; CMS_HOME and CMS_CLAUDE_BIN follow this run (--env, or the answer).
+    let kept: Map<String, Value> = doc
+        .pointer(&format!("/mcpServers/{SERVER}/env"))
+        .and_then(Value::as_object)
+        .map(|env| {
+            env.iter()
+                .filter(|(k, _)| !MANAGED_ENV.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let carried: Option<Value> = entry.map(|e| {
+        let mut e = e.clone();
+        if !kept.is_empty() {
+            let mut env = kept.clone();
+            if let Some(new) = e.get("env").and_then(Value::as_object) {
+                env.extend(new.clone());
+            }
+            e["env"] = Value::Object(env);
+        }
+        e
+    });
+    let entry = carried.as_ref();
     let Some(root) = doc.as_object_mut() else {
         return Err(format!(
             "{} does not hold a JSON object; nothing was changed",
             file.display()
         ));
     };
+    // On uninstall: the text a fresh install would have written with the entry
+    // removed; only a file that is exactly that was made by setup and may go.
+    let mut fresh_install: Option<String> = None;
     let action = match entry {
         Some(entry) => {
             let servers = root.entry("mcpServers").or_insert_with(|| json!({}));
@@ -280,12 +328,13 @@ fn edit_servers(file: &Path, entry: Option<&Value>) -> Result<String, String> {
             let Some(servers) = servers else {
                 return Ok("absent".into());
             };
-            if servers.remove(SERVER).is_none() {
+            let Some(removed) = servers.remove(SERVER) else {
                 return Ok("absent".into());
-            }
+            };
             if servers.is_empty() {
                 root.remove("mcpServers");
             }
+            fresh_install = Some(fresh_text(&removed));
             "removed"
         }
     };
@@ -297,7 +346,8 @@ fn edit_servers(file: &Path, entry: Option<&Value>) -> Result<String, String> {
         None => span::uninstall(old),
     }
     .filter(|t| serde_json::from_str::<Value>(t).ok().as_ref() == Some(&doc));
-    if entry.is_none() && doc.as_object().is_some_and(|m| m.is_empty()) {
+    let made_by_setup = fresh_install.is_some_and(|fresh| existing.as_deref() == Some(&fresh));
+    if entry.is_none() && made_by_setup && doc.as_object().is_some_and(|m| m.is_empty()) {
         // Nothing but the cms entry was in it: the file goes (a symlink's target
         // keeps an empty object, so the link still points somewhere).
         let is_link = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());

@@ -707,7 +707,15 @@ impl Manager {
                 process::signal_group(pid, libc::SIGTERM);
                 // Stopped means stopped: the holder's next send then resumes it.
                 let limit = self.cfg.stop_grace + Duration::from_secs(3);
-                let _ = tokio::task::spawn_blocking(move || process::wait_gone(pid, limit)).await;
+                let gone = tokio::task::spawn_blocking(move || process::wait_gone(pid, limit))
+                    .await
+                    .unwrap_or(false);
+                if !gone {
+                    // It ignored SIGTERM: end its tree, as a local stop does.
+                    tokio::task::spawn_blocking(move || process::end_tree(pid))
+                        .await
+                        .ok();
+                }
             }
         }
         let state = if kill {
@@ -741,6 +749,24 @@ impl Manager {
     }
 
     /// Remove a session for good (its live process is killed).
+    /// Delete a session to start it anew (a plan run again): refused while another
+    /// cms process drives it, so a re-run never destroys someone else's live work.
+    pub async fn delete_to_replace(&self, name: &str) -> Result<()> {
+        let n = name.to_string();
+        let rec = self.blocking(move |s| s.require(&n)).await?;
+        if let Some(host) = other_live_host(&rec) {
+            return Err(EngineError::HeldElsewhere {
+                name: name.to_string(),
+                holder: Holder {
+                    pid: Some(host),
+                    kind: rec.host_kind.clone(),
+                }
+                .who(),
+            });
+        }
+        self.delete(name).await
+    }
+
     pub async fn delete(&self, name: &str) -> Result<()> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;

@@ -221,10 +221,11 @@ pub fn pid_running(pid: u32) -> bool {
     }
 }
 
-/// Wait (blocking) until a process no longer exists, up to `limit`; whether it is gone.
+/// Wait (blocking) until a process no longer runs (gone, or a zombie its parent has
+/// not reaped yet), up to `limit`; whether it has stopped running.
 pub fn wait_gone(pid: u32, limit: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
-    while pid_alive(pid) {
+    while pid_running(pid) {
         if std::time::Instant::now() >= deadline {
             return false;
         }

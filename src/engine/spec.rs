@@ -272,11 +272,17 @@ pub struct SpawnRequest {
     pub kind: Option<String>,
 }
 
-/// A timeout given in seconds, checked: above 0 and finite.
+/// The longest timeout, in seconds (ten years): a longer one is as good as none, and
+/// adding it to a clock must not overflow.
+pub const LONGEST_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+
+/// A timeout given in seconds, checked: above 0 and finite (at most [`LONGEST_SECS`]).
 pub fn seconds(t: Option<f64>) -> Result<Option<Duration>> {
     match t {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Ok(Some(Duration::from_secs_f64(s.min(LONGEST_SECS))))
+        }
         Some(s) => Err(EngineError::Invalid(format!(
             "timeout must be a number of seconds above 0, got {s}"
         ))),

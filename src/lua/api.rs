@@ -34,7 +34,7 @@ pub fn install(
                 let (opts, replace) = without_flag(&lua, opts, "replace")?;
                 let spec: SpawnSpec = convert::opts(&lua, "cms.spawn", opts)?;
                 if replace && m.status(&spec.name).is_ok() {
-                    m.delete(&spec.name).await.map_err(engine_err)?;
+                    m.delete_to_replace(&spec.name).await.map_err(engine_err)?;
                 }
                 spawn(lua, m, sh, spec).await
             }

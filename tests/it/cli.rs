@@ -1086,3 +1086,13 @@ fn a_timed_out_send_says_what_state_it_left() {
     let out = cms.ok(&["send", "--name", "t", "--message", "RECALL"]);
     assert!(out.contains("before"), "{out}");
 }
+
+/// Numbers past what a clock holds are limits that never come, not a panic.
+#[test]
+fn a_huge_timeout_is_no_panic() {
+    let cms = Cms::new();
+    let out = cms.ok(&["spawn", "big", "hello", "--timeout", "1e300"]);
+    assert!(out.contains("echo: hello"), "{out}");
+    let out = cms.ok(&["send", "big", "again", "--timeout", "1e300"]);
+    assert!(out.contains("echo: again"), "{out}");
+}

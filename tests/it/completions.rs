@@ -227,7 +227,10 @@ fn status_takes_name() -> (bool, bool) {
     let cli = cms::cli::Cli::command();
     let status = cli.find_subcommand("status").expect("cms status");
     let named = |a: &&clap::Arg| {
-        matches!(a.get_id().as_str(), "name" | "session" | "session_name") && !a.is_hide_set()
+        matches!(
+            a.get_id().as_str(),
+            "name" | "name_pos" | "session" | "session_name"
+        ) && !a.is_hide_set()
     };
     let positional = status
         .get_arguments()
@@ -265,7 +268,8 @@ fn bash_completes_subcommands_and_session_names_in_a_real_shell() {
     });
 
     let (positional, option) = status_takes_name();
-    assert!(positional || option, "cms status takes no session name");
+    // Both forms: `cms status NAME` and `cms status --name NAME`.
+    assert!(positional && option, "cms status takes its name both ways");
     if positional {
         tmux.type_line("cms status ", &["Tab", "Tab"]);
         tmux.wait_for("both sessions offered", |s| {

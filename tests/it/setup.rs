@@ -165,6 +165,15 @@ fn uninstall_removes_only_what_setup_added() {
         std::fs::read_to_string(cms.dir.path().join(".claude.json")).unwrap(),
         user
     );
+    // A file the user had before, with nothing of theirs in `mcpServers`, stays.
+    for before in ["{\"mcpServers\": {}}", "{}"] {
+        let cms = Cms::new();
+        let project_file = cms.work().join(".mcp.json");
+        std::fs::write(&project_file, before).unwrap();
+        cms.ok(&["setup", "--local"]);
+        cms.ok(&["setup", "--uninstall"]);
+        assert!(project_file.exists(), "{before} was the user's file");
+    }
 }
 
 /// `CMS_HOME` and `CMS_CLAUDE_BIN` of the shell reach Claude Code's config only when
@@ -222,6 +231,16 @@ fn shell_settings_are_copied_only_when_asked() {
         "{}",
         read()
     );
+    // A variable added to the entry by hand stays when setup runs again.
+    let file = cms.dir.path().join(".claude.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["mcpServers"]["cms"]["env"] = serde_json::json!({ "RUST_LOG": "debug" });
+    std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    cms.ok(&["setup", "--global", "--env"]);
+    let env = &read()["mcpServers"]["cms"]["env"];
+    assert_eq!(env["RUST_LOG"], "debug", "{env}");
+    assert!(env.get("CMS_HOME").is_some(), "{env}");
 }
 
 /// `./.mcp.json` is committed by teams: it names `cms` on PATH (saying so when this
