@@ -245,7 +245,8 @@ pub enum Command {
     #[command(after_help = examples!(
         "cms script plan.lua",
         "cms script fan-out.lua src/a.rs src/b.rs",
-        "cms script plan.lua --json    # the script's return value as JSON",
+        "cms script --json plan.lua    # the return value as JSON (cms's flags go before FILE;",
+        "                              # every word after it is the script's, in cms.args)",
         "plan.lua: local s = cms.spawn{ name = \"a\", prompt = \"hi\" }; return s.response.text",
     ))]
     Script(ScriptArgs),

@@ -165,7 +165,8 @@ fn init(force: bool, json: bool) -> i32 {
         .collect();
     let existing: Vec<String> = targets
         .iter()
-        .filter(|(p, _)| p.exists())
+        // A link counts as there, dangling or not: nothing is written through it.
+        .filter(|(p, _)| p.symlink_metadata().is_ok())
         .map(|(p, _)| p.display().to_string())
         .collect();
     if !force && !existing.is_empty() {
@@ -179,10 +180,13 @@ fn init(force: bool, json: bool) -> i32 {
     }
     let mut written = Vec::new();
     for (path, code) in &targets {
+        // A whole new file in place of the old one (or of a link), never half of one.
+        let tmp = path.with_extension("lua.cms-new");
         let wrote = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(path, code));
+            .and_then(|()| std::fs::write(&tmp, code))
+            .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = wrote {
             return out::fail(json, format!("cannot write {}: {e}", path.display()));
         }

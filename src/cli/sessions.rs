@@ -142,8 +142,22 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
         None
     };
     let _progress = app.block_on(async { super::progress::watch(&manager) });
+    let creates = matches!(cmd, Command::Spawn(_) | Command::Fork(_));
     app.run_until_signal(async_command(&manager, cmd, json))
         .unwrap_or_else(|| {
+            // A session this command was creating, stopped before Claude Code gave it
+            // a conversation, can never be resumed: it goes, so its name is free again.
+            if let Some(n) = interrupted.as_deref().filter(|_| creates) {
+                let unborn = manager
+                    .status(n)
+                    .is_ok_and(|r| r.claude_session_id.is_none());
+                if unborn && app.block_on(manager.delete(n)).is_ok() {
+                    return Err(CliError::Interrupted(format!(
+                        "session '{n}' was stopped before Claude Code gave it a conversation, \
+                         so it was removed; spawn it again"
+                    )));
+                }
+            }
             Err(CliError::Interrupted(interrupted_message(
                 &manager,
                 interrupted.as_deref(),

@@ -1096,3 +1096,36 @@ fn a_huge_timeout_is_no_panic() {
     let out = cms.ok(&["send", "big", "again", "--timeout", "1e300"]);
     assert!(out.contains("echo: again"), "{out}");
 }
+
+/// Ctrl-C while a new session waits for Claude Code's first word: the session never
+/// got a conversation, so it is removed and its name is free again.
+#[test]
+fn ctrl_c_before_a_new_session_has_a_conversation_frees_its_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let cms = Cms::new();
+    let mute = cms.dir.path().join("mute-claude");
+    std::fs::write(&mute, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&mute, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = cms.cmd(&["spawn", "unborn", "hello"]);
+    cmd.env("CMS_CLAUDE_BIN", &mute)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Wait until the session is recorded (its process started).
+    let recorded = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        cms.run(&["status", "unborn"]).status.success()
+    });
+    assert!(recorded, "the spawn never recorded its session");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("so it was removed; spawn it again"), "{err}");
+    assert!(!cms.run(&["status", "unborn"]).status.success());
+    // The name is free: the same spawn works now.
+    assert!(cms
+        .ok(&["spawn", "unborn", "hello"])
+        .contains("echo: hello"));
+}

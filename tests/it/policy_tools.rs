@@ -217,8 +217,16 @@ fn policy_show_and_init() {
         "-- mine\n"
     );
     assert!(!config.join("presets.lua").exists());
+    // A link where a script goes counts as there, dangling or not, and --force
+    // replaces the link itself: nothing is written where it pointed.
+    let elsewhere = cms.dir.path().join("elsewhere.lua");
+    std::fs::remove_file(config.join("safety.lua")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, config.join("safety.lua")).unwrap();
+    assert_eq!(init(&[]).status.code(), Some(1));
+    assert!(!elsewhere.exists());
     let out = init(&["--force"]);
     assert!(out.status.success());
+    assert!(!elsewhere.exists(), "written through the link");
     assert_eq!(
         std::fs::read_to_string(config.join("safety.lua")).unwrap(),
         builtin("safety.lua")
