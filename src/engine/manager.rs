@@ -745,10 +745,11 @@ impl Manager {
             return Ok(true);
         }
         let rec = self.status(name)?;
-        Ok(rec.pid.is_some() && other_live_host(&rec).is_some())
+        // A session still starting (in another cms) is about to have one.
+        Ok(rec.state == SessionState::Starting
+            || (rec.pid.is_some() && other_live_host(&rec).is_some()))
     }
 
-    /// Remove a session for good (its live process is killed).
     /// Delete a session to start it anew (a plan run again): refused while another
     /// cms process drives it, so a re-run never destroys someone else's live work.
     pub async fn delete_to_replace(&self, name: &str) -> Result<()> {
@@ -767,6 +768,7 @@ impl Manager {
         self.delete(name).await
     }
 
+    /// Remove a session for good (its live process is killed).
     pub async fn delete(&self, name: &str) -> Result<()> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
