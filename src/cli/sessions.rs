@@ -76,12 +76,8 @@ fn select(mut recs: Vec<SessionRecord>, a: &ListArgs) -> Vec<SessionRecord> {
 
 /// `cms list --watch`: the table redrawn every few seconds until Ctrl-C (which ends
 /// the process: nothing is held).
-pub(super) fn watch_list(m: &Manager, a: &ListArgs, json: bool) -> Result<(), CliError> {
-    if json {
-        return Err(CliError::Usage(
-            "--watch redraws a table on a terminal; leave it out with --json".into(),
-        ));
-    }
+/// (`--json` is refused before this: see `commands`.)
+pub(super) fn watch_list(m: &Manager, a: &ListArgs) -> Result<(), CliError> {
     if !std::io::stdout().is_terminal() {
         return Err(CliError::Usage(
             "--watch redraws a terminal, and stdout is not one; leave out --watch".into(),

@@ -98,7 +98,7 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig, json: bool) -> Result<Actions, St
         let command = if a.absolute {
             Command::Absolute
         } else {
-            if on_path("cms").is_none() {
+            if crate::engine::process::resolve_binary(Path::new("cms")).is_err() {
                 errln!(
                     "cms: `cms` is not on PATH here; ./.mcp.json names `cms`, so Claude Code finds it once \
                      it is (`cargo install --path .`, or a link in a PATH folder). \
@@ -170,16 +170,6 @@ enum Command {
     Absolute,
     /// `cms`, found on each user's PATH: for `./.mcp.json`, which a team shares.
     OnPath,
-}
-
-/// The executable `name` on PATH, if there is one.
-fn on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// `CMS_HOME` and `CMS_CLAUDE_BIN` as set in this shell, to be copied into the

@@ -460,16 +460,7 @@ impl Manager {
             return Err(EngineError::Paused(name.to_string()));
         }
         // A cms from before leases holds none: the store still says it is live there.
-        if let Some(host) = other_live_host(&rec) {
-            return Err(EngineError::HeldElsewhere {
-                name: name.to_string(),
-                holder: Holder {
-                    pid: Some(host),
-                    kind: rec.host_kind.clone(),
-                }
-                .who(),
-            });
-        }
+        not_held_elsewhere(&rec)?;
         let mut args = rec.options.claude_args();
         let mut recorded = rec.reported_cost_usd;
         let mut scope = rec.cost_scope;
@@ -755,16 +746,7 @@ impl Manager {
     pub async fn delete_to_replace(&self, name: &str) -> Result<()> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
-        if let Some(host) = other_live_host(&rec) {
-            return Err(EngineError::HeldElsewhere {
-                name: name.to_string(),
-                holder: Holder {
-                    pid: Some(host),
-                    kind: rec.host_kind.clone(),
-                }
-                .who(),
-            });
-        }
+        not_held_elsewhere(&rec)?;
         self.delete(name).await
     }
 
@@ -989,7 +971,7 @@ impl Manager {
 fn idle_cutoff(days: f64) -> Result<i64> {
     if days.is_nan() || days < 0.0 {
         return Err(EngineError::Invalid(format!(
-            "--days must be 0 or more, got {days}"
+            "the idle time must be 0 days or more, got {days}"
         )));
     }
     Ok(now_ms() - (days * 86_400_000.0) as i64)
@@ -1125,6 +1107,21 @@ impl Drop for Ticket {
 }
 
 /// The pid of another running cms process that holds this session live, if any.
+/// Err(HeldElsewhere) when another cms process drives the session.
+fn not_held_elsewhere(rec: &SessionRecord) -> Result<()> {
+    match other_live_host(rec) {
+        Some(host) => Err(EngineError::HeldElsewhere {
+            name: rec.name.clone(),
+            holder: Holder {
+                pid: Some(host),
+                kind: rec.host_kind.clone(),
+            }
+            .who(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn other_live_host(rec: &SessionRecord) -> Option<u32> {
     let host = rec.host_pid?;
     (host != std::process::id()

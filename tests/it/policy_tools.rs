@@ -185,14 +185,8 @@ fn policy_show_and_init() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    for rel in [
-        "safety.lua",
-        "protected_paths.lua",
-        "presets.lua",
-        "strategies/single.lua",
-        "strategies/correction_loop.lua",
-        "strategies/review.lua",
-    ] {
+    // Every script cms ships.
+    for rel in cms::sandbox::scripts::BUILTIN.iter().map(|(rel, _)| *rel) {
         let path = config.join(rel);
         assert!(
             text.contains(&format!("wrote {}", path.display())),

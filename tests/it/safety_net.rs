@@ -30,6 +30,23 @@ fn plugin(dir: &Path, verdict: &str) -> PathBuf {
     )
 }
 
+/// What a guarded session's Write in `work` comes to under a plugin policy that
+/// answers `verdict` (Lua) for it; and the plugin's file.
+fn decide_write(work: &Path, verdict: &str) -> (PathBuf, Decision) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = plugin(dir.path(), verdict);
+    let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
+    let d = s.decide(
+        &call(
+            work,
+            "Write",
+            json!({"file_path": "src/a.txt", "content": "x"}),
+        ),
+        &guard("full"),
+    );
+    (file, d)
+}
+
 /// Issue 10.6: a plugin verb cms does not know denies, naming plugin, value and file.
 #[test]
 fn an_unknown_plugin_verdict_denies_naming_plugin_value_and_file() {
@@ -41,34 +58,14 @@ fn an_unknown_plugin_verdict_denies_naming_plugin_value_and_file() {
         ("true", "true"),
         ("{}", "a table"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let file = plugin(dir.path(), verdict);
-        let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
-        let d = s.decide(
-            &call(
-                work.path(),
-                "Write",
-                json!({"file_path": "src/a.txt", "content": "x"}),
-            ),
-            &guard("full"),
-        );
+        let (file, d) = decide_write(work.path(), verdict);
         let reason = deny_reason(&d);
         assert!(reason.contains("'odd'"), "{reason}");
         assert!(reason.contains(shown), "{verdict}: {reason}");
         assert!(reason.contains(&file.display().to_string()), "{reason}");
     }
     // nil is "no opinion": the safety policy decides.
-    let dir = tempfile::tempdir().unwrap();
-    plugin(dir.path(), "nil");
-    let s = service(layers_in(dir.path()), cms::policy::DECISION_LIMIT);
-    let d = s.decide(
-        &call(
-            work.path(),
-            "Write",
-            json!({"file_path": "src/a.txt", "content": "x"}),
-        ),
-        &guard("full"),
-    );
+    let (_, d) = decide_write(work.path(), "nil");
     assert_eq!(d, Decision::Allow);
 }
 
