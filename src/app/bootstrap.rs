@@ -3,17 +3,19 @@
 //! and a Lua host (a script, the REPL, a delegation).
 
 use super::runtime::{init_runtime, shutdown_signal};
-use crate::engine::{EngineConfig, Manager};
+use crate::engine::{EngineConfig, Manager, Sessions};
 use crate::lua::{HostOptions, LuaHost};
 use crate::policy::Attached;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A running application: the runtime and the manager every command uses.
+/// A running application: the runtime and the sessions every command uses.
 pub struct App {
     rt: tokio::runtime::Runtime,
-    manager: Arc<Manager>,
+    sessions: Arc<dyn Sessions>,
+    /// In-process mode: the manager itself (the safety policy is installed on it).
+    local: Option<Arc<Manager>>,
 }
 
 /// A Lua host with the safety policy it runs under (watched for edits while this
@@ -24,18 +26,23 @@ pub struct LuaApp {
 }
 
 impl App {
-    /// Start the runtime and open the store.
+    /// Start the runtime and open the store; sessions live in this process.
     pub fn start(cfg: EngineConfig) -> Result<App, String> {
         let rt = init_runtime()?;
         let manager = {
             let _inside = rt.enter();
             Manager::new(cfg).map_err(|e| e.to_string())?
         };
-        Ok(App { rt, manager })
+        Ok(App {
+            rt,
+            sessions: manager.clone(),
+            local: Some(manager),
+        })
     }
 
-    pub fn manager(&self) -> &Arc<Manager> {
-        &self.manager
+    /// The sessions: in this process, or in the host.
+    pub fn sessions(&self) -> &Arc<dyn Sessions> {
+        &self.sessions
     }
 
     pub fn handle(&self) -> tokio::runtime::Handle {
@@ -46,8 +53,11 @@ impl App {
     /// when its files change. Only guarded sessions consult it.
     pub fn guard(&self, cwd: &Path) -> Result<Attached, String> {
         let _inside = self.rt.enter();
-        crate::policy::attach(&self.manager, cwd)
-            .map_err(|e| format!("cannot load the safety policy: {e}"))
+        let attached = crate::policy::load(cwd);
+        if let (Ok(a), Some(m)) = (&attached, &self.local) {
+            crate::policy::install(m, a);
+        }
+        attached.map_err(|e| format!("cannot load the safety policy: {e}"))
     }
 
     /// The safety policy and a Lua host over the manager, for a script, the REPL or
@@ -56,7 +66,7 @@ impl App {
         let cwd = std::env::current_dir().unwrap_or_default();
         let policy = self.guard(&cwd)?;
         opts.policy = Some(policy.service.clone());
-        let host = LuaHost::new(self.manager.clone(), opts)
+        let host = LuaHost::new(self.sessions.clone(), opts)
             .map_err(|e| format!("cannot start Lua: {e}"))?;
         Ok(LuaApp { host, policy })
     }
@@ -82,8 +92,8 @@ impl App {
                 _ = shutdown_signal() => None,
             };
             match r {
-                Some(_) => self.manager.shutdown().await,
-                None => self.manager.kill_all().await,
+                Some(_) => self.sessions.shutdown().await,
+                None => self.sessions.kill_all().await,
             }
             r
         })

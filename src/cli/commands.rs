@@ -90,7 +90,7 @@ fn run_command(mut cli: Cli) -> i32 {
         }
         Command::List(a) if a.watch.is_some() => {
             return match Manager::new(cfg) {
-                Ok(m) => match sessions::watch_list(&m, &a) {
+                Ok(m) => match sessions::watch_list(m.as_ref(), &a) {
                     Ok(()) => 0,
                     Err(e) => fail_code(json, &e),
                 },

@@ -21,8 +21,8 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
         Ok(app) => app,
         Err(e) => return out::fail(json, e),
     };
-    let manager = app.manager().clone();
-    let _progress = app.block_on(async { super::progress::watch(&manager) });
+    let manager = app.sessions().clone();
+    let _progress = app.block_on(async { super::progress::watch(manager.as_ref()) });
     app.run_local(async {
         let LuaApp {
             host,
@@ -54,7 +54,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                     .map(|r| Printed::Result(Box::new(r)))
                     .map_err(|e| e.to_string())
                 }
-                Command::Finish(a) => delegate::finish(&manager, &a.name)
+                Command::Finish(a) => delegate::finish(manager.as_ref(), &a.name)
                     .await
                     .map(|r| {
                         Printed::End(
@@ -68,7 +68,7 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
                         )
                     })
                     .map_err(|e| e.to_string()),
-                Command::Abort(a) => delegate::abort(&manager, &a.name)
+                Command::Abort(a) => delegate::abort(manager.as_ref(), &a.name)
                     .await
                     .map(|r| {
                         Printed::End(

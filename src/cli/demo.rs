@@ -77,7 +77,7 @@ fn step(cmd: &str) -> Result<(), Closed> {
 /// The tour; its sessions are stopped however it ends.
 async fn tour(app: &App) -> Result<(), TourError> {
     let project = app
-        .manager()
+        .sessions()
         .config()
         .home
         .parent()
@@ -85,7 +85,7 @@ async fn tour(app: &App) -> Result<(), TourError> {
         .unwrap_or_default();
     outln!("cms demo — every session below is a long-lived process of the bundled simulator,")?;
     outln!("which speaks Claude Code's stream-json protocol (no account, no network).")?;
-    let m = app.manager();
+    let m = app.sessions();
     let result = steps(app, &project).await;
     m.shutdown().await;
     result?;
@@ -146,13 +146,13 @@ fn invocation(arg0: Option<&std::path::Path>, under_cargo: bool) -> String {
 /// session's state (set before its answer was delivered) over the stored row, so a
 /// finished turn never shows `busy`, whatever record a call handed back.
 fn after_turn(app: &App, name: &str, r: &Response) -> Result<(), TourError> {
-    let rec = app.manager().status(name)?;
+    let rec = app.sessions().status(name)?;
     outln!("{}", render::response_block(&rec, r))?;
     Ok(())
 }
 
 async fn steps(app: &App, project: &std::path::Path) -> Result<(), TourError> {
-    let m = app.manager();
+    let m = app.sessions();
     step("batch --file tasks.json   # three sessions in parallel")?;
     let mut reqs = Vec::new();
     for n in ["login", "signup", "dashboard"] {
@@ -164,7 +164,7 @@ async fn steps(app: &App, project: &std::path::Path) -> Result<(), TourError> {
         };
         reqs.push(spec.into_request(false)?);
     }
-    let outcomes = m.batch(reqs, 3, |_| {}).await;
+    let outcomes = m.batch(reqs, 3, &mut |_| {}).await;
     for o in &outcomes {
         let r = o.response.as_ref();
         outln!(
@@ -233,7 +233,7 @@ async fn steps(app: &App, project: &std::path::Path) -> Result<(), TourError> {
 
 /// The safety net and the Lua API, on a scratch project.
 async fn guarded_and_scripted(app: &App, project: &std::path::Path) -> Result<(), Closed> {
-    let m = app.manager();
+    let m = app.sessions();
     use crate::delegate::{delegate, DelegateOptions};
     let _ = std::fs::create_dir_all(project);
     let _ = std::fs::write(project.join(".env"), "SECRET=1\n");

@@ -26,7 +26,7 @@ pub fn run(cmd: PluginsCommand, cfg: EngineConfig, json: bool) -> i32 {
     };
     let handle = app.handle();
     let _inside = handle.enter();
-    let host = match LuaHost::new(app.manager().clone(), HostOptions::default()) {
+    let host = match LuaHost::new(app.sessions().clone(), HostOptions::default()) {
         Ok(h) => h,
         Err(e) => return exit::fail(format!("cannot start Lua: {e}")),
     };
@@ -113,7 +113,7 @@ fn run_tool(
     }
     let service = attached.service.clone();
     let started =
-        app.block_on(async { LuaWorker::start(app.handle(), app.manager().clone(), service) });
+        app.block_on(async { LuaWorker::start(app.handle(), app.sessions().clone(), service) });
     let (worker, tools, errors) = match started {
         Ok(w) => w,
         Err(e) => return out::fail(json, e),

@@ -6,7 +6,7 @@
 //! either way.
 
 use crate::engine::lease::Holder;
-use crate::engine::{EventKind, Manager, SessionEvent};
+use crate::engine::{EventKind, SessionEvent, Sessions};
 use std::io::IsTerminal;
 use tokio::task::JoinHandle;
 
@@ -30,7 +30,7 @@ impl Drop for Watching {
 
 /// Print progress lines for every session of this process until the manager's event
 /// stream ends or the returned guard is dropped. None when nobody would see them.
-pub fn watch(manager: &Manager) -> Option<Watching> {
+pub fn watch(manager: &dyn Sessions) -> Option<Watching> {
     if !wanted() {
         return None;
     }

@@ -5,7 +5,7 @@
 use super::args::ReplArgs;
 use super::out::{self, errln, outln};
 use crate::app::{exit, App, LuaApp};
-use crate::engine::{EngineConfig, Manager, SessionState};
+use crate::engine::{EngineConfig, Sessions};
 use crate::lua::host::Eval;
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 use rustyline::completion::{Completer, Pair};
@@ -36,7 +36,7 @@ An unfinished chunk (an open function, table or string) continues on the next li
 Tab completes cms.* names and, inside quotes, session names.";
 
 struct ReplHelper {
-    manager: Arc<Manager>,
+    manager: Arc<dyn Sessions>,
     /// The names offered after `cms.`: read from the REPL's own `cms` table, so every
     /// name of the module (`cms.delegate`, `cms.path.*`, ...) is there.
     api_names: Vec<String>,
@@ -147,7 +147,7 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
         Ok(app) => app,
         Err(e) => return exit::fail(e),
     };
-    let manager = app.manager().clone();
+    let manager = app.sessions().clone();
     let handle = app.handle();
     let _inside = handle.enter();
     let LuaApp {
@@ -292,14 +292,7 @@ async fn evaluate_inner(host: &LuaHost, job: Job) -> Result<Eval, ScriptError> {
     tokio::select! {
         r = work => r,
         _ = tokio::signal::ctrl_c() => {
-            let m = host.manager();
-            for name in m.live_names() {
-                if let Some(s) = m.live(&name) {
-                    if matches!(s.state(), SessionState::Busy | SessionState::Retrying) {
-                        let _ = s.interrupt().await;
-                    }
-                }
-            }
+            host.sessions().interrupt_all().await;
             Err(ScriptError::Lua(mlua::Error::runtime("interrupted (Ctrl-C)")))
         }
     }

@@ -5,7 +5,7 @@ use super::args::ScriptArgs;
 use super::out::{self, outln};
 use crate::app::runtime::shutdown_signal;
 use crate::app::{exit, App, LuaApp};
-use crate::engine::{EngineConfig, Manager};
+use crate::engine::{EngineConfig, Sessions};
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 use crate::sandbox::limits::{self, is_interrupted};
 use std::sync::atomic::Ordering;
@@ -21,7 +21,7 @@ const UNWIND_GRACE: Duration = Duration::from_millis(700);
 /// included: the instruction hook sees the flag) and resolve the returned
 /// receiver, which wakes a script that was waiting. Runs on the runtime's worker
 /// threads, so a script spinning on this thread does not delay it.
-fn on_signal_interrupt(host: &LuaHost, manager: &Arc<Manager>) -> oneshot::Receiver<()> {
+fn on_signal_interrupt(host: &LuaHost, manager: &Arc<dyn Sessions>) -> oneshot::Receiver<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = oneshot::channel();
     let flag = limits::interrupter(host.lua());
@@ -57,7 +57,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
         Ok(app) => app,
         Err(e) => return out::fail(json, e),
     };
-    let manager = app.manager().clone();
+    let manager = app.sessions().clone();
     app.run_local(async {
         let LuaApp {
             host,

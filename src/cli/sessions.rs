@@ -8,13 +8,18 @@ use super::out::errln;
 use super::outcome::{text_arg, CliError, Json, Outcome, Printed};
 use super::render;
 use crate::app::App;
-use crate::engine::{BatchSpec, EngineConfig, Manager, Response, SessionOptions, SessionRecord};
+use crate::engine::manager::BatchProgress;
+use crate::engine::{BatchSpec, EngineConfig, Response, SessionOptions, SessionRecord, Sessions};
 use serde_json::{json, Value};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(super) fn read_command(m: &Manager, cmd: &Command, json: bool) -> Result<Outcome, CliError> {
+pub(super) fn read_command(
+    m: &dyn Sessions,
+    cmd: &Command,
+    json: bool,
+) -> Result<Outcome, CliError> {
     let paint = super::style::stdout();
     Ok(match cmd {
         Command::List(a) => {
@@ -77,7 +82,7 @@ fn select(mut recs: Vec<SessionRecord>, a: &ListArgs) -> Vec<SessionRecord> {
 /// `cms list --watch`: the table redrawn every few seconds until Ctrl-C (which ends
 /// the process: nothing is held).
 /// (`--json` is refused before this: see `commands`.)
-pub(super) fn watch_list(m: &Manager, a: &ListArgs) -> Result<(), CliError> {
+pub(super) fn watch_list(m: &dyn Sessions, a: &ListArgs) -> Result<(), CliError> {
     if !std::io::stdout().is_terminal() {
         return Err(CliError::Usage(
             "--watch redraws a terminal, and stdout is not one; leave out --watch".into(),
@@ -118,7 +123,7 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
     }
     let interrupted = interrupted_name(&cmd);
     let app = App::start(cfg).map_err(CliError::Input)?;
-    let manager = app.manager().clone();
+    let manager = app.sessions().clone();
     // A delegated session stays guarded when sent to directly: load the safety
     // policy for the commands that can restart a guarded one (an unguarded session
     // needs no Lua state and no watcher).
@@ -137,7 +142,7 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
     } else {
         None
     };
-    let _progress = app.block_on(async { super::progress::watch(&manager) });
+    let _progress = app.block_on(async { super::progress::watch(manager.as_ref()) });
     let creates = matches!(cmd, Command::Spawn(_) | Command::Fork(_));
     app.run_until_signal(async_command(&manager, cmd, json))
         .unwrap_or_else(|| {
@@ -155,7 +160,7 @@ pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<O
                 }
             }
             Err(CliError::Interrupted(interrupted_message(
-                &manager,
+                manager.as_ref(),
                 interrupted.as_deref(),
             )))
         })
@@ -187,7 +192,11 @@ fn state_outcome(rec: &SessionRecord, verb: &str) -> Outcome {
     )
 }
 
-async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Outcome, CliError> {
+async fn async_command(
+    m: &Arc<dyn Sessions>,
+    cmd: Command,
+    json: bool,
+) -> Result<Outcome, CliError> {
     Ok(match cmd {
         Command::Spawn(a) => {
             let mut spec = a.spec;
@@ -272,7 +281,7 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
         Command::Batch(a) => batch(m, &a.file, a.concurrency as usize).await?,
         Command::Cleanup(_) => unreachable!("cleanup runs before the runtime starts"),
         Command::List(_) | Command::Status(_) | Command::Output(_) | Command::History(_) => {
-            read_command(m, &cmd, json)?
+            read_command(m.as_ref(), &cmd, json)?
         }
         Command::Demo(_)
         | Command::Script(_)
@@ -297,7 +306,7 @@ async fn async_command(m: &Arc<Manager>, cmd: Command, json: bool) -> Result<Out
 }
 
 async fn batch(
-    m: &Arc<Manager>,
+    m: &Arc<dyn Sessions>,
     file: &std::path::Path,
     concurrency: usize,
 ) -> Result<Outcome, CliError> {
@@ -317,7 +326,7 @@ async fn batch(
         .map(|s| s.into_request(true))
         .collect::<Result<Vec<_>, _>>()?;
     let outcomes = m
-        .batch(reqs, concurrency, |p| {
+        .batch(reqs, concurrency, &mut |p: BatchProgress<'_>| {
             if show_progress {
                 let status = if p.outcome.ok { "ok" } else { "FAILED" };
                 errln!("[{}/{}] {} {status}", p.done, p.total, p.outcome.name);
@@ -356,7 +365,7 @@ async fn batch(
 
 /// What Ctrl-C (or SIGTERM) left behind: every session the command was driving is
 /// killed and recorded as stopped (resumable), its unfinished turn in its history.
-fn interrupted_message(m: &Manager, name: Option<&str>) -> String {
+fn interrupted_message(m: &dyn Sessions, name: Option<&str>) -> String {
     let resumable = |n: &str| m.status(n).is_ok_and(|r| r.claude_session_id.is_some());
     match name {
         Some(n) if !resumable(n) => format!(
@@ -405,7 +414,7 @@ fn cleanup(
     a: &super::args::CleanupArgs,
     json: bool,
 ) -> Result<Outcome, CliError> {
-    let Some(m) = Manager::open_existing(cfg)? else {
+    let Some(m) = crate::engine::Manager::open_existing(cfg)? else {
         return Ok(cleanup_outcome(&[], &[], a.dry_run));
     };
     let idle: Vec<String> = m.idle(a.days)?.into_iter().map(|r| r.name).collect();
@@ -486,8 +495,8 @@ pub(super) fn read_existing(
     json: bool,
 ) -> Result<Outcome, CliError> {
     let home = cfg.home.clone();
-    if let Some(m) = Manager::open_existing(cfg)? {
-        return read_command(&m, cmd, json);
+    if let Some(m) = crate::engine::Manager::open_existing(cfg)? {
+        return read_command(m.as_ref(), cmd, json);
     }
     let name = match cmd {
         Command::Status(a) => &a.name,

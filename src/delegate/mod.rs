@@ -22,7 +22,7 @@ pub use result::{
 };
 pub use strategy::{strategy_sliced, STRATEGY_SLICE};
 
-use crate::engine::{EngineError, Guard, Manager, SessionOptions, SessionState, SpawnRequest};
+use crate::engine::{EngineError, Guard, SessionOptions, SessionState, Sessions, SpawnRequest};
 use crate::policy::{PolicyError, PolicyService};
 use result::ending_violation;
 use strategy::{drive, load_strategy, policy_in_force};
@@ -48,7 +48,7 @@ pub enum DelegateError {
 /// Start a delegation: spawn a guarded session and run the strategy.
 pub async fn delegate(
     lua: &Lua,
-    manager: &Arc<Manager>,
+    manager: &Arc<dyn Sessions>,
     policy: &Arc<PolicyService>,
     opts: DelegateOptions,
     check_fn: Option<Function>,
@@ -173,7 +173,7 @@ pub async fn delegate(
 /// saved, so `d:continue` passes the one `cms.delegate` was given).
 pub async fn continue_task(
     lua: &Lua,
-    manager: &Arc<Manager>,
+    manager: &Arc<dyn Sessions>,
     policy: &Arc<PolicyService>,
     name: &str,
     message: &str,
@@ -185,7 +185,7 @@ pub async fn continue_task(
     policy_in_force(policy)?;
     let rec = manager.status(name)?;
     let guard = delegated_guard(name, &rec.options)?;
-    if let Some(v) = ending_violation(manager, name) {
+    if let Some(v) = ending_violation(manager.as_ref(), name) {
         return Err(DelegateError::Invalid(format!(
             "the safety net ended '{name}' ({v}); it cannot continue. Delegate again under a new name with higher limits."
         )));
@@ -229,7 +229,7 @@ pub async fn continue_task(
 }
 
 /// Stop a delegated session gracefully (resumable with `continue`).
-pub async fn finish(manager: &Manager, name: &str) -> Result<EndResult, DelegateError> {
+pub async fn finish(manager: &dyn Sessions, name: &str) -> Result<EndResult, DelegateError> {
     let rec = manager.status(name)?;
     delegated_guard(name, &rec.options)?;
     let rec = manager.stop(name).await?;
@@ -242,7 +242,7 @@ pub async fn finish(manager: &Manager, name: &str) -> Result<EndResult, Delegate
 }
 
 /// Kill a delegated session now.
-pub async fn abort(manager: &Manager, name: &str) -> Result<EndResult, DelegateError> {
+pub async fn abort(manager: &dyn Sessions, name: &str) -> Result<EndResult, DelegateError> {
     let rec = manager.status(name)?;
     delegated_guard(name, &rec.options)?;
     let rec = manager.kill(name).await?;

@@ -1,7 +1,7 @@
 //! What a delegation comes to: the result (the original tool's camelCase contract),
 //! its safety report, and the rule that picks its status.
 
-use crate::engine::Manager;
+use crate::engine::Sessions;
 use serde::Serialize;
 
 /// A delegation's outcome, as `--json` prints it.
@@ -142,7 +142,7 @@ pub(super) fn derive_status(o: &StatusInputs) -> &'static str {
 }
 
 /// The message of the violation that ended the session, if the net ended it.
-pub(super) fn ending_violation(manager: &Manager, name: &str) -> Option<String> {
+pub(super) fn ending_violation(manager: &dyn Sessions, name: &str) -> Option<String> {
     let events = manager.store().events(name).ok()?;
     let last_violation = events.iter().rev().find(|e| e.kind == "violation")?;
     let action = last_violation.data["action"].as_str()?;

@@ -5,7 +5,7 @@ use super::check::run_check;
 use super::result::ends_session;
 use super::{CheckRecord, DelegateOptions, DeniedCall, ReviewRecord, ViolationView};
 use crate::engine::{
-    EngineError, EventKind, Guard, Manager, Response, SessionEvent, SessionOptions, SessionState,
+    EngineError, EventKind, Guard, Response, SessionEvent, SessionOptions, SessionState, Sessions,
     SpawnRequest,
 };
 use crate::policy::PolicyService;
@@ -30,7 +30,7 @@ pub(super) struct TaskState {
     /// The spawn of the first send; None once the session exists.
     pub(super) spawn: RefCell<Option<SpawnRequest>>,
     pub(super) timeout: Option<Duration>,
-    pub(super) manager: Arc<Manager>,
+    pub(super) manager: Arc<dyn Sessions>,
     pub(super) events: RefCell<broadcast::Receiver<SessionEvent>>,
     pub(super) responses: RefCell<Vec<Response>>,
     pub(super) retries: Cell<u32>,
@@ -58,7 +58,7 @@ pub(super) struct TaskSetup {
 
 impl TaskState {
     pub(super) fn new(
-        manager: &Arc<Manager>,
+        manager: &Arc<dyn Sessions>,
         options: DelegateOptions,
         setup: TaskSetup,
     ) -> Rc<TaskState> {

@@ -45,7 +45,7 @@ impl CostScope {
 }
 
 /// The figure a process's `total_cost_usd` starts from, and how it was found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CostBaseline {
     pub usd: f64,
     pub scope: CostScope,

@@ -3,10 +3,10 @@
 
 use crate::engine::state::SessionState;
 use crate::wire::message::ApiRetry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionEvent {
     /// The cms session name.
     pub session: String,
@@ -16,7 +16,7 @@ pub struct SessionEvent {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     /// `system/init`: the CLI starts a turn.

@@ -15,37 +15,21 @@ use crate::engine::policy::{AllowAll, Policy};
 use crate::engine::process;
 use crate::engine::response::Response;
 use crate::engine::session::{EventSink, LiveSession, StartSpec};
+pub use crate::engine::sessions::{BatchOutcome, BatchProgress};
+use crate::engine::sessions::{Sessions, Where};
 use crate::engine::state::SessionState;
 use crate::engine::store::{Interaction, SessionRecord, Store, TurnOutcome};
 use crate::wire::ClaudeArgs;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 pub use crate::engine::spec::{
     check_batch, seconds, split_list, validate_name, BatchSpec, SpawnRequest, SpawnSpec, ToolList,
 };
-
-/// The outcome of one batch entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct BatchOutcome {
-    pub name: String,
-    pub ok: bool,
-    pub response: Option<Response>,
-    pub error: Option<String>,
-}
-
-/// Progress of a batch, reported after each entry completes.
-#[derive(Debug, Clone)]
-pub struct BatchProgress<'a> {
-    pub done: usize,
-    pub total: usize,
-    pub outcome: &'a BatchOutcome,
-}
 
 pub struct Manager {
     cfg: EngineConfig,
@@ -824,60 +808,6 @@ impl Manager {
         self.store.history(name)
     }
 
-    // ----- many at once ----------------------------------------------------------------
-
-    /// Spawn every spec in parallel, at most `concurrency` at a time. One failure does
-    /// not stop the others; outcomes come back in input order.
-    pub async fn batch<F>(
-        self: &Arc<Self>,
-        specs: Vec<SpawnRequest>,
-        concurrency: usize,
-        mut progress: F,
-    ) -> Vec<BatchOutcome>
-    where
-        F: FnMut(BatchProgress<'_>),
-    {
-        let total = specs.len();
-        let sem = Arc::new(Semaphore::new(concurrency.max(1)));
-        let mut set = tokio::task::JoinSet::new();
-        for (i, req) in specs.into_iter().enumerate() {
-            let (me, sem) = (self.clone(), sem.clone());
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let name = req.name.clone();
-                let outcome = match me.spawn(req).await {
-                    Ok((_, r)) => BatchOutcome {
-                        name,
-                        ok: !r.is_error,
-                        error: r.is_error.then(|| r.error_summary()),
-                        response: Some(r),
-                    },
-                    Err(e) => BatchOutcome {
-                        name,
-                        ok: false,
-                        response: e.partial().cloned(),
-                        error: Some(e.to_string()),
-                    },
-                };
-                (i, outcome)
-            });
-        }
-        let mut out: Vec<Option<BatchOutcome>> = vec![None; total];
-        let mut done = 0;
-        while let Some(joined) = set.join_next().await {
-            if let Ok((i, outcome)) = joined {
-                done += 1;
-                progress(BatchProgress {
-                    done,
-                    total,
-                    outcome: &outcome,
-                });
-                out[i] = Some(outcome);
-            }
-        }
-        out.into_iter().flatten().collect()
-    }
-
     /// Delete sessions idle for more than `days` days (never one that is live here or in
     /// another running cms process). Returns the names removed.
     pub fn cleanup(&self, days: f64) -> Result<Vec<String>> {
@@ -1263,5 +1193,121 @@ mod tests {
             bad.is_err(),
             "a misspelt field is an error, not silently ignored"
         );
+    }
+}
+
+/// Sessions live in this process.
+#[async_trait::async_trait]
+impl Sessions for Manager {
+    fn location(&self) -> Where {
+        Where::InProcess
+    }
+
+    fn config(&self) -> &EngineConfig {
+        Manager::config(self)
+    }
+
+    fn store(&self) -> &Store {
+        Manager::store(self)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        Manager::subscribe(self)
+    }
+
+    fn status(&self, name: &str) -> Result<SessionRecord> {
+        Manager::status(self, name)
+    }
+
+    fn list(&self) -> Result<Vec<SessionRecord>> {
+        Manager::list(self)
+    }
+
+    fn has_process(&self, name: &str) -> Result<bool> {
+        Manager::has_process(self, name)
+    }
+
+    async fn spawn(&self, req: SpawnRequest) -> Result<(SessionRecord, Response)> {
+        Manager::spawn(self, req).await
+    }
+
+    async fn send_as(
+        &self,
+        name: &str,
+        message: &str,
+        timeout: Option<Duration>,
+        kind: &str,
+    ) -> Result<Response> {
+        Manager::send_as(self, name, message, timeout, kind).await
+    }
+
+    async fn pause(&self, name: &str) -> Result<SessionRecord> {
+        Manager::pause(self, name).await
+    }
+
+    async fn resume(
+        &self,
+        name: &str,
+        message: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(SessionRecord, Option<Response>)> {
+        Manager::resume(self, name, message, timeout).await
+    }
+
+    async fn fork(
+        &self,
+        name: &str,
+        new_name: &str,
+        message: Option<&str>,
+        overrides: SessionOptions,
+        timeout: Option<Duration>,
+    ) -> Result<(SessionRecord, Option<Response>)> {
+        Manager::fork(self, name, new_name, message, overrides, timeout).await
+    }
+
+    async fn interrupt(&self, name: &str) -> Result<()> {
+        Manager::interrupt(self, name).await
+    }
+
+    async fn stop(&self, name: &str) -> Result<SessionRecord> {
+        Manager::stop(self, name).await
+    }
+
+    async fn kill(&self, name: &str) -> Result<SessionRecord> {
+        Manager::kill(self, name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        Manager::delete(self, name).await
+    }
+
+    async fn delete_to_replace(&self, name: &str) -> Result<()> {
+        Manager::delete_to_replace(self, name).await
+    }
+
+    fn idle(&self, days: f64) -> Result<Vec<SessionRecord>> {
+        Manager::idle(self, days)
+    }
+
+    fn remove_idle(&self, names: &[String], days: f64) -> Result<Vec<String>> {
+        Manager::remove_idle(self, names, days)
+    }
+
+    async fn shutdown(&self) {
+        Manager::shutdown(self).await
+    }
+
+    async fn kill_all(&self) {
+        Manager::kill_all(self).await
+    }
+
+    async fn interrupt_all(&self) {
+        for name in self.live_names() {
+            if let Some(s) = self.live(&name) {
+                if s.state().is_busy() {
+                    let _ = s.interrupt().await;
+                }
+            }
+        }
     }
 }

@@ -79,6 +79,11 @@ impl SessionState {
                 | SessionState::Retrying
         )
     }
+
+    /// True while a turn runs.
+    pub fn is_busy(self) -> bool {
+        matches!(self, SessionState::Busy | SessionState::Retrying)
+    }
 }
 
 impl fmt::Display for SessionState {

@@ -3,7 +3,7 @@
 //! `cms.off`, `cms.sleep`, `cms.log`, `cms.json.encode/decode`, `cms.args`,
 //! `cms.version`. Documented for editors in `scripts/types/cms.lua`.
 
-use crate::engine::{EventKind, Manager, SpawnSpec};
+use crate::engine::{EventKind, Sessions, SpawnSpec};
 use crate::lua::convert;
 use crate::lua::events::{dispatch_events, ensure_subscribed, Handler, HostShared};
 use crate::lua::session::{engine_err, handle};
@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Install `cms` as a global and as `require("cms")`.
 pub fn install(
     lua: &Lua,
-    manager: Arc<Manager>,
+    manager: Arc<dyn Sessions>,
     shared: Rc<HostShared>,
     args: Vec<String>,
 ) -> mlua::Result<Table> {
@@ -93,7 +93,7 @@ pub fn install(
                     EventKind::NAMES.join(", ")
                 )));
             }
-            ensure_subscribed(&m, &sh);
+            ensure_subscribed(m.as_ref(), &sh);
             let id = sh.next_handler.get();
             sh.next_handler.set(id + 1);
             sh.handlers.borrow_mut().push(Handler { id, event, func });
@@ -158,7 +158,7 @@ pub fn install(
 
 async fn spawn(
     lua: Lua,
-    m: Arc<Manager>,
+    m: Arc<dyn Sessions>,
     sh: Rc<HostShared>,
     spec: SpawnSpec,
 ) -> mlua::Result<Value> {
@@ -239,7 +239,7 @@ fn first_line(s: &str) -> &str {
 /// `cms.delegate` was given.
 fn delegation(
     lua: &Lua,
-    manager: Arc<Manager>,
+    manager: Arc<dyn Sessions>,
     shared: Rc<HostShared>,
     result: crate::delegate::DelegateResult,
     check: Option<mlua::Function>,
@@ -276,7 +276,7 @@ fn delegation(
         lua.create_async_function(move |lua, _self: Value| {
             let (m, n) = (m.clone(), n.clone());
             async move {
-                let r = crate::delegate::finish(&m, &n)
+                let r = crate::delegate::finish(m.as_ref(), &n)
                     .await
                     .map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 convert::to_lua(&lua, &r)
@@ -289,7 +289,7 @@ fn delegation(
         lua.create_async_function(move |lua, _self: Value| {
             let (m, n) = (m.clone(), n.clone());
             async move {
-                let r = crate::delegate::abort(&m, &n)
+                let r = crate::delegate::abort(m.as_ref(), &n)
                     .await
                     .map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 convert::to_lua(&lua, &r)

@@ -2,7 +2,7 @@
 //! handlers by event name, subscribed lazily, delivered after every engine call on
 //! the script's thread, each under the callback time limit.
 
-use crate::engine::{Manager, SessionEvent};
+use crate::engine::{SessionEvent, Sessions};
 use crate::sandbox::limits::call_limited;
 use mlua::{Function, Lua};
 use std::cell::{Cell, RefCell};
@@ -28,7 +28,7 @@ pub struct Handler {
 }
 
 /// Subscribe lazily: only a host with handlers pays for events.
-pub(crate) fn ensure_subscribed(manager: &Manager, shared: &HostShared) {
+pub(crate) fn ensure_subscribed(manager: &dyn Sessions, shared: &HostShared) {
     let mut events = shared.events.borrow_mut();
     if events.is_none() {
         *events = Some(manager.subscribe());

@@ -6,7 +6,7 @@
 //! from there (inside a `tokio::task::LocalSet`), while the engine's sessions run on
 //! the runtime's worker threads.
 
-use crate::engine::Manager;
+use crate::engine::Sessions;
 use crate::lua::api;
 use crate::lua::events::{dispatch_events, HostShared};
 use crate::sandbox::limits::call_limited;
@@ -116,7 +116,7 @@ fn memory_text(e: &mlua::Error, limit_mb: usize) -> String {
 pub struct LuaHost {
     memory_limit: usize,
     lua: Lua,
-    manager: Arc<Manager>,
+    manager: Arc<dyn Sessions>,
     shared: Rc<HostShared>,
 }
 
@@ -128,7 +128,7 @@ pub enum Eval {
 }
 
 impl LuaHost {
-    pub fn new(manager: Arc<Manager>, opts: HostOptions) -> mlua::Result<LuaHost> {
+    pub fn new(manager: Arc<dyn Sessions>, opts: HostOptions) -> mlua::Result<LuaHost> {
         let lua = new_state(StateOptions {
             allow_unsafe: opts.allow_unsafe,
             memory_limit: opts.memory_limit,
@@ -174,7 +174,7 @@ impl LuaHost {
         &self.lua
     }
 
-    pub fn manager(&self) -> &Arc<Manager> {
+    pub fn sessions(&self) -> &Arc<dyn Sessions> {
         &self.manager
     }
 

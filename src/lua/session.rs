@@ -2,7 +2,7 @@
 //! and `s:send`, `s:pause`, `s:resume`, `s:stop`, `s:kill`, `s:interrupt`, `s:fork`,
 //! `s:history`, `s:status`, `s:delete`.
 
-use crate::engine::{Manager, Response, SessionOptions};
+use crate::engine::{Response, SessionOptions, Sessions};
 use crate::lua::convert::{self, ForkOpts, SendOpts};
 use crate::lua::events::{dispatch_events, HostShared};
 use mlua::{Lua, UserData, UserDataFields, UserDataMethods, UserDataRef, Value};
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub struct SessionHandle {
     pub name: String,
-    pub manager: Arc<Manager>,
+    pub manager: Arc<dyn Sessions>,
     pub shared: Rc<HostShared>,
     /// The response of this handle's last call.
     pub last: RefCell<Option<Response>>,
@@ -21,7 +21,7 @@ pub struct SessionHandle {
 impl SessionHandle {
     pub fn new(
         name: String,
-        manager: Arc<Manager>,
+        manager: Arc<dyn Sessions>,
         shared: Rc<HostShared>,
         last: Option<Response>,
     ) -> Self {
@@ -200,7 +200,7 @@ impl UserData for SessionHandle {
 pub fn handle(
     lua: &Lua,
     name: String,
-    manager: Arc<Manager>,
+    manager: Arc<dyn Sessions>,
     shared: Rc<HostShared>,
     last: Option<Response>,
 ) -> mlua::Result<Value> {

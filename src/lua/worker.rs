@@ -13,7 +13,7 @@
 
 use crate::delegate::strategy_sliced;
 use crate::delegate::{self, DelegateOptions, DelegateResult};
-use crate::engine::Manager;
+use crate::engine::Sessions;
 use crate::lua::{HostOptions, LuaHost};
 use crate::plugins::{self, PluginSet};
 use crate::policy::PolicyService;
@@ -66,7 +66,7 @@ impl LuaWorker {
     /// Start the thread; returns the worker, the plugin tools, and plugin errors.
     pub fn start(
         handle: tokio::runtime::Handle,
-        manager: Arc<Manager>,
+        manager: Arc<dyn Sessions>,
         policy: Arc<PolicyService>,
     ) -> Result<(LuaWorker, Vec<ToolInfo>, Vec<String>), String> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
@@ -248,7 +248,7 @@ impl Loaded {
 #[allow(clippy::too_many_arguments)]
 fn spawn_tool(
     handle: tokio::runtime::Handle,
-    manager: Arc<Manager>,
+    manager: Arc<dyn Sessions>,
     policy: Arc<PolicyService>,
     source: (String, Source),
     name: String,

@@ -38,7 +38,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
         Err(e) => return exit::fail(e),
     };
     let handle = app.handle();
-    let manager = app.manager().clone();
+    let manager = app.sessions().clone();
     let cwd = std::env::current_dir().unwrap_or_default();
     // Every session the server starts is checked against the policy (the MCP
     // ceiling; guarded sessions through it); script edits reload it.

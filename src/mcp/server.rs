@@ -4,7 +4,7 @@
 
 use super::tools::{self};
 use crate::engine::Guard;
-use crate::engine::Manager;
+use crate::engine::Sessions;
 use crate::lua::worker::{LuaWorker, ToolInfo};
 use crate::policy::PolicyService;
 use rmcp::model::{
@@ -24,7 +24,7 @@ pub struct CmsServer {
 }
 
 pub(super) struct Inner {
-    pub(super) manager: Arc<Manager>,
+    pub(super) manager: Arc<dyn Sessions>,
     pub(super) lua: LuaWorker,
     pub(super) plugin_tools: RwLock<Vec<ToolInfo>>,
     pub(super) builtin: Vec<Tool>,
@@ -48,7 +48,7 @@ fn tool(name: &str, description: &str, schema: Value) -> Tool {
 
 impl CmsServer {
     pub fn new(
-        manager: Arc<Manager>,
+        manager: Arc<dyn Sessions>,
         lua: LuaWorker,
         plugin_tools: Vec<ToolInfo>,
         policy: Option<Arc<PolicyService>>,

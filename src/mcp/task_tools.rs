@@ -4,6 +4,7 @@
 
 use super::server::{err, CmsServer};
 use super::tools::{self, parse};
+use crate::engine::manager::BatchProgress;
 use crate::engine::{EventKind, SpawnRequest};
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::{RequestContext, RoleServer};
@@ -46,9 +47,9 @@ impl CmsServer {
         let m = &self.inner.manager;
         let a: tools::NameArgs = parse(tool, &args)?;
         let ended = if tool == "abort_task" {
-            crate::delegate::abort(m, &a.name).await
+            crate::delegate::abort(m.as_ref(), &a.name).await
         } else {
-            crate::delegate::finish(m, &a.name).await
+            crate::delegate::finish(m.as_ref(), &a.name).await
         };
         ended.map(|r| json!(r)).map_err(|e| e.to_string())
     }
@@ -87,7 +88,7 @@ impl CmsServer {
                 })
             });
             let outcomes = manager
-                .batch(reqs, concurrency, |p| {
+                .batch(reqs, concurrency, &mut |p: BatchProgress<'_>| {
                     let _ = tx.send((p.done, p.outcome.name.to_string()));
                 })
                 .await;

@@ -55,11 +55,24 @@ impl Attached {
 /// Load the layered scripts for a host working in `cwd`, install them as the
 /// manager's policy, and reload them when their files change.
 pub fn attach(manager: &Manager, cwd: &Path) -> Result<Attached, PolicyError> {
+    let attached = load(cwd)?;
+    install(manager, &attached);
+    Ok(attached)
+}
+
+/// Make `attached` the manager's policy: its guarded sessions answer to it.
+pub fn install(manager: &Manager, attached: &Attached) {
+    manager.set_policy(Arc::new(LuaPolicy(attached.service.clone())));
+}
+
+/// Load the layered scripts for work in `cwd` and reload them when their files
+/// change, without installing them anywhere (a client of the host reads presets and
+/// strategies from them; the host enforces its own).
+pub fn load(cwd: &Path) -> Result<Attached, PolicyError> {
     let (service, _) = PolicyService::start(Layers::standard(cwd), DECISION_LIMIT)?;
     for e in service.stale() {
         tracing::warn!("policy file not in force: {e}");
     }
-    manager.set_policy(Arc::new(LuaPolicy(service.clone())));
     let listeners: Arc<std::sync::Mutex<Vec<ReloadListener>>> = Arc::default();
     let told = listeners.clone();
     let on_reload = move |report: &ReloadReport| {

@@ -4,7 +4,7 @@ use crate::support;
 
 use cms::engine::{
     Decision, EngineConfig, EngineError, EventKind, Manager, Policy, SessionOptions, SessionState,
-    SpawnRequest, ToolCall,
+    Sessions, SpawnRequest, ToolCall,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -611,7 +611,9 @@ async fn batch_runs_in_parallel_under_a_limit_and_one_failure_stops_nothing() {
     let started = Instant::now();
     let mut reports = 0;
     let outcomes = m
-        .batch(specs, 2, |p| {
+        .batch(specs, 2, &mut |p: cms::engine::manager::BatchProgress<
+            '_,
+        >| {
             reports += 1;
             assert_eq!(p.total, 5);
         })
