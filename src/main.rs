@@ -32,7 +32,8 @@ fn main() {
         Err(e) => std::process::exit(usage_error(e, &args)),
     };
     if matches!(cli.command, cms::cli::Command::Mcp) {
-        std::process::exit(cms::mcp::run(cms::cli::config(&cli)));
+        let want = cms::cli::host_use(&cli);
+        std::process::exit(cms::mcp::run(cms::cli::config(&cli), want));
     }
     std::process::exit(cms::cli::run(cli));
 }

@@ -129,6 +129,7 @@ cms = {}
 ---@field model? string Another model for the fork.
 ---@field system_prompt? string Another appended system prompt.
 ---@field timeout? number Seconds the first message's turn may take (default 3600).
+---@field keep? boolean Leave the fork live in the session host when the script ends [default: false].
 
 ---A session. Fields are read live from the store.
 ---@class cms.Session
@@ -189,6 +190,7 @@ function Session:status() end
 ---`cms.spawn`'s own option, beside the spawn options of every face.
 ---@class cms.SpawnCall: cms.SpawnOptions
 ---@field replace? boolean Stop and delete a session of this name first, so a plan can run again [default: false].
+---@field keep? boolean Leave the session live in the session host when the script (or the REPL) ends; without it, sessions a script started are stopped (resumable) when it ends [default: false].
 
 ---Start a new session and send its first prompt; returns when the response is in
 ---(`s.response`). A session of that name is an error, unless `replace = true`
@@ -202,7 +204,7 @@ function cms.spawn(opts) end
 ---send), or a new one spawned with `opts` when there is none: a plan that runs again
 ---picks up where it left off.
 ---@async
----@param opts cms.SpawnOptions
+---@param opts cms.SpawnCall
 ---@return cms.Session
 function cms.get_or_spawn(opts) end
 

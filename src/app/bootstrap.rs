@@ -2,8 +2,10 @@
 //! need on top: the safety policy (a guarded session, a script, the MCP server)
 //! and a Lua host (a script, the REPL, a delegation).
 
+use super::runtime::errln;
 use super::runtime::{init_runtime, shutdown_signal};
 use crate::engine::{EngineConfig, Manager, Sessions};
+use crate::host::Started;
 use crate::lua::{HostOptions, LuaHost};
 use crate::policy::Attached;
 use std::future::Future;
@@ -16,6 +18,17 @@ pub struct App {
     sessions: Arc<dyn Sessions>,
     /// In-process mode: the manager itself (the safety policy is installed on it).
     local: Option<Arc<Manager>>,
+}
+
+/// Whether a command reaches its sessions through the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostUse {
+    /// In this process (`--no-host`, `CMS_NO_HOST=1`, the demo).
+    Never,
+    /// Through the host when one runs (stop, kill, pause: no need to start one).
+    IfRunning,
+    /// Through the host, started when none runs (anything that runs a turn).
+    Start,
 }
 
 /// A Lua host with the safety policy it runs under (watched for edits while this
@@ -38,6 +51,45 @@ impl App {
             sessions: manager.clone(),
             local: Some(manager),
         })
+    }
+
+    /// Start the runtime and reach the sessions as `want` says: through the home's
+    /// host (started in the background when `Host::Start` finds none; the user is
+    /// told once), or in this process.
+    pub fn open(cfg: EngineConfig, want: HostUse) -> Result<App, String> {
+        if want == HostUse::Never {
+            return App::start(cfg);
+        }
+        let rt = init_runtime()?;
+        let kind = cfg.host_kind.clone();
+        let connected = rt
+            .block_on(crate::host::connect(&cfg, &kind, want == HostUse::Start))
+            .map_err(|e| e.to_string())?;
+        let Some((client, started)) = connected else {
+            drop(rt);
+            return App::start(cfg);
+        };
+        match started {
+            Started::Found => {}
+            Started::Now(pid) => errln!(
+                "cms: started the session host (pid {pid}) for {}: sessions stay live between \
+                 commands (`cms host stop` ends it; --no-host runs without it)",
+                cfg.home.display()
+            ),
+            Started::Replaced { old_version, pid } => errln!(
+                "cms: replaced an idle session host of version {old_version} with this version's (pid {pid})"
+            ),
+        }
+        Ok(App {
+            rt,
+            sessions: client,
+            local: None,
+        })
+    }
+
+    /// The manager, when sessions live in this process (the host itself, `--no-host`).
+    pub fn local_manager(&self) -> Option<&Arc<Manager>> {
+        self.local.as_ref()
     }
 
     /// The sessions: in this process, or in the host.

@@ -12,7 +12,7 @@ pub mod runtime;
 
 mod bootstrap;
 
-pub use bootstrap::{App, LuaApp};
+pub use bootstrap::{App, HostUse, LuaApp};
 
 use crate::engine::EngineConfig;
 use std::path::PathBuf;

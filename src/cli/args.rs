@@ -38,6 +38,7 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Delegation", &["delegate", "continue", "finish", "abort"]),
+    ("The session host", &["serve", "host"]),
     ("Lua", &["script", "repl", "lua-types"]),
     (
         "Setup and tools",
@@ -53,9 +54,12 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     version,
     about = "Orchestrate many Claude Code sessions: spawn, send, pause, resume, fork, stop, batch",
     long_about = "Orchestrate many Claude Code sessions from one place.\n\n\
-                  Each session is one long-lived `claude` process speaking stream-json. A CLI \
-                  command's session process ends with the command; the next `send` resumes the \
-                  same conversation (`--resume`, same id, same working directory).\n\n\
+                  Each session is one long-lived `claude` process speaking stream-json, owned \
+                  by the session host (`cms serve`, started in the background by the first \
+                  command that needs it), so a session stays live between commands and `send` \
+                  reaches the same process. With --no-host a session's process ends with the \
+                  command; the next `send` resumes the same conversation (`--resume`, same id, \
+                  same working directory).\n\n\
                   A turn is interrupted after 60 minutes unless `--timeout` says otherwise; \
                   budgets (`--max-budget`, `cms delegate --max-cost`) bound what it spends.\n\n\
                   State lives in $CMS_HOME (default ~/.claude-multi-session).",
@@ -80,6 +84,11 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_wait: bool,
 
+    /// Keep sessions in this process instead of the session host (`cms serve`): they
+    /// end with the command (stopped, resumable) [env: CMS_NO_HOST=1].
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub no_host: bool,
+
     /// Colours: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_name = "WHEN", value_enum,
           default_value_t = ColorWhen::Auto, help_heading = GLOBAL)]
@@ -94,6 +103,14 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Whether sessions stay in this process: `--no-host`, or `CMS_NO_HOST` set to
+    /// anything but empty, `0` or `false`.
+    pub fn no_host(&self) -> bool {
+        self.no_host
+            || std::env::var("CMS_NO_HOST")
+                .is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+    }
+
     /// The Claude Code executable: `--claude-bin`, else `$CMS_CLAUDE_BIN`, else `claude`.
     /// (Read here rather than by clap, so an environment value never shows in a usage line.)
     pub fn claude_bin(&self) -> PathBuf {
@@ -282,6 +299,17 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Serve MCP on stdio, so Claude Code can spawn and steer sessions with native tools.
     Mcp,
+    /// Run the session host in the foreground (logs on stderr): it owns every live
+    /// session of this CMS_HOME; other commands start it in the background when needed.
+    #[command(after_help = examples!(
+        "cms serve                      # until Ctrl-C; sessions are then stopped, resumable",
+        "cms serve --idle-exit never    # stay up with no session",
+        "CMS_HOST_IDLE=1h cms spawn ... # the idle time of a host started in the background",
+    ))]
+    Serve(ServeArgs),
+    /// The session host: status, stop, restart.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Register `cms mcp` with Claude Code (interactive without flags).
     Setup(SetupArgs),
     /// Plugins: list what is loaded, check that every plugin loads, or run a plugin tool.
@@ -398,6 +426,36 @@ pub struct ContinueArgs {
     /// The follow-up (`-` reads it from stdin).
     #[arg(long, default_value = "", hide_default_value = true)]
     pub message: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Exit after this long with no live session and no client (e.g. 90s, 15m, 2h;
+    /// `never`) [env: CMS_HOST_IDLE] [default: 15m].
+    #[arg(long, value_name = "DURATION", value_parser = idle_duration)]
+    pub idle_exit: Option<Option<std::time::Duration>>,
+}
+
+/// A host's idle time: a humantime duration, or `never`.
+pub fn idle_duration(s: &str) -> Result<Option<std::time::Duration>, String> {
+    match s.trim() {
+        "never" | "0" => Ok(None),
+        t => humantime::parse_duration(t)
+            .map(Some)
+            .map_err(|e| format!("{e} (write e.g. 90s, 15m, 2h, or never)")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Whether a host runs for this CMS_HOME: its pid, version, uptime, live sessions
+    /// and clients (exit 1 when none runs).
+    Status,
+    /// Stop the host: its sessions are stopped (resumable); the next command that
+    /// needs one starts a new host.
+    Stop,
+    /// Stop the host and start a new one in the background (after an upgrade).
+    Restart,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,9 +4,9 @@ use super::args::{Cli, Command};
 use super::out::{self};
 use super::outcome::{CliError, Json, Outcome, Printed};
 use super::{
-    completions, delegate, demo, man, plugins, policy, render, repl, script, sessions, setup,
+    completions, delegate, demo, host, man, plugins, policy, render, repl, script, sessions, setup,
 };
-use crate::app::exit;
+use crate::app::{exit, HostUse};
 use crate::engine::{EngineConfig, Manager};
 use std::io::IsTerminal;
 
@@ -30,15 +30,39 @@ pub fn config(cli: &Cli) -> EngineConfig {
             Command::Script(_) => "script",
             Command::Repl(_) => "repl",
             Command::Mcp => "mcp",
+            Command::Serve(_) | Command::Host(_) => "host",
             Command::Demo(_) => "demo",
             _ => "cli",
         },
     })
 }
 
+/// Whether `cli`'s command reaches its sessions through the session host: not with
+/// `--no-host`/`CMS_NO_HOST`; a command that runs a turn starts the host when none
+/// runs; one that only ends or pauses a session uses it when it runs.
+pub fn host_use(cli: &Cli) -> HostUse {
+    if cli.no_host() {
+        return HostUse::Never;
+    }
+    match &cli.command {
+        Command::Spawn(_)
+        | Command::Send(_)
+        | Command::Resume(_)
+        | Command::Fork(_)
+        | Command::Batch(_)
+        | Command::Delegate(_)
+        | Command::Continue(_)
+        | Command::Script(_)
+        | Command::Repl(_)
+        | Command::Mcp => HostUse::Start,
+        _ => HostUse::IfRunning,
+    }
+}
+
 fn run_command(mut cli: Cli) -> i32 {
     let cfg = config(&cli);
     let json = cli.json;
+    let want = host_use(&cli);
     if let Err(e) = cli.command.resolve() {
         return usage_error(json, e);
     }
@@ -48,21 +72,23 @@ fn run_command(mut cli: Cli) -> i32 {
             return usage_error(json, "demo has no JSON output (it is a tour for people)")
         }
         Command::Demo(a) => return demo::run(&a, &cfg),
-        Command::Script(a) => return script::run(cfg, a, json),
+        Command::Script(a) => return script::run(cfg, a, json, want),
         Command::Repl(_) if json => {
             return usage_error(json, "repl has no JSON output (it is a prompt for people)")
         }
-        Command::Repl(a) => return repl::run(cfg, a),
+        Command::Repl(a) => return repl::run(cfg, a, want),
         cmd @ (Command::Delegate(_)
         | Command::Continue(_)
         | Command::Finish(_)
-        | Command::Abort(_)) => return delegate::run(cfg, cmd, json),
+        | Command::Abort(_)) => return delegate::run(cfg, cmd, json, want),
         Command::Policy(cmd) => return policy::run(cmd, json),
         // `main` sends `cms mcp` to the MCP frontend; the CLI never serves it.
         Command::Mcp => {
             exit::fail("`cms mcp` is served by the entry point, not the CLI frontend");
             return exit::USAGE;
         }
+        Command::Serve(a) => return host::serve(cfg, &a),
+        Command::Host(cmd) => return host::run(cfg, cmd, json),
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),
@@ -101,7 +127,7 @@ fn run_command(mut cli: Cli) -> i32 {
         @ (Command::List(_) | Command::Status(_) | Command::Output(_) | Command::History(_)) => {
             sessions::read_existing(cfg, &cmd, json)
         }
-        cmd => sessions::run_async(cfg, cmd, json),
+        cmd => sessions::run_async(cfg, cmd, json, want),
     };
     match result {
         Ok(Outcome::Done(p)) => {

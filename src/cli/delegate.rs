@@ -7,7 +7,7 @@ use super::out::{self, outln};
 use super::outcome::text_arg;
 use super::render::money;
 use crate::app::runtime::shutdown_signal;
-use crate::app::{exit, App, LuaApp};
+use crate::app::{exit, App, HostUse, LuaApp};
 use crate::delegate::{self, DelegateOptions, DelegateResult};
 use crate::engine::EngineConfig;
 use crate::lua::HostOptions;
@@ -16,8 +16,8 @@ use serde_json::json;
 /// Run a delegation command; returns the exit code. `completed` and `needs_input`
 /// exit 0; `check_failed`, `failed`, `cost_exceeded` and `turns_exceeded` exit 1
 /// (the result is printed either way).
-pub fn run(cfg: EngineConfig, cmd: Command, json: bool) -> i32 {
-    let app = match App::start(cfg) {
+pub fn run(cfg: EngineConfig, cmd: Command, json: bool, want: HostUse) -> i32 {
+    let app = match App::open(cfg, want) {
         Ok(app) => app,
         Err(e) => return out::fail(json, e),
     };

@@ -6,6 +6,7 @@ mod commands;
 mod completions;
 mod delegate;
 mod demo;
+mod host;
 mod man;
 pub(crate) mod out;
 mod outcome;
@@ -21,4 +22,4 @@ mod style;
 mod trust;
 
 pub use args::{command, Cli, Command};
-pub use commands::{config, run};
+pub use commands::{config, host_use, run};

@@ -4,7 +4,7 @@
 
 use super::args::ReplArgs;
 use super::out::{self, errln, outln};
-use crate::app::{exit, App, LuaApp};
+use crate::app::{exit, App, HostUse, LuaApp};
 use crate::engine::{EngineConfig, Sessions};
 use crate::lua::host::Eval;
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
@@ -141,9 +141,9 @@ impl Input {
     }
 }
 
-pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
+pub fn run(cfg: EngineConfig, args: ReplArgs, want: HostUse) -> i32 {
     let history = cfg.home.join("repl_history");
-    let app = match App::start(cfg) {
+    let app = match App::open(cfg, want) {
         Ok(app) => app,
         Err(e) => return exit::fail(e),
     };
@@ -237,6 +237,8 @@ pub fn run(cfg: EngineConfig, args: ReplArgs) -> i32 {
     if let Input::Terminal(ed) = &mut input {
         let _ = ed.save_history(&history);
     }
+    // Sessions started here end with the REPL, unless started with `keep = true`.
+    app.run_local(host.stop_started());
     app.block_on(manager.shutdown());
     if failed && !interactive {
         1

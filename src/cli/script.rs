@@ -4,8 +4,9 @@
 use super::args::ScriptArgs;
 use super::out::{self, outln};
 use crate::app::runtime::shutdown_signal;
-use crate::app::{exit, App, LuaApp};
+use crate::app::{exit, App, HostUse, LuaApp};
 use crate::engine::{EngineConfig, Sessions};
+use crate::lua::events::stop_started;
 use crate::lua::{pretty::pretty, LuaHost, ScriptError};
 use crate::sandbox::limits::{self, is_interrupted};
 use std::sync::atomic::Ordering;
@@ -22,6 +23,7 @@ const UNWIND_GRACE: Duration = Duration::from_millis(700);
 /// receiver, which wakes a script that was waiting. Runs on the runtime's worker
 /// threads, so a script spinning on this thread does not delay it.
 fn on_signal_interrupt(host: &LuaHost, manager: &Arc<dyn Sessions>) -> oneshot::Receiver<()> {
+    let started = host.started();
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = oneshot::channel();
     let flag = limits::interrupter(host.lua());
@@ -45,6 +47,7 @@ fn on_signal_interrupt(host: &LuaHost, manager: &Arc<dyn Sessions>) -> oneshot::
         let _ = tx.send(());
         tokio::time::sleep(UNWIND_GRACE).await;
         manager.kill_all().await;
+        stop_started(manager.as_ref(), &started).await;
         std::process::exit(exit::interrupted("the script"));
     });
     rx
@@ -52,8 +55,8 @@ fn on_signal_interrupt(host: &LuaHost, manager: &Arc<dyn Sessions>) -> oneshot::
 
 /// Run the script; returns the exit code (0, 1 on error, the code of `os.exit`, 130
 /// on Ctrl-C or SIGTERM).
-pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
-    let app = match App::start(cfg) {
+pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool, want: HostUse) -> i32 {
+    let app = match App::open(cfg, want) {
         Ok(app) => app,
         Err(e) => return out::fail(json, e),
     };
@@ -79,6 +82,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
         let code = match outcome {
             None => {
                 manager.kill_all().await;
+                host.stop_started().await;
                 if json {
                     let _ = outln!(
                         "{}",
@@ -94,6 +98,7 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
                             let _ = outln!("{text}");
                         }
                         Err(e) => {
+                            host.stop_started().await;
                             manager.shutdown().await;
                             return out::fail(
                                 json,
@@ -109,6 +114,8 @@ pub fn run(cfg: EngineConfig, args: ScriptArgs, json: bool) -> i32 {
             Some(Err(ScriptError::Exit(code))) => code,
             Some(Err(e)) => out::fail(json, e),
         };
+        // Sessions the script started end with it, unless it said `keep = true`.
+        host.stop_started().await;
         manager.shutdown().await;
         code
     })

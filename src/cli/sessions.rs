@@ -7,7 +7,7 @@ use super::args::{Command, ListArgs, SortKey};
 use super::out::errln;
 use super::outcome::{text_arg, CliError, Json, Outcome, Printed};
 use super::render;
-use crate::app::App;
+use crate::app::{App, HostUse};
 use crate::engine::manager::BatchProgress;
 use crate::engine::{BatchSpec, EngineConfig, Response, SessionOptions, SessionRecord, Sessions};
 use serde_json::{json, Value};
@@ -116,13 +116,18 @@ fn done(text: String, json: Value) -> Outcome {
     })
 }
 
-pub(super) fn run_async(cfg: EngineConfig, cmd: Command, json: bool) -> Result<Outcome, CliError> {
+pub(super) fn run_async(
+    cfg: EngineConfig,
+    cmd: Command,
+    json: bool,
+    want: HostUse,
+) -> Result<Outcome, CliError> {
     if let Command::Cleanup(a) = &cmd {
         // It may ask a question: before the runtime, so Ctrl-C ends it plainly.
         return cleanup(cfg, a, json);
     }
     let interrupted = interrupted_name(&cmd);
-    let app = App::start(cfg).map_err(CliError::Input)?;
+    let app = App::open(cfg, want).map_err(CliError::Input)?;
     let manager = app.sessions().clone();
     // A delegated session stays guarded when sent to directly: load the safety
     // policy for the commands that can restart a guarded one (an unguarded session
@@ -293,6 +298,8 @@ async fn async_command(
         | Command::Abort(_)
         | Command::Policy(_)
         | Command::Mcp
+        | Command::Serve(_)
+        | Command::Host(_)
         | Command::Setup(_)
         | Command::Trust(_)
         | Command::Untrust(_)

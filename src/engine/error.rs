@@ -121,6 +121,19 @@ pub enum EngineError {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// An error the session host reported, in its words; `code` names its kind
+    /// (`timeout`, `exited`, `store`, ...).
+    #[error("{message}")]
+    Remote {
+        code: String,
+        message: String,
+        partial: Option<Box<Response>>,
+    },
+
+    /// The session host cannot be reached, started, or used by this process.
+    #[error("{0}")]
+    Host(String),
 }
 
 /// What a caller can do about an error; each frontend says how in its own terms.
@@ -167,8 +180,40 @@ impl EngineError {
             | EngineError::Stopped { partial }
             | EngineError::Killed { partial }
             | EngineError::ConversationMissing { partial, .. }
-            | EngineError::PolicyStopped { partial, .. } => partial.as_deref(),
+            | EngineError::PolicyStopped { partial, .. }
+            | EngineError::Remote { partial, .. } => partial.as_deref(),
             _ => None,
+        }
+    }
+
+    /// A stable name for the kind of error (the host protocol carries it).
+    pub fn code(&self) -> &str {
+        match self {
+            EngineError::NotFound(_) => "not_found",
+            EngineError::AlreadyExists(_) => "already_exists",
+            EngineError::InvalidName(_) => "invalid_name",
+            EngineError::Paused(_) => "paused",
+            EngineError::NoSessionId(_) => "no_session_id",
+            EngineError::BudgetSpent { .. } => "budget_spent",
+            EngineError::BinaryNotFound { .. } => "binary_not_found",
+            EngineError::Spawn { .. } => "spawn",
+            EngineError::Exited { .. } => "exited",
+            EngineError::Timeout { .. } => "timeout",
+            EngineError::LineTooLong { .. } => "line_too_long",
+            EngineError::Stopped { .. } => "stopped",
+            EngineError::Killed { .. } => "killed",
+            EngineError::PolicyStopped { .. } => "policy_stopped",
+            EngineError::HeldElsewhere { .. } => "held_elsewhere",
+            EngineError::Busy { .. } => "busy",
+            EngineError::NotLive(_) => "not_live",
+            EngineError::ConversationMissing { .. } => "conversation_missing",
+            EngineError::HomeIsFile(_) => "home_is_file",
+            EngineError::Write(_) => "write",
+            EngineError::Store { .. } => "store",
+            EngineError::Io { .. } => "io",
+            EngineError::Invalid(_) => "invalid",
+            EngineError::Remote { code, .. } => code,
+            EngineError::Host(_) => "host",
         }
     }
 

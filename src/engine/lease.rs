@@ -71,7 +71,13 @@ pub fn holder(home: &Path, name: &str) -> Holder {
 /// Take the lease if it is free right now (None: another process holds it), saying
 /// in the file that this process (of `kind`: `cli`, `mcp`, ...) holds it.
 pub fn try_take(home: &Path, name: &str, kind: &str) -> Result<Option<Lease>> {
-    let path = lock_path(home, name);
+    try_lock(&lock_path(home, name), kind)
+}
+
+/// Take an exclusive lock on the file at `path` if it is free right now (None:
+/// another process holds it), writing this process's pid and `kind` into it. The
+/// kernel drops it when the process dies.
+pub fn try_lock(path: &Path, kind: &str) -> Result<Option<Lease>> {
     let dir = path.parent().expect("lock files live in a folder");
     if !dir.exists() {
         std::fs::create_dir_all(dir)
@@ -81,7 +87,7 @@ pub fn try_take(home: &Path, name: &str, kind: &str) -> Result<Option<Lease>> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| EngineError::io(format!("cannot open {}", path.display()), e))?;
     // SAFETY: flock(2) on a descriptor we own.
     let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

@@ -8,6 +8,7 @@ pub mod config;
 pub mod cost;
 pub mod error;
 pub mod events;
+mod in_process;
 pub mod lease;
 pub mod manager;
 pub mod mode;

@@ -257,12 +257,14 @@ fn tidy(v: &mut Value) {
 }
 
 /// Everything `spawn` needs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SpawnRequest {
     pub name: String,
     pub prompt: String,
     pub options: SessionOptions,
-    /// Per-turn timeout (default: the engine's).
+    /// Per-turn timeout (default: the engine's); in seconds on the wire.
+    #[serde(rename = "timeout_secs", with = "opt_secs")]
     pub timeout: Option<Duration>,
     /// Stop the session after the first response (one-shot).
     pub stop_after: bool,
@@ -270,6 +272,24 @@ pub struct SpawnRequest {
     pub meta: Option<serde_json::Value>,
     /// The history kind of the first interaction (default `spawn`).
     pub kind: Option<String>,
+}
+
+/// An optional [`Duration`] as a number of seconds (the host protocol's form).
+pub mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let secs = Option::<f64>::deserialize(d)?;
+        super::seconds(secs).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The longest timeout, in seconds (ten years): a longer one is as good as none, and

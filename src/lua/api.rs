@@ -5,7 +5,7 @@
 
 use crate::engine::{EventKind, Sessions, SpawnSpec};
 use crate::lua::convert;
-use crate::lua::events::{dispatch_events, ensure_subscribed, Handler, HostShared};
+use crate::lua::events::{dispatch_events, ensure_subscribed, started, Handler, HostShared};
 use crate::lua::session::{engine_err, handle};
 use futures_util::future::join_all;
 use mlua::{Function, Lua, MultiValue, Table, Value};
@@ -32,11 +32,12 @@ pub fn install(
             async move {
                 // `replace` is the Lua API's own: not a spawn option of every face.
                 let (opts, replace) = without_flag(&lua, opts, "replace")?;
+                let (opts, keep) = without_flag(&lua, opts, "keep")?;
                 let spec: SpawnSpec = convert::opts(&lua, "cms.spawn", opts)?;
                 if replace && m.status(&spec.name).is_ok() {
                     m.delete_to_replace(&spec.name).await.map_err(engine_err)?;
                 }
-                spawn(lua, m, sh, spec).await
+                spawn(lua, m, sh, spec, keep).await
             }
         })?,
     )?;
@@ -47,11 +48,14 @@ pub fn install(
         lua.create_async_function(move |lua, opts: Value| {
             let (m, sh) = (m.clone(), sh.clone());
             async move {
+                let (opts, keep) = without_flag(&lua, opts, "keep")?;
                 let spec: SpawnSpec = convert::opts(&lua, "cms.get_or_spawn", opts)?;
                 match m.status(&spec.name) {
                     // As it is: its options stay its own, and a send resumes it.
                     Ok(rec) => handle(&lua, rec.name, m, sh, None),
-                    Err(crate::engine::EngineError::NotFound(_)) => spawn(lua, m, sh, spec).await,
+                    Err(crate::engine::EngineError::NotFound(_)) => {
+                        spawn(lua, m, sh, spec, keep).await
+                    }
                     Err(e) => Err(engine_err(e)),
                 }
             }
@@ -146,6 +150,7 @@ pub fn install(
                     crate::delegate::delegate(&lua, &m, &policy, opts, check.clone()).await;
                 dispatch_events(&lua, &sh);
                 let result = result.map_err(|e| mlua::Error::runtime(e.to_string()))?;
+                started(&sh, &result.name, false);
                 delegation(&lua, m, sh, result, check)
             }
         })?,
@@ -161,11 +166,13 @@ async fn spawn(
     m: Arc<dyn Sessions>,
     sh: Rc<HostShared>,
     spec: SpawnSpec,
+    keep: bool,
 ) -> mlua::Result<Value> {
     let req = spec.into_request(false).map_err(engine_err)?;
     let result = m.spawn(req).await;
     dispatch_events(&lua, &sh);
     let (rec, r) = result.map_err(engine_err)?;
+    started(&sh, &rec.name, keep);
     handle(&lua, rec.name, m, sh, Some(r))
 }
 

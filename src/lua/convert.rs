@@ -28,6 +28,9 @@ pub fn history(lua: &Lua, items: &[Interaction]) -> mlua::Result<Value> {
 #[serde(deny_unknown_fields)]
 pub struct ForkOpts {
     pub name: String,
+    /// Leave the fork live in the session host when the script ends.
+    #[serde(default)]
+    pub keep: bool,
     #[serde(default)]
     pub message: Option<String>,
     #[serde(default)]

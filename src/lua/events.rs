@@ -18,6 +18,36 @@ pub struct HostShared {
     pub handlers: RefCell<Vec<Handler>>,
     pub next_handler: Cell<u64>,
     pub(crate) events: RefCell<Option<broadcast::Receiver<SessionEvent>>>,
+    /// Sessions this host started without `keep = true`: stopped when it ends.
+    pub started: Started,
+}
+
+/// Names of the sessions a script or the REPL started and did not keep; shared with
+/// the signal handler, which stops them too.
+pub type Started = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Remember that `name` was started here and should end with the script (unless kept).
+pub(crate) fn started(shared: &HostShared, name: &str, keep: bool) {
+    if let Ok(mut s) = shared.started.lock() {
+        s.retain(|n| n != name);
+        if !keep {
+            s.push(name.to_string());
+        }
+    }
+}
+
+/// Stop the sessions in `started` that live on in the session host (in process
+/// they end with the process anyway); the list is emptied.
+pub async fn stop_started(sessions: &dyn Sessions, started: &Started) {
+    if sessions.location() != crate::engine::Where::Host {
+        return;
+    }
+    let names = std::mem::take(&mut *started.lock().unwrap_or_else(|e| e.into_inner()));
+    for name in names {
+        if let Err(e) = sessions.stop(&name).await {
+            tracing::debug!("could not stop {name}: {e}");
+        }
+    }
 }
 
 pub struct Handler {

@@ -8,7 +8,7 @@
 
 use crate::engine::Sessions;
 use crate::lua::api;
-use crate::lua::events::{dispatch_events, HostShared};
+use crate::lua::events::{dispatch_events, stop_started, HostShared, Started};
 use crate::sandbox::limits::call_limited;
 use crate::sandbox::state::exit_code;
 use crate::sandbox::{error_text, new_state, StateOptions};
@@ -140,6 +140,7 @@ impl LuaHost {
             handlers: RefCell::new(Vec::new()),
             next_handler: Cell::new(1),
             events: RefCell::new(None),
+            started: Arc::default(),
         });
         let host = LuaHost {
             memory_limit: opts.memory_limit,
@@ -176,6 +177,17 @@ impl LuaHost {
 
     pub fn sessions(&self) -> &Arc<dyn Sessions> {
         &self.manager
+    }
+
+    /// The sessions this host started and did not keep (`keep = true`).
+    pub fn started(&self) -> Started {
+        self.shared.started.clone()
+    }
+
+    /// Stop the sessions this host started and did not keep, when they live on in
+    /// the session host (in process, they end with the process).
+    pub async fn stop_started(&self) {
+        stop_started(self.manager.as_ref(), &self.shared.started).await
     }
 
     /// Run a script file; its return value is the script's result.

@@ -175,6 +175,7 @@ impl UserData for SessionHandle {
                     .await;
                 s.events(&lua);
                 let (_, r) = result.map_err(engine_err)?;
+                crate::lua::events::started(&s.shared, &opts.name, opts.keep);
                 lua.create_userdata(SessionHandle::new(
                     opts.name,
                     s.manager.clone(),

@@ -16,7 +16,7 @@ mod task_tools;
 pub mod tools;
 
 use crate::app::runtime::{errln, shutdown_signal};
-use crate::app::{exit, App};
+use crate::app::{exit, App, HostUse};
 use crate::engine::EngineConfig;
 use crate::lua::worker::LuaWorker;
 use rmcp::ServiceExt;
@@ -25,7 +25,7 @@ use std::io::IsTerminal;
 /// Serve MCP on stdin/stdout until the client goes away or a signal arrives; every
 /// session the server started is then stopped (resumable). Returns the exit code:
 /// 0 when the client went away, 130 on Ctrl-C or SIGTERM.
-pub fn run(cfg: EngineConfig) -> i32 {
+pub fn run(cfg: EngineConfig, want: HostUse) -> i32 {
     if std::io::stdin().is_terminal() {
         // A person typed `cms mcp`: say what it is and how it is meant to be used.
         errln!(
@@ -33,7 +33,7 @@ pub fn run(cfg: EngineConfig) -> i32 {
              register it with `cms setup` (Ctrl-D or Ctrl-C ends it)"
         );
     }
-    let app = match App::start(cfg) {
+    let app = match App::open(cfg, want) {
         Ok(app) => app,
         Err(e) => return exit::fail(e),
     };

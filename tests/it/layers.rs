@@ -15,11 +15,12 @@ const FLOORS: &[(&str, u32)] = &[
     ("sandbox", 3),
     ("plugins", 4),
     ("policy", 5),
-    ("delegate", 6),
-    ("lua", 7),
-    ("app", 8),
-    ("cli", 9),
-    ("mcp", 9),
+    ("host", 6),
+    ("delegate", 7),
+    ("lua", 8),
+    ("app", 9),
+    ("cli", 10),
+    ("mcp", 10),
 ];
 
 fn floor(module: &str) -> Option<u32> {
@@ -188,7 +189,7 @@ fn the_checker_catches_an_upward_and_a_sideways_import() {
     .unwrap();
     let bad = violations(src);
     let expected = [
-        "cli/mod.rs: `cli` (floor 9) imports `crate::mcp`",
+        "cli/mod.rs: `cli` (floor 10) imports `crate::mcp`",
         "engine/mod.rs: `engine` (floor 1) imports `crate::delegate`",
         "engine/mod.rs: `engine` (floor 1) imports `crate::lua`",
         "engine/x.rs: `engine` (floor 1) imports `crate::policy`",

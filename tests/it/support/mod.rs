@@ -167,6 +167,15 @@ pub struct Cms {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Cms {
+    /// The test's host (if one started) stops with the test.
+    fn drop(&mut self) {
+        if self.dir.path().join("cms/host.json").exists() {
+            let _ = self.cmd(&["host", "stop"]).output();
+        }
+    }
+}
+
 impl Default for Cms {
     fn default() -> Self {
         Cms::new()
@@ -192,7 +201,13 @@ impl Cms {
             .env("CMS_CLAUDE_BIN", sim_bin())
             .env("HOME", self.dir.path())
             .env_remove("RUST_LOG")
+            .env_remove("CMS_NO_HOST")
+            // A host this test started ends soon after the test (and at its drop).
+            .env("CMS_HOST_IDLE", "20s")
             .stdin(Stdio::null());
+        if std::env::var_os("CMS_TEST_NO_HOST").is_some() {
+            c.env("CMS_NO_HOST", "1");
+        }
         // Without bubblewrap (a developer machine; `tests/run.sh` installs it), guarded
         // Bash runs only when provably harmless: let the simulator tests run commands.
         if cms::engine::os_sandbox::available().is_none() {

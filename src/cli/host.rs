@@ -1,0 +1,140 @@
+//! `cms serve` (the session host in the foreground) and `cms host status|stop|restart`.
+
+use super::args::{HostCommand, ServeArgs};
+use super::out::{self, outln};
+use crate::app::runtime::{errln, init_runtime, shutdown_signal};
+use crate::app::{exit, App, HostUse};
+use crate::engine::EngineConfig;
+use crate::host::{HostInfo, ServeOptions};
+use std::time::Duration;
+
+/// How long a host started without `--idle-exit` waits with nothing to do.
+const DEFAULT_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// Run the host until Ctrl-C, SIGTERM, `cms host stop`, or its idle time.
+pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
+    let idle_exit = match &a.idle_exit {
+        Some(d) => *d,
+        None => match std::env::var(crate::host::start::IDLE_ENV) {
+            Ok(v) if !v.trim().is_empty() => match super::args::idle_duration(&v) {
+                Ok(d) => d,
+                Err(e) => return exit::fail(format!("{}={v}: {e}", crate::host::start::IDLE_ENV)),
+            },
+            _ => Some(DEFAULT_IDLE),
+        },
+    };
+    let app = match App::start(cfg) {
+        Ok(app) => app,
+        Err(e) => return exit::fail(e),
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    // Every guarded session of every client answers to this policy; edits reload it.
+    let _policy = match app.guard(&cwd) {
+        Ok(p) => p,
+        Err(e) => return exit::fail(e),
+    };
+    let Some(manager) = app.local_manager().cloned() else {
+        return exit::fail("the host keeps its sessions in process");
+    };
+    let opts = ServeOptions { idle_exit };
+    match app.block_on(crate::host::serve(manager, opts, shutdown_signal())) {
+        Ok(()) => exit::OK,
+        Err(e) => exit::fail(e),
+    }
+}
+
+pub fn run(cfg: EngineConfig, cmd: HostCommand, json: bool) -> i32 {
+    let rt = match init_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return out::fail(json, e),
+    };
+    let result = match cmd {
+        HostCommand::Status => rt
+            .block_on(crate::host::probe(&cfg))
+            .map(|info| match info {
+                Some(info) => show(&info, json),
+                None => {
+                    let _ = if json {
+                        outln!("{}", serde_json::json!({ "running": false }))
+                    } else {
+                        outln!("no cms host runs for {}", cfg.home.display())
+                    };
+                    exit::FAILED
+                }
+            }),
+        HostCommand::Stop => rt.block_on(crate::host::stop(&cfg)).map(|was| {
+            said(json, was.as_ref(), "stopped", &cfg);
+            exit::OK
+        }),
+        HostCommand::Restart => {
+            let was = match rt.block_on(crate::host::stop(&cfg)) {
+                Ok(w) => w,
+                Err(e) => return out::fail(json, e),
+            };
+            drop(rt);
+            return match App::open(cfg.clone(), HostUse::Start) {
+                Ok(app) => {
+                    let info = app.block_on(crate::host::probe(&cfg)).ok().flatten();
+                    if let Some(info) = info {
+                        if !json {
+                            let before = was.map(|w| format!(" (was pid {})", w.pid));
+                            errln!("cms host restarted{}", before.unwrap_or_default());
+                        }
+                        show(&info, json)
+                    } else {
+                        out::fail(json, "the new cms host did not answer")
+                    }
+                }
+                Err(e) => out::fail(json, e),
+            };
+        }
+    };
+    result.unwrap_or_else(|e| out::fail(json, e))
+}
+
+/// Print what the host says about itself.
+fn show(info: &HostInfo, json: bool) -> i32 {
+    if json {
+        let mut v = serde_json::to_value(info).unwrap_or_default();
+        v["running"] = true.into();
+        let _ = outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::OK;
+    }
+    let up = (crate::engine::events::now_ms() - info.started_at).max(0) as u64 / 1000;
+    let idle = match info.idle_exit_secs {
+        Some(s) => format!(
+            "after {} with nothing to do",
+            humantime::format_duration(Duration::from_secs(s as u64))
+        ),
+        None => "never on its own".into(),
+    };
+    let live = if info.live.is_empty() {
+        "none".to_string()
+    } else {
+        format!("{} ({})", info.live.len(), info.live.join(", "))
+    };
+    let _ = outln!("cms host      pid {}, version {}", info.pid, info.version);
+    let _ = outln!("home          {}", info.home.display());
+    let _ = outln!("socket        {}", info.socket.display());
+    let _ = outln!(
+        "up            {}",
+        humantime::format_duration(Duration::from_secs(up))
+    );
+    let _ = outln!("live          {live}");
+    let _ = outln!("clients       {} (this one included)", info.clients);
+    let _ = outln!("claude        {}", info.claude_bin.display());
+    let _ = outln!("exits         {idle}");
+    exit::OK
+}
+
+fn said(json: bool, was: Option<&HostInfo>, verb: &str, cfg: &EngineConfig) {
+    let _ = match (json, was) {
+        (true, Some(w)) => outln!("{}", serde_json::json!({ verb: true, "pid": w.pid })),
+        (true, None) => outln!("{}", serde_json::json!({ verb: false, "running": false })),
+        (false, Some(w)) => outln!(
+            "cms host (pid {}) {verb}; its sessions are stopped and resume on their next message",
+            w.pid
+        ),
+        (false, None) => outln!("no cms host runs for {}", cfg.home.display()),
+    };
+}

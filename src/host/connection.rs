@@ -1,0 +1,151 @@
+//! One open connection to the host: requests written as lines, answers matched to
+//! them by id, events passed on to the client's channel.
+
+use super::protocol::{Body, HostInfo, Op, Reply, Request, MAX_LINE, PROTOCOL};
+use crate::engine::{EngineError, Result, SessionEvent};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Body>>>>;
+
+/// One open connection to the host.
+pub struct Connection {
+    tx: mpsc::UnboundedSender<String>,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+    pub(super) info: HostInfo,
+}
+
+impl Connection {
+    /// Open a connection and say hello (None: nothing listens there).
+    pub(super) async fn open(
+        stream: UnixStream,
+        client: &str,
+        events: broadcast::Sender<SessionEvent>,
+    ) -> Result<Connection> {
+        let (read, mut write) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let pending: Pending = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (p, a) = (pending.clone(), alive.clone());
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(read);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match (&mut reader)
+                    .take(MAX_LINE as u64 + 1)
+                    .read_until(b'\n', &mut buf)
+                    .await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let reply: Reply = match serde_json::from_slice(&buf) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("unreadable line from the cms host: {e}");
+                        continue;
+                    }
+                };
+                match reply.body {
+                    Body::Event(e) => {
+                        let _ = events.send(e);
+                    }
+                    body => {
+                        let waiter = p.lock().unwrap().remove(&reply.id);
+                        match waiter {
+                            Some(w) => {
+                                let _ = w.send(body);
+                            }
+                            // A refusal comes before any request: fail them all.
+                            None if reply.id == 0 => {
+                                let refused = p.lock().unwrap().drain().collect::<Vec<_>>();
+                                for (_, w) in refused {
+                                    let _ = w.send(body.clone());
+                                }
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+            a.store(false, Ordering::SeqCst);
+            // Dropping the senders tells every waiter the host went away.
+            p.lock().unwrap().clear();
+        });
+        let mut conn = Connection {
+            tx,
+            pending,
+            alive,
+            info: HostInfo::default(),
+        };
+        let hello = Op::Hello {
+            protocol: PROTOCOL,
+            version: super::version(),
+            client: client.to_string(),
+            pid: std::process::id(),
+        };
+        conn.info = serde_json::from_value(conn.call(0, hello).await?).map_err(|e| {
+            EngineError::Host(format!(
+                "the cms host answered hello with something else: {e}"
+            ))
+        })?;
+        Ok(conn)
+    }
+
+    pub(super) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Send request `op` with a fresh id and wait for its answer.
+    pub(super) async fn call(&self, id: u64, op: Op) -> Result<Value> {
+        let id = if id == 0 { next_id() } else { id };
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let line = serde_json::to_string(&Request { id, op })
+            .map_err(|e| EngineError::Invalid(format!("cannot write the request: {e}")))?;
+        if self.tx.send(line + "\n").is_err() || !self.is_alive() {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(self.gone());
+        }
+        match rx.await {
+            Ok(Body::Ok(v)) => Ok(v),
+            Ok(Body::Error(e)) => Err((*e).into_error()),
+            Ok(Body::Event(_)) | Err(_) => Err(self.gone()),
+        }
+    }
+
+    /// Send a request whose answer nobody waits for (a subscription's events come
+    /// with its id).
+    pub(super) fn post(&self, id: u64, op: Op) {
+        if let Ok(line) = serde_json::to_string(&Request { id, op }) {
+            let _ = self.tx.send(line + "\n");
+        }
+    }
+
+    fn gone(&self) -> EngineError {
+        EngineError::Host(format!(
+            "the cms host (pid {}) went away before it answered; the session's state is in \
+             `cms status`, and the next command starts a new host",
+            self.info.pid
+        ))
+    }
+}
+
+pub(super) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
