@@ -27,15 +27,17 @@ pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
         Ok(app) => app,
         Err(e) => return exit::fail(e),
     };
-    let cwd = std::env::current_dir().unwrap_or_default();
-    // Every guarded session of every client answers to this policy; edits reload it.
-    let _policy = match app.guard(&cwd) {
-        Ok(p) => p,
-        Err(e) => return exit::fail(e),
-    };
     let Some(manager) = app.local_manager().cloned() else {
         return exit::fail("the host keeps its sessions in process");
     };
+    // Every guarded session answers to the scripts of the project it works in (this
+    // folder's first, each other's when a session works there); edits reload them.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let attached = match app.block_on(async { crate::policy::load(&cwd) }) {
+        Ok(a) => a,
+        Err(e) => return exit::fail(format!("cannot load the safety policy: {e}")),
+    };
+    crate::policy::install_per_project(&manager, &cwd, attached);
     let opts = ServeOptions { idle_exit };
     match app.block_on(crate::host::serve(manager, opts, shutdown_signal())) {
         Ok(()) => exit::OK,

@@ -20,11 +20,7 @@ impl Policy for LuaPolicy {
 
     fn session_policy(&self, _name: &str, options: &SessionOptions) -> Option<Arc<dyn Policy>> {
         let guard = options.guard.clone()?;
-        Some(Arc::new(GuardedSession {
-            service: self.0.clone(),
-            os_layer: guard.safety && crate::engine::os_sandbox::available().is_some(),
-            guard,
-        }))
+        Some(Arc::new(GuardedSession::new(self.0.clone(), guard)))
     }
 }
 
@@ -38,6 +34,18 @@ pub struct GuardedSession {
     pub(super) guard: Guard,
     /// Whether its shell commands run in the OS sandbox.
     pub(super) os_layer: bool,
+}
+
+impl GuardedSession {
+    /// `guard` answered by `service`; its shell commands run in the OS sandbox when
+    /// the safety net is on and one is available.
+    pub fn new(service: Arc<PolicyService>, guard: Guard) -> GuardedSession {
+        GuardedSession {
+            service,
+            os_layer: guard.safety && crate::engine::os_sandbox::available().is_some(),
+            guard,
+        }
+    }
 }
 
 impl Policy for GuardedSession {

@@ -4,6 +4,7 @@
 //! - [`service`]: the scripts in force (a validated snapshot), reloads, presets, limits;
 //! - `script_state`: the per-thread Lua state that answers, under a time limit;
 //! - [`door`]: the engine's [`crate::engine::Policy`] for guarded sessions (fails closed);
+//! - [`projects`]: the host's door, one policy service per project;
 //! - [`self_protect`]: what no guarded session may change, checked before any Lua;
 //! - [`isolation`]: Claude Code's own settings, hooks and MCP servers kept out of guarded sessions;
 //! - [`spawn_gate`]: the MCP ceiling, and the floor a guarded parent passes on;
@@ -11,6 +12,7 @@
 
 pub mod door;
 pub mod isolation;
+pub mod projects;
 mod script_state;
 pub mod self_protect;
 pub mod service;
@@ -58,6 +60,12 @@ pub fn attach(manager: &Manager, cwd: &Path) -> Result<Attached, PolicyError> {
     let attached = load(cwd)?;
     install(manager, &attached);
     Ok(attached)
+}
+
+/// The session host's policy: `attached` (loaded for the host's folder `dir`) for
+/// sessions working there, and each other project's own scripts for its sessions.
+pub fn install_per_project(manager: &Manager, dir: &Path, attached: Attached) {
+    manager.set_policy(Arc::new(projects::ProjectPolicies::new(dir, attached)));
 }
 
 /// Make `attached` the manager's policy: its guarded sessions answer to it.
