@@ -206,19 +206,9 @@ pub fn signal_pid(pid: u32, signal: i32) {
 }
 
 /// Whether a process runs: it exists and has not exited (a zombie, ended but not yet
-/// reaped by its parent, does not run).
+/// reaped by its parent, does not run). The same as [`pid_alive`].
 pub fn pid_running(pid: u32) -> bool {
-    if !pid_alive(pid) {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // `pid (comm) S ...`: the state follows the last `)` (comm may hold one).
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state != "Z" && state != "X"),
-        Err(_) => pid_alive(pid),
-    }
+    pid_alive(pid)
 }
 
 /// Wait (blocking) until a process no longer runs (gone, or a zombie its parent has
@@ -234,14 +224,27 @@ pub fn wait_gone(pid: u32, limit: std::time::Duration) -> bool {
     true
 }
 
-/// Whether a process exists (it may belong to another user).
+/// Whether a process exists and has not exited (it may belong to another user). A
+/// zombie (ended, not yet reaped: a killed host whose parent is slow to reap it) is
+/// not alive: it holds nothing.
 pub fn pid_alive(pid: u32) -> bool {
     if pid == 0 {
         return false;
     }
     // SAFETY: signal 0 only checks for existence.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)` (comm may hold one).
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
 }
 
 #[cfg(test)]

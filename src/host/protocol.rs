@@ -269,6 +269,37 @@ mod tests {
     }
 
     #[test]
+    fn the_examples_of_the_protocol_page_read() {
+        let page = include_str!("../../docs/HOST-PROTOCOL.md");
+        let mut requests = 0;
+        let mut replies = 0;
+        for line in page
+            .lines()
+            .filter(|l| l.starts_with("{\"id\"") && !l.contains("..."))
+        {
+            if line.contains("\"op\"") {
+                serde_json::from_str::<Request>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                requests += 1;
+            } else {
+                serde_json::from_str::<Reply>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                replies += 1;
+            }
+        }
+        assert!(
+            requests >= 4 && replies >= 3,
+            "{requests} requests, {replies} replies"
+        );
+        let spawn = r#"{"id":9,"op":"spawn","request":{"name":"a","prompt":"hi","options":{"model":"sonnet","work_dir":"/w"},"timeout_secs":30}}"#;
+        match serde_json::from_str::<Request>(spawn).unwrap().op {
+            Op::Spawn { request } => {
+                assert_eq!(request.timeout, Some(Duration::from_secs(30)));
+                assert_eq!(request.options.model.as_deref(), Some("sonnet"));
+            }
+            other => panic!("read as {other:?}"),
+        }
+    }
+
+    #[test]
     fn replies_are_one_object_with_the_id_beside_the_body() {
         let line = serde_json::to_string(&Reply {
             id: 3,
