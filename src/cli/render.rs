@@ -261,6 +261,9 @@ pub fn engine_error(e: &crate::engine::EngineError) -> String {
             "try again when it is done, or leave out --no-wait to queue behind it".to_string()
         }
         Some(Remedy::ShowStatus(n)) => format!("`cms status --name {n}` shows its state"),
+        Some(Remedy::UseHost(_)) => {
+            "run the command without --no-host (and CMS_NO_HOST unset) to reach it there".to_string()
+        }
         Some(Remedy::InstallClaude) => "install Claude Code (`npm install -g @anthropic-ai/claude-code`), \
              or point --claude-bin / CMS_CLAUDE_BIN at it; `cms demo` runs on the bundled simulator"
             .to_string(),

@@ -154,6 +154,9 @@ pub enum Remedy<'a> {
     InstallClaude,
     /// Look at the session's state (nothing is running to act on).
     ShowStatus(&'a str),
+    /// The session is live in the session host, which this process does not use:
+    /// go through the host.
+    UseHost(&'a str),
 }
 
 impl EngineError {
@@ -163,6 +166,9 @@ impl EngineError {
             EngineError::NotFound(_) => Remedy::ListSessions,
             EngineError::AlreadyExists(n) => Remedy::DeleteOrRename(n),
             EngineError::Paused(n) => Remedy::Resume(n),
+            EngineError::HeldElsewhere { name, holder } if holder.starts_with("cms host") => {
+                Remedy::UseHost(name)
+            }
             EngineError::HeldElsewhere { name, .. } => Remedy::SendWhereHeld(name),
             EngineError::Busy { name, .. } => Remedy::TryAgainLater(name),
             EngineError::BinaryNotFound { .. } => Remedy::InstallClaude,

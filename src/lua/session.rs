@@ -58,6 +58,9 @@ pub fn engine_err(e: crate::engine::EngineError) -> mlua::Error {
         ),
         Some(Remedy::TryAgainLater(_)) => "try again when it is done".to_string(),
         Some(Remedy::ShowStatus(n)) => format!("cms.get(\"{n}\"):status() shows its state"),
+        Some(Remedy::UseHost(_)) => {
+            "run the script without --no-host (and CMS_NO_HOST unset) to reach it there".to_string()
+        }
         Some(Remedy::InstallClaude) => "install Claude Code (`npm install -g @anthropic-ai/claude-code`), \
              or run the script with --claude-bin (or CMS_CLAUDE_BIN) pointing at it"
             .to_string(),

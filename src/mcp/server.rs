@@ -234,6 +234,10 @@ fn engine_error(e: &crate::engine::EngineError) -> String {
         ),
         Some(Remedy::TryAgainLater(_)) => "try again when it is done".to_string(),
         Some(Remedy::ShowStatus(n)) => format!("get_session_status '{n}' shows its state"),
+        Some(Remedy::UseHost(_)) => {
+            "this MCP server runs with --no-host (or CMS_NO_HOST): register it without, to reach the session host"
+                .to_string()
+        }
         Some(Remedy::InstallClaude) => "install Claude Code (`npm install -g @anthropic-ai/claude-code`) \
              where the cms MCP server runs, or set CMS_CLAUDE_BIN in the server's environment"
             .to_string(),
