@@ -79,6 +79,9 @@ impl HostClient {
     async fn connection(&self) -> Result<Arc<Connection>> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| c.is_alive()) {
+            if self.wants_events.load(Ordering::SeqCst) {
+                c.subscribe_all();
+            }
             return Ok(c.clone());
         }
         let (conn, _) = start::open(
@@ -90,7 +93,7 @@ impl HostClient {
         .await?;
         let conn = Arc::new(conn);
         if self.wants_events.load(Ordering::SeqCst) {
-            conn.post(next_id(), Op::Subscribe { sessions: None });
+            conn.subscribe_all();
         }
         *slot = Some(conn.clone());
         Ok(conn)
@@ -155,12 +158,12 @@ impl Sessions for HostClient {
 
     fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         let rx = self.events.subscribe();
-        if !self.wants_events.swap(true, Ordering::SeqCst) {
-            // Written now, before any later request: none of its events is missed.
-            if let Ok(slot) = self.conn.try_lock() {
-                if let Some(c) = slot.as_ref() {
-                    c.post(next_id(), Op::Subscribe { sessions: None });
-                }
+        self.wants_events.store(true, Ordering::SeqCst);
+        // Written now, before any later request, so none of its events is missed (when
+        // the connection is busy being replaced, the next request subscribes first).
+        if let Ok(slot) = self.conn.try_lock() {
+            if let Some(c) = slot.as_ref() {
+                c.subscribe_all();
             }
         }
         rx

@@ -18,6 +18,8 @@ pub struct Connection {
     tx: mpsc::UnboundedSender<String>,
     pending: Pending,
     alive: Arc<AtomicBool>,
+    /// Whether this connection carries the client's subscription to every event.
+    subscribed: AtomicBool,
     pub(super) info: HostInfo,
 }
 
@@ -90,6 +92,7 @@ impl Connection {
             tx,
             pending,
             alive,
+            subscribed: AtomicBool::new(false),
             info: HostInfo::default(),
         };
         let hello = Op::Hello {
@@ -125,6 +128,13 @@ impl Connection {
             Ok(Body::Ok(v)) => Ok(v),
             Ok(Body::Error(e)) => Err((*e).into_error()),
             Ok(Body::Event(_)) | Err(_) => Err(self.gone()),
+        }
+    }
+
+    /// Subscribe this connection to every event, once.
+    pub(super) fn subscribe_all(&self) {
+        if !self.subscribed.swap(true, Ordering::SeqCst) {
+            self.post(next_id(), Op::Subscribe { sessions: None });
         }
     }
 
