@@ -6,6 +6,7 @@
 //! its child and of its host, so stop, kill and delete still reach it, and a record
 //! whose host is gone is seen as stopped.
 
+use crate::engine::capacity::{Gate, Kind, Slot};
 use crate::engine::config::{EngineConfig, SessionOptions};
 use crate::engine::cost::CostScope;
 use crate::engine::error::{EngineError, Result};
@@ -22,10 +23,12 @@ use crate::engine::store::{Interaction, SessionRecord, Store, TurnOutcome};
 use crate::wire::ClaudeArgs;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+
+mod admission;
 
 pub use crate::engine::spec::{
     check_batch, seconds, split_list, validate_name, BatchSpec, SpawnRequest, SpawnSpec, ToolList,
@@ -39,7 +42,16 @@ pub struct Manager {
     events: std::sync::OnceLock<broadcast::Sender<SessionEvent>>,
     recorder: Mutex<Option<(mpsc::UnboundedSender<SessionEvent>, JoinHandle<()>)>>,
     policy: RwLock<Arc<dyn Policy>>,
+    /// Makes "is it live? if not, start it" one step for a name; never held while a
+    /// request waits for capacity.
     start_lock: tokio::sync::Mutex<()>,
+    /// Caps, budgets and the queues for slots ([`crate::engine::capacity`]).
+    capacity: Arc<Gate>,
+    /// USD of the turns this manager ran (`total_usd`).
+    spent: Mutex<f64>,
+    me: Weak<Manager>,
+    /// The runtime sessions run on, once one has started (a lowered cap parks there).
+    runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 impl Manager {
@@ -49,7 +61,7 @@ impl Manager {
             return Err(EngineError::HomeIsFile(cfg.home.clone()));
         }
         let store = Arc::new(Store::open(&cfg.home)?);
-        Ok(Arc::new(Manager {
+        Ok(Arc::new_cyclic(|me| Manager {
             cfg,
             store,
             live: Mutex::new(HashMap::new()),
@@ -57,6 +69,10 @@ impl Manager {
             recorder: Mutex::new(None),
             policy: RwLock::new(Arc::new(AllowAll)),
             start_lock: tokio::sync::Mutex::new(()),
+            capacity: Gate::new(),
+            spent: Mutex::new(0.0),
+            me: me.clone(),
+            runtime: OnceLock::new(),
         }))
     }
 
@@ -106,6 +122,7 @@ impl Manager {
     }
 
     fn sink(&self) -> EventSink {
+        self.runtime.get_or_init(tokio::runtime::Handle::current);
         let mut rec = self.recorder.lock().unwrap();
         if rec.is_none() {
             let (tx, mut rx) = mpsc::unbounded_channel::<SessionEvent>();
@@ -156,6 +173,7 @@ impl Manager {
         if req.prompt.trim().is_empty() {
             return Err(EngineError::Invalid("the prompt is empty".into()));
         }
+        self.check_budgets().await?;
         let mut options = req.options.clone();
         let work_dir = resolve_dir(options.work_dir.as_deref())?;
         options.work_dir = Some(work_dir.clone());
@@ -169,8 +187,13 @@ impl Manager {
             .ok_or_else(|| EngineError::AlreadyExists(req.name.clone()))?;
         let inserted = rec.clone();
         self.blocking(move |s| s.insert_session(&inserted)).await?;
+        let _in_use = self.capacity.pin(&req.name);
         let args = rec.options.claude_args();
-        let session = match self.start_live(&rec, args, &work_dir, lease).await {
+        let started = match self.admit(Kind::Live, &req.name).await {
+            Ok(slot) => self.start_live(&rec, args, &work_dir, lease, slot).await,
+            Err(e) => Err(e),
+        };
+        let session = match started {
             Ok(s) => s,
             Err(e) => {
                 let name = req.name.clone();
@@ -226,8 +249,13 @@ impl Manager {
         if message.trim().is_empty() {
             return Err(EngineError::Invalid("the message is empty".into()));
         }
+        self.check_budgets().await?;
+        let in_use = self.capacity.pin(name);
         let session = self.live_or_resume(name).await?;
-        self.turn(name, &session, kind, message, timeout).await
+        let result = self.turn(name, &session, kind, message, timeout).await;
+        drop(in_use);
+        self.trim().await;
+        result
     }
 
     /// One turn on a live session, recorded in the store whatever its outcome.
@@ -239,7 +267,10 @@ impl Manager {
         message: &str,
         timeout: Option<Duration>,
     ) -> Result<Response> {
-        // The budget is the session's, across its processes: a spent one takes no turn.
+        let _turn_slot = self.admit(Kind::Turn, name).await?;
+        // Budgets across sessions, then the session's own (across its processes): a
+        // spent one takes no turn.
+        self.check_budgets().await?;
         let info = session.info();
         budget_left(name, info.budget_usd, info.session_cost)?;
         let started = Instant::now();
@@ -278,6 +309,9 @@ impl Manager {
             Ok(r) => (Some(r.clone()), None),
             Err(e) => (e.partial().cloned(), Some(e.to_string())),
         };
+        if let Some(r) = &response {
+            *self.spent.lock().unwrap() += r.cost_usd;
+        }
         let reported_cost_usd = info.reported_total;
         let (name2, kind2, message2) = (name.to_string(), kind.to_string(), message.to_string());
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -358,9 +392,11 @@ impl Manager {
     /// a REPL, a script) or the configuration says not to wait.
     async fn live_or_resume(&self, name: &str) -> Result<Arc<LiveSession>> {
         let mut ticket: Option<Ticket> = None;
+        // A free live slot, taken (waiting in line) before a process is started.
+        let mut slot: Option<Slot> = None;
         loop {
             {
-                let _guard = self.start_lock.lock().await;
+                let guard = self.start_lock.lock().await;
                 if let Some(s) = self.live(name) {
                     // Ended from elsewhere (`cms stop` in another process) before this
                     // process heard of it: let it catch up, so the send resumes.
@@ -371,6 +407,17 @@ impl Manager {
                 if let Some(s) = self.live_here(name)? {
                     return Ok(s);
                 }
+                let Some(free) = slot.take() else {
+                    // Waiting for capacity holds no lock: other requests go on.
+                    drop(guard);
+                    let n = name.to_string();
+                    let rec = self.blocking(move |s| s.require(&n)).await?;
+                    if rec.state == SessionState::Paused {
+                        return Err(EngineError::Paused(name.to_string()));
+                    }
+                    slot = Some(self.admit(Kind::Live, name).await?);
+                    continue;
+                };
                 let n = name.to_string();
                 let mine = ticket.as_ref().map_or(i64::MAX, |t| t.id);
                 let ahead = self.blocking(move |s| s.tickets_before(&n, mine)).await?;
@@ -378,9 +425,10 @@ impl Manager {
                     if let Some(lease) = lease::try_take(&self.cfg.home, name, &self.cfg.host_kind)?
                     {
                         drop(ticket.take());
-                        return self.resume_locked(name, lease).await;
+                        return self.resume_locked(name, lease, free).await;
                     }
                 }
+                slot = Some(free);
                 let n = name.to_string();
                 self.blocking(move |s| s.require(&n)).await?;
                 let holder = lease::holder(&self.cfg.home, name);
@@ -437,7 +485,12 @@ impl Manager {
     }
 
     /// Start a process resuming (or forking) the stored conversation; the lease is held.
-    async fn resume_locked(&self, name: &str, lease: lease::Lease) -> Result<Arc<LiveSession>> {
+    async fn resume_locked(
+        &self,
+        name: &str,
+        lease: lease::Lease,
+        slot: Slot,
+    ) -> Result<Arc<LiveSession>> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
         if rec.state == SessionState::Paused {
@@ -471,7 +524,7 @@ impl Manager {
         let mut rec = rec;
         rec.reported_cost_usd = recorded;
         rec.cost_scope = scope;
-        self.start_live_locked(&rec, args, &dir, lease).await
+        self.start_live_locked(&rec, args, &dir, lease, slot).await
     }
 
     async fn start_live(
@@ -480,19 +533,22 @@ impl Manager {
         args: ClaudeArgs,
         cwd: &Path,
         lease: lease::Lease,
+        slot: Slot,
     ) -> Result<Arc<LiveSession>> {
         let _guard = self.start_lock.lock().await;
-        self.start_live_locked(rec, args, cwd, lease).await
+        self.start_live_locked(rec, args, cwd, lease, slot).await
     }
 
     /// Start the child. `rec.reported_cost_usd` is the conversation total the CLI last
-    /// reported (for a fork, the parent's).
+    /// reported (for a fork, the parent's). `slot` counts the child until it is in
+    /// the live map, where it is counted from then on.
     async fn start_live_locked(
         &self,
         rec: &SessionRecord,
         mut args: ClaudeArgs,
         cwd: &Path,
         lease: lease::Lease,
+        slot: Slot,
     ) -> Result<Arc<LiveSession>> {
         // `--max-budget-usd` counts one process; the session's budget is for its life.
         let budget_usd = args.max_budget_usd;
@@ -529,6 +585,8 @@ impl Manager {
             .lock()
             .unwrap()
             .insert(rec.name.clone(), session.clone());
+        drop(slot);
+        self.tell_capacity_on_exit(&session);
         let (name, pid, kind) = (rec.name.clone(), session.pid(), self.cfg.host_kind.clone());
         self.blocking(move |s| {
             s.update(&name, |r| {
@@ -668,9 +726,30 @@ impl Manager {
     async fn end(&self, name: &str, kill: bool) -> Result<SessionRecord> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
-        let live = self.live.lock().unwrap().remove(name);
+        let live = self.take_live(name);
+        self.end_taken(rec, live, kill, SessionState::Stopped).await
+    }
+
+    /// Take a session out of the live map; its child counts in the slot returned
+    /// until it has stopped.
+    fn take_live(&self, name: &str) -> Option<(Slot, Arc<LiveSession>)> {
+        let hold = Slot::take_now(&self.capacity, Kind::Live);
+        let s = self.live.lock().unwrap().remove(name)?;
+        Some((hold, s))
+    }
+
+    /// Stop (or kill) a session taken out of the live map, or its process in another
+    /// cms; record `resting` (`stopped`, or `parked`) unless it was killed or failed.
+    async fn end_taken(
+        &self,
+        rec: SessionRecord,
+        live: Option<(Slot, Arc<LiveSession>)>,
+        kill: bool,
+        resting: SessionState,
+    ) -> Result<SessionRecord> {
+        let name = rec.name.as_str();
         let mut last_error = None;
-        if let Some(s) = live {
+        if let Some((_stopping, s)) = live {
             let exit = if kill { s.kill().await } else { s.stop().await };
             if !kill && exit.code.is_some_and(|c| c != 0) {
                 last_error = Some(format!("claude exited with code {:?} on stop", exit.code));
@@ -698,7 +777,7 @@ impl Manager {
         } else if rec.state == SessionState::Killed || rec.state == SessionState::Failed {
             rec.state
         } else {
-            SessionState::Stopped
+            resting
         };
         let n = name.to_string();
         self.blocking(move |s| {
@@ -738,14 +817,14 @@ impl Manager {
     pub async fn delete(&self, name: &str) -> Result<()> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
-        let live = self.live.lock().unwrap().remove(name);
-        if let Some(s) = live {
+        if let Some((_stopping, s)) = self.take_live(name) {
             s.kill().await;
         } else if let (Some(_), Some(pid)) = (other_live_host(&rec), rec.pid) {
             let _ = tokio::task::spawn_blocking(move || process::end_tree(pid)).await;
         }
         let n = name.to_string();
         self.blocking(move |s| s.delete(&n)).await?;
+        self.capacity.forget(name);
         Ok(())
     }
 
@@ -782,6 +861,11 @@ impl Manager {
 
     /// The state a record should have if its recorded process is gone (None: as stored).
     fn effective_state(&self, rec: &SessionRecord) -> Option<SessionState> {
+        if rec.state == SessionState::Queued {
+            // Waiting in a cms process: as stored while that process lives.
+            let waiting = rec.host_pid.is_some_and(process::pid_alive);
+            return (!waiting).then_some(SessionState::Stopped);
+        }
         let claims_process = rec.state.is_live() || rec.pid.is_some();
         if !claims_process || self.live(&rec.name).is_some() || other_live_host(rec).is_some() {
             return None;
@@ -1073,6 +1157,122 @@ fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
+/// Sessions live in this process.
+#[async_trait::async_trait]
+impl Sessions for Manager {
+    fn location(&self) -> Where {
+        Where::InProcess
+    }
+
+    fn config(&self) -> &EngineConfig {
+        Manager::config(self)
+    }
+
+    fn store(&self) -> &Store {
+        Manager::store(self)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        Manager::subscribe(self)
+    }
+
+    fn status(&self, name: &str) -> Result<SessionRecord> {
+        Manager::status(self, name)
+    }
+
+    fn list(&self) -> Result<Vec<SessionRecord>> {
+        Manager::list(self)
+    }
+
+    fn has_process(&self, name: &str) -> Result<bool> {
+        Manager::has_process(self, name)
+    }
+
+    async fn spawn(&self, req: SpawnRequest) -> Result<(SessionRecord, Response)> {
+        Manager::spawn(self, req).await
+    }
+
+    async fn send_as(
+        &self,
+        name: &str,
+        message: &str,
+        timeout: Option<Duration>,
+        kind: &str,
+    ) -> Result<Response> {
+        Manager::send_as(self, name, message, timeout, kind).await
+    }
+
+    async fn pause(&self, name: &str) -> Result<SessionRecord> {
+        Manager::pause(self, name).await
+    }
+
+    async fn resume(
+        &self,
+        name: &str,
+        message: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(SessionRecord, Option<Response>)> {
+        Manager::resume(self, name, message, timeout).await
+    }
+
+    async fn fork(
+        &self,
+        name: &str,
+        new_name: &str,
+        message: Option<&str>,
+        overrides: SessionOptions,
+        timeout: Option<Duration>,
+    ) -> Result<(SessionRecord, Option<Response>)> {
+        Manager::fork(self, name, new_name, message, overrides, timeout).await
+    }
+
+    async fn interrupt(&self, name: &str) -> Result<()> {
+        Manager::interrupt(self, name).await
+    }
+
+    async fn stop(&self, name: &str) -> Result<SessionRecord> {
+        Manager::stop(self, name).await
+    }
+
+    async fn kill(&self, name: &str) -> Result<SessionRecord> {
+        Manager::kill(self, name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        Manager::delete(self, name).await
+    }
+
+    async fn delete_to_replace(&self, name: &str) -> Result<()> {
+        Manager::delete_to_replace(self, name).await
+    }
+
+    fn idle(&self, days: f64) -> Result<Vec<SessionRecord>> {
+        Manager::idle(self, days)
+    }
+
+    fn remove_idle(&self, names: &[String], days: f64) -> Result<Vec<String>> {
+        Manager::remove_idle(self, names, days)
+    }
+
+    async fn shutdown(&self) {
+        Manager::shutdown(self).await
+    }
+
+    async fn kill_all(&self) {
+        Manager::kill_all(self).await
+    }
+
+    async fn interrupt_all(&self) {
+        for name in self.live_names() {
+            if let Some(s) = self.live(&name) {
+                if s.state().is_busy() {
+                    let _ = s.interrupt().await;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1193,121 +1393,5 @@ mod tests {
             bad.is_err(),
             "a misspelt field is an error, not silently ignored"
         );
-    }
-}
-
-/// Sessions live in this process.
-#[async_trait::async_trait]
-impl Sessions for Manager {
-    fn location(&self) -> Where {
-        Where::InProcess
-    }
-
-    fn config(&self) -> &EngineConfig {
-        Manager::config(self)
-    }
-
-    fn store(&self) -> &Store {
-        Manager::store(self)
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
-        Manager::subscribe(self)
-    }
-
-    fn status(&self, name: &str) -> Result<SessionRecord> {
-        Manager::status(self, name)
-    }
-
-    fn list(&self) -> Result<Vec<SessionRecord>> {
-        Manager::list(self)
-    }
-
-    fn has_process(&self, name: &str) -> Result<bool> {
-        Manager::has_process(self, name)
-    }
-
-    async fn spawn(&self, req: SpawnRequest) -> Result<(SessionRecord, Response)> {
-        Manager::spawn(self, req).await
-    }
-
-    async fn send_as(
-        &self,
-        name: &str,
-        message: &str,
-        timeout: Option<Duration>,
-        kind: &str,
-    ) -> Result<Response> {
-        Manager::send_as(self, name, message, timeout, kind).await
-    }
-
-    async fn pause(&self, name: &str) -> Result<SessionRecord> {
-        Manager::pause(self, name).await
-    }
-
-    async fn resume(
-        &self,
-        name: &str,
-        message: Option<&str>,
-        timeout: Option<Duration>,
-    ) -> Result<(SessionRecord, Option<Response>)> {
-        Manager::resume(self, name, message, timeout).await
-    }
-
-    async fn fork(
-        &self,
-        name: &str,
-        new_name: &str,
-        message: Option<&str>,
-        overrides: SessionOptions,
-        timeout: Option<Duration>,
-    ) -> Result<(SessionRecord, Option<Response>)> {
-        Manager::fork(self, name, new_name, message, overrides, timeout).await
-    }
-
-    async fn interrupt(&self, name: &str) -> Result<()> {
-        Manager::interrupt(self, name).await
-    }
-
-    async fn stop(&self, name: &str) -> Result<SessionRecord> {
-        Manager::stop(self, name).await
-    }
-
-    async fn kill(&self, name: &str) -> Result<SessionRecord> {
-        Manager::kill(self, name).await
-    }
-
-    async fn delete(&self, name: &str) -> Result<()> {
-        Manager::delete(self, name).await
-    }
-
-    async fn delete_to_replace(&self, name: &str) -> Result<()> {
-        Manager::delete_to_replace(self, name).await
-    }
-
-    fn idle(&self, days: f64) -> Result<Vec<SessionRecord>> {
-        Manager::idle(self, days)
-    }
-
-    fn remove_idle(&self, names: &[String], days: f64) -> Result<Vec<String>> {
-        Manager::remove_idle(self, names, days)
-    }
-
-    async fn shutdown(&self) {
-        Manager::shutdown(self).await
-    }
-
-    async fn kill_all(&self) {
-        Manager::kill_all(self).await
-    }
-
-    async fn interrupt_all(&self) {
-        for name in self.live_names() {
-            if let Some(s) = self.live(&name) {
-                if s.state().is_busy() {
-                    let _ = s.interrupt().await;
-                }
-            }
-        }
     }
 }
