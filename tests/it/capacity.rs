@@ -197,7 +197,7 @@ async fn the_line_is_first_come_first_served_and_announces_each_place() {
     let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
     // `a` holds the one slot with a long turn: it cannot be parked meanwhile.
     let busy = {
-        let (m, req) = (m.clone(), env.req("a", "SLOW 800 a"));
+        let (m, req) = (m.clone(), env.req("a", "SLOW 1500 a"));
         tokio::spawn(async move { m.spawn(req).await })
     };
     eventually("a runs", || m.live_names() == ["a"]).await;

@@ -79,6 +79,11 @@ impl Manager {
             if kind == Kind::Live && position == 1 && self.park_one().await {
                 continue;
             }
+            // Recorded before it is announced: who hears of it reads `queued`.
+            if kind == Kind::Live && marked.is_none() {
+                marked = Some(self.mark_queued(name).await?);
+            }
+            let position = place.position();
             if position != told {
                 told = position;
                 self.sink().emit(SessionEvent {
@@ -86,9 +91,6 @@ impl Manager {
                     at_ms: now_ms(),
                     kind: EventKind::Queued { position },
                 });
-            }
-            if kind == Kind::Live && marked.is_none() {
-                marked = Some(self.mark_queued(name).await?);
             }
             // A child that exits on its own says so too; the timeout is a backstop.
             let _ = tokio::time::timeout(CAPACITY_POLL, changes.changed()).await;
