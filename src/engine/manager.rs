@@ -627,6 +627,8 @@ impl Manager {
         let new_state = match &live {
             Some(s) => {
                 s.unpause();
+                // Idle again, it may be parked for a request waiting in line.
+                self.capacity.bump();
                 s.state()
             }
             None => match rec.state {

@@ -503,3 +503,37 @@ fn host_values_are_checked() {
         (None, None, None)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_session_is_never_parked() {
+    let env = env_with(None, live(1));
+    let m = env.manager.clone();
+    m.spawn(env.req("a", "hi")).await.unwrap();
+    m.pause("a").await.unwrap();
+    let b = {
+        let (m, req) = (m.clone(), env.req("b", "hi b"));
+        tokio::spawn(async move { m.spawn(req).await })
+    };
+    eventually("b waits", || {
+        m.status("b").is_ok_and(|r| r.state == SessionState::Queued)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        m.live_names(),
+        ["a"],
+        "the paused session keeps its process"
+    );
+    assert_eq!(m.status("a").unwrap().state, SessionState::Paused);
+    // Resumed (idle again), it can be parked, and `b` goes ahead.
+    m.resume("a", None, None).await.unwrap();
+    let (rec, r) = tokio::time::timeout(Duration::from_secs(10), b)
+        .await
+        .expect("b starts once a can be parked")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.text, "echo: hi b");
+    assert_eq!(rec.state, SessionState::Idle);
+    assert_eq!(m.status("a").unwrap().state, SessionState::Parked);
+    m.shutdown().await;
+}
