@@ -39,6 +39,19 @@ local M = {}
 -- spend; the cost and turn limits are what stop a runaway delegation.
 M.limits = { max_cost = 2.00, max_turns = 50, timeout = 3600 }
 
+-- The host's caps and budgets, across every session one cms process (`cms serve`,
+-- an MCP server, a script) holds. They apply to all its sessions, guarded or not,
+-- and an edit takes effect without a restart. nil is no limit.
+--   max_live   claude processes alive at once. When one more is needed, the least
+--              recently used idle session is parked (stopped; its next message
+--              resumes it with its conversation); when none is idle, the request
+--              waits in line (state `queued`). nil: one per GiB of memory, 2 to 8.
+--   max_turns  turns running at once across sessions; others wait in line.
+--   daily_usd  USD all sessions may spend per day (since local midnight); once
+--              spent, no turn starts until midnight.
+--   total_usd  USD all sessions may spend while the host runs.
+M.host = { max_live = nil, max_turns = nil, daily_usd = nil, total_usd = nil }
+
 local function granted(preset, name)
   if not preset then return true end
   local allow = preset.allow

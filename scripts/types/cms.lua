@@ -20,7 +20,7 @@ cms = {}
 -- end generated
 
 -- generated: cms.SessionState
----@alias cms.SessionState "starting"|"idle"|"busy"|"retrying"|"paused"|"stopped"|"failed"|"killed"
+---@alias cms.SessionState "starting"|"idle"|"busy"|"retrying"|"paused"|"stopped"|"failed"|"killed"|"parked"|"queued"
 -- end generated
 
 ---A tool call Claude Code refused in a turn.
@@ -238,6 +238,7 @@ function cms.parallel(fns) end
 --- | `retry`       | `attempt`, `max_retries`, `retry_delay_ms`, `error_status`, `error` |
 --- | `cost_baseline` | `usd`, `scope` (`process`, `conversation`, `unknown`), `note`: where a process's cost count starts |
 --- | `waiting`     | `holder_pid`, `holder_kind`, `position`: another cms process drives the session |
+--- | `queued`      | `position` (1: next): the request waits for a free slot of the host (`host.max_live`, `host.max_turns` in `safety.lua`) |
 --- | `violation`   | `rule`, `message`, `action`, `tool`                          |
 --- | `result`      | `cost_usd`, `session_cost_usd`, `num_turns`, `is_error`, `subtype` |
 --- | `state`       | `state`                                                      |
@@ -246,7 +247,7 @@ function cms.parallel(fns) end
 ---@class cms.Event
 ---@field session string The cms session name.
 ---@field at_ms integer Milliseconds since the Unix epoch.
----@field event "init"|"text"|"tool_use"|"tool_result"|"permission"|"retry"|"cost_baseline"|"waiting"|"violation"|"result"|"state"|"error"|"exit"
+---@field event "init"|"text"|"tool_use"|"tool_result"|"permission"|"retry"|"cost_baseline"|"waiting"|"queued"|"violation"|"result"|"state"|"error"|"exit"
 ---@field [string] any
 
 ---Call `fn(event)` for engine events (see `cms.Event`), or `*` for all. Handlers

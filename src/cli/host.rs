@@ -124,6 +124,21 @@ fn show(info: &HostInfo, json: bool) -> i32 {
     );
     let _ = outln!("live          {live}");
     let _ = outln!("clients       {} (this one included)", info.clients);
+    let cap = &info.capacity;
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "no limit".into());
+    let _ = outln!(
+        "caps          max_live {}, max_turns {}, {} waiting",
+        or_none(cap.max_live.map(|n| n.to_string())),
+        or_none(cap.max_turns.map(|n| n.to_string())),
+        info.waiting
+    );
+    if cap.daily_usd.is_some() || cap.total_usd.is_some() {
+        let _ = outln!(
+            "budgets       daily {}, total {}",
+            or_none(cap.daily_usd.map(|u| format!("${u:.2}"))),
+            or_none(cap.total_usd.map(|u| format!("${u:.2}")))
+        );
+    }
     let _ = outln!("claude        {}", info.claude_bin.display());
     let _ = outln!("exits         {idle}");
     exit::OK

@@ -73,6 +73,16 @@ pub fn line(e: &SessionEvent) -> Option<String> {
                 e.session
             ))
         }
+        EventKind::Queued { position } => {
+            let place = match position {
+                1 => "next in line".to_string(),
+                n => format!("{n} in line"),
+            };
+            Some(format!(
+                "cms: session '{}' waits for a free slot ({place}; host.max_live and host.max_turns in safety.lua set how many)",
+                e.session
+            ))
+        }
         EventKind::Retry(r) => {
             let status = match r.error_status {
                 Some(s) => format!("API error {s}"),

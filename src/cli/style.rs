@@ -55,14 +55,16 @@ pub fn stderr() -> bool {
 }
 
 /// How a state reads: failed and killed red, busy and retrying yellow, idle green,
-/// starting cyan, stopped and paused dim.
+/// starting and queued cyan, stopped, paused and parked dim.
 pub fn state_style(s: SessionState) -> Style {
     match s {
         SessionState::Failed | SessionState::Killed => AnsiColor::Red.on_default(),
         SessionState::Busy | SessionState::Retrying => AnsiColor::Yellow.on_default(),
         SessionState::Idle => AnsiColor::Green.on_default(),
-        SessionState::Starting => AnsiColor::Cyan.on_default(),
-        SessionState::Stopped | SessionState::Paused => Style::new().effects(Effects::DIMMED),
+        SessionState::Starting | SessionState::Queued => AnsiColor::Cyan.on_default(),
+        SessionState::Stopped | SessionState::Paused | SessionState::Parked => {
+            Style::new().effects(Effects::DIMMED)
+        }
     }
 }
 

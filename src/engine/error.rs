@@ -31,6 +31,17 @@ pub enum EngineError {
         spent: f64,
     },
 
+    /// A budget across sessions (`host.daily_usd`, `host.total_usd`) is spent.
+    #[error("the budget {budget} across all sessions is spent (${spent:.4} {since}, of ${limit:.2}), so no turn starts; it is set by host.{budget} in safety.lua")]
+    HostBudgetSpent {
+        /// `daily_usd` or `total_usd`.
+        budget: &'static str,
+        /// `since midnight (local time)` or `since the host started`.
+        since: &'static str,
+        limit: f64,
+        spent: f64,
+    },
+
     #[error("claude executable not found: {path}")]
     BinaryNotFound { path: PathBuf },
 
@@ -201,6 +212,7 @@ impl EngineError {
             EngineError::Paused(_) => "paused",
             EngineError::NoSessionId(_) => "no_session_id",
             EngineError::BudgetSpent { .. } => "budget_spent",
+            EngineError::HostBudgetSpent { .. } => "host_budget_spent",
             EngineError::BinaryNotFound { .. } => "binary_not_found",
             EngineError::Spawn { .. } => "spawn",
             EngineError::Exited { .. } => "exited",

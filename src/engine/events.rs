@@ -53,6 +53,13 @@ pub enum EventKind {
         /// 1: next in line.
         position: usize,
     },
+    /// The request waits for a free slot of this manager (`max_live` children or
+    /// `max_turns` turns at once). Sent on entering the queue and whenever the place
+    /// changes.
+    Queued {
+        /// 1: next in line.
+        position: usize,
+    },
     /// A process's cost count starts from this figure (see [`crate::engine::cost`]).
     CostBaseline(crate::engine::cost::CostBaseline),
     /// The policy found a safety rule broken and acted (`denied`, `warned`,
@@ -117,6 +124,7 @@ impl EventKind {
         "retry",
         "cost_baseline",
         "waiting",
+        "queued",
         "violation",
         "result",
         "state",
@@ -135,6 +143,7 @@ impl EventKind {
             EventKind::Retry(_) => "retry",
             EventKind::CostBaseline(_) => "cost_baseline",
             EventKind::Waiting { .. } => "waiting",
+            EventKind::Queued { .. } => "queued",
             EventKind::Violation { .. } => "violation",
             EventKind::Result { .. } => "result",
             EventKind::State { .. } => "state",
@@ -213,6 +222,7 @@ mod tests {
                 holder_kind: None,
                 position: 1,
             },
+            EventKind::Queued { position: 2 },
             EventKind::Violation {
                 rule: "r".into(),
                 message: "m".into(),

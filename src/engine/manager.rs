@@ -6,6 +6,7 @@
 //! its child and of its host, so stop, kill and delete still reach it, and a record
 //! whose host is gone is seen as stopped.
 
+use crate::engine::capacity::{Gate, Kind, Slot};
 use crate::engine::config::{EngineConfig, SessionOptions};
 use crate::engine::cost::CostScope;
 use crate::engine::error::{EngineError, Result};
@@ -21,10 +22,12 @@ use crate::engine::store::{Interaction, SessionRecord, Store, TurnOutcome};
 use crate::wire::ClaudeArgs;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+
+mod admission;
 
 pub use crate::engine::spec::{
     check_batch, seconds, split_list, validate_name, BatchSpec, SpawnRequest, SpawnSpec, ToolList,
@@ -38,7 +41,16 @@ pub struct Manager {
     events: std::sync::OnceLock<broadcast::Sender<SessionEvent>>,
     recorder: Mutex<Option<(mpsc::UnboundedSender<SessionEvent>, JoinHandle<()>)>>,
     policy: RwLock<Arc<dyn Policy>>,
+    /// Makes "is it live? if not, start it" one step for a name; never held while a
+    /// request waits for capacity.
     start_lock: tokio::sync::Mutex<()>,
+    /// Caps, budgets and the queues for slots ([`crate::engine::capacity`]).
+    capacity: Arc<Gate>,
+    /// USD of the turns this manager ran (`total_usd`).
+    spent: Mutex<f64>,
+    me: Weak<Manager>,
+    /// The runtime sessions run on, once one has started (a lowered cap parks there).
+    runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 impl Manager {
@@ -48,7 +60,7 @@ impl Manager {
             return Err(EngineError::HomeIsFile(cfg.home.clone()));
         }
         let store = Arc::new(Store::open(&cfg.home)?);
-        Ok(Arc::new(Manager {
+        Ok(Arc::new_cyclic(|me| Manager {
             cfg,
             store,
             live: Mutex::new(HashMap::new()),
@@ -56,6 +68,10 @@ impl Manager {
             recorder: Mutex::new(None),
             policy: RwLock::new(Arc::new(AllowAll)),
             start_lock: tokio::sync::Mutex::new(()),
+            capacity: Gate::new(),
+            spent: Mutex::new(0.0),
+            me: me.clone(),
+            runtime: OnceLock::new(),
         }))
     }
 
@@ -105,6 +121,7 @@ impl Manager {
     }
 
     fn sink(&self) -> EventSink {
+        self.runtime.get_or_init(tokio::runtime::Handle::current);
         let mut rec = self.recorder.lock().unwrap();
         if rec.is_none() {
             let (tx, mut rx) = mpsc::unbounded_channel::<SessionEvent>();
@@ -155,6 +172,7 @@ impl Manager {
         if req.prompt.trim().is_empty() {
             return Err(EngineError::Invalid("the prompt is empty".into()));
         }
+        self.check_budgets().await?;
         let mut options = req.options.clone();
         let work_dir = resolve_dir(options.work_dir.as_deref())?;
         options.work_dir = Some(work_dir.clone());
@@ -168,8 +186,13 @@ impl Manager {
             .ok_or_else(|| EngineError::AlreadyExists(req.name.clone()))?;
         let inserted = rec.clone();
         self.blocking(move |s| s.insert_session(&inserted)).await?;
+        let _in_use = self.capacity.pin(&req.name);
         let args = rec.options.claude_args();
-        let session = match self.start_live(&rec, args, &work_dir, lease).await {
+        let started = match self.admit(Kind::Live, &req.name).await {
+            Ok(slot) => self.start_live(&rec, args, &work_dir, lease, slot).await,
+            Err(e) => Err(e),
+        };
+        let session = match started {
             Ok(s) => s,
             Err(e) => {
                 let name = req.name.clone();
@@ -225,8 +248,13 @@ impl Manager {
         if message.trim().is_empty() {
             return Err(EngineError::Invalid("the message is empty".into()));
         }
+        self.check_budgets().await?;
+        let in_use = self.capacity.pin(name);
         let session = self.live_or_resume(name).await?;
-        self.turn(name, &session, kind, message, timeout).await
+        let result = self.turn(name, &session, kind, message, timeout).await;
+        drop(in_use);
+        self.trim().await;
+        result
     }
 
     /// One turn on a live session, recorded in the store whatever its outcome.
@@ -238,7 +266,10 @@ impl Manager {
         message: &str,
         timeout: Option<Duration>,
     ) -> Result<Response> {
-        // The budget is the session's, across its processes: a spent one takes no turn.
+        let _turn_slot = self.admit(Kind::Turn, name).await?;
+        // Budgets across sessions, then the session's own (across its processes): a
+        // spent one takes no turn.
+        self.check_budgets().await?;
         let info = session.info();
         budget_left(name, info.budget_usd, info.session_cost)?;
         let started = Instant::now();
@@ -277,6 +308,9 @@ impl Manager {
             Ok(r) => (Some(r.clone()), None),
             Err(e) => (e.partial().cloned(), Some(e.to_string())),
         };
+        if let Some(r) = &response {
+            *self.spent.lock().unwrap() += r.cost_usd;
+        }
         let reported_cost_usd = info.reported_total;
         let (name2, kind2, message2) = (name.to_string(), kind.to_string(), message.to_string());
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -357,9 +391,11 @@ impl Manager {
     /// a REPL, a script) or the configuration says not to wait.
     async fn live_or_resume(&self, name: &str) -> Result<Arc<LiveSession>> {
         let mut ticket: Option<Ticket> = None;
+        // A free live slot, taken (waiting in line) before a process is started.
+        let mut slot: Option<Slot> = None;
         loop {
             {
-                let _guard = self.start_lock.lock().await;
+                let guard = self.start_lock.lock().await;
                 if let Some(s) = self.live(name) {
                     // Ended from elsewhere (`cms stop` in another process) before this
                     // process heard of it: let it catch up, so the send resumes.
@@ -370,6 +406,17 @@ impl Manager {
                 if let Some(s) = self.live_here(name)? {
                     return Ok(s);
                 }
+                let Some(free) = slot.take() else {
+                    // Waiting for capacity holds no lock: other requests go on.
+                    drop(guard);
+                    let n = name.to_string();
+                    let rec = self.blocking(move |s| s.require(&n)).await?;
+                    if rec.state == SessionState::Paused {
+                        return Err(EngineError::Paused(name.to_string()));
+                    }
+                    slot = Some(self.admit(Kind::Live, name).await?);
+                    continue;
+                };
                 let n = name.to_string();
                 let mine = ticket.as_ref().map_or(i64::MAX, |t| t.id);
                 let ahead = self.blocking(move |s| s.tickets_before(&n, mine)).await?;
@@ -377,9 +424,10 @@ impl Manager {
                     if let Some(lease) = lease::try_take(&self.cfg.home, name, &self.cfg.host_kind)?
                     {
                         drop(ticket.take());
-                        return self.resume_locked(name, lease).await;
+                        return self.resume_locked(name, lease, free).await;
                     }
                 }
+                slot = Some(free);
                 let n = name.to_string();
                 self.blocking(move |s| s.require(&n)).await?;
                 let holder = lease::holder(&self.cfg.home, name);
@@ -436,7 +484,12 @@ impl Manager {
     }
 
     /// Start a process resuming (or forking) the stored conversation; the lease is held.
-    async fn resume_locked(&self, name: &str, lease: lease::Lease) -> Result<Arc<LiveSession>> {
+    async fn resume_locked(
+        &self,
+        name: &str,
+        lease: lease::Lease,
+        slot: Slot,
+    ) -> Result<Arc<LiveSession>> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
         if rec.state == SessionState::Paused {
@@ -470,7 +523,7 @@ impl Manager {
         let mut rec = rec;
         rec.reported_cost_usd = recorded;
         rec.cost_scope = scope;
-        self.start_live_locked(&rec, args, &dir, lease).await
+        self.start_live_locked(&rec, args, &dir, lease, slot).await
     }
 
     async fn start_live(
@@ -479,19 +532,22 @@ impl Manager {
         args: ClaudeArgs,
         cwd: &Path,
         lease: lease::Lease,
+        slot: Slot,
     ) -> Result<Arc<LiveSession>> {
         let _guard = self.start_lock.lock().await;
-        self.start_live_locked(rec, args, cwd, lease).await
+        self.start_live_locked(rec, args, cwd, lease, slot).await
     }
 
     /// Start the child. `rec.reported_cost_usd` is the conversation total the CLI last
-    /// reported (for a fork, the parent's).
+    /// reported (for a fork, the parent's). `slot` counts the child until it is in
+    /// the live map, where it is counted from then on.
     async fn start_live_locked(
         &self,
         rec: &SessionRecord,
         mut args: ClaudeArgs,
         cwd: &Path,
         lease: lease::Lease,
+        slot: Slot,
     ) -> Result<Arc<LiveSession>> {
         // `--max-budget-usd` counts one process; the session's budget is for its life.
         let budget_usd = args.max_budget_usd;
@@ -528,6 +584,8 @@ impl Manager {
             .lock()
             .unwrap()
             .insert(rec.name.clone(), session.clone());
+        drop(slot);
+        self.tell_capacity_on_exit(&session);
         let (name, pid, kind) = (rec.name.clone(), session.pid(), self.cfg.host_kind.clone());
         self.blocking(move |s| {
             s.update(&name, |r| {
@@ -568,6 +626,8 @@ impl Manager {
         let new_state = match &live {
             Some(s) => {
                 s.unpause();
+                // Idle again, it may be parked for a request waiting in line.
+                self.capacity.bump();
                 s.state()
             }
             None => match rec.state {
@@ -667,9 +727,30 @@ impl Manager {
     async fn end(&self, name: &str, kill: bool) -> Result<SessionRecord> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
-        let live = self.live.lock().unwrap().remove(name);
+        let live = self.take_live(name);
+        self.end_taken(rec, live, kill, SessionState::Stopped).await
+    }
+
+    /// Take a session out of the live map; its child counts in the slot returned
+    /// until it has stopped.
+    fn take_live(&self, name: &str) -> Option<(Slot, Arc<LiveSession>)> {
+        let hold = Slot::take_now(&self.capacity, Kind::Live);
+        let s = self.live.lock().unwrap().remove(name)?;
+        Some((hold, s))
+    }
+
+    /// Stop (or kill) a session taken out of the live map, or its process in another
+    /// cms; record `resting` (`stopped`, or `parked`) unless it was killed or failed.
+    async fn end_taken(
+        &self,
+        rec: SessionRecord,
+        live: Option<(Slot, Arc<LiveSession>)>,
+        kill: bool,
+        resting: SessionState,
+    ) -> Result<SessionRecord> {
+        let name = rec.name.as_str();
         let mut last_error = None;
-        if let Some(s) = live {
+        if let Some((_stopping, s)) = live {
             let exit = if kill { s.kill().await } else { s.stop().await };
             if !kill && exit.code.is_some_and(|c| c != 0) {
                 last_error = Some(format!("claude exited with code {:?} on stop", exit.code));
@@ -697,7 +778,7 @@ impl Manager {
         } else if rec.state == SessionState::Killed || rec.state == SessionState::Failed {
             rec.state
         } else {
-            SessionState::Stopped
+            resting
         };
         let n = name.to_string();
         self.blocking(move |s| {
@@ -737,14 +818,14 @@ impl Manager {
     pub async fn delete(&self, name: &str) -> Result<()> {
         let n = name.to_string();
         let rec = self.blocking(move |s| s.require(&n)).await?;
-        let live = self.live.lock().unwrap().remove(name);
-        if let Some(s) = live {
+        if let Some((_stopping, s)) = self.take_live(name) {
             s.kill().await;
         } else if let (Some(_), Some(pid)) = (other_live_host(&rec), rec.pid) {
             let _ = tokio::task::spawn_blocking(move || process::end_tree(pid)).await;
         }
         let n = name.to_string();
         self.blocking(move |s| s.delete(&n)).await?;
+        self.capacity.forget(name);
         Ok(())
     }
 
@@ -781,6 +862,11 @@ impl Manager {
 
     /// The state a record should have if its recorded process is gone (None: as stored).
     fn effective_state(&self, rec: &SessionRecord) -> Option<SessionState> {
+        if rec.state == SessionState::Queued {
+            // Waiting in a cms process: as stored while that process lives.
+            let waiting = rec.host_pid.is_some_and(process::pid_alive);
+            return (!waiting).then_some(SessionState::Stopped);
+        }
         let claims_process = rec.state.is_live() || rec.pid.is_some();
         if !claims_process || self.live(&rec.name).is_some() || other_live_host(rec).is_some() {
             return None;

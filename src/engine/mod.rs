@@ -3,6 +3,7 @@
 //! prints and never reads a terminal.
 
 mod actor;
+pub mod capacity;
 mod child;
 pub mod config;
 pub mod cost;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod store;
 pub mod supervisor;
 
+pub use capacity::Capacity;
 pub use config::{EngineConfig, SessionOptions};
 pub use error::{EngineError, Remedy, Result};
 pub use events::{EventKind, SessionEvent};

@@ -9,7 +9,9 @@ use std::fmt;
 /// Live states (a `claude` child exists): `Starting`, `Idle`, `Busy`, `Retrying`, and
 /// `Paused` when the host keeps the child. Resting states: `Stopped` (resumable),
 /// `Failed` (the child died or could not start; resumable when an id is known),
-/// `Killed` (force-terminated; resumable when an id is known).
+/// `Killed` (force-terminated; resumable when an id is known), `Parked` (stopped by the
+/// manager to free a slot under its `max_live` cap; its next send resumes it). Waiting
+/// state: `Queued` (no process yet; the request that starts one waits for a free slot).
 ///
 /// The one list of states: the MCP `list_sessions` filter and the LuaLS alias
 /// `cms.SessionState` take their values from it.
@@ -27,11 +29,15 @@ pub enum SessionState {
     #[serde(alias = "error")]
     Failed,
     Killed,
+    // Stopped by the manager to make room for another session (`max_live`).
+    Parked,
+    // Waiting for a free slot under the manager's `max_live` cap.
+    Queued,
 }
 
 impl SessionState {
     /// Every state, in the order of a session's life.
-    pub const ALL: [SessionState; 8] = [
+    pub const ALL: [SessionState; 10] = [
         SessionState::Starting,
         SessionState::Idle,
         SessionState::Busy,
@@ -40,6 +46,8 @@ impl SessionState {
         SessionState::Stopped,
         SessionState::Failed,
         SessionState::Killed,
+        SessionState::Parked,
+        SessionState::Queued,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +60,8 @@ impl SessionState {
             SessionState::Stopped => "stopped",
             SessionState::Failed => "failed",
             SessionState::Killed => "killed",
+            SessionState::Parked => "parked",
+            SessionState::Queued => "queued",
         }
     }
 
@@ -65,6 +75,8 @@ impl SessionState {
             "stopped" => SessionState::Stopped,
             "failed" | "error" => SessionState::Failed,
             "killed" => SessionState::Killed,
+            "parked" => SessionState::Parked,
+            "queued" => SessionState::Queued,
             _ => return None,
         })
     }

@@ -528,6 +528,18 @@ impl Store {
         Ok(())
     }
 
+    /// The cost of every turn recorded since `at_ms` (ms since the epoch), across
+    /// sessions (those deleted since are no longer counted).
+    pub fn cost_since(&self, at_ms: i64) -> Result<f64> {
+        let conn = self.conn.lock().unwrap();
+        conn.query_row(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM interactions WHERE at >= ?1",
+            [at_ms],
+            |r| r.get(0),
+        )
+        .map_err(|e| self.err(e))
+    }
+
     /// Mark a turn in flight, so `cms status` in another process sees it.
     pub fn set_state(&self, name: &str, state: SessionState) -> Result<()> {
         let conn = self.conn.lock().unwrap();

@@ -143,6 +143,12 @@ pub struct HostInfo {
     pub clients: usize,
     /// Requests being served now.
     pub in_flight: usize,
+    /// Requests waiting for a live child or a turn (`max_live`, `max_turns`).
+    #[serde(default)]
+    pub waiting: usize,
+    /// The caps and budgets in force (`M.host` of `safety.lua`).
+    #[serde(default)]
+    pub capacity: crate::engine::capacity::Capacity,
     /// The host exits after this long with no live session and no client (None: never).
     pub idle_exit_secs: Option<f64>,
 }

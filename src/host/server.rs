@@ -59,6 +59,8 @@ impl Host {
             live,
             clients: self.clients.load(Ordering::SeqCst),
             in_flight: self.in_flight.load(Ordering::SeqCst),
+            waiting: self.manager.waiting(),
+            capacity: self.manager.capacity(),
             idle_exit_secs: self.idle_exit.map(|d| d.as_secs_f64()),
         }
     }

@@ -24,7 +24,7 @@ pub use crate::sandbox::Layers;
 pub use door::{GuardedSession, LuaPolicy};
 pub use script_state::{check_file, ScriptKind};
 pub use service::PolicyService;
-pub use snapshot::{Limits, PolicyError, Preset, ReloadReport};
+pub use snapshot::{HostCaps, Limits, PolicyError, Preset, ReloadReport};
 
 use crate::engine::Manager;
 use std::path::Path;
@@ -57,27 +57,49 @@ impl Attached {
 /// Load the layered scripts for a host working in `cwd`, install them as the
 /// manager's policy, and reload them when their files change.
 pub fn attach(manager: &Manager, cwd: &Path) -> Result<Attached, PolicyError> {
-    let attached = load(cwd)?;
+    attach_layers(manager, Layers::standard(cwd))
+}
+
+/// [`attach`] with the script layers given (tests, hosts with their own folders).
+pub fn attach_layers(manager: &Manager, layers: Layers) -> Result<Attached, PolicyError> {
+    let attached = load_layers(layers)?;
     install(manager, &attached);
     Ok(attached)
 }
 
 /// The session host's policy: `attached` (loaded for the host's folder `dir`) for
 /// sessions working there, and each other project's own scripts for its sessions.
+/// The caps and budgets of `M.host` come from `attached`, now and after each reload.
 pub fn install_per_project(manager: &Manager, dir: &Path, attached: Attached) {
+    install_capacity(manager, &attached);
     manager.set_policy(Arc::new(projects::ProjectPolicies::new(dir, attached)));
 }
 
-/// Make `attached` the manager's policy: its guarded sessions answer to it.
+/// Make `attached` the manager's policy: its guarded sessions answer to it, and the
+/// caps and budgets of `M.host` hold for all its sessions, now and after each reload.
 pub fn install(manager: &Manager, attached: &Attached) {
     manager.set_policy(Arc::new(LuaPolicy(attached.service.clone())));
+    install_capacity(manager, attached);
+}
+
+/// The caps and budgets of `attached`'s `M.host` on the manager, again after each reload.
+fn install_capacity(manager: &Manager, attached: &Attached) {
+    manager.set_capacity(attached.service.capacity());
+    let set = manager.capacity_setter();
+    let service = attached.service.clone();
+    attached.on_reload(move |_| set(service.capacity()));
 }
 
 /// Load the layered scripts for work in `cwd` and reload them when their files
 /// change, without installing them anywhere (a client of the host reads presets and
 /// strategies from them; the host enforces its own).
 pub fn load(cwd: &Path) -> Result<Attached, PolicyError> {
-    let (service, _) = PolicyService::start(Layers::standard(cwd), DECISION_LIMIT)?;
+    load_layers(Layers::standard(cwd))
+}
+
+/// [`load`] with the script layers given.
+pub fn load_layers(layers: Layers) -> Result<Attached, PolicyError> {
+    let (service, _) = PolicyService::start(layers, DECISION_LIMIT)?;
     for e in service.stale() {
         tracing::warn!("policy file not in force: {e}");
     }

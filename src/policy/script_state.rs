@@ -2,7 +2,7 @@
 //! safety hooks, the presets, the limits and the plugin policies, called under a
 //! time limit; and `cms policy check FILE`.
 
-use super::snapshot::{fail_closed, Limits, PolicyError, Preset, Snapshot};
+use super::snapshot::{fail_closed, HostCaps, Limits, PolicyError, Preset, Snapshot};
 use crate::engine::{Decision, Guard, Progress, SessionEvent, ToolCall, Verdict, Violation};
 use crate::sandbox::error_text;
 use crate::sandbox::limits::call_limited;
@@ -18,6 +18,8 @@ pub(super) struct ScriptState {
     pub(super) safety: Table,
     pub(super) presets: Table,
     pub(super) limits: Limits,
+    /// `M.host`: the caps and budgets across sessions, validated.
+    pub(super) host: HostCaps,
     /// `(name, file, on_tool_use)` of each plugin policy, asked first.
     pub(super) plugin_policies: Vec<(String, String, Function)>,
     /// The file `safety.lua` came from (named when it answers nonsense).
@@ -54,12 +56,18 @@ impl ScriptState {
         let (Some(safety), Some(presets)) = (safety, presets) else {
             return Err(errors);
         };
-        let plugin_policies = crate::plugins::policies(&lua, &snap.plugins);
-        let safety_origin = snap
+        let safety_source = snap
             .modules
             .get("safety")
+            .cloned()
+            .or_else(|| crate::sandbox::scripts::builtin("safety.lua"));
+        let safety_origin = safety_source
+            .as_ref()
             .map(|s| s.origin.clone())
             .unwrap_or_else(|| "builtin:safety.lua".into());
+        let code = safety_source.as_ref().map_or("", |s| s.code.as_str());
+        let host = read_host(&safety, &safety_origin, code).map_err(|e| vec![e])?;
+        let plugin_policies = crate::plugins::policies(&lua, &snap.plugins);
         let mut w = ScriptState {
             safety_origin,
             lua,
@@ -67,6 +75,7 @@ impl ScriptState {
             safety,
             presets,
             limits: Limits::SEED,
+            host,
             plugin_policies,
             generation: snap.generation,
         };
@@ -354,6 +363,106 @@ pub(super) fn check_safety(v: &Value) -> mlua::Result<Table> {
     }
 }
 
+/// `M.host` of a safety policy, validated: `max_live` and `max_turns` whole numbers
+/// of 1 or more, `daily_usd` and `total_usd` numbers of 0 or more, no other key.
+/// Errors read `file:line: ...` (the line of the key, or of `host`, when found).
+pub(super) fn read_host(safety: &Table, origin: &str, code: &str) -> Result<HostCaps, String> {
+    let at = |key: Option<&str>| match key
+        .and_then(|k| line_of(code, k))
+        .or_else(|| line_of(code, "host"))
+    {
+        Some(line) => format!("{origin}:{line}"),
+        None => origin.to_string(),
+    };
+    let t = match safety.get::<Value>("host") {
+        Ok(Value::Nil) => return Ok(HostCaps::default()),
+        Ok(Value::Table(t)) => t,
+        Ok(other) => {
+            return Err(format!(
+                "{}: M.host must be a table {{ max_live = N, max_turns = N, daily_usd = USD, total_usd = USD }}, not {}",
+                at(None),
+                show(&other)
+            ))
+        }
+        Err(e) => return Err(format!("{}: M.host: {}", at(None), error_text(&e))),
+    };
+    let mut caps = HostCaps::default();
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair.map_err(|e| format!("{}: M.host: {}", at(None), error_text(&e)))?;
+        let key = match &k {
+            Value::String(s) => s.to_string_lossy(),
+            other => {
+                return Err(format!(
+                    "{}: M.host has the key {}; its keys are {}",
+                    at(None),
+                    show(other),
+                    HostCaps::KEYS.join(", ")
+                ))
+            }
+        };
+        let whole = |v: &Value| -> Option<u32> {
+            match v {
+                Value::Integer(n) if *n >= 1 => u32::try_from(*n).ok(),
+                Value::Number(f) if f.fract() == 0.0 && *f >= 1.0 && *f <= u32::MAX as f64 => {
+                    Some(*f as u32)
+                }
+                _ => None,
+            }
+        };
+        let usd = |v: &Value| -> Option<f64> {
+            match v {
+                Value::Integer(n) if *n >= 0 => Some(*n as f64),
+                Value::Number(f) if f.is_finite() && *f >= 0.0 => Some(*f),
+                _ => None,
+            }
+        };
+        let bad = |what: &str| {
+            format!(
+                "{}: M.host.{key} must be {what} (or nil), not {}",
+                at(Some(&key)),
+                show(&v)
+            )
+        };
+        match key.as_str() {
+            "max_live" => {
+                caps.max_live = Some(whole(&v).ok_or_else(|| bad("a whole number of 1 or more"))?)
+            }
+            "max_turns" => {
+                caps.max_turns = Some(whole(&v).ok_or_else(|| bad("a whole number of 1 or more"))?)
+            }
+            "daily_usd" => {
+                caps.daily_usd = Some(usd(&v).ok_or_else(|| bad("a number of USD, 0 or more"))?)
+            }
+            "total_usd" => {
+                caps.total_usd = Some(usd(&v).ok_or_else(|| bad("a number of USD, 0 or more"))?)
+            }
+            _ => {
+                return Err(format!(
+                    "{}: M.host has an unknown key '{key}'; its keys are {}",
+                    at(Some(&key)),
+                    HostCaps::KEYS.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(caps)
+}
+
+/// The first line (from 1) of `code` that assigns `key` (`key =`, not `key ==`).
+fn line_of(code: &str, key: &str) -> Option<usize> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    code.lines()
+        .position(|line| {
+            let line = line.split("--").next().unwrap_or("");
+            line.match_indices(key).any(|(i, _)| {
+                let before = line[..i].chars().next_back();
+                let after = line[i + key.len()..].trim_start();
+                !before.is_some_and(ident) && after.starts_with('=') && !after.starts_with("==")
+            })
+        })
+        .map(|i| i + 1)
+}
+
 pub(super) fn check_presets(lua: &Lua, v: &Value) -> mlua::Result<Table> {
     let Value::Table(t) = v else {
         return Err(mlua::Error::runtime(
@@ -501,7 +610,11 @@ pub fn check_file(path: &std::path::Path, kind: Option<ScriptKind>) -> Result<St
             match k {
                 ScriptKind::Safety => {
                     let t = check_safety(&value).map_err(text)?;
+                    let host = read_host(&t, &src.origin, &src.code)?;
                     dry_run_safety(&lua, &t, &src.origin, &cwd, &mut lines).map_err(text)?;
+                    if host != HostCaps::default() {
+                        lines.push(format!("  host: {host:?}"));
+                    }
                 }
                 ScriptKind::Presets => {
                     check_presets(&lua, &value).map_err(text)?;

@@ -259,6 +259,12 @@ impl PolicyService {
         self.with_state(|w| w.limits).unwrap_or(Limits::SEED)
     }
 
+    /// The host's caps and budgets (`M.host` of the safety policy), as the engine
+    /// takes them.
+    pub fn capacity(&self) -> crate::engine::Capacity {
+        self.with_state(|w| w.host).unwrap_or_default().capacity()
+    }
+
     /// Reload every script; report what failed (those keep their last good version).
     pub fn reload(&self) -> ReloadReport {
         let _one_at_a_time = self.reloading.lock();

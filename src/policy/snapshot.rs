@@ -52,6 +52,36 @@ impl Limits {
     };
 }
 
+/// The host's caps and budgets of `safety.lua` (`M.host`): across every session of
+/// the manager the policy is installed on. `None`: no limit (`max_live`: sized from
+/// memory, see [`crate::engine::capacity::default_max_live`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostCaps {
+    pub max_live: Option<u32>,
+    pub max_turns: Option<u32>,
+    pub daily_usd: Option<f64>,
+    pub total_usd: Option<f64>,
+}
+
+impl HostCaps {
+    /// The keys of `M.host`.
+    pub const KEYS: [&'static str; 4] = ["max_live", "max_turns", "daily_usd", "total_usd"];
+
+    /// The engine's capacity: `max_live` left out is sized from memory.
+    pub fn capacity(&self) -> crate::engine::Capacity {
+        crate::engine::Capacity {
+            max_live: Some(
+                self.max_live
+                    .map_or_else(crate::engine::capacity::default_max_live, |n| n as usize),
+            ),
+            max_turns: self.max_turns.map(|n| n as usize),
+            daily_usd: self.daily_usd,
+            total_usd: self.total_usd,
+        }
+    }
+}
+
 /// What a (re)load did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadReport {
