@@ -80,6 +80,19 @@ impl App {
                 "cms: replaced an idle session host of version {old_version} with this version's (pid {pid})"
             ),
         }
+        // The host starts every session with its own claude; say so when this command
+        // asked for another.
+        if let Some(info) = rt.block_on(client.info()) {
+            if info.claude_bin != cfg.claude_bin {
+                errln!(
+                    "cms: note: the session host (pid {}) runs sessions with {}, not {}; \
+                     `cms host restart` switches it, --no-host runs this command without it",
+                    info.pid,
+                    info.claude_bin.display(),
+                    cfg.claude_bin.display()
+                );
+            }
+        }
         Ok(App {
             rt,
             sessions: client,
