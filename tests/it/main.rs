@@ -14,6 +14,7 @@ mod cli_shape;
 mod completions;
 mod delegate;
 mod e2e_claude;
+mod e2e_host;
 mod e2e_safety;
 mod layers;
 mod lists;
