@@ -54,13 +54,15 @@ pub fn stderr() -> bool {
     STDERR.load(Ordering::Relaxed)
 }
 
-/// How a state reads: failed and killed red, busy and retrying yellow, idle green,
-/// starting and queued cyan, stopped, paused and parked dim.
+/// How a state reads: failed and killed red, busy and retrying yellow, waiting for
+/// approval magenta, idle green, starting and queued cyan, stopped, paused and parked
+/// dim.
 pub fn state_style(s: SessionState) -> Style {
     match s {
         SessionState::Failed | SessionState::Killed => AnsiColor::Red.on_default(),
         SessionState::Busy | SessionState::Retrying => AnsiColor::Yellow.on_default(),
         SessionState::Idle => AnsiColor::Green.on_default(),
+        SessionState::WaitingApproval => AnsiColor::Magenta.on_default(),
         SessionState::Starting | SessionState::Queued => AnsiColor::Cyan.on_default(),
         SessionState::Stopped | SessionState::Paused | SessionState::Parked => {
             Style::new().effects(Effects::DIMMED)

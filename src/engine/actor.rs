@@ -4,6 +4,7 @@
 //! stop, kill or a policy verdict. [`crate::engine::session::LiveSession`] is its
 //! handle.
 
+use crate::engine::approval::{Approval, Verdict as ApprovalVerdict, DEFAULT_APPROVAL_TIMEOUT};
 use crate::engine::child::{exited_error, Cmd, EventSink, ExitInfo, Shared, StartSpec};
 use crate::engine::cost::{decide_baseline, CostBaseline};
 use crate::engine::error::{EngineError, Result};
@@ -17,7 +18,7 @@ use crate::wire::cost::{parse_session_cost, ReportedCost, GET_SESSION_COST};
 use crate::wire::message::{ControlRequestBody, KnownBlock, Message};
 use crate::wire::outgoing;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,13 @@ impl Turn {
             self.last_retry.as_ref().and_then(|r| r.error_status),
         )
     }
+}
+
+/// A tool call waiting for a person's decision.
+struct Waiting {
+    approval: Approval,
+    deadline: TokioInstant,
+    timeout: Duration,
 }
 
 /// How long a resumed process may take to say what its cost count starts from.
@@ -105,6 +113,10 @@ pub(crate) struct Actor {
     policy_reason: Option<String>,
     /// A Stop/Kill verdict raised while emitting, applied by `after_policy`.
     policy_end: Option<(Ending, String)>,
+    /// Tool calls waiting for a person, oldest first.
+    approvals: Vec<Waiting>,
+    /// Tools a person approved for the rest of this process ("always for session").
+    always_allowed: HashSet<String>,
 }
 
 /// The child's pipes and the actor's inboxes.
@@ -160,6 +172,8 @@ impl Actor {
             exit_waiters: Vec::new(),
             policy_reason: None,
             policy_end: None,
+            approvals: Vec::new(),
+            always_allowed: HashSet::new(),
         }
     }
 
@@ -179,6 +193,7 @@ impl Actor {
             let turn_deadline = self.current.as_ref().map(|t| t.deadline);
             let end_deadline = self.end_deadline.map(|(d, _)| d);
             let baseline_deadline = self.baseline_request.as_ref().map(|(_, d)| *d);
+            let approval_deadline = self.approvals.iter().map(|w| w.deadline).min();
             tokio::select! {
                 cmd = self.cmds.recv(), if commands_open => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
@@ -204,6 +219,9 @@ impl Actor {
                 _ = sleep_until_opt(end_deadline), if end_deadline.is_some() => self.escalate(),
                 _ = sleep_until_opt(baseline_deadline), if baseline_deadline.is_some() => {
                     self.settle_baseline(None);
+                }
+                _ = sleep_until_opt(approval_deadline), if approval_deadline.is_some() => {
+                    self.expire_approvals().await;
                 }
             }
         }
@@ -409,7 +427,135 @@ impl Actor {
                 self.exit_waiters.push(reply);
                 self.begin_kill(Ending::Kill);
             }
+            Cmd::Decide { verdict, reply } => {
+                let _ = reply.send(self.decide(verdict).await);
+            }
         }
+    }
+
+    /// Answer a waiting tool call as a person decided.
+    async fn decide(&mut self, v: ApprovalVerdict) -> Result<Approval> {
+        let at = match &v.id {
+            Some(id) => self.approvals.iter().position(|w| w.approval.id == *id),
+            None => (!self.approvals.is_empty()).then_some(0),
+        };
+        let Some(at) = at else {
+            return Err(EngineError::Invalid(match &v.id {
+                Some(id) => format!(
+                    "session '{}' has no tool call {id} waiting for approval (decided already, or its turn ended)",
+                    self.name
+                ),
+                None => format!("session '{}' has no tool call waiting for approval", self.name),
+            }));
+        };
+        let w = self.approvals.remove(at);
+        let reason = (!v.allow).then(|| {
+            let why = v.reason.clone().unwrap_or_else(|| "no reason given".into());
+            format!("a person ({}) denied this tool call: {why}", v.by)
+        });
+        if v.allow && v.always {
+            self.always_allowed.insert(w.approval.tool.clone());
+        }
+        self.answer(&w.approval, v.allow, reason, &v.by).await;
+        Ok(w.approval)
+    }
+
+    /// Write the answer to a waiting call, and say who gave it.
+    async fn answer(&mut self, a: &Approval, allowed: bool, reason: Option<String>, by: &str) {
+        let line = match &reason {
+            Some(r) if !allowed => outgoing::deny_tool(&a.id, r, false),
+            _ => outgoing::allow_tool(&a.id, &a.input),
+        };
+        self.write_line(&line).await;
+        self.publish_approvals();
+        self.emit(EventKind::Decided {
+            id: a.id.clone(),
+            tool: a.tool.clone(),
+            allowed,
+            by: by.to_string(),
+            reason: reason.clone(),
+        });
+        self.emit(EventKind::Permission {
+            tool: a.tool.clone(),
+            allowed,
+            reason,
+        });
+        if self.approvals.is_empty() && *self.shared.state.borrow() == SessionState::WaitingApproval
+        {
+            self.set_state(if self.current.is_some() {
+                SessionState::Busy
+            } else {
+                SessionState::Idle
+            });
+        }
+    }
+
+    /// Deny the calls whose deadline passed: nobody decided, so cms fails closed.
+    async fn expire_approvals(&mut self) {
+        let now = TokioInstant::now();
+        while let Some(at) = self.approvals.iter().position(|w| w.deadline <= now) {
+            let w = self.approvals.remove(at);
+            let reason = format!(
+                "nobody approved this tool call within {}s, so it was denied (cms fails closed); \
+                 the policy asked because: {}",
+                w.timeout.as_secs(),
+                w.approval.reason
+            );
+            self.answer(&w.approval, false, Some(reason), "deadline")
+                .await;
+        }
+    }
+
+    /// What anyone may read about the waiting calls.
+    fn publish_approvals(&self) {
+        self.shared.info.lock().unwrap().approvals =
+            self.approvals.iter().map(|w| w.approval.clone()).collect();
+    }
+
+    /// A call the policy wants a person to decide: it waits (the CLI holds the tool
+    /// until it is answered), unless a person already approved this tool for the session.
+    async fn ask(
+        &mut self,
+        request_id: &str,
+        call: &ToolCall,
+        reason: String,
+        timeout: Option<Duration>,
+    ) {
+        if self.always_allowed.contains(&call.tool_name) {
+            self.write_line(&outgoing::allow_tool(request_id, &call.input))
+                .await;
+            self.emit(EventKind::Permission {
+                tool: call.tool_name.clone(),
+                allowed: true,
+                reason: Some("approved for the rest of the session".into()),
+            });
+            return;
+        }
+        let timeout = timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        let now = now_ms();
+        let approval = Approval {
+            session: self.name.clone(),
+            id: request_id.to_string(),
+            tool: call.tool_name.clone(),
+            input: call.input.clone(),
+            reason: reason.clone(),
+            asked_at_ms: now,
+            deadline_ms: now + timeout.as_millis() as i64,
+        };
+        self.approvals.push(Waiting {
+            approval: approval.clone(),
+            deadline: TokioInstant::now() + timeout,
+            timeout,
+        });
+        self.publish_approvals();
+        self.set_state(SessionState::WaitingApproval);
+        self.emit(EventKind::Approval {
+            id: approval.id,
+            tool: approval.tool,
+            input: approval.input,
+            reason,
+            deadline_ms: approval.deadline_ms,
+        });
     }
 
     async fn begin_stop(&mut self, why: Ending) {
@@ -668,7 +814,12 @@ impl Actor {
                     progress: self.progress(),
                 };
                 let decision = self.policy.decide(&call);
+                if let Decision::Ask { reason, timeout } = decision {
+                    self.ask(&req.request_id, &call, reason, timeout).await;
+                    return;
+                }
                 let (line, allowed, reason) = match &decision {
+                    Decision::Ask { .. } => unreachable!("answered above"),
                     Decision::Allow => {
                         (outgoing::allow_tool(&req.request_id, &t.input), true, None)
                     }
@@ -713,6 +864,11 @@ impl Actor {
     }
 
     fn on_result(&mut self, result: crate::wire::ResultMessage) {
+        // A turn that ended (interrupted) while a call waited: nobody can answer it now.
+        if !self.approvals.is_empty() {
+            self.approvals.clear();
+            self.publish_approvals();
+        }
         let mut turn = self.current.take();
         let measured = turn
             .as_ref()
@@ -805,6 +961,9 @@ impl Actor {
             stderr: self.shared.stderr_tail(),
         };
         self.shared.info.lock().unwrap().exit = Some(exit.clone());
+        // Nothing waits for a process that is gone.
+        self.approvals.clear();
+        self.publish_approvals();
         // Ended by a signal we did not send: `cms stop` (SIGTERM) or `cms kill` (the
         // tree killed) from another process. That is a stop or a kill, not a failure.
         if self.ending.is_none() {
@@ -889,6 +1048,9 @@ impl Actor {
                 }
                 Cmd::Stop { reply } | Cmd::Kill { reply } => {
                     let _ = reply.send(exit.clone());
+                }
+                Cmd::Decide { reply, .. } => {
+                    let _ = reply.send(Err(exited_error(&exit, None)));
                 }
             }
         }

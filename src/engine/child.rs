@@ -106,6 +106,8 @@ pub struct LiveInfo {
     pub budget_usd: Option<f64>,
     /// The API retry in progress in the current turn, if the CLI is retrying.
     pub retry: Option<crate::engine::events::ApiRetryEvent>,
+    /// Tool calls waiting for a person's decision, oldest first.
+    pub approvals: Vec<crate::engine::approval::Approval>,
 }
 
 pub(crate) struct Shared {
@@ -141,6 +143,11 @@ pub(crate) enum Cmd {
     },
     Kill {
         reply: oneshot::Sender<ExitInfo>,
+    },
+    /// Decide a tool call waiting for approval.
+    Decide {
+        verdict: crate::engine::approval::Verdict,
+        reply: oneshot::Sender<Result<crate::engine::approval::Approval>>,
     },
 }
 

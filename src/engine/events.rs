@@ -60,6 +60,23 @@ pub enum EventKind {
         /// 1: next in line.
         position: usize,
     },
+    /// A tool call waits for a person's decision (see [`crate::engine::Approval`]).
+    Approval {
+        id: String,
+        tool: String,
+        input: Value,
+        reason: String,
+        /// When it is denied if nobody decides (Unix ms).
+        deadline_ms: i64,
+    },
+    /// A waiting tool call was decided: by whom (`cli`, `mcp`, `lua`, `deadline`, ...).
+    Decided {
+        id: String,
+        tool: String,
+        allowed: bool,
+        by: String,
+        reason: Option<String>,
+    },
     /// A process's cost count starts from this figure (see [`crate::engine::cost`]).
     CostBaseline(crate::engine::cost::CostBaseline),
     /// The policy found a safety rule broken and acted (`denied`, `warned`,
@@ -125,6 +142,8 @@ impl EventKind {
         "cost_baseline",
         "waiting",
         "queued",
+        "approval",
+        "decided",
         "violation",
         "result",
         "state",
@@ -144,6 +163,8 @@ impl EventKind {
             EventKind::CostBaseline(_) => "cost_baseline",
             EventKind::Waiting { .. } => "waiting",
             EventKind::Queued { .. } => "queued",
+            EventKind::Approval { .. } => "approval",
+            EventKind::Decided { .. } => "decided",
             EventKind::Violation { .. } => "violation",
             EventKind::Result { .. } => "result",
             EventKind::State { .. } => "state",
@@ -164,6 +185,8 @@ impl EventKind {
                 }
                 | EventKind::ToolUse { .. }
                 | EventKind::Permission { .. }
+                | EventKind::Approval { .. }
+                | EventKind::Decided { .. }
                 | EventKind::Retry(_)
                 | EventKind::CostBaseline(_)
                 | EventKind::Violation { .. }

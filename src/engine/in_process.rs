@@ -1,6 +1,7 @@
 //! The manager as the in-process [`Sessions`]: sessions live in this process and
 //! end with it.
 
+use crate::engine::approval::{Approval, Verdict as ApprovalVerdict};
 use crate::engine::config::{EngineConfig, SessionOptions};
 use crate::engine::error::Result;
 use crate::engine::events::SessionEvent;
@@ -79,6 +80,14 @@ impl Sessions for Manager {
         timeout: Option<Duration>,
     ) -> Result<(SessionRecord, Option<Response>)> {
         Manager::fork(self, name, new_name, message, overrides, timeout).await
+    }
+
+    async fn approvals(&self) -> Result<Vec<Approval>> {
+        Ok(Manager::approvals(self))
+    }
+
+    async fn decide(&self, verdict: ApprovalVerdict) -> Result<Approval> {
+        Manager::decide(self, verdict).await
     }
 
     async fn interrupt(&self, name: &str) -> Result<()> {

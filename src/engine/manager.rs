@@ -794,6 +794,32 @@ impl Manager {
         .await
     }
 
+    /// Tool calls waiting for a person's decision in the sessions of this process,
+    /// oldest first.
+    pub fn approvals(&self) -> Vec<crate::engine::approval::Approval> {
+        let live: Vec<Arc<LiveSession>> = self.live.lock().unwrap().values().cloned().collect();
+        let mut all: Vec<_> = live.iter().flat_map(|s| s.approvals()).collect();
+        all.sort_by_key(|a| a.asked_at_ms);
+        all
+    }
+
+    /// Decide a tool call waiting in a session of this process.
+    pub async fn decide(
+        &self,
+        verdict: crate::engine::approval::Verdict,
+    ) -> Result<crate::engine::approval::Approval> {
+        match self.live(&verdict.session) {
+            Some(s) => s.decide(verdict).await,
+            None => {
+                self.store.require(&verdict.session)?;
+                Err(EngineError::Invalid(format!(
+                    "session '{}' has no running process here, so no tool call of it waits for approval",
+                    verdict.session
+                )))
+            }
+        }
+    }
+
     /// Whether the session has a running process (here or in another cms process).
     pub fn has_process(&self, name: &str) -> Result<bool> {
         if self.live(name).is_some_and(|s| s.is_alive()) {

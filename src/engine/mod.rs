@@ -3,6 +3,7 @@
 //! prints and never reads a terminal.
 
 mod actor;
+pub mod approval;
 pub mod capacity;
 mod child;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod state;
 pub mod store;
 pub mod supervisor;
 
+pub use approval::{Approval, Verdict as ApprovalVerdict};
 pub use capacity::Capacity;
 pub use config::{EngineConfig, SessionOptions};
 pub use error::{EngineError, Remedy, Result};

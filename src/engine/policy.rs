@@ -49,6 +49,13 @@ pub enum Decision {
     Allow,
     /// Run the tool with a changed input.
     AllowWith(Value),
+    /// Ask a person: the call waits (the turn paused, nothing run) until someone
+    /// approves or denies it, or `timeout` passes (then it is denied: fails closed).
+    Ask {
+        reason: String,
+        /// How long to wait for a decision (None: the engine's default).
+        timeout: Option<Duration>,
+    },
     /// Do not run it; the model sees `reason` as the tool's error. With a `rule`
     /// (`protected_path`, ...) the denial is also recorded as a safety violation.
     Deny {

@@ -177,6 +177,21 @@ impl LiveSession {
         rx.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
+    /// Decide a tool call waiting for approval; the call decided.
+    pub async fn decide(
+        &self,
+        verdict: crate::engine::approval::Verdict,
+    ) -> Result<crate::engine::approval::Approval> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Cmd::Decide { verdict, reply })?;
+        rx.await.unwrap_or_else(|_| Err(self.gone()))
+    }
+
+    /// The tool calls waiting for approval, oldest first.
+    pub fn approvals(&self) -> Vec<crate::engine::approval::Approval> {
+        self.info().approvals
+    }
+
     /// `set_permission_mode` control request.
     pub async fn set_permission_mode(&self, mode: &str) -> Result<Value> {
         self.control("set_permission_mode", serde_json::json!({ "mode": mode }))

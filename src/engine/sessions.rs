@@ -124,6 +124,15 @@ pub trait Sessions: Send + Sync {
         timeout: Option<Duration>,
     ) -> Result<(SessionRecord, Option<Response>)>;
 
+    /// Tool calls waiting for a person's decision, oldest first.
+    async fn approvals(&self) -> Result<Vec<crate::engine::approval::Approval>>;
+
+    /// Approve or deny a tool call waiting for a decision; the call decided.
+    async fn decide(
+        &self,
+        verdict: crate::engine::approval::Verdict,
+    ) -> Result<crate::engine::approval::Approval>;
+
     /// Interrupt the running turn (the session stays live).
     async fn interrupt(&self, name: &str) -> Result<()>;
 

@@ -33,11 +33,13 @@ pub enum SessionState {
     Parked,
     // Waiting for a free slot under the manager's `max_live` cap.
     Queued,
+    // A tool call waits for a person's decision (the turn is paused; nothing ran).
+    WaitingApproval,
 }
 
 impl SessionState {
     /// Every state, in the order of a session's life.
-    pub const ALL: [SessionState; 10] = [
+    pub const ALL: [SessionState; 11] = [
         SessionState::Starting,
         SessionState::Idle,
         SessionState::Busy,
@@ -48,6 +50,7 @@ impl SessionState {
         SessionState::Killed,
         SessionState::Parked,
         SessionState::Queued,
+        SessionState::WaitingApproval,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl SessionState {
             SessionState::Killed => "killed",
             SessionState::Parked => "parked",
             SessionState::Queued => "queued",
+            SessionState::WaitingApproval => "waiting_approval",
         }
     }
 
@@ -77,6 +81,7 @@ impl SessionState {
             "killed" => SessionState::Killed,
             "parked" => SessionState::Parked,
             "queued" => SessionState::Queued,
+            "waiting_approval" => SessionState::WaitingApproval,
             _ => return None,
         })
     }
@@ -89,12 +94,16 @@ impl SessionState {
                 | SessionState::Idle
                 | SessionState::Busy
                 | SessionState::Retrying
+                | SessionState::WaitingApproval
         )
     }
 
     /// True while a turn runs.
     pub fn is_busy(self) -> bool {
-        matches!(self, SessionState::Busy | SessionState::Retrying)
+        matches!(
+            self,
+            SessionState::Busy | SessionState::Retrying | SessionState::WaitingApproval
+        )
     }
 }
 

@@ -9,8 +9,8 @@ use super::connection::{next_id, Connection};
 use super::protocol::{HostInfo, Op, Turned};
 use super::start::{self, Started};
 use crate::engine::{
-    EngineConfig, EngineError, Manager, Response, Result, SessionEvent, SessionOptions,
-    SessionRecord, Sessions, SpawnRequest, Store, Where,
+    Approval, ApprovalVerdict, EngineConfig, EngineError, Manager, Response, Result, SessionEvent,
+    SessionOptions, SessionRecord, Sessions, SpawnRequest, Store, Where,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -245,6 +245,15 @@ impl Sessions for HostClient {
         Ok((t.record, t.response))
     }
 
+    async fn approvals(&self) -> Result<Vec<Approval>> {
+        self.ask("", Op::Approvals).await
+    }
+
+    async fn decide(&self, verdict: ApprovalVerdict) -> Result<Approval> {
+        let name = verdict.session.clone();
+        self.ask(&name, Op::Decide { verdict }).await
+    }
+
     async fn interrupt(&self, name: &str) -> Result<()> {
         let _: Value = self.ask(name, Op::Interrupt { name: name.into() }).await?;
         Ok(())
@@ -282,7 +291,14 @@ impl Sessions for HostClient {
 
     /// Interrupt the turns this process asked for; the sessions live on.
     async fn kill_all(&self) {
-        let names: Vec<String> = self.in_flight.lock().unwrap().values().cloned().collect();
+        let names: Vec<String> = self
+            .in_flight
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
         for name in names {
             let _ = self.interrupt(&name).await;
         }

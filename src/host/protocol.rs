@@ -72,6 +72,13 @@ pub enum Op {
         #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
         timeout_secs: Option<Duration>,
     },
+    /// Tool calls waiting for a person's decision, oldest first: answered with a list
+    /// of approvals.
+    Approvals,
+    /// Approve or deny a waiting tool call: answered with the approval decided.
+    Decide {
+        verdict: crate::engine::ApprovalVerdict,
+    },
     /// Answered with `null`.
     Interrupt { name: String },
     /// Answered with the session record.

@@ -391,6 +391,8 @@ async fn run(m: &Manager, op: Op) -> Result<Value, EngineError> {
                 .await?;
             json(&Turned { record, response })
         }
+        Op::Approvals => json(&m.approvals()),
+        Op::Decide { verdict } => json(&m.decide(verdict).await?),
         Op::Interrupt { name } => {
             m.interrupt(&name).await?;
             Value::Null

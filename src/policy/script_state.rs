@@ -248,8 +248,9 @@ impl ScriptState {
     }
 }
 
-/// Read a policy's answer: nil is no opinion (`None`); `"allow"` [, input] and
-/// `"deny"`, reason [, rule] are answers; anything else (`"Deny"`, `"bogus"`, a
+/// Read a policy's answer: nil is no opinion (`None`); `"allow"` [, input],
+/// `"deny"`, reason [, rule] and `"ask"`, reason [, seconds] (a person decides) are
+/// answers; anything else (`"Deny"`, `"bogus"`, a
 /// number) is an error naming `who` and the value, so the call is denied.
 pub(super) fn verdict(
     lua: &Lua,
@@ -286,8 +287,26 @@ pub(super) fn verdict(
                 rule,
             }))
         }
+        Value::String(s) if s.as_bytes() == b"ask" => {
+            let reason = text(it.next())
+                .unwrap_or_else(|| format!("the cms safety policy asks about {}", call.tool_name));
+            let timeout = match it.next() {
+                None | Some(Value::Nil) => None,
+                Some(Value::Integer(n)) if n > 0 => Some(std::time::Duration::from_secs(n as u64)),
+                Some(Value::Number(n)) if n.is_finite() && n > 0.0 => {
+                    Some(std::time::Duration::from_secs_f64(n.min(86_400.0)))
+                }
+                Some(other) => {
+                    return Err(mlua::Error::runtime(format!(
+                        "{who} returned \"ask\" with {} as the time to wait; it must be seconds above 0",
+                        show(&other)
+                    )))
+                }
+            };
+            Ok(Some(Decision::Ask { reason, timeout }))
+        }
         other => Err(mlua::Error::runtime(format!(
-            "{who} returned {}, which cms does not know; only nil, \"allow\" and \"deny\" are answers",
+            "{who} returned {}, which cms does not know; only nil, \"allow\", \"deny\" and \"ask\" are answers",
             show(other)
         ))),
     }
@@ -740,6 +759,7 @@ fn dry_run_safety(
             Some(Decision::Allow) => "allow".to_string(),
             Some(Decision::AllowWith(_)) => "allow (input changed)".to_string(),
             Some(Decision::Deny { reason, .. }) => format!("deny: {reason}"),
+            Some(Decision::Ask { reason, .. }) => format!("ask a person: {reason}"),
         };
         lines.push(format!("  {what} (preset full): {answer}"));
     }

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod approvals;
 mod capacity;
 mod cli;
 mod cli_shape;
