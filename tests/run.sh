@@ -59,7 +59,12 @@ apt_install bwrap bubblewrap "the OS sandbox of guarded sessions"
 # CMS_E2E_REQUIRED=1 it fails without it.
 apt_install tmux tmux "the bash completion test drives a real shell"
 
-echo "==> cargo test (unit, simulator integration, benchmark smoke, end-to-end on $("${versions[0]}" --version))"
+# --all-targets runs each benchmark binary (benches/*.rs, harness = false) without
+# `--bench`: its smoke run, small counts in a debug build, figures informational.
+# benches/host.rs runs as with `--quick` (under 30 s): the host's send latency, the
+# real CLI's follow-ups through the host against `claude -p --resume` (on the CLI
+# below), the host's RSS, and the max_live queue.
+echo "==> cargo test (unit, simulator integration, benchmark smoke runs, end-to-end on $("${versions[0]}" --version))"
 CMS_E2E_CLAUDE="${versions[0]}" cargo test --all-targets
 
 for exe in "${versions[@]:1}"; do
