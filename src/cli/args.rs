@@ -432,8 +432,8 @@ pub struct ContinueArgs {
 pub struct ServeArgs {
     /// Exit after this long with no live session and no client (e.g. 90s, 15m, 2h;
     /// `never`) [env: CMS_HOST_IDLE] [default: 15m].
-    #[arg(long, value_name = "DURATION", value_parser = idle_duration)]
-    pub idle_exit: Option<Option<std::time::Duration>>,
+    #[arg(long, value_name = "DURATION")]
+    pub idle_exit: Option<String>,
 }
 
 /// A host's idle time: a humantime duration, or `never`.

@@ -14,7 +14,10 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(15 * 60);
 /// Run the host until Ctrl-C, SIGTERM, `cms host stop`, or its idle time.
 pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
     let idle_exit = match &a.idle_exit {
-        Some(d) => *d,
+        Some(d) => match super::args::idle_duration(d) {
+            Ok(d) => d,
+            Err(e) => return exit::fail(format!("--idle-exit {d}: {e}")),
+        },
         None => match std::env::var(crate::host::start::IDLE_ENV) {
             Ok(v) if !v.trim().is_empty() => match super::args::idle_duration(&v) {
                 Ok(d) => d,
