@@ -10,6 +10,11 @@
 --                     the safety net does not see those calls)
 --   disallowed_tools  tools removed from the session altogether
 --   allow             tools the preset grants when the CLI asks ("*" for all)
+--   ask               calls a person decides (`cms approve` / `cms deny`, `cms top`,
+--                     MCP `decide_approval`, a Lua `approval` handler) before they run:
+--                       writes_outside_work_dir   a file written outside the work dir
+--                       network                   a shell command that reaches the network
+--                     (see `questions` in safety.lua); nobody deciding in time denies.
 --
 -- Override: ~/.config/cms/presets.lua or ./.cms/presets.lua.
 
@@ -50,6 +55,13 @@ return {
     permission_mode = "default",
     allowed_tools = READ,
     allow = "*",
+  },
+  supervised = {
+    description = "Everything, but a person approves writes outside the work dir and network commands",
+    permission_mode = "default",
+    allowed_tools = READ,
+    allow = "*",
+    ask = { writes_outside_work_dir = true, network = true },
   },
   plan = {
     description = "Explore and plan; nothing is executed",

@@ -62,6 +62,78 @@ local function granted(preset, name)
   return false
 end
 
+-- Commands that reach the network, and those that do with some subcommands.
+M.network_commands = {
+  curl = true, wget = true, ssh = true, scp = true, sftp = true, rsync = true, nc = true,
+  ncat = true, netcat = true, telnet = true, ftp = true, socat = true, http = true,
+}
+M.network_subcommands = {
+  git = { push = true, pull = true, fetch = true, clone = true, ["ls-remote"] = true },
+  npm = { install = true, i = true, ci = true, publish = true, update = true },
+  pip = { install = true, download = true }, pip3 = { install = true, download = true },
+  cargo = { install = true, publish = true, update = true, fetch = true },
+  docker = { pull = true, push = true, login = true },
+}
+
+-- How long a question waits for a person before the call is denied (seconds).
+M.approval_timeout = 600
+
+-- The first word that is the command itself (after sudo, env, nice, ...).
+local wrappers = { sudo = true, env = true, nice = true, nohup = true, command = true,
+  exec = true, time = true, timeout = true, xargs = true, doas = true }
+local function command_words(argv)
+  local i = 1
+  while argv[i] and (wrappers[argv[i]] or argv[i]:find("=", 1, true)) do i = i + 1 end
+  return argv[i], argv[i + 1]
+end
+
+local function outside(path, cwd)
+  return path ~= nil and cms.path.relative(path, cwd) == nil
+end
+
+-- Why a person should decide this call (preset.ask), or nil.
+function M.questions(tool, ctx)
+  local ask = ctx.preset and ctx.preset.ask
+  if not ask then return nil end
+  if ask.writes_outside_work_dir then
+    local key = protected.file_tools[tool.name]
+    local path = key and tool.input[key]
+    if outside(path, ctx.cwd) then
+      return ("%s writes outside the work dir: %s"):format(tool.name, path)
+    end
+  end
+  if tool.name == "Bash" and type(tool.input.command) == "string" then
+    local ok, commands = pcall(cms.shell.parse, tool.input.command)
+    if not ok then return "a shell command cms cannot read: " .. tool.input.command end
+    for _, c in ipairs(commands) do
+      local cmd, sub = command_words(c.argv)
+      if ask.network and cmd then
+        local subs = M.network_subcommands[cmd]
+        if M.network_commands[cmd] or (subs and sub and subs[sub]) then
+          return "a command that reaches the network: " .. tool.input.command
+        end
+      end
+      if ask.writes_outside_work_dir then
+        for _, r in ipairs(c.redirects) do
+          if r.writes and outside(r.target, ctx.cwd) then
+            return "a command that writes outside the work dir: " .. tool.input.command
+          end
+        end
+        if cmd and protected.writers[cmd] then
+          for i = 2, #c.argv do
+            local w = c.argv[i]
+            if w:sub(1, 1) ~= "-" and (w:sub(1, 1) == "/" or w:sub(1, 1) == "~" or w:find("..", 1, true))
+              and outside(w, ctx.cwd) then
+              return "a command that writes outside the work dir: " .. tool.input.command
+            end
+          end
+        end
+      end
+    end
+  end
+  return nil
+end
+
 function M.on_tool_use(tool, ctx)
   if ctx.safety then
     local why = protected.violation(tool, ctx.cwd)
@@ -70,6 +142,9 @@ function M.on_tool_use(tool, ctx)
   if not granted(ctx.preset, tool.name) then
     return "deny", ("the %s preset does not allow %s"):format(ctx.preset.name, tool.name)
   end
+  -- Allowed, unless the preset wants a person to decide this one.
+  local question = M.questions(tool, ctx)
+  if question then return "ask", question, M.approval_timeout end
   return "allow"
 end
 

@@ -20,7 +20,7 @@ cms = {}
 -- end generated
 
 -- generated: cms.SessionState
----@alias cms.SessionState "starting"|"idle"|"busy"|"retrying"|"paused"|"stopped"|"failed"|"killed"|"parked"|"queued"
+---@alias cms.SessionState "starting"|"idle"|"busy"|"retrying"|"paused"|"stopped"|"failed"|"killed"|"parked"|"queued"|"waiting_approval"
 -- end generated
 
 ---A tool call Claude Code refused in a turn.
@@ -239,6 +239,8 @@ function cms.parallel(fns) end
 --- | `cost_baseline` | `usd`, `scope` (`process`, `conversation`, `unknown`), `note`: where a process's cost count starts |
 --- | `waiting`     | `holder_pid`, `holder_kind`, `position`: another cms process drives the session |
 --- | `queued`      | `position` (1: next): the request waits for a free slot of the host (`host.max_live`, `host.max_turns` in `safety.lua`) |
+--- | `approval`    | `id`, `tool`, `input`, `reason`, `deadline_ms`: a tool call waits for a person (a handler may return `"allow"` or `"deny", reason`) |
+--- | `decided`     | `id`, `tool`, `allowed`, `by` (`cli`, `mcp`, `lua`, `deadline`), `reason` |
 --- | `violation`   | `rule`, `message`, `action`, `tool`                          |
 --- | `result`      | `cost_usd`, `session_cost_usd`, `num_turns`, `is_error`, `subtype` |
 --- | `state`       | `state`                                                      |
@@ -247,14 +249,17 @@ function cms.parallel(fns) end
 ---@class cms.Event
 ---@field session string The cms session name.
 ---@field at_ms integer Milliseconds since the Unix epoch.
----@field event "init"|"text"|"tool_use"|"tool_result"|"permission"|"retry"|"cost_baseline"|"waiting"|"queued"|"violation"|"result"|"state"|"error"|"exit"
+---@field event "init"|"text"|"tool_use"|"tool_result"|"permission"|"retry"|"cost_baseline"|"waiting"|"queued"|"approval"|"decided"|"violation"|"result"|"state"|"error"|"exit"
 ---@field [string] any
 
 ---Call `fn(event)` for engine events (see `cms.Event`), or `*` for all. Handlers
----run on the script's thread after each engine call returns, under a time limit;
----they cannot call async functions.
+---run on the script's thread after each engine call returns (and during
+---`cms.sleep`), under a time limit; they cannot call async functions. An
+---`approval` handler may decide the call by returning `"allow"` or `"deny", reason`
+---(nil leaves it to a person); a script that waits for that turn itself decides in
+---a function beside it (`cms.parallel`) that sleeps, so handlers get to run.
 ---@param event string
----@param fn fun(event: cms.Event)
+---@param fn fun(event: cms.Event): (("allow"|"deny")?, string?)
 ---@return integer id For `cms.off`.
 function cms.on(event, fn) end
 
@@ -262,6 +267,28 @@ function cms.on(event, fn) end
 ---@param id integer
 ---@return boolean removed
 function cms.off(id) end
+
+---A tool call waiting for a person's decision.
+---@class cms.Approval
+---@field session string
+---@field id string What a decision names.
+---@field tool string
+---@field input table
+---@field reason string Why the policy asks.
+---@field asked_at_ms integer
+---@field deadline_ms integer When it is denied if nobody decides.
+
+---Tool calls waiting for a person's decision, oldest first.
+---@async
+---@return cms.Approval[]
+function cms.approvals() end
+
+---Approve or deny a waiting tool call (the session's oldest, or `id`); recorded as
+---decided by `lua`.
+---@async
+---@param opts {session: string, id?: string, allow: boolean, reason?: string, always?: boolean}
+---@return cms.Approval decided
+function cms.decide(opts) end
 
 ---Wait without blocking other coroutines.
 ---@async

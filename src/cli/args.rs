@@ -28,6 +28,9 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
             "stop",
             "kill",
             "interrupt",
+            "approvals",
+            "approve",
+            "deny",
             "status",
             "output",
             "list",
@@ -220,6 +223,27 @@ pub enum Command {
     /// Interrupt the running turn of a session live in another cms process.
     #[command(override_usage = "cms interrupt [OPTIONS] <NAME|--name <NAME>>")]
     Interrupt(NameArg),
+    /// Tool calls waiting for a person's decision (a safety policy answered "ask").
+    #[command(after_help = examples!(
+        "cms approvals",
+        "cms approvals --json | jq -r '.[] | \"\\(.session) \\(.tool)\"'",
+    ))]
+    Approvals,
+    /// Let a tool call waiting in a session run (the oldest, or --id).
+    #[command(
+        override_usage = "cms approve [OPTIONS] <NAME|--name <NAME>>",
+        after_help = examples!(
+            "cms approve fix-auth",
+            "cms approve fix-auth --always-for-session   # and every later call of that tool",
+        )
+    )]
+    Approve(ApproveArgs),
+    /// Refuse a tool call waiting in a session; the model sees the reason.
+    #[command(
+        override_usage = "cms deny [OPTIONS] <NAME|--name <NAME>> --reason <REASON>",
+        after_help = examples!("cms deny fix-auth --reason \"not on main; use a branch\"")
+    )]
+    Deny(DenyArgs),
     /// Show detailed session info.
     #[command(
         override_usage = "cms status [OPTIONS] <NAME|--name <NAME>>",
@@ -499,6 +523,32 @@ pub struct NameArg {
     /// Session name.
     #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
+}
+
+/// `cms approve`: which call, and whether to approve its tool for the session.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub session: NameArg,
+    /// The waiting call's id (`cms approvals` shows it) [default: the oldest].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Also approve every later call of this tool in this session's process.
+    #[arg(long)]
+    pub always_for_session: bool,
+}
+
+/// `cms deny`: which call, and why.
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    #[command(flatten)]
+    pub session: NameArg,
+    /// The waiting call's id (`cms approvals` shows it) [default: the oldest].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Why: the model sees it with the denial, and it is recorded.
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// `cms spawn`'s flags: the spawn options themselves (one definition for the CLI,
@@ -802,6 +852,8 @@ impl Command {
             Command::Delete(_) => "delete",
             Command::Finish(_) => "finish",
             Command::Abort(_) => "abort",
+            Command::Approve(_) => "approve",
+            Command::Deny(_) => "deny",
             _ => "",
         };
         match self {
@@ -870,6 +922,12 @@ impl Command {
                     slot(A_NAME, "--name", &mut a.name),
                     slot("a message", "--message", &mut a.message),
                 ],
+            ),
+            Command::Approve(ApproveArgs { session: a, .. })
+            | Command::Deny(DenyArgs { session: a, .. }) => fill(
+                &format!("cms {verb} NAME"),
+                vec![a.name_pos.take()],
+                &mut [slot(A_NAME, "--name", &mut a.name)],
             ),
             Command::Pause(a)
             | Command::Stop(a)

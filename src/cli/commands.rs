@@ -55,6 +55,8 @@ pub fn host_use(cli: &Cli) -> HostUse {
         | Command::Script(_)
         | Command::Repl(_)
         | Command::Mcp => HostUse::Start,
+        // A call can wait only in a live session: in the host, if one runs.
+        Command::Approvals | Command::Approve(_) | Command::Deny(_) => HostUse::IfRunning,
         _ => HostUse::IfRunning,
     }
 }

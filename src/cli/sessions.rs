@@ -171,6 +171,62 @@ pub(super) fn run_async(
         })
 }
 
+/// `cms approvals`: every tool call waiting for a decision.
+async fn approvals(m: &dyn Sessions) -> Result<Outcome, CliError> {
+    let all = m.approvals().await?;
+    let now = crate::engine::events::now_ms();
+    let text = if all.is_empty() {
+        "No tool call waits for a decision".to_string()
+    } else {
+        all.iter()
+            .map(|a| {
+                let left = ((a.deadline_ms - now).max(0) / 1000) as u64;
+                format!(
+                    "{}  {}  (id {}; {}; denied in {} unless decided)",
+                    a.session,
+                    a.summary(),
+                    a.id,
+                    a.reason,
+                    humantime::format_duration(Duration::from_secs(left))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(done(text, serde_json::to_value(&all).unwrap_or_default()))
+}
+
+/// `cms approve` / `cms deny`.
+async fn decide(
+    m: &dyn Sessions,
+    name: &str,
+    id: Option<String>,
+    allow: bool,
+    reason: Option<String>,
+    always: bool,
+) -> Result<Outcome, CliError> {
+    let a = m
+        .decide(crate::engine::ApprovalVerdict {
+            session: name.to_string(),
+            id,
+            allow,
+            reason,
+            by: "cli".into(),
+            always,
+        })
+        .await?;
+    let verb = if allow { "approved" } else { "denied" };
+    let also = if always {
+        format!("; later {} calls of '{name}' run without asking", a.tool)
+    } else {
+        String::new()
+    };
+    Ok(done(
+        format!("{verb}: {} in '{name}'{also}", a.summary()),
+        json!({"session": name, "id": a.id, "tool": a.tool, "allowed": allow, "always": always}),
+    ))
+}
+
 /// A `--timeout` (checked above 0 by clap).
 fn secs(t: f64) -> Option<Duration> {
     Some(Duration::from_secs_f64(
@@ -268,6 +324,29 @@ async fn async_command(
             } else {
                 nothing_to_kill(&m.status(&a.name)?)
             }
+        }
+        Command::Approvals => approvals(m.as_ref()).await?,
+        Command::Approve(a) => {
+            decide(
+                m.as_ref(),
+                &a.session.name,
+                a.id.clone(),
+                true,
+                None,
+                a.always_for_session,
+            )
+            .await?
+        }
+        Command::Deny(a) => {
+            decide(
+                m.as_ref(),
+                &a.session.name,
+                a.id.clone(),
+                false,
+                Some(a.reason.clone()),
+                false,
+            )
+            .await?
         }
         Command::Interrupt(a) => {
             m.interrupt(&a.name).await?;

@@ -628,13 +628,31 @@ impl Store {
                     } => {
                         tx.execute(
                             "UPDATE sessions SET retry = NULL, state = 'busy' \
-                             WHERE name = ?1 AND state = 'retrying'",
+                             WHERE name = ?1 AND state IN ('retrying', 'waiting_approval')",
                             params![e.session],
                         )
                         .map_err(|e| self.err(e))?;
                         continue;
                     }
                     EventKind::State { .. } => continue,
+                    // Another process's `cms list` sees who waits for a person, and when a
+                    // decision lets the turn go on.
+                    EventKind::Approval { .. } => {
+                        tx.execute(
+                            "UPDATE sessions SET state = 'waiting_approval' \
+                             WHERE name = ?1 AND state IN ('busy', 'retrying')",
+                            params![e.session],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    }
+                    EventKind::Decided { .. } => {
+                        tx.execute(
+                            "UPDATE sessions SET state = 'busy' \
+                             WHERE name = ?1 AND state = 'waiting_approval'",
+                            params![e.session],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    }
                     // Another process's `cms status` sees the retries while they happen.
                     EventKind::Retry(r) => {
                         tx.execute(

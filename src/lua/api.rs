@@ -1,6 +1,7 @@
 //! The `cms` table: `cms.spawn` (`replace = true` deletes a session of that name
 //! first), `cms.get_or_spawn`, `cms.get`, `cms.list`, `cms.parallel`, `cms.on`,
-//! `cms.off`, `cms.sleep`, `cms.log`, `cms.json.encode/decode`, `cms.args`,
+//! `cms.off`, `cms.sleep`, `cms.approvals`, `cms.decide`, `cms.log`,
+//! `cms.json.encode/decode`, `cms.args`,
 //! `cms.version`. Documented for editors in `scripts/types/cms.lua`.
 
 use crate::engine::{EventKind, Sessions, SpawnSpec};
@@ -86,6 +87,45 @@ pub fn install(
     )?;
 
     cms.set("parallel", lua.create_async_function(parallel)?)?;
+
+    let m = manager.clone();
+    cms.set(
+        "approvals",
+        lua.create_async_function(move |lua, ()| {
+            let m = m.clone();
+            async move {
+                let all = m.approvals().await.map_err(engine_err)?;
+                let out = convert::array(&lua, lua.create_table()?);
+                for (i, a) in all.iter().enumerate() {
+                    out.raw_set(i + 1, crate::sandbox::convert::to_lua(&lua, a)?)?;
+                }
+                Ok(out)
+            }
+        })?,
+    )?;
+
+    let m = manager.clone();
+    cms.set(
+        "decide",
+        lua.create_async_function(move |lua, opts: Value| {
+            let m = m.clone();
+            async move {
+                let d: convert::DecideOpts = convert::opts(&lua, "cms.decide", opts)?;
+                let a = m
+                    .decide(crate::engine::ApprovalVerdict {
+                        session: d.session,
+                        id: d.id,
+                        allow: d.allow,
+                        reason: d.reason,
+                        by: "lua".into(),
+                        always: d.always,
+                    })
+                    .await
+                    .map_err(engine_err)?;
+                crate::sandbox::convert::to_lua(&lua, &a)
+            }
+        })?,
+    )?;
 
     let (m, sh) = (manager.clone(), shared.clone());
     cms.set(

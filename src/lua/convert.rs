@@ -41,6 +41,20 @@ pub struct ForkOpts {
     pub timeout: Option<f64>,
 }
 
+/// The options of `cms.decide{...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideOpts {
+    pub session: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    pub allow: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub always: bool,
+}
+
 /// The options of `s:send(text, {...})`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,6 +20,8 @@ pub struct HostShared {
     pub(crate) events: RefCell<Option<broadcast::Receiver<SessionEvent>>>,
     /// Sessions this host started without `keep = true`: stopped when it ends.
     pub started: Started,
+    /// Where an `approval` handler's answer goes.
+    pub sessions: Arc<dyn Sessions>,
 }
 
 /// Names of the sessions a script or the REPL started and did not keep; shared with
@@ -102,9 +104,55 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
         }
     };
     for f in funcs {
-        if let Err(e) = call_limited::<()>(lua, shared.callback_limit, &f, table.clone()) {
+        match call_limited::<mlua::MultiValue>(lua, shared.callback_limit, &f, table.clone()) {
+            Ok(answer) => {
+                if let crate::engine::EventKind::Approval { id, .. } = &event.kind {
+                    answer_approval(shared, &event.session, id, answer);
+                }
+            }
             // The handler failed; the host goes on.
-            let _ = writeln!(std::io::stderr(), "cms.on('{name}') handler failed: {e}");
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "cms.on('{name}') handler failed: {e}");
+            }
         }
     }
+}
+
+/// An `approval` handler that returned `"allow"` or `"deny", reason` decides the
+/// call (in the background: the handler itself must not wait); nil leaves it to
+/// someone else.
+fn answer_approval(shared: &HostShared, session: &str, id: &str, answer: mlua::MultiValue) {
+    let mut it = answer.into_iter();
+    let verb = match it.next() {
+        Some(mlua::Value::String(s)) => s.to_string_lossy(),
+        _ => return,
+    };
+    let allow = match verb.as_str() {
+        "allow" => true,
+        "deny" => false,
+        other => {
+            tracing::warn!(
+                "cms.on('approval'): \"{other}\" is not an answer (\"allow\", \"deny\" or nil)"
+            );
+            return;
+        }
+    };
+    let reason = match it.next() {
+        Some(mlua::Value::String(s)) => Some(s.to_string_lossy()),
+        _ => None,
+    };
+    let verdict = crate::engine::ApprovalVerdict {
+        session: session.to_string(),
+        id: Some(id.to_string()),
+        allow,
+        reason,
+        by: "lua".into(),
+        always: false,
+    };
+    let sessions = shared.sessions.clone();
+    tokio::spawn(async move {
+        if let Err(e) = sessions.decide(verdict).await {
+            tracing::warn!("cms.on('approval'): the decision did not land: {e}");
+        }
+    });
 }

@@ -141,6 +141,7 @@ impl LuaHost {
             next_handler: Cell::new(1),
             events: RefCell::new(None),
             started: Arc::default(),
+            sessions: manager.clone(),
         });
         let host = LuaHost {
             memory_limit: opts.memory_limit,

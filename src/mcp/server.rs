@@ -145,6 +145,8 @@ impl CmsServer {
             "continue_task" => self.continue_task(args, ctx).await,
             "finish_task" | "abort_task" => self.end_task(name, args).await,
             "batch_spawn" => self.batch_spawn(args, ctx).await,
+            "list_pending_approvals" => self.list_pending_approvals().await,
+            "decide_approval" => self.decide_approval(args).await,
             other => {
                 let known = self
                     .inner

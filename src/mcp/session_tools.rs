@@ -9,6 +9,9 @@ use crate::engine::{SessionOptions, SpawnSpec};
 use crate::views::{record_json, turn_json_compact as turn_json};
 use serde_json::{json, Value};
 
+/// Set to `1` in the MCP server's environment to let its client approve tool calls.
+pub const MAY_APPROVE_ENV: &str = "CMS_MCP_MAY_APPROVE";
+
 impl CmsServer {
     pub(super) async fn spawn_session(&self, args: Value) -> Result<Value, String> {
         let m = &self.inner.manager;
@@ -42,6 +45,45 @@ impl CmsServer {
             .await
             .map_err(err)?;
         Ok(turn_json(&rec, r.as_ref()))
+    }
+
+    pub(super) async fn list_pending_approvals(&self) -> Result<Value, String> {
+        let all = self.inner.manager.approvals().await.map_err(err)?;
+        Ok(json!({ "approvals": all }))
+    }
+
+    /// A model may always refuse a call; it may let one run only where the user said
+    /// so, and never when it is itself a guarded session (that would widen its own
+    /// guard).
+    pub(super) async fn decide_approval(&self, args: Value) -> Result<Value, String> {
+        let a: tools::DecideArgs = parse("decide_approval", &args)?;
+        if a.allow {
+            if self.inner.parent.is_some() {
+                return Err("cms refused: a guarded session cannot approve tool calls".into());
+            }
+            if std::env::var(MAY_APPROVE_ENV).as_deref() != Ok("1") {
+                return Err(format!(
+                    "cms refused: approving a tool call over MCP is off; a person approves with \
+                     `cms approve {}` (or the user sets {MAY_APPROVE_ENV}=1 in this MCP server's \
+                     environment to let its client approve). Denying always works.",
+                    a.name
+                ));
+            }
+        }
+        let decided = self
+            .inner
+            .manager
+            .decide(crate::engine::ApprovalVerdict {
+                session: a.name.clone(),
+                id: a.id,
+                allow: a.allow,
+                reason: a.reason,
+                by: "mcp".into(),
+                always: a.always_for_session && a.allow,
+            })
+            .await
+            .map_err(err)?;
+        Ok(json!({ "session": a.name, "id": decided.id, "tool": decided.tool, "allowed": a.allow }))
     }
 
     pub(super) async fn pause_session(&self, args: Value) -> Result<Value, String> {

@@ -43,6 +43,8 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
         ("finish_task", "Finish a delegated task: stop its session gracefully.", only_name.clone()),
         ("abort_task", "Abort a delegated task: kill its session now.", only_name),
         ("batch_spawn", "Spawn several sessions in parallel (at most 4 at a time); one failure does not stop the others.", Value::Object(batch)),
+        ("list_pending_approvals", "Tool calls waiting for a person's decision (a safety policy answered \"ask\"): session, id, tool, input, reason, deadline. Each waits, nothing run, until decided or its deadline denies it.", obj(json!({}), &[])),
+        ("decide_approval", "Approve or deny a tool call waiting in a session (the oldest, or `id`). Denying always works; approving over MCP works only where the user allowed it (CMS_MCP_MAY_APPROVE=1 in this server's environment), and never for a guarded caller.", obj(json!({ "name": name, "id": { "type": "string", "description": "The waiting call's id [default: the oldest]" }, "allow": { "type": "boolean" }, "reason": { "type": "string", "description": "Why (the model sees it with a denial)" }, "always_for_session": { "type": "boolean", "description": "Approve every later call of this tool in the session's process" } }), &["name", "allow"])),
     ]
 }
 
@@ -50,6 +52,19 @@ pub fn builtin() -> Vec<(&'static str, &'static str, Value)> {
 #[serde(deny_unknown_fields)]
 pub struct NameArgs {
     pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideArgs {
+    pub name: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    pub allow: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub always_for_session: bool,
 }
 
 #[derive(Debug, Deserialize)]
