@@ -219,6 +219,18 @@ impl Sessions for HostClient {
         timeout: Option<Duration>,
         kind: &str,
     ) -> Result<Response> {
+        // `--no-wait`: the host queues sends in arrival order, so a session in a turn
+        // is refused here, as a lease held elsewhere is in process.
+        if !self.config().wait_when_busy {
+            let rec = self.reader.status(name)?;
+            if rec.state.is_busy() {
+                let pid = rec.host_pid.map(|p| p.to_string()).unwrap_or_default();
+                return Err(EngineError::Busy {
+                    name: name.into(),
+                    holder: format!("a turn in the cms host (pid {pid})"),
+                });
+            }
+        }
         let op = Op::Send {
             name: name.into(),
             message: message.into(),

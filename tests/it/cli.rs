@@ -388,7 +388,8 @@ fn concurrent_sends_from_many_shells_are_served_one_at_a_time_in_arrival_order()
 /// cms process is named with its pid and kind, never with a destructive suggestion.
 #[test]
 fn a_busy_or_held_session_is_explained_not_forked() {
-    // In process (--no-host): The host queues sends of all its clients and does not hear --no-wait (bug in the host protocol: Send has no no_wait; see the report).
+    // In process (--no-host): the holder named is the other cms command (pid and kind);
+    // in the host it is the host (host::no_wait_on_a_session_in_a_turn_fails_at_once).
     let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "x", "--prompt", "start"]);
     let slow = cms

@@ -170,6 +170,31 @@ fn two_clients_sending_at_once_get_their_own_answers_in_arrival_order() {
     assert_eq!(messages, ["start", "SLOW 1500 one", "two"], "{h}");
 }
 
+/// `--no-wait` on a session in a turn in the host fails at once and says why.
+#[test]
+fn no_wait_on_a_session_in_a_turn_fails_at_once() {
+    let cms = Cms::new();
+    if !cms.host_mode() {
+        return;
+    }
+    cms.ok(&["spawn", "--name", "x", "--prompt", "start"]);
+    let slow = cms.spawn_piped(&["send", "--name", "x", "--message", "SLOW 2000 long"]);
+    cms.busy_pid("x");
+    let host = host_pid(&cms);
+    let err = cms.fails(&["send", "--no-wait", "--name", "x", "--message", "y"]);
+    assert!(
+        err.contains("is busy") && err.contains(&format!("cms host (pid {host})")),
+        "{err}"
+    );
+    assert!(slow.wait_with_output().unwrap().status.success());
+    let h = cms.json(&["history", "--name", "x"]);
+    assert_eq!(
+        h.as_array().unwrap().len(),
+        2,
+        "the refused send is no turn: {h}"
+    );
+}
+
 /// A client killed (SIGKILL) mid-turn does not stop the turn: it finishes in the
 /// host and is in the history.
 #[test]
