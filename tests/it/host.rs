@@ -195,6 +195,40 @@ fn no_wait_on_a_session_in_a_turn_fails_at_once() {
     );
 }
 
+/// A send that times out in the host leaves the session live, on the same process,
+/// ready for the next message.
+#[test]
+fn a_timed_out_send_leaves_the_session_live_in_the_host() {
+    let cms = Cms::new();
+    if !cms.host_mode() {
+        return;
+    }
+    cms.ok(&["spawn", "--name", "t", "--prompt", "before"]);
+    let pid = session(&cms, "t")["pid"].clone();
+    let err = cms.fails(&[
+        "send",
+        "--name",
+        "t",
+        "--message",
+        "SLOW 5000 late",
+        "--timeout",
+        "0.3",
+    ]);
+    assert!(err.contains("no answer within 0.3s"), "{err}");
+    assert!(
+        eventually(Duration::from_secs(10), || session(&cms, "t")["state"]
+            == "idle"),
+        "{}",
+        session(&cms, "t")
+    );
+    let v = cms.json(&["send", "--name", "t", "--message", "RECALL"]);
+    assert!(
+        v["response"]["text"].as_str().unwrap().contains("before"),
+        "{v}"
+    );
+    assert_eq!(v["session"]["pid"], pid, "the same process: {v}");
+}
+
 /// A client killed (SIGKILL) mid-turn does not stop the turn: it finishes in the
 /// host and is in the history.
 #[test]
