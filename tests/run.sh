@@ -67,6 +67,11 @@ apt_install tmux tmux "the bash completion test drives a real shell"
 echo "==> cargo test (unit, simulator integration, benchmark smoke runs, end-to-end on $("${versions[0]}" --version))"
 CMS_E2E_CLAUDE="${versions[0]}" cargo test --all-targets
 
+# The suite runs with the session host (the default). The frontends' tests run once
+# more in the old in-process mode (--no-host), where a session ends with its command.
+echo "==> the CLI, script and MCP tests again without the session host (CMS_NO_HOST=1)"
+CMS_TEST_NO_HOST=1 CMS_E2E_CLAUDE="${versions[0]}" cargo test --test it -- cli:: lua:: mcp::
+
 for exe in "${versions[@]:1}"; do
   echo "==> end-to-end again on the oldest supported Claude Code: $("$exe" --version)"
   CMS_E2E_CLAUDE="$exe" cargo test --test it -- e2e_claude:: e2e_safety:: e2e_host::

@@ -29,6 +29,9 @@ pub enum HostUse {
     IfRunning,
     /// Through the host, started when none runs (anything that runs a turn).
     Start,
+    /// Through the host, started when none runs by the first request that needs it
+    /// (`cms mcp`: Claude Code starts it to list tools, maybe never to use one).
+    Lazy,
 }
 
 /// A Lua host with the safety policy it runs under (watched for edits while this
@@ -62,6 +65,16 @@ impl App {
         }
         let rt = init_runtime()?;
         let kind = cfg.host_kind.clone();
+        if want == HostUse::Lazy {
+            let client = rt
+                .block_on(crate::host::connect_lazily(&cfg, &kind))
+                .map_err(|e| e.to_string())?;
+            return Ok(App {
+                rt,
+                sessions: client,
+                local: None,
+            });
+        }
         let connected = rt
             .block_on(crate::host::connect(&cfg, &kind, want == HostUse::Start))
             .map_err(|e| e.to_string())?;
@@ -79,19 +92,6 @@ impl App {
             Started::Replaced { old_version, pid } => errln!(
                 "cms: replaced an idle session host of version {old_version} with this version's (pid {pid})"
             ),
-        }
-        // The host starts every session with its own claude; say so when this command
-        // asked for another.
-        if let Some(info) = rt.block_on(client.info()) {
-            if info.claude_bin != cfg.claude_bin {
-                errln!(
-                    "cms: note: the session host (pid {}) runs sessions with {}, not {}; \
-                     `cms host restart` switches it, --no-host runs this command without it",
-                    info.pid,
-                    info.claude_bin.display(),
-                    cfg.claude_bin.display()
-                );
-            }
         }
         Ok(App {
             rt,

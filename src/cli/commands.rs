@@ -53,8 +53,10 @@ pub fn host_use(cli: &Cli) -> HostUse {
         | Command::Delegate(_)
         | Command::Continue(_)
         | Command::Script(_)
-        | Command::Repl(_)
-        | Command::Mcp => HostUse::Start,
+        | Command::Repl(_) => HostUse::Start,
+        // Claude Code starts `cms mcp` to list its tools: the host starts when a tool
+        // first needs it.
+        Command::Mcp => HostUse::Lazy,
         // A call can wait only in a live session: in the host, if one runs.
         Command::Approvals | Command::Approve(_) | Command::Deny(_) => HostUse::IfRunning,
         _ => HostUse::IfRunning,

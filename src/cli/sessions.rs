@@ -453,6 +453,18 @@ async fn batch(
 /// killed and recorded as stopped (resumable), its unfinished turn in its history.
 fn interrupted_message(m: &dyn Sessions, name: Option<&str>) -> String {
     let resumable = |n: &str| m.status(n).is_ok_and(|r| r.claude_session_id.is_some());
+    if m.location() == crate::engine::Where::Host {
+        // The host interrupted the turn this command asked for; the session lives on.
+        return match name {
+            Some(n) => format!(
+                "the turn of session '{n}' was interrupted; the session stays live in the cms \
+                 host, its history records the turn, and `cms send --name {n}` goes on"
+            ),
+            None => "the turns this command asked for were interrupted; their sessions stay \
+                 live in the cms host"
+                .into(),
+        };
+    }
     match name {
         Some(n) if !resumable(n) => format!(
             "session '{n}' was stopped before Claude Code gave it a conversation, so it cannot \

@@ -83,7 +83,8 @@ pub fn decide_baseline(
                 usd: k,
                 scope: CostScope::Conversation,
                 note: Some(format!(
-                    "claude did not report the conversation's cost before the first turn;                      counting from cms's record (${k:.4}), per conversation as last time"
+                    "claude did not report the conversation's cost before the first turn; \
+                 counting from cms's record (${k:.4}), per conversation as last time"
                 )),
             };
         }

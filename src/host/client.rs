@@ -47,9 +47,35 @@ pub async fn connect(
         Err(start::OpenError::NotRunning) if !autostart => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    // The host runs every session on the claude it was started with: a command that
+    // asks for another must not be served by it silently.
+    if autostart && conn.info.claude_bin != cfg.claude_bin {
+        return Err(EngineError::Host(format!(
+            "the running cms host (pid {}) runs Claude Code as {} and this command asks for {}; \
+             run it with --no-host, or `cms host restart` with the claude you want once its \
+             sessions are done",
+            conn.info.pid,
+            conn.info.claude_bin.display(),
+            cfg.claude_bin.display()
+        )));
+    }
     let reader = Manager::new(cfg.clone())?;
-    let client = HostClient::new(reader, client, conn, events);
+    let client = HostClient::new(reader, client, Some(conn), events);
     Ok(Some((Arc::new(client), started)))
+}
+
+/// A client of the home's host that connects (starting a host if none runs) only
+/// when it first asks the host something: `cms mcp`, which Claude Code starts to list
+/// its tools (`claude mcp list` too) whether or not any session is ever used.
+pub async fn connect_lazily(cfg: &EngineConfig, client: &str) -> Result<Arc<HostClient>> {
+    match connect(cfg, client, false).await? {
+        Some((c, _)) => Ok(c),
+        None => {
+            let events = broadcast::channel(4096).0;
+            let reader = Manager::new(cfg.clone())?;
+            Ok(Arc::new(HostClient::new(reader, client, None, events)))
+        }
+    }
 }
 
 impl HostClient {
@@ -57,13 +83,13 @@ impl HostClient {
     pub(super) fn new(
         reader: Arc<Manager>,
         client: &str,
-        conn: Connection,
+        conn: Option<Connection>,
         events: broadcast::Sender<SessionEvent>,
     ) -> HostClient {
         HostClient {
             reader,
             client: client.to_string(),
-            conn: tokio::sync::Mutex::new(Some(Arc::new(conn))),
+            conn: tokio::sync::Mutex::new(conn.map(Arc::new)),
             events,
             wants_events: AtomicBool::new(false),
             in_flight: Mutex::default(),
@@ -198,6 +224,18 @@ impl Sessions for HostClient {
         timeout: Option<Duration>,
         kind: &str,
     ) -> Result<Response> {
+        // `--no-wait`: the host queues sends in arrival order, so a session in a turn
+        // is refused here, as a lease held elsewhere is in process.
+        if !self.config().wait_when_busy {
+            let rec = self.reader.status(name)?;
+            if rec.state.is_busy() {
+                let pid = rec.host_pid.map(|p| p.to_string()).unwrap_or_default();
+                return Err(EngineError::Busy {
+                    name: name.into(),
+                    holder: format!("a turn in the cms host (pid {pid})"),
+                });
+            }
+        }
         let op = Op::Send {
             name: name.into(),
             message: message.into(),

@@ -20,6 +20,8 @@ pub struct Connection {
     alive: Arc<AtomicBool>,
     /// Whether this connection carries the client's subscription to every event.
     subscribed: AtomicBool,
+    /// The host's refusal (id 0), kept for a request written after it came.
+    refused: Arc<Mutex<Option<Body>>>,
     pub(super) info: HostInfo,
 }
 
@@ -41,7 +43,8 @@ impl Connection {
                 }
             }
         });
-        let (p, a) = (pending.clone(), alive.clone());
+        let refused: Arc<Mutex<Option<Body>>> = Arc::default();
+        let (p, a, r) = (pending.clone(), alive.clone(), refused.clone());
         tokio::spawn(async move {
             let mut reader = BufReader::new(read);
             let mut buf = Vec::new();
@@ -74,6 +77,7 @@ impl Connection {
                             }
                             // A refusal comes before any request: fail them all.
                             None if reply.id == 0 => {
+                                *r.lock().unwrap() = Some(body.clone());
                                 let refused = p.lock().unwrap().drain().collect::<Vec<_>>();
                                 for (_, w) in refused {
                                     let _ = w.send(body.clone());
@@ -93,6 +97,7 @@ impl Connection {
             pending,
             alive,
             subscribed: AtomicBool::new(false),
+            refused,
             info: HostInfo::default(),
         };
         let hello = Op::Hello {
@@ -147,6 +152,9 @@ impl Connection {
     }
 
     fn gone(&self) -> EngineError {
+        if let Some(Body::Error(e)) = self.refused.lock().unwrap().clone() {
+            return (*e).into_error();
+        }
         EngineError::Host(format!(
             "the cms host (pid {}) went away before it answered; the session's state is in \
              `cms status`, and the next command starts a new host",

@@ -16,7 +16,7 @@ pub mod protocol;
 pub mod server;
 pub mod start;
 
-pub use client::{connect, HostClient};
+pub use client::{connect, connect_lazily, HostClient};
 pub use endpoint::Endpoint;
 pub use protocol::HostInfo;
 pub use server::{serve, ServeOptions};

@@ -20,8 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+
+/// Events queued for one connection before the next ones are dropped.
+const EVENT_QUEUE: usize = 4096;
 
 /// How a host runs.
 #[derive(Debug, Clone)]
@@ -226,14 +229,29 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
     host.clients.fetch_add(1, Ordering::SeqCst);
     host.touch();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    // Event lines queued and not yet written: past EVENT_QUEUE a subscriber that does
+    // not read loses events (the log says so) rather than growing the host's memory
+    // without end. Answers are always kept: there is one per request written.
+    let queued = Arc::new(AtomicUsize::new(0));
+    let written = queued.clone();
     let writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
+            let line = match line.strip_prefix(EVENT_MARK) {
+                Some(event) => {
+                    written.fetch_sub(1, Ordering::SeqCst);
+                    event
+                }
+                None => line.as_str(),
+            };
             if write.write_all(line.as_bytes()).await.is_err() {
                 break;
             }
         }
     });
     let mut subscriptions: HashMap<u64, JoinHandle<()>> = HashMap::new();
+    // Each subscription's flush: a request's answer is written only after every event
+    // sent before it (a script's `cms.on` handlers see a turn's events before its end).
+    let flushes: Flushes = Arc::default();
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
     loop {
@@ -289,38 +307,23 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
             // Registered here, before the next line is read: a request written after
             // `subscribe` has every one of its events seen.
             Op::Subscribe { sessions } => {
-                let mut events = host.manager.subscribe();
+                let events = host.manager.subscribe();
                 send(&tx, id, Ok(Value::Null));
-                let tx = tx.clone();
-                let forward = tokio::spawn(async move {
-                    loop {
-                        match events.recv().await {
-                            Ok(e) => {
-                                if sessions.as_ref().is_some_and(|s| !s.contains(&e.session)) {
-                                    continue;
-                                }
-                                let reply = Reply {
-                                    id,
-                                    body: Body::Event(e),
-                                };
-                                let line = serde_json::to_string(&reply).unwrap_or_default() + "\n";
-                                if tx.send(line).is_err() {
-                                    break;
-                                }
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                tracing::warn!("a subscriber fell behind: {n} events skipped");
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                });
-                subscriptions.insert(id, forward);
+                let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+                flushes.lock().unwrap().insert(id, flush_tx);
+                let forwarder = Forwarder {
+                    id,
+                    sessions,
+                    tx: tx.clone(),
+                    queued: queued.clone(),
+                };
+                subscriptions.insert(id, tokio::spawn(forwarder.run(events, flush_rx)));
             }
             Op::Unsubscribe { subscription } => {
                 if let Some(s) = subscriptions.remove(&subscription) {
                     s.abort();
                 }
+                flushes.lock().unwrap().remove(&subscription);
                 send(&tx, id, Ok(Value::Null));
             }
             Op::Shutdown => {
@@ -328,12 +331,13 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
                 host.stop.notify_one();
             }
             op => {
-                let (host, tx) = (host.clone(), tx.clone());
+                let (host, tx, flushes) = (host.clone(), tx.clone(), flushes.clone());
                 host.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let result = run(&host.manager, op).await;
                     host.in_flight.fetch_sub(1, Ordering::SeqCst);
                     host.touch();
+                    flush(&flushes).await;
                     send(&tx, id, result.map_err(|e| ErrorBody::from_error(&e)));
                 });
             }
@@ -342,10 +346,105 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
     for (_, s) in subscriptions {
         s.abort();
     }
+    flushes.lock().unwrap().clear();
     drop(tx);
     let _ = writer.await;
     host.clients.fetch_sub(1, Ordering::SeqCst);
     host.touch();
+}
+
+/// Marks an event line on its way to the writer (which counts and strips it).
+const EVENT_MARK: char = '\u{1}';
+
+type Flushes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<oneshot::Sender<()>>>>>;
+
+/// Wait until every subscription of the connection has passed on the events sent so
+/// far (at most a second: a stuck forwarder delays no answer for long).
+async fn flush(flushes: &Flushes) {
+    let waits: Vec<_> = flushes
+        .lock()
+        .unwrap()
+        .values()
+        .filter_map(|f| {
+            let (done, wait) = oneshot::channel();
+            f.send(done).ok().map(|_| wait)
+        })
+        .collect();
+    for wait in waits {
+        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+    }
+}
+
+/// One subscription: the manager's events of its sessions, as `event` lines.
+struct Forwarder {
+    id: u64,
+    sessions: Option<Vec<String>>,
+    tx: mpsc::UnboundedSender<String>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Forwarder {
+    async fn run(
+        self,
+        mut events: broadcast::Receiver<crate::engine::SessionEvent>,
+        mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    ) {
+        use broadcast::error::{RecvError, TryRecvError};
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = flushes.recv() => {
+                    // Everything sent before the flush was asked for is in the channel.
+                    loop {
+                        match events.try_recv() {
+                            Ok(e) => self.forward(e),
+                            Err(TryRecvError::Lagged(n)) => self.lagged(n),
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = done.send(());
+                }
+                r = events.recv() => match r {
+                    Ok(e) => self.forward(e),
+                    Err(RecvError::Lagged(n)) => self.lagged(n),
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    }
+
+    fn forward(&self, e: crate::engine::SessionEvent) {
+        if self
+            .sessions
+            .as_ref()
+            .is_some_and(|s| !s.contains(&e.session))
+        {
+            return;
+        }
+        if self.queued.load(Ordering::SeqCst) >= EVENT_QUEUE {
+            tracing::warn!(
+                "a subscriber does not read: an event of {} was dropped",
+                e.session
+            );
+            return;
+        }
+        let reply = Reply {
+            id: self.id,
+            body: Body::Event(e),
+        };
+        let line = format!(
+            "{EVENT_MARK}{}\n",
+            serde_json::to_string(&reply).unwrap_or_default()
+        );
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(line).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn lagged(&self, n: u64) {
+        tracing::warn!("a subscriber fell behind: {n} events skipped");
+    }
 }
 
 /// Serve one session request on the manager.

@@ -12,17 +12,26 @@ use std::time::Duration;
 fn spawn_send_and_read_back() {
     let cms = Cms::new();
     let out = cms.ok(&["spawn", "--name", "a", "--prompt", "hello there"]);
+    let after = cms.after_command();
     assert!(
-        out.starts_with("echo: hello there\n\n[a] status=stopped cost=$0.0010"),
+        out.starts_with(&format!(
+            "echo: hello there\n\n[a] status={after} cost=$0.0010"
+        )),
         "{out}"
     );
+    let spawned_pid = cms.json(&["status", "--name", "a"])["pid"].clone();
     let v = cms.json(&["send", "--name", "a", "--message", "RECALL"]);
     assert_eq!(v["response"]["text"], "recall: hello there");
     assert_eq!(v["session"]["interaction_count"], 2);
-    assert_eq!(
-        v["session"]["state"], "stopped",
-        "a CLI command's process ends with it"
-    );
+    // In process a CLI command's process ends with it; in the host the session stays
+    // live and the send reaches the same process.
+    assert_eq!(v["session"]["state"], after, "{v}");
+    if cms.host_mode() {
+        assert!(spawned_pid.is_i64(), "live after the spawn: {spawned_pid}");
+        assert_eq!(v["session"]["pid"], spawned_pid, "the same claude process");
+    } else {
+        assert!(spawned_pid.is_null(), "{spawned_pid}");
+    }
     let id = v["session"]["claude_session_id"]
         .as_str()
         .unwrap()
@@ -88,7 +97,8 @@ fn output_is_truncated_unless_full() {
 
 #[test]
 fn bad_input_is_named_and_exits_non_zero() {
-    let cms = Cms::new();
+    // In process (--no-host): --claude-bin per command: a running host keeps its own (host mode refuses a different one: host::a_different_claude_bin_than_the_hosts_is_refused).
+    let cms = Cms::in_process();
     let err = cms.fails(&["send", "--name", "ghost", "--message", "x"]);
     assert!(
         err.contains("session 'ghost' not found; see `cms list`"),
@@ -235,7 +245,8 @@ fn batch_files_run_in_parallel_and_bad_files_start_nothing() {
 
 #[test]
 fn cleanup_days() {
-    let cms = Cms::new();
+    // In process (--no-host): A live session (in the host) is not idle: cleanup leaves it.
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "c1", "--prompt", "x"]);
     let v = cms.json(&["cleanup", "--days", "1"]);
     assert_eq!(v["removed"].as_array().unwrap().len(), 0);
@@ -249,7 +260,8 @@ fn cleanup_days() {
 
 #[test]
 fn sigterm_stops_every_child_and_leaves_the_session_resumable() {
-    let cms = Cms::new();
+    // In process (--no-host): In the host SIGTERM of the client interrupts its turn; the session stays live.
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "h", "--prompt", "before"]);
     let mut child = cms.spawn_piped(&["send", "--name", "h", "--message", "HANG"]);
     let pid = cms.busy_pid("h");
@@ -299,7 +311,8 @@ fn prompts_can_come_from_stdin() {
 #[test]
 fn concurrent_sends_from_many_shells_are_served_one_at_a_time_in_arrival_order() {
     use std::io::{BufRead, BufReader, Read};
-    let cms = Cms::new();
+    // In process (--no-host): The lease's "waits its turn" line is in-process; the host queues in arrival order (host::two_clients_sending_at_once_get_their_own_answers_in_arrival_order).
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "race", "--prompt", "start"]);
     // The first send holds the session for a while; each next one is started only once
     // the one before it is in line, so the arrival order is known.
@@ -375,7 +388,9 @@ fn concurrent_sends_from_many_shells_are_served_one_at_a_time_in_arrival_order()
 /// cms process is named with its pid and kind, never with a destructive suggestion.
 #[test]
 fn a_busy_or_held_session_is_explained_not_forked() {
-    let cms = Cms::new();
+    // In process (--no-host): the holder named is the other cms command (pid and kind);
+    // in the host it is the host (host::no_wait_on_a_session_in_a_turn_fails_at_once).
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "x", "--prompt", "start"]);
     let slow = cms
         .cmd(&["send", "--name", "x", "--message", "SLOW 3000 long"])
@@ -557,7 +572,8 @@ fn a_session_whose_cms_died_in_its_first_turn_can_be_resumed() {
 #[test]
 fn no_process_of_an_ended_session_survives_it() {
     for how in ["kill", "stop", "sigterm", "sigkill"].iter() {
-        let cms = Cms::new();
+        // In process (--no-host): SIGTERM or SIGKILL of a client does not end a host session (host::a_client_killed_mid_turn_does_not_stop_the_turn).
+        let cms = Cms::in_process();
         let marker = support::unique_marker();
         // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
         // an argument, so it is in the tool process's command line.
@@ -665,7 +681,7 @@ fn a_closed_stdout_ends_any_command_quietly() {
     }
     // The sessions a command ran were stopped as on any exit, and stay resumable.
     let v = cms.json(&["status", "--name", "a"]);
-    assert_eq!(v["state"], "stopped", "{v}");
+    assert_eq!(v["state"], cms.after_command(), "{v}");
     assert_eq!(v["interaction_count"], 3, "{v}");
     // The REPL stops reading input once nobody reads its output.
     let (reader, writer) = std::io::pipe().unwrap();
@@ -850,7 +866,8 @@ fn batch_help_names_every_key_a_batch_file_may_use() {
 fn cms_home_is_tightened_and_a_read_only_one_still_lists() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let cms = Cms::new();
+    // In process (--no-host): A running host holds the store's WAL files (owned by the user who ran it), so another uid cannot open the store at all.
+    let cms = Cms::in_process();
     let home = cms.dir.path().join("cms");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -926,7 +943,8 @@ fn stop_or_kill_from_another_shell_during_a_turn_is_not_a_failure() {
 
 #[test]
 fn cleanup_shows_first_and_needs_yes_off_a_terminal() {
-    let cms = Cms::new();
+    // In process (--no-host): A live session (in the host) is not idle: cleanup leaves it.
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "c1", "--prompt", "x"]);
     let out = cms.ok(&["cleanup", "--days", "0", "--dry-run"]);
     assert!(
@@ -955,7 +973,8 @@ fn cleanup_shows_first_and_needs_yes_off_a_terminal() {
 
 #[test]
 fn kill_of_a_session_with_no_process_says_so() {
-    let cms = Cms::new();
+    // In process (--no-host): In the host the session is live after the spawn: kill kills it.
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "k", "--prompt", "x"]);
     let out = cms.ok(&["kill", "--name", "k"]);
     assert!(
@@ -1010,7 +1029,8 @@ fn dot_and_dot_dot_are_no_session_names() {
 
 #[test]
 fn ctrl_c_during_send_says_the_session_was_stopped_and_records_the_turn() {
-    let cms = Cms::new();
+    // In process (--no-host): In the host Ctrl-C interrupts the turn and the session stays live (host::ctrl_c_on_send_interrupts_the_turn_in_the_host).
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "h", "--prompt", "before"]);
     let child = cms.spawn_piped(&["send", "--name", "h", "--message", "HANG"]);
     let pid = cms.busy_pid("h");
@@ -1042,7 +1062,8 @@ fn ctrl_c_during_send_says_the_session_was_stopped_and_records_the_turn() {
 
 #[test]
 fn a_lost_conversation_names_where_claude_code_looked() {
-    let cms = Cms::new();
+    // In process (--no-host): In the host the session is still live and holds its conversation, so the send succeeds; the lost conversation shows when a process has to resume it.
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "l", "--prompt", "x"]);
     std::fs::remove_dir_all(cms.dir.path().join(".claude/projects")).unwrap();
     let out = cms.run(&["send", "--name", "l", "--message", "again"]);
@@ -1063,7 +1084,8 @@ fn a_lost_conversation_names_where_claude_code_looked() {
 
 #[test]
 fn a_timed_out_send_says_what_state_it_left() {
-    let cms = Cms::new();
+    // In process (--no-host): In the host a timed-out turn leaves the session live (see host::a_timed_out_send_leaves_the_session_live_in_the_host).
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "--name", "t", "--prompt", "before"]);
     let err = cms.fails(&[
         "send",
@@ -1102,7 +1124,8 @@ fn a_huge_timeout_is_no_panic() {
 #[test]
 fn ctrl_c_before_a_new_session_has_a_conversation_frees_its_name() {
     use std::os::unix::fs::PermissionsExt;
-    let cms = Cms::new();
+    // In process (--no-host): Two claude executables in one home (--claude-bin per command).
+    let cms = Cms::in_process();
     let mute = cms.dir.path().join("mute-claude");
     std::fs::write(&mute, "#!/bin/sh\nexec sleep 60\n").unwrap();
     std::fs::set_permissions(&mute, std::fs::Permissions::from_mode(0o755)).unwrap();

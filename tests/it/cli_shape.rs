@@ -122,7 +122,8 @@ fn a_failing_script_under_json_says_so_on_stdout() {
 
 #[test]
 fn list_filters_sorts_and_widens() {
-    let cms = Cms::new();
+    // In process (--no-host): Reads the `stopped` state a command leaves its sessions in.
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "b-ok", "hello"]);
     assert_eq!(
         cms.run(&["spawn", "a-bad", "CRASH 3"]).status.code(),
@@ -181,7 +182,8 @@ fn list_filters_sorts_and_widens() {
 
 #[test]
 fn colours_only_where_asked_or_on_a_terminal() {
-    let cms = Cms::new();
+    // In process (--no-host): Reads the `stopped` state a command leaves its sessions in.
+    let cms = Cms::in_process();
     cms.ok(&["spawn", "g", "hello"]);
     assert_eq!(cms.run(&["spawn", "r", "CRASH 2"]).status.code(), Some(1));
     // A pipe: no colours by default.

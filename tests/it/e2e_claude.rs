@@ -364,8 +364,21 @@ fn cms_command(env: &Env, args: &[&str]) -> tokio::process::Command {
         .env("CMS_HOME", root.join("cms-home"))
         .env("CMS_CLAUDE_BIN", &claude)
         .env("CMS_CONFIG_DIR", root.join("config"))
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        // A host this test started ends soon after the test.
+        .env("CMS_HOST_IDLE", "20s")
+        .env_remove("CMS_NO_HOST");
+    if std::env::var_os("CMS_TEST_NO_HOST").is_some() {
+        cmd.env("CMS_NO_HOST", "1");
+    }
     cmd.envs(env.api.claude_env(&root.join("home")));
+    cmd
+}
+
+/// [`cms_command`] pinned to `--no-host`: the session's process ends with the command.
+fn cms_command_in_process(env: &Env, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = cms_command(env, args);
+    cmd.env("CMS_NO_HOST", "1");
     cmd
 }
 
@@ -484,7 +497,7 @@ async fn claude_code_drives_cms_through_mcp() {
     let inner_home = root.join("inner-cms");
     let config = serde_json::json!({ "mcpServers": { "cms": {
         "command": support::cms_bin(), "args": ["mcp"],
-        "env": { "CMS_HOME": inner_home, "CMS_CLAUDE_BIN": support::sim_bin(), "RUST_LOG": "warn" }
+        "env": { "CMS_HOME": inner_home, "CMS_CLAUDE_BIN": support::sim_bin(), "RUST_LOG": "warn", "CMS_HOST_IDLE": "5s" }
     } } });
     let config_path = root.join("mcp.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -541,6 +554,11 @@ async fn claude_code_drives_cms_through_mcp() {
         .output()
         .unwrap();
     let inherited = String::from_utf8_lossy(&out.stdout).to_string();
+    // The host that `cms mcp` started for the inner home ends with the test.
+    let _ = std::process::Command::new(support::cms_bin())
+        .args(["host", "stop"])
+        .env("CMS_HOME", &inner_home)
+        .output();
     let names: Vec<&str> = inherited.split_whitespace().collect();
     assert!(names.contains(&"ANTHROPIC_BASE_URL"), "{inherited}");
     for parent in [
@@ -820,8 +838,9 @@ async fn every_turn_is_charged_once_across_resume_and_fork() {
 /// holds every message, in order of arrival.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
+    // In process (--no-host): the lease's "waits its turn" line is in-process; the host queues sends in arrival order.
     let Some(env) = env().await else { return };
-    let spawned = run_json(cms_command(
+    let spawned = run_json(cms_command_in_process(
         &env,
         &["spawn", "--name", "race", "--prompt", "start", "--json"],
     ))
@@ -832,7 +851,7 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
     let mut sends = Vec::new();
     for i in 0..3 {
         let msg = format!("SLOW {} msg-{i}", if i == 0 { 4000 } else { 100 });
-        let mut cmd = cms_command(
+        let mut cmd = cms_command_in_process(
             &env,
             &["send", "--name", "race", "--message", &msg, "--json"],
         );
@@ -844,7 +863,11 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
         if i == 0 {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {
-                let st = run_json(cms_command(&env, &["status", "--name", "race", "--json"])).await;
+                let st = run_json(cms_command_in_process(
+                    &env,
+                    &["status", "--name", "race", "--json"],
+                ))
+                .await;
                 if st["state"] == "busy" {
                     break;
                 }
@@ -877,7 +900,7 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         assert_eq!(v["response"]["text"], format!("echo: msg-{i}"), "{v}");
     }
-    let v = run_json(cms_command(
+    let v = run_json(cms_command_in_process(
         &env,
         &["send", "--name", "race", "--message", "RECALL", "--json"],
     ))
@@ -898,6 +921,7 @@ async fn concurrent_cli_sends_on_the_real_cli_keep_one_conversation() {
 /// its cms — no process of its tree is left a second later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_process_of_an_ended_session_survives_it_on_the_real_cli() {
+    // In process (--no-host): SIGTERM or SIGKILL of a client does not end a host session.
     let Some(env) = env().await else { return };
     for how in ["kill", "stop", "sigterm", "sigkill"].iter() {
         let marker = support::unique_marker();
@@ -905,7 +929,7 @@ async fn no_process_of_an_ended_session_survives_it_on_the_real_cli() {
         // A long-running tool (2.1.332 refuses a standalone long `sleep`); the marker is
         // an argument, so it is in the tool process's command line.
         let tool = format!("USE_TOOL Bash {{\"command\": \"perl -e 'sleep 600' {marker}\"}}");
-        let mut cmd = cms_command(
+        let mut cmd = cms_command_in_process(
             &env,
             &[
                 "spawn",
@@ -937,7 +961,7 @@ async fn no_process_of_an_ended_session_survives_it_on_the_real_cli() {
         }
         match *how {
             "kill" | "stop" => {
-                let out = cms_command(&env, &[how, "--name", &name])
+                let out = cms_command_in_process(&env, &[how, "--name", &name])
                     .output()
                     .await
                     .unwrap();

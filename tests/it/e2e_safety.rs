@@ -487,8 +487,10 @@ async fn a_guarded_session_gets_nothing_wider_through_cms_mcp() {
     let inner_home = env.dir.path().join("inner-cms");
     let config = json!({ "mcpServers": { "cms": {
         "command": support::cms_bin(), "args": ["mcp"],
+        // In process (--no-host): a host started from inside the guarded session would
+        // live in its sandbox's pid namespace, past the session (see the report).
         "env": { "CMS_HOME": inner_home, "CMS_CLAUDE_BIN": support::sim_bin(), "RUST_LOG": "warn",
-                 "CMS_CONFIG_DIR": env.dir.path().join("no-config") }
+                 "CMS_CONFIG_DIR": env.dir.path().join("no-config"), "CMS_NO_HOST": "1" }
     } } });
     let config_path = env.dir.path().join("mcp.json");
     std::fs::write(&config_path, config.to_string()).unwrap();

@@ -17,6 +17,7 @@ mod delegate;
 mod e2e_claude;
 mod e2e_host;
 mod e2e_safety;
+mod host;
 mod layers;
 mod lists;
 mod lua;

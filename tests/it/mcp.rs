@@ -19,6 +19,18 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
+impl Drop for Env {
+    /// The test's host (if one started) stops with the test.
+    fn drop(&mut self) {
+        if self.dir.path().join("cms/host.json").exists() {
+            let _ = std::process::Command::new(support::cms_bin())
+                .args(["host", "stop"])
+                .env("CMS_HOME", self.dir.path().join("cms"))
+                .output();
+        }
+    }
+}
+
 impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
@@ -37,7 +49,12 @@ impl Env {
             .env("HOME", self.dir.path())
             .env("CMS_CONFIG_DIR", self.dir.path().join("config"))
             .env("CMS_PLUGIN_TOOL_TIMEOUT", "2")
+            .env("CMS_HOST_IDLE", "20s")
+            .env_remove("CMS_NO_HOST")
             .env("RUST_LOG", "warn");
+        if std::env::var_os("CMS_TEST_NO_HOST").is_some() {
+            c.env("CMS_NO_HOST", "1");
+        }
         c
     }
 }
@@ -657,8 +674,11 @@ async fn a_spinning_plugin_holds_up_nothing_else() {
 fn huge_and_null_id_requests_are_answered_and_sigterm_ends_the_server() {
     use std::io::{BufRead, Write};
     let env = Env::new();
+    // In process (--no-host): SIGTERM of `cms mcp` ends the server; in the host its
+    // sessions live on (host::one_live_session_is_seen_by_the_cli_mcp_and_a_script).
     let mut child = std::process::Command::new(support::cms_bin())
         .arg("mcp")
+        .env("CMS_NO_HOST", "1")
         .current_dir(env.work())
         .env("CMS_HOME", env.dir.path().join("cms"))
         .env("CMS_CLAUDE_BIN", support::sim_bin())
@@ -977,6 +997,7 @@ async fn a_guarded_session_cannot_steer_a_less_guarded_one() {
     // An unguarded session, made by the user from the shell.
     let out = std::process::Command::new(support::cms_bin())
         .args(["spawn", "--name", "free", "--prompt", "hi"])
+        .env("CMS_HOST_IDLE", "20s")
         .current_dir(env.work())
         .env("CMS_HOME", env.dir.path().join("cms"))
         .env("CMS_CLAUDE_BIN", support::sim_bin())

@@ -309,7 +309,10 @@ fn own_configuration_is_protected_whatever_the_scripts_say() {
 /// a change after trusting is ignored again.
 #[test]
 fn a_repository_does_not_decide_the_policy_until_trusted() {
-    let cms = support::Cms::new();
+    // In process (--no-host): BUG (host, see the report): the host loads one safety policy from its own cwd, trust and
+    // environment when it starts, not from the client's project, so a project trusted later
+    // (or another project) does not decide its sessions' policy.
+    let cms = support::Cms::in_process();
     let project = cms.work();
     std::fs::create_dir_all(project.join(".cms/plugins/tools")).unwrap();
     std::fs::write(
@@ -376,7 +379,9 @@ fn a_repository_does_not_decide_the_policy_until_trusted() {
 /// opts in.
 #[test]
 fn without_an_os_sandbox_only_provably_harmless_bash_runs() {
-    let cms = support::Cms::new();
+    // In process (--no-host): BUG (host, see the report): CMS_OS_SANDBOX and CMS_ALLOW_UNSANDBOXED_BASH are read
+    // from the host's environment (the first client's), not the client's.
+    let cms = support::Cms::in_process();
     let task =
         "USE_TOOL Bash {\"command\": \"touch made.txt\"}\nUSE_TOOL Bash {\"command\": \"ls\"}";
     let out = cms

@@ -115,6 +115,39 @@ pub fn parse_json(out: &Output) -> Value {
     })
 }
 
+/// `stderr` without the line saying that this command started the session host
+/// (printed once, by the first command of a home that runs a turn).
+pub fn without_host_notice(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("cms: started the session host"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Wait up to `within` for `ok` to hold, polling.
+pub fn eventually(within: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if ok() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` is alive (a zombie counts as gone).
+pub fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty()
+        && !stat
+            .rfind(')')
+            .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'))
+}
+
 /// A moment after its session ended, process `pid` (its `claude` child) is gone.
 pub fn assert_gone(pid: i32) {
     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -163,15 +196,24 @@ pub fn processes_left_after(marker: &str, within: std::time::Duration) -> usize 
 }
 
 /// A `cms` with its own home, store and working directory, on the simulator.
+///
+/// By default its commands reach the session host (the product's default), unless
+/// the test runner's environment has `CMS_TEST_NO_HOST` (`tests/run.sh` runs some
+/// modules a second time that way). [`Cms::in_process`] pins a test to `--no-host`.
 pub struct Cms {
     pub dir: tempfile::TempDir,
+    /// Every command runs with `CMS_NO_HOST=1`.
+    no_host: bool,
 }
 
 impl Drop for Cms {
     /// The test's host (if one started) stops with the test.
     fn drop(&mut self) {
         if self.dir.path().join("cms/host.json").exists() {
-            let _ = self.cmd(&["host", "stop"]).output();
+            let _ = self
+                .cmd(&["host", "stop"])
+                .env_remove("CMS_NO_HOST")
+                .output();
         }
     }
 }
@@ -186,7 +228,38 @@ impl Cms {
     pub fn new() -> Cms {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
-        Cms { dir }
+        Cms {
+            dir,
+            no_host: std::env::var_os("CMS_TEST_NO_HOST").is_some(),
+        }
+    }
+
+    /// A `cms` whose every command keeps its sessions in process (`CMS_NO_HOST=1`):
+    /// for a test of what `--no-host` does (a session's process ends with its command).
+    pub fn in_process() -> Cms {
+        let mut cms = Cms::new();
+        cms.no_host = true;
+        cms
+    }
+
+    /// Whether this `cms`'s commands reach the session host.
+    pub fn host_mode(&self) -> bool {
+        !self.no_host
+    }
+
+    /// The state a session is left in after a command that ran a turn: live (`idle`)
+    /// in the host, `stopped` in process.
+    pub fn after_command(&self) -> &'static str {
+        if self.no_host {
+            "stopped"
+        } else {
+            "idle"
+        }
+    }
+
+    /// The home's host socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("cms/host.sock")
     }
 
     pub fn work(&self) -> PathBuf {
@@ -205,7 +278,7 @@ impl Cms {
             // A host this test started ends soon after the test (and at its drop).
             .env("CMS_HOST_IDLE", "20s")
             .stdin(Stdio::null());
-        if std::env::var_os("CMS_TEST_NO_HOST").is_some() {
+        if self.no_host {
             c.env("CMS_NO_HOST", "1");
         }
         // Without bubblewrap (a developer machine; `tests/run.sh` installs it), guarded

@@ -16,6 +16,19 @@ pub struct RealEnv {
     pub manager: Arc<Manager>,
 }
 
+impl Drop for RealEnv {
+    /// A host a test's `cms` commands started stops with the test.
+    fn drop(&mut self) {
+        let home = self.dir.path().join("cms-home");
+        if home.join("host.json").exists() {
+            let _ = std::process::Command::new(super::cms_bin())
+                .args(["host", "stop"])
+                .env("CMS_HOME", &home)
+                .output();
+        }
+    }
+}
+
 /// A manager on the real CLI whose turns may take `turn_timeout`; None (the test
 /// is skipped) when the CLI is not installed, see [`super::real_claude`].
 pub async fn real_env(turn_timeout: Duration) -> Option<RealEnv> {
