@@ -14,6 +14,7 @@ mod completions;
 mod delegate;
 mod e2e_claude;
 mod e2e_safety;
+mod host_cli;
 mod layers;
 mod lists;
 mod lua;
