@@ -41,7 +41,7 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Delegation", &["delegate", "continue", "finish", "abort"]),
-    ("The session host", &["serve", "host"]),
+    ("The session host", &["serve", "host", "logs", "attach"]),
     ("Lua", &["script", "repl", "lua-types"]),
     (
         "Setup and tools",
@@ -334,6 +334,25 @@ pub enum Command {
     /// The session host: status, stop, restart.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Show what a session did (messages, answers, tools, costs); -f follows it live.
+    #[command(
+        override_usage = "cms logs [OPTIONS] <NAME|--name <NAME>>",
+        after_help = examples!(
+            "cms logs fix-auth",
+            "cms logs fix-auth -f              # then live, until Ctrl-C",
+            "cms logs fix-auth -f --json | jq -r 'select(.event == \"text\") | .text'",
+        )
+    )]
+    Logs(LogsArgs),
+    /// A prompt on one session of the host: each line is sent, the answer streams in.
+    #[command(
+        override_usage = "cms attach [OPTIONS] <NAME|--name <NAME>>",
+        after_help = examples!(
+            "cms attach fix-auth               # Ctrl-C interrupts a turn, Ctrl-D detaches",
+            "printf 'hi\\nthanks\\n' | cms attach fix-auth   # each line sent, answers printed",
+        )
+    )]
+    Attach(NameArg),
     /// Register `cms mcp` with Claude Code (interactive without flags).
     Setup(SetupArgs),
     /// Plugins: list what is loaded, check that every plugin loads, or run a plugin tool.
@@ -652,6 +671,20 @@ pub struct OutputArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Session name (or --name).
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
+    /// Session name.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub name: String,
+    /// Then follow its live events from the session host until Ctrl-C (waiting for
+    /// the session to become live when it is not).
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Session name (or --name).
     #[arg(value_name = "NAME")]
@@ -850,6 +883,7 @@ impl Command {
             Command::Interrupt(_) => "interrupt",
             Command::Status(_) => "status",
             Command::Delete(_) => "delete",
+            Command::Attach(_) => "attach",
             Command::Finish(_) => "finish",
             Command::Abort(_) => "abort",
             Command::Approve(_) => "approve",
@@ -902,6 +936,11 @@ impl Command {
                 vec![a.name_pos.take()],
                 &mut [slot(A_NAME, "--name", &mut a.name)],
             ),
+            Command::Logs(a) => fill(
+                "cms logs NAME",
+                vec![a.name_pos.take()],
+                &mut [slot(A_NAME, "--name", &mut a.name)],
+            ),
             Command::History(a) => fill(
                 "cms history NAME",
                 vec![a.name_pos.take()],
@@ -935,6 +974,7 @@ impl Command {
             | Command::Interrupt(a)
             | Command::Status(a)
             | Command::Delete(a)
+            | Command::Attach(a)
             | Command::Finish(a)
             | Command::Abort(a) => fill(
                 &format!("cms {verb} NAME"),

@@ -4,7 +4,8 @@ use super::args::{Cli, Command};
 use super::out::{self};
 use super::outcome::{CliError, Json, Outcome, Printed};
 use super::{
-    completions, delegate, demo, host, man, plugins, policy, render, repl, script, sessions, setup,
+    attach, completions, delegate, demo, host, logs, man, plugins, policy, render, repl, script,
+    sessions, setup,
 };
 use crate::app::{exit, HostUse};
 use crate::engine::{EngineConfig, Manager};
@@ -53,10 +54,13 @@ pub fn host_use(cli: &Cli) -> HostUse {
         | Command::Delegate(_)
         | Command::Continue(_)
         | Command::Script(_)
-        | Command::Repl(_) => HostUse::Start,
+        | Command::Repl(_)
+        | Command::Attach(_) => HostUse::Start,
         // Claude Code starts `cms mcp` to list its tools: the host starts when a tool
         // first needs it.
         Command::Mcp => HostUse::Lazy,
+        // Reading a session's log never starts a host (`-f` waits for one).
+        Command::Logs(_) => HostUse::IfRunning,
         // A call can wait only in a live session: in the host, if one runs.
         Command::Approvals | Command::Approve(_) | Command::Deny(_) => HostUse::IfRunning,
         _ => HostUse::IfRunning,
@@ -93,6 +97,15 @@ fn run_command(mut cli: Cli) -> i32 {
         }
         Command::Serve(a) => return host::serve(cfg, &a),
         Command::Host(cmd) => return host::run(cfg, cmd, json),
+        Command::Logs(a) => return logs::run(cfg, a, json, want == HostUse::Never),
+        Command::Attach(_) if json => {
+            return usage_error(
+                json,
+                "attach has no JSON output (it is a prompt for people); `cms logs -f --json` \
+                 streams a session's events, `cms send --json` sends one message",
+            )
+        }
+        Command::Attach(a) => return attach::run(cfg, a, want),
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),

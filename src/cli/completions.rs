@@ -247,7 +247,9 @@ mod tests {
     fn the_session_commands_are_found_in_the_definition() {
         let slots = session_slots(&Cli::command());
         let names: Vec<&str> = slots.iter().map(|(n, _)| n.as_str()).collect();
-        for sub in ["status", "send", "stop", "history", "fork", "delete"] {
+        for sub in [
+            "status", "send", "stop", "history", "fork", "delete", "logs", "attach",
+        ] {
             assert!(names.contains(&sub), "{sub} missing from {names:?}");
         }
         for sub in NEW_NAME_COMMANDS {

@@ -22,7 +22,8 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool, want: HostUse) -> i32 {
         Err(e) => return out::fail(json, e),
     };
     let manager = app.sessions().clone();
-    let _progress = app.block_on(async { super::progress::watch(manager.as_ref()) });
+    let _progress =
+        app.block_on(async { super::progress::watch(manager.as_ref(), Default::default()) });
     app.run_local(async {
         let LuaApp {
             host,

@@ -2,11 +2,13 @@
 //! session logic.
 
 pub mod args;
+mod attach;
 mod commands;
 mod completions;
 mod delegate;
 mod demo;
 mod host;
+mod logs;
 mod man;
 pub(crate) mod out;
 mod outcome;

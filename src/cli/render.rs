@@ -21,9 +21,13 @@ fn ago(ms: i64) -> String {
 
 /// The response text, a blank line, and a footer line.
 pub fn response_block(rec: &SessionRecord, r: &Response) -> String {
+    format!("{}\n\n{}", r.text.trim_end(), response_footer(rec, r))
+}
+
+/// The summary line of a turn: `[name] status=… cost=… total=… turns=… …`.
+pub fn response_footer(rec: &SessionRecord, r: &Response) -> String {
     format!(
-        "{}\n\n[{}] status={} cost={} total={} turns={} duration={:.1}s session={}",
-        r.text.trim_end(),
+        "[{}] status={} cost={} total={} turns={} duration={:.1}s session={}",
         rec.name,
         rec.state,
         money(r.cost_usd),

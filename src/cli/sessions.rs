@@ -6,6 +6,7 @@
 use super::args::{Command, ListArgs, SortKey};
 use super::out::errln;
 use super::outcome::{text_arg, CliError, Json, Outcome, Printed};
+use super::progress::Watching;
 use super::render;
 use crate::app::{App, HostUse};
 use crate::engine::manager::BatchProgress;
@@ -147,9 +148,15 @@ pub(super) fn run_async(
     } else {
         None
     };
-    let _progress = app.block_on(async { super::progress::watch(manager.as_ref()) });
+    // The session a turn runs in: its progress only, and on a terminal its answer as
+    // it streams.
+    let what = super::progress::Watch {
+        only: interrupted.iter().cloned().collect(),
+        stream: interrupted.is_some() && super::progress::streaming(json),
+    };
+    let watching = app.block_on(async { super::progress::watch(manager.as_ref(), what) });
     let creates = matches!(cmd, Command::Spawn(_) | Command::Fork(_));
-    app.run_until_signal(async_command(&manager, cmd, json))
+    app.run_until_signal(async_command(&manager, cmd, json, watching.as_ref()))
         .unwrap_or_else(|| {
             // A session this command was creating, stopped before Claude Code gave it
             // a conversation, can never be resumed: it goes, so its name is free again.
@@ -234,9 +241,16 @@ fn secs(t: f64) -> Option<Duration> {
     ))
 }
 
-fn turn_outcome(rec: &SessionRecord, r: &Response) -> Outcome {
+/// A turn's end: its text and summary line (only the summary when the text was
+/// streamed as it came), or its JSON.
+fn turn_outcome(rec: &SessionRecord, r: &Response, streamed: bool) -> Outcome {
+    let text = if streamed {
+        format!("\n{}", render::response_footer(rec, r))
+    } else {
+        render::response_block(rec, r)
+    };
     let printed = Printed {
-        text: render::response_block(rec, r),
+        text,
         json: render::turn_json(rec, Some(r)).into(),
     };
     if r.is_error {
@@ -253,10 +267,20 @@ fn state_outcome(rec: &SessionRecord, verb: &str) -> Outcome {
     )
 }
 
+/// Whether the text of `name`'s turn, just returned, was streamed (after its last
+/// events are shown).
+async fn streamed(watching: Option<&Watching>, name: &str) -> bool {
+    match watching {
+        Some(w) => w.settle(name).await,
+        None => false,
+    }
+}
+
 async fn async_command(
     m: &Arc<dyn Sessions>,
     cmd: Command,
     json: bool,
+    watching: Option<&Watching>,
 ) -> Result<Outcome, CliError> {
     Ok(match cmd {
         Command::Spawn(a) => {
@@ -265,7 +289,8 @@ async fn async_command(
             let req = spec.into_request(false)?;
             let (_, r) = m.spawn(req.clone()).await?;
             m.shutdown().await;
-            turn_outcome(&m.status(&req.name)?, &r)
+            let streamed = streamed(watching, &req.name).await;
+            turn_outcome(&m.status(&req.name)?, &r, streamed)
         }
         Command::Send(a) => {
             let message = text_arg(&a.message)?;
@@ -274,7 +299,8 @@ async fn async_command(
                 m.stop(&a.name).await?;
             }
             m.shutdown().await;
-            turn_outcome(&m.status(&a.name)?, &r)
+            let streamed = streamed(watching, &a.name).await;
+            turn_outcome(&m.status(&a.name)?, &r, streamed)
         }
         Command::Resume(a) => {
             let message = a.message.as_deref().map(text_arg).transpose()?;
@@ -284,7 +310,7 @@ async fn async_command(
             m.shutdown().await;
             let rec = m.status(&a.name)?;
             match r {
-                Some(r) => turn_outcome(&rec, &r),
+                Some(r) => turn_outcome(&rec, &r, streamed(watching, &a.name).await),
                 None => done(
                     format!("Session '{}' resumed", rec.name),
                     render::turn_json(&rec, None),
@@ -310,7 +336,7 @@ async fn async_command(
             m.shutdown().await;
             let rec = m.status(&a.new_name)?;
             match r {
-                Some(r) => turn_outcome(&rec, &r),
+                Some(r) => turn_outcome(&rec, &r, streamed(watching, &a.new_name).await),
                 None => done(
                     format!("Forked '{}' → '{}'", a.name, a.new_name),
                     render::turn_json(&rec, None),
@@ -379,6 +405,8 @@ async fn async_command(
         | Command::Mcp
         | Command::Serve(_)
         | Command::Host(_)
+        | Command::Logs(_)
+        | Command::Attach(_)
         | Command::Setup(_)
         | Command::Trust(_)
         | Command::Untrust(_)

@@ -246,6 +246,20 @@ mod tests {
                 position: 1,
             },
             EventKind::Queued { position: 2 },
+            EventKind::Approval {
+                id: "r1".into(),
+                tool: "Write".into(),
+                input: Value::Null,
+                reason: "a write".into(),
+                deadline_ms: 0,
+            },
+            EventKind::Decided {
+                id: "r1".into(),
+                tool: "Write".into(),
+                allowed: true,
+                by: "cli".into(),
+                reason: None,
+            },
             EventKind::Violation {
                 rule: "r".into(),
                 message: "m".into(),

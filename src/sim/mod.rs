@@ -47,6 +47,7 @@ pub enum Word {
     Cwd,
     Env,
     Stderr,
+    Lines,
 }
 
 /// One scripting word: how it is written and what the simulated model does.
@@ -91,6 +92,8 @@ pub const WORDS: &[WordDoc] = &[
         does: "answers with a variable, or every variable's name" },
     WordDoc { word: Word::Stderr, name: "STDERR", usage: "STDERR text",
         does: "writes text on stderr, then echoes" },
+    WordDoc { word: Word::Lines, name: "LINES", usage: "LINES n ms [text]",
+        does: "answers in n messages `text 1` .. `text n`, ms apart (an interrupt ends it early)" },
 ];
 
 /// The scripting word `s` is, if any.
@@ -947,8 +950,32 @@ impl Sim {
             }
             // A second COST (`COST 1 COST 2 x`) is text like any other.
             Word::Cost => echo(body),
+            Word::Lines => return self.lines(rest, t, &msg_id),
         };
         self.answer(reply, t, &msg_id)
+    }
+
+    /// `LINES n ms [text]`: n text messages, `ms` apart, the last one the answer.
+    fn lines(&mut self, rest: &str, t: &mut TurnState, msg_id: &str) -> Outcome {
+        let (n, r) = split_word(rest);
+        let (ms, text) = split_word(r);
+        let n: u32 = n.parse().unwrap_or(3).clamp(1, 10_000);
+        let pause = Duration::from_millis(ms.parse().unwrap_or(500));
+        let text = if text.trim().is_empty() {
+            "line"
+        } else {
+            text.trim()
+        };
+        for i in 1..n {
+            self.assistant(
+                vec![json!({"type":"text","text":format!("{text} {i}")})],
+                msg_id,
+            );
+            if self.wait(Some(pause)).is_err() {
+                return Outcome::Interrupted;
+            }
+        }
+        self.answer(format!("{text} {n}"), t, msg_id)
     }
 
     /// One billed API call that answers `reply`.

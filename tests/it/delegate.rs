@@ -356,7 +356,9 @@ fn presets_shape_the_session_and_full_works_without_bypass() {
     );
     let err = cms.fails(&["delegate", "--name", "x", "--task", "t", "--preset", "yolo"]);
     assert!(
-        err.contains("unknown preset 'yolo' (known: edit, full, plan, read-only, review)"),
+        err.contains(
+            "unknown preset 'yolo' (known: edit, full, plan, read-only, review, supervised)"
+        ),
         "{err}"
     );
 }

@@ -18,6 +18,7 @@ mod e2e_claude;
 mod e2e_host;
 mod e2e_safety;
 mod host;
+mod host_cli;
 mod layers;
 mod lists;
 mod lua;

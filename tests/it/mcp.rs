@@ -234,6 +234,8 @@ async fn every_builtin_tool_works_through_a_real_client() {
         "finish_task",
         "abort_task",
         "batch_spawn",
+        "list_pending_approvals",
+        "decide_approval",
         "session_report",
     ] {
         assert!(
@@ -241,7 +243,7 @@ async fn every_builtin_tool_works_through_a_real_client() {
             "missing {expected}: {names:?}"
         );
     }
-    assert_eq!(names.len(), 18, "{names:?}");
+    assert_eq!(names.len(), 20, "{names:?}");
     for t in &tools {
         assert_eq!(
             t.input_schema.get("type"),
@@ -281,6 +283,23 @@ async fn every_builtin_tool_works_through_a_real_client() {
     );
     let v = ok(&client, "get_session_status", json!({ "name": "a" })).await;
     assert_eq!(v["interaction_count"], 2);
+    // Nothing waits for a decision; a model may not approve unless the user said so.
+    let v = ok(&client, "list_pending_approvals", json!({})).await;
+    assert_eq!(v["approvals"], json!([]));
+    let denied = fails(
+        &client,
+        "decide_approval",
+        json!({ "name": "a", "allow": true }),
+    )
+    .await;
+    assert!(denied.contains("CMS_MCP_MAY_APPROVE"), "{denied}");
+    let none = fails(
+        &client,
+        "decide_approval",
+        json!({ "name": "a", "allow": false }),
+    )
+    .await;
+    assert!(none.contains("no tool call waiting"), "{none}");
     assert_eq!(
         ok(&client, "get_history", json!({ "name": "a", "limit": 1 })).await["history"]
             .as_array()
