@@ -343,8 +343,6 @@ impl Host {
         std::fs::create_dir_all(&home).unwrap();
         let log = std::fs::File::create(dir.join("host.log")).unwrap();
         let mut cmd = std::process::Command::new(cms);
-        // `CMS_HOST_IDLE`, not `--idle-exit never`: with this build that flag panics
-        // in clap (`Option<Option<Duration>>` is read as `Duration`).
         cmd.arg("serve")
             .current_dir(dir)
             .env("CMS_HOST_IDLE", "never")
@@ -746,6 +744,8 @@ struct Memory {
 
 async fn live_rss(cms: &Path, sim: &Path, dir: &Path, n: usize) -> Memory {
     std::fs::create_dir_all(dir).unwrap();
+    // Every one of them live: the memory-sized default cap would park most.
+    cap_live(dir, n + 1);
     let host = Host::start(cms, sim, dir, &[]).await;
     // One session and back, so the idle figure includes what the first one loads.
     host.client.spawn(request("warm", dir)).await.unwrap();
@@ -796,9 +796,9 @@ fn knows_the_queue(c: &HostClient) -> bool {
     })
 }
 
-async fn queue(cms: &Path, sim: &Path, dir: &Path, n: usize, cap: usize) -> Queue {
+/// The shipped safety policy as the user's, with `max_live = cap` for the host.
+fn cap_live(dir: &Path, cap: usize) {
     std::fs::create_dir_all(dir.join("config/cms")).unwrap();
-    // The shipped safety policy, with the host's limit added.
     let safety = cms::sandbox::scripts::builtin("safety.lua").unwrap().code;
     let at = safety.rfind("return M").expect("safety.lua returns M");
     let script = format!(
@@ -807,6 +807,10 @@ async fn queue(cms: &Path, sim: &Path, dir: &Path, n: usize, cap: usize) -> Queu
         &safety[at..]
     );
     std::fs::write(dir.join("config/cms/safety.lua"), script).unwrap();
+}
+
+async fn queue(cms: &Path, sim: &Path, dir: &Path, n: usize, cap: usize) -> Queue {
+    cap_live(dir, cap);
     let host = Host::start(cms, sim, dir, &[]).await;
     let sampler = Sampler::start(host.pid());
     let mut notes = Vec::new();
