@@ -370,10 +370,13 @@ impl Host {
             assert!(Instant::now() < deadline, "cms serve did not listen");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (client, _) = cms::host::connect(&cfg, "bench", false)
-            .await
-            .unwrap()
-            .expect("the host listens");
+        let client = loop {
+            if let Some((client, _)) = cms::host::connect(&cfg, "bench", false).await.unwrap() {
+                break client;
+            }
+            assert!(Instant::now() < deadline, "cms serve did not answer");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
         Host { child, cfg, client }
     }
 

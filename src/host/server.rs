@@ -184,22 +184,30 @@ pub async fn serve(
     Ok(())
 }
 
-/// Listen on the socket, readable and writable by this user only.
+/// Listen on the socket, readable and writable by this user only. The socket is made
+/// under a temporary name and renamed into place once it listens, so a client never
+/// finds a socket that refuses it (or one with looser permissions).
 fn bind(endpoint: &Endpoint) -> Result<UnixListener, ServeError> {
     let path = &endpoint.socket;
-    // Held the host lock: whatever socket is there is a dead host's.
-    let _ = std::fs::remove_file(path);
     let bind_err = |source| ServeError::Bind {
         path: path.display().to_string(),
         source,
     };
+    let fresh = path.with_extension(format!("sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
     // SAFETY: umask only changes this process's file creation mask.
     let old = unsafe { libc::umask(0o177) };
-    let listener = UnixListener::bind(path);
+    let listener = UnixListener::bind(&fresh);
     unsafe { libc::umask(old) };
     let listener = listener.map_err(bind_err)?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    let ready = std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
+        // Held the host lock: whatever socket is at `path` is a dead host's.
+        .and_then(|()| std::fs::rename(&fresh, path));
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(&fresh);
+        return Err(bind_err(e));
+    }
     Ok(listener)
 }
 
