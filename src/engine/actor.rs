@@ -14,6 +14,9 @@ use crate::engine::reader::{self, Line};
 use crate::engine::response::{retries_note, Response, TurnCollector};
 use crate::engine::state::SessionState;
 use crate::wire::cost::{parse_session_cost, ReportedCost, GET_SESSION_COST};
+
+/// How long the command that ends a remote process group may take.
+const REMOTE_END_LIMIT: Duration = Duration::from_secs(15);
 use crate::wire::message::{ControlRequestBody, KnownBlock, Message};
 use crate::wire::outgoing;
 use serde_json::Value;
@@ -105,6 +108,8 @@ pub(crate) struct Actor {
     policy_reason: Option<String>,
     /// A Stop/Kill verdict raised while emitting, applied by `after_policy`.
     policy_end: Option<(Ending, String)>,
+    /// Set when `claude` runs on another host: how to end its remote process group.
+    remote: Option<crate::engine::runner::RemoteEnd>,
 }
 
 /// The child's pipes and the actor's inboxes.
@@ -128,7 +133,11 @@ impl Actor {
             name: spec.name.clone(),
             keep_resume_id: spec.args.resume.is_some() && !spec.args.fork_session,
             include_partial: spec.args.include_partial_messages,
-            cwd: spec.cwd.display().to_string(),
+            // Tool paths are relative to where claude runs: the remote folder, if remote.
+            cwd: match spec.launch.as_ref().and_then(|l| l.remote.as_ref()) {
+                Some(r) => r.cwd.clone(),
+                None => spec.cwd.display().to_string(),
+            },
             pid: io.pid,
             supervised: spec.supervisor.is_some(),
             tree_guard: process::TreeGuard {
@@ -160,6 +169,7 @@ impl Actor {
             exit_waiters: Vec::new(),
             policy_reason: None,
             policy_end: None,
+            remote: spec.launch.as_ref().and_then(|l| l.remote.clone()),
         }
     }
 
@@ -551,7 +561,8 @@ impl Actor {
                         } else if info.session_id.as_deref() != Some(id.as_str()) {
                             tracing::warn!(session = %self.name, init_id = %id, "init reports another session id on resume; keeping the stored one");
                         }
-                        if init.cwd.is_some() {
+                        // A remote claude reports the remote folder; resumes start here.
+                        if init.cwd.is_some() && self.remote.is_none() {
                             info.cwd = init.cwd.clone();
                         }
                         if init.model.is_some() {
@@ -777,6 +788,43 @@ impl Actor {
         }
     }
 
+    /// A remote session ended on purpose (kill, timeout, a policy, a stop that had to
+    /// signal): end its remote process group too, since ending the local client (`ssh`)
+    /// does not. Waits for the end command, up to [`REMOTE_END_LIMIT`].
+    async fn end_remote(&self, exit: &ExitInfo) {
+        let Some(remote) = &self.remote else { return };
+        let forced = match self.ending {
+            Some(Ending::Stop) => exit.signal.is_some(),
+            Some(_) => true,
+            None => exit.signal.is_some(),
+        };
+        let pgid = self.shared.info.lock().unwrap().remote_pgid;
+        if let (true, Some(pgid)) = (forced, pgid) {
+            let argv = remote.command(pgid);
+            let ok = crate::engine::runner::end_remote(&argv, REMOTE_END_LIMIT).await;
+            tracing::debug!(session = %self.name, host = %remote.host, pgid, ok, "ended the remote process group");
+        }
+    }
+
+    /// The runner's client could not reach the host (OpenSSH exits 255 on its own
+    /// errors, and the remote side never printed its pgid): a clear error naming the host.
+    fn unreachable(&self, exit: &ExitInfo) -> Option<EngineError> {
+        let remote = self.remote.as_ref()?;
+        let started = self.shared.info.lock().unwrap().remote_pgid.is_some();
+        if started || exit.code != Some(255) {
+            return None;
+        }
+        let detail = crate::engine::child::last_lines(&exit.stderr, 3);
+        Some(EngineError::RunsOn {
+            host: remote.host.clone(),
+            detail: if detail.is_empty() {
+                "cannot be reached (the runner's client exited with 255)".into()
+            } else {
+                format!("cannot be reached: {detail}")
+            },
+        })
+    }
+
     /// The child's stdout ended: collect its exit, fail what is still waiting.
     async fn finish(mut self) {
         self.stdin = None;
@@ -805,6 +853,7 @@ impl Actor {
             stderr: self.shared.stderr_tail(),
         };
         self.shared.info.lock().unwrap().exit = Some(exit.clone());
+        self.end_remote(&exit).await;
         // Ended by a signal we did not send: `cms stop` (SIGTERM) or `cms kill` (the
         // tree killed) from another process. That is a stop or a kill, not a failure.
         if self.ending.is_none() {
@@ -854,7 +903,9 @@ impl Actor {
         });
         let error = match self.ending {
             Some(e) => self.ending_error(e, partial),
-            None => exited_error(&exit, partial),
+            None => self
+                .unreachable(&exit)
+                .unwrap_or_else(|| exited_error(&exit, partial)),
         };
         if let Some(mut t) = self.current.take() {
             if let Some(reply) = t.reply.take() {

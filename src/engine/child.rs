@@ -43,6 +43,9 @@ pub struct StartSpec {
     pub turn_timeout: Duration,
     pub stop_grace: Duration,
     pub interrupt_grace: Duration,
+    /// What a runner made of the above ([`crate::engine::runner`]): None runs
+    /// `claude_bin` here, as always.
+    pub launch: Option<crate::engine::runner::Launch>,
 }
 
 /// Where events go: subscribers, and an optional recorder (the store).
@@ -106,6 +109,9 @@ pub struct LiveInfo {
     pub budget_usd: Option<f64>,
     /// The API retry in progress in the current turn, if the CLI is retrying.
     pub retry: Option<crate::engine::events::ApiRetryEvent>,
+    /// For a session on another host: the process group its remote side printed
+    /// ([`crate::engine::runner::PGID_MARKER`]), once seen.
+    pub remote_pgid: Option<u32>,
 }
 
 pub(crate) struct Shared {
