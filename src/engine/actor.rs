@@ -806,6 +806,12 @@ impl Actor {
         }
     }
 
+    /// The error of a child that exited on its own: a host out of reach, else the exit.
+    fn exit_error(&self, exit: &ExitInfo, partial: Option<Box<Response>>) -> EngineError {
+        self.unreachable(exit)
+            .unwrap_or_else(|| exited_error(exit, partial))
+    }
+
     /// The runner's client could not reach the host (OpenSSH exits 255 on its own
     /// errors, and the remote side never printed its pgid): a clear error naming the host.
     fn unreachable(&self, exit: &ExitInfo) -> Option<EngineError> {
@@ -876,7 +882,7 @@ impl Actor {
         };
         if state == SessionState::Failed {
             self.emit(EventKind::Error {
-                message: exited_error(&exit, None).to_string(),
+                message: self.exit_error(&exit, None).to_string(),
             });
         }
         self.emit(EventKind::Exit {
@@ -903,24 +909,24 @@ impl Actor {
         });
         let error = match self.ending {
             Some(e) => self.ending_error(e, partial),
-            None => self
-                .unreachable(&exit)
-                .unwrap_or_else(|| exited_error(&exit, partial)),
+            None => self.exit_error(&exit, partial),
         };
         if let Some(mut t) = self.current.take() {
             if let Some(reply) = t.reply.take() {
                 let _ = reply.send(Err(error));
             }
         }
-        for (_, _, reply) in self.queue.drain(..) {
+        let queue: Vec<_> = self.queue.drain(..).collect();
+        for (_, _, reply) in queue {
             let _ = reply.send(Err(match self.ending {
                 Some(Ending::Kill) => EngineError::Killed { partial: None },
                 Some(_) => EngineError::Stopped { partial: None },
-                None => exited_error(&exit, None),
+                None => self.exit_error(&exit, None),
             }));
         }
-        for (_, reply) in self.pending_controls.drain() {
-            let _ = reply.send(Err(exited_error(&exit, None)));
+        let controls: Vec<_> = self.pending_controls.drain().collect();
+        for (_, reply) in controls {
+            let _ = reply.send(Err(self.exit_error(&exit, None)));
         }
         for w in self.exit_waiters.drain(..) {
             let _ = w.send(exit.clone());
@@ -930,13 +936,13 @@ impl Actor {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 Cmd::Send { reply, .. } => {
-                    let _ = reply.send(Err(exited_error(&exit, None)));
+                    let _ = reply.send(Err(self.exit_error(&exit, None)));
                 }
                 Cmd::Interrupt { reply } => {
-                    let _ = reply.send(Err(exited_error(&exit, None)));
+                    let _ = reply.send(Err(self.exit_error(&exit, None)));
                 }
                 Cmd::Control { reply, .. } => {
-                    let _ = reply.send(Err(exited_error(&exit, None)));
+                    let _ = reply.send(Err(self.exit_error(&exit, None)));
                 }
                 Cmd::Stop { reply } | Cmd::Kill { reply } => {
                     let _ = reply.send(exit.clone());
