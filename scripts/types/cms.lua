@@ -437,7 +437,8 @@ function cms.shell.parse(line) end
 ---The context a safety policy (`safety.lua`) is given with each call.
 ---@class cms.PolicyContext
 ---@field session string
----@field cwd string
+---@field cwd string Where claude runs: for a session on another host, the folder there.
+---@field host string? The host of `hosts.lua` the session runs on; nil: this machine.
 ---@field preset table? The session's preset from `presets.lua`, with `name`.
 ---@field safety boolean False with `--no-safety`.
 ---@field limits {max_cost: number?, max_turns: integer?, timeout: number?}

@@ -675,6 +675,7 @@ impl Actor {
                     input: t.input.clone(),
                     tool_use_id: t.tool_use_id.clone(),
                     cwd: self.cwd.clone(),
+                    host: self.remote.as_ref().map(|r| r.host.clone()),
                     blocked_path: t.blocked_path.clone(),
                     progress: self.progress(),
                 };

@@ -372,6 +372,9 @@ fn killing_the_session_host_leaves_no_remote_process() {
     cms.ok(&["spawn", "--name", "a", "--prompt", "hi", "--on", "hostA"]);
     cms.ok(&["spawn", "--name", "b", "--prompt", "hi", "--on", "hostB"]);
     assert_eq!(remote_claudes(&marker), 2);
+    // One idle, one in the middle of a turn (which would go on after its stdin closed).
+    let mut turn = cms.spawn_piped(&["send", "--name", "b", "--message", "SLOW 60000 still here"]);
+    cms.busy_pid("b");
     let info: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(cms.dir.path().join("cms/host.json")).unwrap(),
     )
@@ -386,6 +389,8 @@ fn killing_the_session_host_leaves_no_remote_process() {
         t.elapsed()
     );
     assert_eq!(left, 0);
+    let _ = turn.kill();
+    let _ = turn.wait();
 }
 
 /// A turn over ssh against a turn here, on the simulator (printed, not asserted).
