@@ -72,6 +72,7 @@ cms = {}
 ---@field permission_mode cms.PermissionMode?
 ---@field allowed_tools string[]
 ---@field forked_from string?
+---@field on string? The host of `hosts.lua` it runs on; absent: this machine.
 ---@field created_at string RFC 3339.
 ---@field updated_at string RFC 3339 (last activity).
 ---@field total_cost_usd number Total cost in USD over all its processes.

@@ -291,6 +291,7 @@ fn a_session_on_host_b_lives_there_from_spawn_to_kill() {
     let remote = hosts.remote_work("hostB").display().to_string();
     assert!(out.contains(&remote), "{out}");
     assert_eq!(stored_host(&cms, "r").as_deref(), Some("hostB"));
+    assert_eq!(cms.json(&["status", "--name", "r"])["on"], "hostB");
     let out = cms.ok(&["send", "--name", "r", "--message", "ENV CMS_CLAUDE_BIN"]);
     assert!(!out.contains("cms-sim"), "a local variable crossed: {out}");
 
