@@ -307,6 +307,21 @@ fn a_session_on_host_b_lives_there_from_spawn_to_kill() {
     let out = cms.ok(&["fork", "--name", "r", "--new-name", "f", "--message", "CWD"]);
     assert!(out.contains(&remote), "{out}");
     assert_eq!(stored_host(&cms, "f").as_deref(), Some("hostB"));
+    cms.ok(&["kill", "--name", "f"]);
+
+    // A turn past its time limit that ignores the interrupt: the remote claude is
+    // killed, not just the local ssh.
+    let t = Instant::now();
+    let out = cms.run(&["send", "--name", "r", "--message", "DEAF", "--timeout", "1"]);
+    assert!(!out.status.success());
+    let left = remote_claudes_after(&marker, Duration::from_secs(10));
+    eprintln!(
+        "runners: remote processes left after a timeout kill: {left} ({:?})",
+        t.elapsed()
+    );
+    assert_eq!(left, 0);
+    let out = cms.ok(&["send", "--name", "r", "--message", "RECALL"]);
+    assert!(out.contains("ENV CMS_CLAUDE_BIN"), "{out}");
 
     // Killed: the remote process is gone too, not just the local ssh.
     let host_mode = std::env::var_os("CMS_TEST_NO_HOST").is_none();
@@ -315,7 +330,6 @@ fn a_session_on_host_b_lives_there_from_spawn_to_kill() {
     }
     let t = Instant::now();
     cms.ok(&["kill", "--name", "r"]);
-    cms.ok(&["kill", "--name", "f"]);
     let left = remote_claudes_after(&marker, Duration::from_secs(10));
     eprintln!(
         "runners: remote processes left after kill: {left} (in {:?})",
