@@ -539,3 +539,36 @@ impl cms::engine::Runner for LayerRunner {
         })
     }
 }
+
+/// A guarded session on a host: the policy sees the host's folder and name, and
+/// judges its Bash commands as where there is no OS sandbox (bubblewrap is this
+/// machine's, it does not reach the host).
+#[test]
+fn a_guarded_session_on_a_host_gets_no_credit_for_the_local_sandbox() {
+    use cms::engine::{Decision, Policy, SessionOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let service = support::service(cms::sandbox::Layers::builtin_only(), Duration::from_secs(2));
+    let policy = cms::policy::LuaPolicy(service);
+    let options = SessionOptions {
+        guard: Some(support::guard("full")),
+        on: Some("hostB".into()),
+        ..SessionOptions::default()
+    };
+    let session = policy.session_policy("s", &options).expect("guarded");
+    let mut call = support::call(
+        dir.path(),
+        "Bash",
+        serde_json::json!({ "command": "touch made-here" }),
+    );
+    call.host = Some("hostB".into());
+    match session.decide(&call) {
+        Decision::Deny { reason, rule, .. } => {
+            assert_eq!(rule.as_deref(), Some("no_os_sandbox"), "{reason}");
+            assert!(reason.contains("hostB"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A read is still fine.
+    let call = support::call(dir.path(), "Bash", serde_json::json!({ "command": "ls" }));
+    assert_eq!(session.decide(&call), Decision::Allow);
+}
