@@ -56,6 +56,9 @@ pub struct RecordView<'a> {
     permission_mode: Option<&'a str>,
     allowed_tools: &'a [String],
     forked_from: Option<&'a str>,
+    /// The host of `hosts.lua` the session runs on (absent: this machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on: Option<&'a str>,
     created_at: String,
     updated_at: String,
     total_cost_usd: f64,
@@ -82,6 +85,7 @@ pub fn record_view(rec: &SessionRecord) -> RecordView<'_> {
         permission_mode: rec.options.permission_mode.as_deref(),
         allowed_tools: &rec.options.allowed_tools,
         forked_from: rec.forked_from.as_deref(),
+        on: rec.options.on.as_deref(),
         created_at: timestamp(rec.created_at),
         updated_at: timestamp(rec.updated_at),
         total_cost_usd: money(rec.total_cost_usd),

@@ -58,6 +58,8 @@ apt_install bwrap bubblewrap "the OS sandbox of guarded sessions"
 # The shell-completion test types into a real bash through tmux; with
 # CMS_E2E_REQUIRED=1 it fails without it.
 apt_install tmux tmux "the bash completion test drives a real shell"
+# The ssh runner's tests (tests/it/runners.rs) start two OpenSSH servers on 127.0.0.1.
+apt_install /usr/sbin/sshd openssh-server "the ssh runner's tests run sessions over real sshd"
 
 # --all-targets runs each benchmark binary (benches/*.rs, harness = false) without
 # `--bench`: its smoke run, small counts in a debug build, figures informational.

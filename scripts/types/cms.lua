@@ -72,6 +72,7 @@ cms = {}
 ---@field permission_mode cms.PermissionMode?
 ---@field allowed_tools string[]
 ---@field forked_from string?
+---@field on string? The host of `hosts.lua` it runs on; absent: this machine.
 ---@field created_at string RFC 3339.
 ---@field updated_at string RFC 3339 (last activity).
 ---@field total_cost_usd number Total cost in USD over all its processes.
@@ -109,6 +110,7 @@ cms = {}
 ---@field model? string Model: sonnet, opus, haiku, or a full model id [default: sonnet].
 ---@field stop? boolean Stop the session after the first response (one-shot) [default: no; yes for a batch entry].
 ---@field work_dir? string Working directory for claude [default: the current directory].
+---@field on? string Run the session on this host of `hosts.lua` (over its runner, e.g. ssh); it stays there for sends, resumes and forks [default: this machine].
 ---@field permission_mode? cms.PermissionMode Claude Code's permission mode [default: Claude Code's own setting].
 ---@field allowed_tools? string[]|string Tools allowed without asking: a list, or comma-separated, e.g. "Read,Grep,Bash(git *)" [default: none].
 ---@field disallowed_tools? string[]|string Tools removed from the session: a list, or comma-separated [default: none].
@@ -463,7 +465,8 @@ function cms.shell.parse(line) end
 ---The context a safety policy (`safety.lua`) is given with each call.
 ---@class cms.PolicyContext
 ---@field session string
----@field cwd string
+---@field cwd string Where claude runs: for a session on another host, the folder there.
+---@field host string? The host of `hosts.lua` the session runs on; nil: this machine.
 ---@field preset table? The session's preset from `presets.lua`, with `name`.
 ---@field safety boolean False with `--no-safety`.
 ---@field limits {max_cost: number?, max_turns: integer?, timeout: number?}
@@ -503,5 +506,35 @@ function cms.shell.parse(line) end
 ---@field description string
 ---@field input_schema? table A JSON Schema object (default `{type = "object"}`).
 ---@field handler fun(args: table): any The result is sent back as JSON; an error becomes a tool error.
+
+
+--- A machine of `hosts.lua` that sessions can run on (`cms spawn --on NAME`).
+---@class cms.Host
+---@field runner? string `ssh` (default), `local`, or `runners/NAME.lua` of yours.
+---@field address? string `user@host`, or an alias of `~/.ssh/config` (default: the host's name).
+---@field work_dir_map? table<string, string> Local folder prefix → the same folder on the host.
+---@field max_live? integer Most live sessions on the host (not enforced yet).
+---@field labels? string[]
+---@field claude? string The `claude` executable on the host (default `claude`).
+---@field env? table<string, string> The remote child's environment; nothing else of yours crosses.
+---@field ssh_options? string[] Extra client options, e.g. `{ "-F", "/path/ssh_config" }`.
+
+--- What a runner (`runners/NAME.lua`, a function of this) is asked to start.
+---@class cms.RunRequest
+---@field session string The session's name.
+---@field host string The host's name in `hosts.lua`.
+---@field config cms.Host The host's entry.
+---@field claude string The `claude` executable to run.
+---@field argv string[] claude's arguments.
+---@field dir string The working folder where claude runs (the local one mapped by `work_dir_map`).
+---@field local_dir string The session's folder on this machine.
+---@field env table<string, string> The host's `env` and the session's guard: what may cross.
+---@field local_env table<string, string> What cms would give a claude run here (for local runners only).
+
+--- What a runner returns: the local command that carries stream-json on its stdio.
+---@class cms.Launch
+---@field argv string[] The local command (`ssh`, `docker`, ...) and its arguments.
+---@field env? table<string, string> Extra environment of the local command.
+---@field kill? string[] Run locally to end the remote side after a kill; `{pgid}` is the group the remote side printed as `cms-remote-pgid N` on stderr.
 
 return cms

@@ -49,6 +49,8 @@ impl App {
             let _inside = rt.enter();
             Manager::new(cfg).map_err(|e| e.to_string())?
         };
+        // Sessions pinned to a host start through hosts.lua and runners/*.lua.
+        manager.set_runner(Arc::new(crate::runners::LuaRunners));
         Ok(App {
             rt,
             sessions: manager.clone(),

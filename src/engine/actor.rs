@@ -15,6 +15,9 @@ use crate::engine::reader::{self, Line};
 use crate::engine::response::{retries_note, Response, TurnCollector};
 use crate::engine::state::SessionState;
 use crate::wire::cost::{parse_session_cost, ReportedCost, GET_SESSION_COST};
+
+/// How long the command that ends a remote process group may take.
+const REMOTE_END_LIMIT: Duration = Duration::from_secs(15);
 use crate::wire::message::{ControlRequestBody, KnownBlock, Message};
 use crate::wire::outgoing;
 use serde_json::Value;
@@ -117,6 +120,8 @@ pub(crate) struct Actor {
     approvals: Vec<Waiting>,
     /// Tools a person approved for the rest of this process ("always for session").
     always_allowed: HashSet<String>,
+    /// Set when `claude` runs on another host: how to end its remote process group.
+    remote: Option<crate::engine::runner::RemoteEnd>,
 }
 
 /// The child's pipes and the actor's inboxes.
@@ -140,7 +145,11 @@ impl Actor {
             name: spec.name.clone(),
             keep_resume_id: spec.args.resume.is_some() && !spec.args.fork_session,
             include_partial: spec.args.include_partial_messages,
-            cwd: spec.cwd.display().to_string(),
+            // Tool paths are relative to where claude runs: the remote folder, if remote.
+            cwd: match spec.launch.as_ref().and_then(|l| l.remote.as_ref()) {
+                Some(r) => r.cwd.clone(),
+                None => spec.cwd.display().to_string(),
+            },
             pid: io.pid,
             supervised: spec.supervisor.is_some(),
             tree_guard: process::TreeGuard {
@@ -174,6 +183,7 @@ impl Actor {
             policy_end: None,
             approvals: Vec::new(),
             always_allowed: HashSet::new(),
+            remote: spec.launch.as_ref().and_then(|l| l.remote.clone()),
         }
     }
 
@@ -697,7 +707,8 @@ impl Actor {
                         } else if info.session_id.as_deref() != Some(id.as_str()) {
                             tracing::warn!(session = %self.name, init_id = %id, "init reports another session id on resume; keeping the stored one");
                         }
-                        if init.cwd.is_some() {
+                        // A remote claude reports the remote folder; resumes start here.
+                        if init.cwd.is_some() && self.remote.is_none() {
                             info.cwd = init.cwd.clone();
                         }
                         if init.model.is_some() {
@@ -810,6 +821,7 @@ impl Actor {
                     input: t.input.clone(),
                     tool_use_id: t.tool_use_id.clone(),
                     cwd: self.cwd.clone(),
+                    host: self.remote.as_ref().map(|r| r.host.clone()),
                     blocked_path: t.blocked_path.clone(),
                     progress: self.progress(),
                 };
@@ -933,6 +945,49 @@ impl Actor {
         }
     }
 
+    /// A remote session ended on purpose (kill, timeout, a policy, a stop that had to
+    /// signal): end its remote process group too, since ending the local client (`ssh`)
+    /// does not. Waits for the end command, up to [`REMOTE_END_LIMIT`].
+    async fn end_remote(&self, exit: &ExitInfo) {
+        let Some(remote) = &self.remote else { return };
+        let forced = match self.ending {
+            Some(Ending::Stop) => exit.signal.is_some(),
+            Some(_) => true,
+            None => exit.signal.is_some(),
+        };
+        let pgid = self.shared.info.lock().unwrap().remote_pgid;
+        if let (true, Some(pgid)) = (forced, pgid) {
+            let argv = remote.command(pgid);
+            let ok = crate::engine::runner::end_remote(&argv, REMOTE_END_LIMIT).await;
+            tracing::debug!(session = %self.name, host = %remote.host, pgid, ok, "ended the remote process group");
+        }
+    }
+
+    /// The error of a child that exited on its own: a host out of reach, else the exit.
+    fn exit_error(&self, exit: &ExitInfo, partial: Option<Box<Response>>) -> EngineError {
+        self.unreachable(exit)
+            .unwrap_or_else(|| exited_error(exit, partial))
+    }
+
+    /// The runner's client could not reach the host (OpenSSH exits 255 on its own
+    /// errors, and the remote side never printed its pgid): a clear error naming the host.
+    fn unreachable(&self, exit: &ExitInfo) -> Option<EngineError> {
+        let remote = self.remote.as_ref()?;
+        let started = self.shared.info.lock().unwrap().remote_pgid.is_some();
+        if started || exit.code != Some(255) {
+            return None;
+        }
+        let detail = crate::engine::child::last_lines(&exit.stderr, 3);
+        Some(EngineError::RunsOn {
+            host: remote.host.clone(),
+            detail: if detail.is_empty() {
+                "cannot be reached (the runner's client exited with 255)".into()
+            } else {
+                format!("cannot be reached: {detail}")
+            },
+        })
+    }
+
     /// The child's stdout ended: collect its exit, fail what is still waiting.
     async fn finish(mut self) {
         self.stdin = None;
@@ -964,6 +1019,7 @@ impl Actor {
         // Nothing waits for a process that is gone.
         self.approvals.clear();
         self.publish_approvals();
+        self.end_remote(&exit).await;
         // Ended by a signal we did not send: `cms stop` (SIGTERM) or `cms kill` (the
         // tree killed) from another process. That is a stop or a kill, not a failure.
         if self.ending.is_none() {
@@ -986,7 +1042,7 @@ impl Actor {
         };
         if state == SessionState::Failed {
             self.emit(EventKind::Error {
-                message: exited_error(&exit, None).to_string(),
+                message: self.exit_error(&exit, None).to_string(),
             });
         }
         self.emit(EventKind::Exit {
@@ -1013,22 +1069,24 @@ impl Actor {
         });
         let error = match self.ending {
             Some(e) => self.ending_error(e, partial),
-            None => exited_error(&exit, partial),
+            None => self.exit_error(&exit, partial),
         };
         if let Some(mut t) = self.current.take() {
             if let Some(reply) = t.reply.take() {
                 let _ = reply.send(Err(error));
             }
         }
-        for (_, _, reply) in self.queue.drain(..) {
+        let queue: Vec<_> = self.queue.drain(..).collect();
+        for (_, _, reply) in queue {
             let _ = reply.send(Err(match self.ending {
                 Some(Ending::Kill) => EngineError::Killed { partial: None },
                 Some(_) => EngineError::Stopped { partial: None },
-                None => exited_error(&exit, None),
+                None => self.exit_error(&exit, None),
             }));
         }
-        for (_, reply) in self.pending_controls.drain() {
-            let _ = reply.send(Err(exited_error(&exit, None)));
+        let controls: Vec<_> = self.pending_controls.drain().collect();
+        for (_, reply) in controls {
+            let _ = reply.send(Err(self.exit_error(&exit, None)));
         }
         for w in self.exit_waiters.drain(..) {
             let _ = w.send(exit.clone());
@@ -1038,13 +1096,13 @@ impl Actor {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 Cmd::Send { reply, .. } => {
-                    let _ = reply.send(Err(exited_error(&exit, None)));
+                    let _ = reply.send(Err(self.exit_error(&exit, None)));
                 }
                 Cmd::Interrupt { reply } => {
-                    let _ = reply.send(Err(exited_error(&exit, None)));
+                    let _ = reply.send(Err(self.exit_error(&exit, None)));
                 }
                 Cmd::Control { reply, .. } => {
-                    let _ = reply.send(Err(exited_error(&exit, None)));
+                    let _ = reply.send(Err(self.exit_error(&exit, None)));
                 }
                 Cmd::Stop { reply } | Cmd::Kill { reply } => {
                     let _ = reply.send(exit.clone());

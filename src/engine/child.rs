@@ -43,6 +43,9 @@ pub struct StartSpec {
     pub turn_timeout: Duration,
     pub stop_grace: Duration,
     pub interrupt_grace: Duration,
+    /// What a runner made of the above ([`crate::engine::runner`]): None runs
+    /// `claude_bin` here, as always.
+    pub launch: Option<crate::engine::runner::Launch>,
 }
 
 /// Where events go: subscribers, and an optional recorder (the store).
@@ -108,6 +111,9 @@ pub struct LiveInfo {
     pub retry: Option<crate::engine::events::ApiRetryEvent>,
     /// Tool calls waiting for a person's decision, oldest first.
     pub approvals: Vec<crate::engine::approval::Approval>,
+    /// For a session on another host: the process group its remote side printed
+    /// ([`crate::engine::runner::PGID_MARKER`]), once seen.
+    pub remote_pgid: Option<u32>,
 }
 
 pub(crate) struct Shared {

@@ -117,6 +117,10 @@ pub struct SessionOptions {
     pub mcp_config: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add_dirs: Vec<String>,
+    /// The host (in `hosts.lua`) the session runs on; None: this machine. A session
+    /// stays on its host: sends, resumes and forks go there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
     /// Preset and safety net (None: the CLI's own permission mode decides alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<Guard>,

@@ -113,6 +113,11 @@ pub enum EngineError {
              move the file away or point CMS_HOME (or --home) elsewhere", .0.display())]
     HomeIsFile(PathBuf),
 
+    /// A session pinned to a host could not be started there (unknown host, a runner
+    /// script that failed, the host unreachable). The session stays pinned to it.
+    #[error("host '{host}': {detail}; the session stays on '{host}' (fix the host or hosts.lua, then send again to resume it there)")]
+    RunsOn { host: String, detail: String },
+
     #[error("write to claude's stdin failed: {0}")]
     Write(String),
 
@@ -226,6 +231,7 @@ impl EngineError {
             EngineError::NotLive(_) => "not_live",
             EngineError::ConversationMissing { .. } => "conversation_missing",
             EngineError::HomeIsFile(_) => "home_is_file",
+            EngineError::RunsOn { .. } => "runs_on",
             EngineError::Write(_) => "write",
             EngineError::Store { .. } => "store",
             EngineError::Io { .. } => "io",

@@ -15,6 +15,7 @@ use crate::engine::lease::{self, Holder};
 use crate::engine::policy::{AllowAll, Policy};
 use crate::engine::process;
 use crate::engine::response::Response;
+use crate::engine::runner::{LocalRunner, RunRequest, Runner};
 use crate::engine::session::{EventSink, LiveSession, StartSpec};
 pub use crate::engine::sessions::{BatchOutcome, BatchProgress};
 use crate::engine::state::SessionState;
@@ -41,6 +42,8 @@ pub struct Manager {
     events: std::sync::OnceLock<broadcast::Sender<SessionEvent>>,
     recorder: Mutex<Option<(mpsc::UnboundedSender<SessionEvent>, JoinHandle<()>)>>,
     policy: RwLock<Arc<dyn Policy>>,
+    /// Starts the children of sessions pinned to a host ([`crate::engine::runner`]).
+    runner: RwLock<Arc<dyn Runner>>,
     /// Makes "is it live? if not, start it" one step for a name; never held while a
     /// request waits for capacity.
     start_lock: tokio::sync::Mutex<()>,
@@ -67,6 +70,7 @@ impl Manager {
             events: std::sync::OnceLock::new(),
             recorder: Mutex::new(None),
             policy: RwLock::new(Arc::new(AllowAll)),
+            runner: RwLock::new(Arc::new(LocalRunner)),
             start_lock: tokio::sync::Mutex::new(()),
             capacity: Gate::new(),
             spent: Mutex::new(0.0),
@@ -108,6 +112,11 @@ impl Manager {
     /// Replace the policy for sessions started from now on.
     pub fn set_policy(&self, policy: Arc<dyn Policy>) {
         *self.policy.write().unwrap() = policy;
+    }
+
+    /// Replace the runner for sessions pinned to a host, from their next start on.
+    pub fn set_runner(&self, runner: Arc<dyn Runner>) {
+        *self.runner.write().unwrap() = runner;
     }
 
     /// The live session of that name in this process, if any.
@@ -562,6 +571,21 @@ impl Manager {
         let resumes = args.resume.is_some();
         let mut env = self.cfg.child_env.clone();
         policy.launch(&self.cfg.home, cwd, &mut args, &mut env);
+        // A session pinned to a host starts through the runner; others as always.
+        let launch = match &rec.options.on {
+            Some(host) => {
+                let runner = self.runner.read().unwrap().clone();
+                Some(runner.launch(&RunRequest {
+                    session: rec.name.clone(),
+                    host: Some(host.clone()),
+                    claude_bin: self.cfg.claude_bin.clone(),
+                    argv: args.to_argv(),
+                    cwd: cwd.to_path_buf(),
+                    env: env.clone(),
+                })?)
+            }
+            None => None,
+        };
         let spec = StartSpec {
             name: rec.name.clone(),
             claude_bin: self.cfg.claude_bin.clone(),
@@ -578,6 +602,7 @@ impl Manager {
             turn_timeout: self.cfg.turn_timeout,
             stop_grace: self.cfg.stop_grace,
             interrupt_grace: self.cfg.interrupt_grace,
+            launch,
         };
         let session = Arc::new(LiveSession::start(spec, policy, self.sink())?);
         self.live

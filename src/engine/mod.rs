@@ -19,6 +19,7 @@ pub mod policy;
 pub mod process;
 mod reader;
 pub mod response;
+pub mod runner;
 pub mod session;
 pub mod sessions;
 pub mod spec;
@@ -35,6 +36,7 @@ pub use manager::{seconds, BatchOutcome, BatchSpec, Manager, SpawnRequest, Spawn
 pub use mode::PermissionMode;
 pub use policy::{AllowAll, Decision, Guard, Policy, Progress, ToolCall, Verdict, Violation};
 pub use response::Response;
+pub use runner::{Launch, LocalRunner, RemoteEnd, RunRequest, Runner};
 pub use session::LiveSession;
 pub use sessions::{Sessions, Where};
 pub use state::SessionState;

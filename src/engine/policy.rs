@@ -18,8 +18,12 @@ pub struct ToolCall {
     pub tool_name: String,
     pub input: Value,
     pub tool_use_id: Option<String>,
-    /// The session's working directory (paths in `input` are relative to it).
+    /// The session's working directory (paths in `input` are relative to it). For a
+    /// session on another host, the folder there (the local one mapped).
     pub cwd: String,
+    /// The host the session runs on (`hosts.lua`), None here. Paths in `input` are
+    /// that host's: this machine's files (symlinks) say nothing about them.
+    pub host: Option<String>,
     /// `blocked_path` from the request, when the CLI gives one.
     pub blocked_path: Option<String>,
     /// The session's cost and turns when the call was asked.
@@ -36,6 +40,7 @@ impl ToolCall {
             input,
             tool_use_id: None,
             cwd: cwd.display().to_string(),
+            host: None,
             blocked_path: None,
             progress: Progress::default(),
         }

@@ -91,6 +91,11 @@ pub(crate) async fn read_stderr(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 tracing::debug!(session = %name, stderr = %String::from_utf8_lossy(&chunk[..n]).trim_end());
+                let text = String::from_utf8_lossy(&chunk[..n]);
+                // A remote runner's first line names the remote process group.
+                if let Some(pgid) = text.lines().find_map(crate::engine::runner::parse_pgid) {
+                    shared.info.lock().unwrap().remote_pgid = Some(pgid);
+                }
                 let mut buf = shared.stderr.lock().unwrap();
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() > STDERR_TAIL {

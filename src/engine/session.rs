@@ -37,21 +37,18 @@ impl LiveSession {
     /// Start the child. It prints nothing until the first user turn, so this returns
     /// as soon as the process runs.
     pub fn start(spec: StartSpec, policy: Arc<dyn Policy>, sink: EventSink) -> Result<LiveSession> {
-        let argv = spec.args.to_argv();
-        tracing::debug!(session = %spec.name, bin = %spec.claude_bin.display(), ?argv, "starting claude");
+        let (bin, argv, cwd, env) = match &spec.launch {
+            Some(l) => (&l.program, l.args.clone(), &l.cwd, &l.env),
+            None => (&spec.claude_bin, spec.args.to_argv(), &spec.cwd, &spec.env),
+        };
+        tracing::debug!(session = %spec.name, bin = %bin.display(), ?argv, "starting claude");
         let Spawned {
             child,
             pid,
             stdin,
             stdout,
             stderr,
-        } = process::spawn(
-            &spec.claude_bin,
-            &argv,
-            &spec.cwd,
-            &spec.env,
-            spec.supervisor.as_deref(),
-        )?;
+        } = process::spawn(bin, &argv, cwd, env, spec.supervisor.as_deref())?;
         let known_id = if spec.args.fork_session {
             spec.args.session_id.clone()
         } else {
@@ -64,6 +61,8 @@ impl LiveSession {
         let shared = Arc::new(Shared {
             info: Mutex::new(LiveInfo {
                 session_id: known_id,
+                // For a remote session too the local folder: resumes start from it
+                // (the runner maps it again).
                 cwd: Some(spec.cwd.display().to_string()),
                 model: spec.args.model.clone(),
                 session_cost: spec.cost_before,

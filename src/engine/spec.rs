@@ -42,6 +42,11 @@ pub struct SpawnSpec {
     #[arg(long)]
     #[serde(default, alias = "workDir")]
     pub work_dir: Option<PathBuf>,
+    /// Run the session on this host of `hosts.lua` (over its runner, e.g. ssh); it stays
+    /// there for sends, resumes and forks [default: this machine].
+    #[arg(long)]
+    #[serde(default)]
+    pub on: Option<String>,
     /// Claude Code's permission mode [default: Claude Code's own setting].
     #[arg(long, value_enum)]
     #[serde(default, alias = "permissionMode")]
@@ -158,6 +163,7 @@ impl SpawnSpec {
                 worktree: self.worktree,
                 mcp_config: self.mcp_config,
                 add_dirs: self.add_dirs,
+                on: self.on,
                 ..SessionOptions::default()
             },
             ..SpawnRequest::default()

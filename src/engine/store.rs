@@ -85,6 +85,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX waiters_session ON waiters(session, ticket);
     "#,
+    // 3: the host a session is pinned to (`hosts.lua`; NULL: this machine).
+    r#"
+    ALTER TABLE sessions ADD COLUMN runs_on TEXT;
+    "#,
 ];
 
 /// A session as stored.
@@ -198,7 +202,7 @@ pub struct Store {
 const SESSION_COLUMNS: &str =
     "name, claude_session_id, state, options, work_dir, cwd, forked_from, \
      fork_parent_id, created_at, updated_at, total_cost_usd, total_turns, interaction_count, \
-     last_response, last_error, pid, host_pid, meta, reported_cost_usd, host_kind, retry, cost_scope";
+     last_response, last_error, pid, host_pid, meta, reported_cost_usd, host_kind, retry, cost_scope, runs_on";
 
 impl Store {
     /// Open (creating it if needed) the store in `home`. A store that cannot be
@@ -333,7 +337,7 @@ impl Store {
     pub fn insert_session(&self, rec: &SessionRecord) -> Result<()> {
         let conn = self.conn.lock().unwrap();
         let r = conn.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"),
+            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
             params![
                 rec.name,
                 rec.claude_session_id,
@@ -357,6 +361,7 @@ impl Store {
                 rec.host_kind,
                 retry_json(rec),
                 rec.cost_scope.map(|s| s.as_str()),
+                rec.options.on,
             ],
         );
         match r {
@@ -756,7 +761,7 @@ fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usiz
         "UPDATE sessions SET claude_session_id=?2, state=?3, options=?4, work_dir=?5, cwd=?6, \
          forked_from=?7, fork_parent_id=?8, updated_at=?9, total_cost_usd=?10, total_turns=?11, \
          interaction_count=?12, last_response=?13, last_error=?14, pid=?15, host_pid=?16, meta=?17, \
-         reported_cost_usd=?18, host_kind=?19, retry=?20, cost_scope=?21 WHERE name=?1",
+         reported_cost_usd=?18, host_kind=?19, retry=?20, cost_scope=?21, runs_on=?22 WHERE name=?1",
         params![
             rec.name,
             rec.claude_session_id,
@@ -779,6 +784,7 @@ fn write_record(conn: &Connection, rec: &SessionRecord) -> rusqlite::Result<usiz
             rec.host_kind,
             retry_json(rec),
             rec.cost_scope.map(|s| s.as_str()),
+            rec.options.on,
         ],
     )
 }
@@ -826,10 +832,12 @@ fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
 /// A record from a row of [`SESSION_COLUMNS`], with options and meta already read.
 fn record_with(
     r: &Row<'_>,
-    options: SessionOptions,
+    mut options: SessionOptions,
     meta: Option<serde_json::Value>,
 ) -> rusqlite::Result<SessionRecord> {
     let state: String = r.get(2)?;
+    // The column is where a session's host is kept (listings read no options JSON).
+    options.on = r.get(22)?;
     Ok(SessionRecord {
         name: r.get(0)?,
         claude_session_id: r.get(1)?,

@@ -20,7 +20,13 @@ impl Policy for LuaPolicy {
 
     fn session_policy(&self, _name: &str, options: &SessionOptions) -> Option<Arc<dyn Policy>> {
         let guard = options.guard.clone()?;
-        Some(Arc::new(GuardedSession::new(self.0.clone(), guard)))
+        let mut session = GuardedSession::new(self.0.clone(), guard);
+        // The OS sandbox is this machine's: a session on another host runs without it,
+        // so its Bash commands are judged as where there is none.
+        if options.on.is_some() {
+            session.os_layer = false;
+        }
+        Some(Arc::new(session))
     }
 }
 
@@ -63,10 +69,16 @@ impl Policy for GuardedSession {
         {
             let command = call.input["command"].as_str().unwrap_or_default();
             if !crate::policy::self_protect::harmless(command) {
-                return Decision::Deny {
-                    reason: format!(
+                let reason = match &call.host {
+                    Some(host) => format!(
+                        "Bash command refused: the session runs on host '{host}', where cms's OS sandbox does not reach, so only commands that provably only read may run; let the user set {UNSANDBOXED_BASH_ENV}=1 to accept the risk"
+                    ),
+                    None => format!(
                         "Bash command refused: there is no OS sandbox here (bubblewrap is missing or cannot make mounts), so only commands that provably only read may run; install bubblewrap, or let the user set {UNSANDBOXED_BASH_ENV}=1 to accept the risk"
                     ),
+                };
+                return Decision::Deny {
+                    reason,
                     interrupt: false,
                     rule: Some("no_os_sandbox".into()),
                 };

@@ -163,6 +163,7 @@ impl ScriptState {
             tool.set("name", call.tool_name.as_str())?;
             tool.set("input", self.lua.to_value(&call.input)?)?;
             let ctx = self.ctx(&call.session, &call.cwd, guard, &call.progress)?;
+            ctx.set("host", call.host.as_deref())?;
             if guard.safety {
                 for (name, origin, policy) in &self.plugin_policies {
                     let out: MultiValue =
@@ -744,6 +745,7 @@ fn dry_run_safety(
             input: input.clone(),
             tool_use_id: None,
             cwd: cwd.display().to_string(),
+            host: None,
             blocked_path: None,
             progress: Progress::default(),
         };

@@ -26,6 +26,15 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "strategies/review.lua",
         include_str!("../../scripts/strategies/review.lua"),
     ),
+    ("hosts.lua", include_str!("../../scripts/hosts.lua")),
+    (
+        "runners/local.lua",
+        include_str!("../../scripts/runners/local.lua"),
+    ),
+    (
+        "runners/ssh.lua",
+        include_str!("../../scripts/runners/ssh.lua"),
+    ),
 ];
 
 /// One script's text and where it came from.

@@ -26,6 +26,7 @@ mod mcp;
 mod plugins;
 mod policy;
 mod policy_tools;
+mod runners;
 mod safety_net;
 mod setup;
 mod sim_engine;

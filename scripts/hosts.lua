@@ -1,0 +1,19 @@
+--- The machines sessions can run on: `cms spawn --on NAME`, `cms.spawn{ on = NAME }`,
+--- the MCP `spawn_session{ on = NAME }`. A session stays on its host: sends,
+--- resumes and forks go there. Put yours in ~/.config/cms/hosts.lua.
+---
+--- ```lua
+--- return {
+---   ["gpu-box"] = {
+---     runner = "ssh",                 -- runners/ssh.lua (the default)
+---     address = "me@gpu-box",         -- or an alias of ~/.ssh/config
+---     work_dir_map = { ["/home/me/src"] = "/srv/me/src" },
+---     claude = "claude",              -- the executable on the host
+---     env = { CLAUDE_CODE_MAX_RETRIES = "3" },  -- nothing else of yours crosses
+---     ssh_options = { "-F", "/home/me/.ssh/cms_config" },
+---     max_live = 4, labels = { "gpu" },
+---   },
+--- }
+--- ```
+---@type table<string, cms.Host>
+return {}

@@ -1,0 +1,316 @@
+//! Runners and hosts in Lua: the engine's [`Runner`] door, answered by the scripts
+//! `hosts.lua` (which machines there are) and `runners/NAME.lua` (how a `claude` is
+//! run on one: `ssh`, `local`; a container runtime is one more file). Both are
+//! found in the script layers (built-in, `~/.config/cms/`, a trusted `.cms/`) and
+//! read again at each start, so an edit applies to the next process without a reload.
+//!
+//! What Rust decides, whatever the script says: the host must exist; the remote
+//! folder is the session's folder mapped by the host's `work_dir_map` (the policy
+//! judges tool paths against it); the environment offered to a remote `claude` is the
+//! host's `env` and the session's guard (`CMS_GUARD`), never cms's own environment.
+
+use crate::engine::runner::{Launch, RemoteEnd, RunRequest, Runner};
+use crate::engine::EngineError;
+use crate::sandbox::limits::{call_limited, load_limited};
+use crate::sandbox::scripts::{builtin, Layers, Source};
+use crate::sandbox::{error_text, new_state, StateOptions};
+use mlua::{Lua, LuaSerdeExt, Table, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a runner script may take to say what to run.
+const LIMIT: Duration = Duration::from_secs(2);
+
+/// Variables of the local child's environment that travel to a remote one: the
+/// guard, so what the remote session starts through cms stays guarded.
+const FORWARDED: &[&str] = &["CMS_GUARD"];
+
+/// Why a runner could not say what to run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("no host '{0}' in hosts.lua (known: {1}); add it to ~/.config/cms/hosts.lua")]
+    UnknownHost(String, String),
+    #[error("no runner '{0}': add runners/{0}.lua to ~/.config/cms/ (shipped: local, ssh)")]
+    UnknownRunner(String),
+    #[error("{0}")]
+    Script(String),
+    #[error(
+        "the runner's answer: {0}; it returns {{ argv = {{...}}, env = {{...}}, kill = {{...}} }}"
+    )]
+    Answer(String),
+}
+
+/// One host of `hosts.lua`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Host {
+    /// `ssh` (default), `local`, or the name of a runner of yours.
+    pub runner: Option<String>,
+    /// `user@host`, or an alias of `~/.ssh/config`.
+    pub address: Option<String>,
+    /// Local folder prefix → the same folder on the host.
+    pub work_dir_map: BTreeMap<String, String>,
+    /// Most live sessions on the host (not enforced yet).
+    pub max_live: Option<u32>,
+    pub labels: Vec<String>,
+    /// The `claude` executable on the host [default: claude].
+    pub claude: Option<String>,
+    /// The remote child's environment, on top of the remote login's own.
+    pub env: BTreeMap<String, String>,
+    /// Extra client options (`{"-F", "/path/ssh_config"}`, `{"-p", "2222"}`).
+    pub ssh_options: Vec<String>,
+}
+
+/// What a runner script returns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Answer {
+    argv: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    kill: Vec<String>,
+}
+
+/// The runner the app installs on the manager: `hosts.lua` and `runners/*.lua` of
+/// the layers of the session's folder.
+#[derive(Debug, Default)]
+pub struct LuaRunners;
+
+impl Runner for LuaRunners {
+    fn launch(&self, req: &RunRequest) -> crate::engine::Result<Launch> {
+        let Some(host) = req.host.clone() else {
+            return Ok(Launch::local(req));
+        };
+        launch(&Layers::standard(&req.cwd), req).map_err(|e| EngineError::RunsOn {
+            host,
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// The hosts of `hosts.lua` in `layers`.
+pub fn hosts(layers: &Layers) -> Result<BTreeMap<String, Host>, RunnerError> {
+    let lua = state()?;
+    let Some(src) = layers.find("hosts.lua") else {
+        return Ok(BTreeMap::new());
+    };
+    let v = load(&lua, &src)?;
+    lua.from_value(v)
+        .map_err(|e| RunnerError::Script(format!("{}: {e}", src.origin)))
+}
+
+/// What to run for `req` on its host.
+pub fn launch(layers: &Layers, req: &RunRequest) -> Result<Launch, RunnerError> {
+    let name = req.host.clone().unwrap_or_default();
+    let all = hosts(layers)?;
+    let Some(host) = all.get(&name).cloned() else {
+        let known: Vec<&str> = all.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        return Err(RunnerError::UnknownHost(name, known));
+    };
+    let runner = host.runner.clone().unwrap_or_else(|| "ssh".into());
+    let rel = format!("runners/{runner}.lua");
+    let src = layers
+        .find(&rel)
+        .or_else(|| builtin(&rel))
+        .ok_or_else(|| RunnerError::UnknownRunner(runner.clone()))?;
+    let dir = map_dir(&host.work_dir_map, &req.cwd);
+    let mut env = host.env.clone();
+    for (k, v) in &req.env {
+        if FORWARDED.contains(&k.as_str()) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    let lua = state()?;
+    let f = match load(&lua, &src)? {
+        Value::Function(f) => f,
+        other => {
+            return Err(RunnerError::Script(format!(
+                "{} returns a {}, not a function(req)",
+                src.origin,
+                other.type_name()
+            )))
+        }
+    };
+    let script = |e: mlua::Error| RunnerError::Script(error_text(&e));
+    let t: Table = lua.create_table().map_err(script)?;
+    t.set("session", req.session.as_str()).map_err(script)?;
+    t.set("host", name.as_str()).map_err(script)?;
+    t.set("config", lua.to_value(&host).map_err(script)?)
+        .map_err(script)?;
+    t.set(
+        "claude",
+        host.claude
+            .clone()
+            .unwrap_or_else(|| req.claude_bin.display().to_string()),
+    )
+    .map_err(script)?;
+    t.set("argv", req.argv.clone()).map_err(script)?;
+    t.set("dir", dir.as_str()).map_err(script)?;
+    t.set("local_dir", req.cwd.display().to_string())
+        .map_err(script)?;
+    t.set("env", env).map_err(script)?;
+    let local_env: BTreeMap<String, String> = req.env.iter().cloned().collect();
+    t.set("local_env", local_env).map_err(script)?;
+    let out: Value = call_limited(&lua, LIMIT, &f, t).map_err(script)?;
+    let answer: Answer = lua
+        .from_value(out)
+        .map_err(|e| RunnerError::Answer(format!("{}: {e}", src.origin)))?;
+    if answer.argv.is_empty() {
+        return Err(RunnerError::Answer(format!(
+            "{}: argv is empty",
+            src.origin
+        )));
+    }
+    let mut argv = answer.argv.into_iter();
+    let program = PathBuf::from(argv.next().unwrap_or_default());
+    let remote = (!answer.kill.is_empty() || runner != "local").then(|| RemoteEnd {
+        host: name.clone(),
+        cwd: dir.clone(),
+        argv: answer.kill,
+    });
+    Ok(Launch {
+        program,
+        args: argv.collect(),
+        // The local client runs in the session's folder when it exists here.
+        cwd: if req.cwd.is_dir() {
+            req.cwd.clone()
+        } else {
+            PathBuf::from("/")
+        },
+        env: answer.env.into_iter().collect(),
+        remote,
+    })
+}
+
+/// `cwd` with the longest matching prefix of `map` replaced (whole path components).
+pub fn map_dir(map: &BTreeMap<String, String>, cwd: &Path) -> String {
+    let best = map
+        .iter()
+        .filter(|(from, _)| cwd.starts_with(Path::new(from.as_str())))
+        .max_by_key(|(from, _)| Path::new(from.as_str()).components().count());
+    match best {
+        Some((from, to)) => {
+            let rest = cwd.strip_prefix(from.as_str()).unwrap_or(Path::new(""));
+            let mapped = Path::new(to).join(rest);
+            mapped.display().to_string()
+        }
+        None => cwd.display().to_string(),
+    }
+}
+
+fn state() -> Result<Lua, RunnerError> {
+    new_state(StateOptions {
+        allow_unsafe: false,
+        memory_limit: 16 * 1024 * 1024,
+        confine_files: true,
+    })
+    .map_err(|e| RunnerError::Script(error_text(&e)))
+}
+
+fn load(lua: &Lua, src: &Source) -> Result<Value, RunnerError> {
+    load_limited(lua, || {
+        lua.load(src.code.as_str())
+            .set_name(src.chunk_name())
+            .set_mode(mlua::ChunkMode::Text)
+            .call::<Value>(())
+    })
+    .map_err(|e| RunnerError::Script(error_text(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host: &str, cwd: &str) -> RunRequest {
+        RunRequest {
+            session: "s".into(),
+            host: Some(host.into()),
+            claude_bin: "claude".into(),
+            argv: vec!["-p".into(), "--model".into(), "it's".into()],
+            cwd: cwd.into(),
+            env: vec![
+                ("ANTHROPIC_API_KEY".into(), "secret".into()),
+                ("CMS_GUARD".into(), "{}".into()),
+            ],
+        }
+    }
+
+    fn layers_with(hosts: &str) -> (tempfile::TempDir, Layers) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hosts.lua"), hosts).unwrap();
+        let layers = Layers {
+            dirs: vec![dir.path().to_path_buf()],
+            gated: None,
+        };
+        (dir, layers)
+    }
+
+    #[test]
+    fn folders_map_by_the_longest_prefix() {
+        let map: BTreeMap<String, String> = [
+            ("/home/me".to_string(), "/srv/me".to_string()),
+            ("/home/me/work".to_string(), "/data/work".to_string()),
+        ]
+        .into();
+        assert_eq!(map_dir(&map, Path::new("/home/me/work/x")), "/data/work/x");
+        assert_eq!(map_dir(&map, Path::new("/home/me/y")), "/srv/me/y");
+        assert_eq!(map_dir(&map, Path::new("/home/meat")), "/home/meat");
+    }
+
+    #[test]
+    fn the_ssh_runner_sends_no_local_secret_and_knows_how_to_end_the_remote_group() {
+        let (_d, layers) = layers_with(
+            r#"return { gpu = { address = "me@gpu", claude = "/opt/claude",
+                 work_dir_map = { ["/home/me"] = "/srv/me" }, env = { FOO = "bar" },
+                 ssh_options = { "-F", "/tmp/cfg" } } }"#,
+        );
+        let l = launch(&layers, &req("gpu", "/home/me/p")).unwrap();
+        assert_eq!(l.program, PathBuf::from("ssh"));
+        let line = l.args.join(" ");
+        assert!(
+            line.contains("BatchMode=yes") && line.contains("-F /tmp/cfg"),
+            "{line}"
+        );
+        assert!(!line.contains("secret"), "{line}");
+        assert!(
+            line.contains("'FOO=bar'") && line.contains("'CMS_GUARD={}'"),
+            "{line}"
+        );
+        assert!(
+            line.contains("cd '/srv/me/p'") && line.contains("'it'\\''s'"),
+            "{line}"
+        );
+        let remote = l.remote.unwrap();
+        assert_eq!(remote.cwd, "/srv/me/p");
+        assert!(
+            remote.command(99).join(" ").contains("-- -99"),
+            "{remote:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_host_names_the_known_ones() {
+        let (_d, layers) = layers_with(r#"return { a = { address = "x" } }"#);
+        let e = launch(&layers, &req("b", "/tmp")).unwrap_err().to_string();
+        assert!(e.contains("'b'") && e.contains("known: a"), "{e}");
+    }
+
+    #[test]
+    fn the_local_runner_runs_the_hosts_claude_here() {
+        let (_d, layers) = layers_with(
+            r#"return { here = { runner = "local", claude = "/bin/true", env = { X = "1" } } }"#,
+        );
+        let l = launch(&layers, &req("here", "/tmp")).unwrap();
+        assert_eq!(l.program, PathBuf::from("/bin/true"));
+        assert!(l.remote.is_none());
+        assert!(l.env.contains(&("X".into(), "1".into())), "{:?}", l.env);
+    }
+}
