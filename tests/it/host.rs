@@ -221,12 +221,7 @@ fn a_timed_out_send_leaves_the_session_live_in_the_host() {
         "{}",
         session(&cms, "t")
     );
-    let v = cms.json(&["send", "--name", "t", "--message", "RECALL"]);
-    assert!(
-        v["response"]["text"].as_str().unwrap().contains("before"),
-        "{v}"
-    );
-    assert_eq!(v["session"]["pid"], pid, "the same process: {v}");
+    recalls_on(&cms, "t", &pid);
 }
 
 /// A client killed (SIGKILL) mid-turn does not stop the turn: it finishes in the
@@ -285,12 +280,7 @@ fn ctrl_c_on_send_interrupts_the_turn_in_the_host() {
     // interrupt's own result, whose one-line error is empty: see the report.)
     assert_eq!(last["is_error"], true, "{last}");
     assert_eq!(last["subtype"], "error_during_execution", "{last}");
-    let v = cms.json(&["send", "--name", "h", "--message", "RECALL"]);
-    assert!(
-        v["response"]["text"].as_str().unwrap().contains("before"),
-        "{v}"
-    );
-    assert_eq!(v["session"]["pid"], pid, "{v}");
+    recalls_on(&cms, "h", &json!(pid));
 }
 
 /// `kill -9` of the host: within a second no claude child of it is alive, the store
@@ -756,4 +746,15 @@ fn clients_starting_a_host_at_once_end_with_one_host() {
         .map(|n| session(&cms, n)["host_pid"].as_i64().unwrap())
         .collect();
     assert_eq!(hosts.len(), 1, "{hosts:?}");
+}
+
+/// The session still holds its conversation (its first prompt was "before") and
+/// answers on the same process `pid`.
+fn recalls_on(cms: &Cms, name: &str, pid: &Value) {
+    let v = cms.json(&["send", "--name", name, "--message", "RECALL"]);
+    assert!(
+        v["response"]["text"].as_str().unwrap().contains("before"),
+        "{v}"
+    );
+    assert_eq!(&v["session"]["pid"], pid, "the same process: {v}");
 }

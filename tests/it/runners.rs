@@ -228,25 +228,10 @@ fn marked_sim(dir: &Path, marker: &str) -> PathBuf {
 /// Living processes whose executable path (argv[0]) holds `marker`: the "remote"
 /// claude, not the local ssh whose arguments name it.
 fn remote_claudes(marker: &str) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rfind(')')
-                .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'));
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            !zombie && String::from_utf8_lossy(argv0).contains(marker)
-        })
-        .count()
+    support::living_processes(|cmdline| {
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        String::from_utf8_lossy(argv0).contains(marker)
+    })
 }
 
 fn remote_claudes_after(marker: &str, within: Duration) -> usize {

@@ -163,6 +163,12 @@ pub fn unique_marker() -> String {
 
 /// How many living processes have `marker` in their command line (zombies excluded).
 pub fn processes_with(marker: &str) -> usize {
+    living_processes(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
+}
+
+/// How many living processes (zombies excluded) have a command line (NUL-separated
+/// words) that `pick` accepts.
+pub fn living_processes(pick: impl Fn(&[u8]) -> bool) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -178,7 +184,7 @@ pub fn processes_with(marker: &str) -> usize {
                 .rfind(')')
                 .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'));
             let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+            !zombie && pick(&cmdline)
         })
         .count()
 }
