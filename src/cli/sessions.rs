@@ -212,6 +212,34 @@ async fn decide(
     reason: Option<String>,
     always: bool,
 ) -> Result<Outcome, CliError> {
+    if allow {
+        if let Some(g) = crate::policy::isolation::inherited() {
+            return Err(CliError::Input(format!(
+                "cms refused: a guarded session (preset '{}') cannot approve tool calls; a person does",
+                g.preset.as_deref().unwrap_or("read-only")
+            )));
+        }
+    }
+    // Without an id, the person means the call they saw: refuse to guess among several.
+    if id.is_none() {
+        let waiting: Vec<_> = m
+            .approvals()
+            .await?
+            .into_iter()
+            .filter(|a| a.session == name)
+            .collect();
+        if waiting.len() > 1 {
+            let ids: Vec<String> = waiting
+                .iter()
+                .map(|a| format!("{} ({})", a.id, a.summary()))
+                .collect();
+            return Err(CliError::Input(format!(
+                "{} tool calls of '{name}' wait for a decision; name one with --id: {}",
+                waiting.len(),
+                ids.join(", ")
+            )));
+        }
+    }
     let a = m
         .decide(crate::engine::ApprovalVerdict {
             session: name.to_string(),

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
+/// Set to `1` in an MCP server's environment to let its client (a model) approve
+/// tool calls; without it a model may only deny. Never passed on to sessions.
+pub const MAY_APPROVE_ENV: &str = "CMS_MCP_MAY_APPROVE";
+
 /// How long a tool call waits for a decision when the policy names no time.
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -75,7 +75,9 @@ const PARENT_SESSION_PREFIXES: &[&str] = &[
 
 /// True for a variable that belongs to a parent Claude Code session, not to the user.
 pub fn is_parent_session_var(name: &str) -> bool {
-    PARENT_SESSION_VARS.contains(&name)
+    // The user let one MCP server's client approve tool calls: no session inherits that.
+    name == crate::engine::approval::MAY_APPROVE_ENV
+        || PARENT_SESSION_VARS.contains(&name)
         || PARENT_SESSION_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 

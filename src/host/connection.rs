@@ -1,7 +1,7 @@
 //! One open connection to the host: requests written as lines, answers matched to
 //! them by id, events passed on to the client's channel.
 
-use super::protocol::{Body, HostInfo, Op, Reply, Request, MAX_LINE, PROTOCOL};
+use super::protocol::{Body, ErrorBody, HostInfo, Op, Reply, Request, PROTOCOL};
 use crate::engine::{EngineError, Result, SessionEvent};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -12,6 +12,21 @@ use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Body>>>>;
+
+/// The longest line a client reads from the host: an answer carries a turn's text,
+/// which the engine reads from claude up to 64 MiB; JSON escaping may double it.
+const REPLY_LIMIT: usize = 160 << 20;
+
+/// How long a host may take to answer hello.
+const HELLO_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Fail every request waiting on this connection with `why`.
+fn fail_all(pending: &Pending, why: &str) {
+    let waiting: Vec<_> = pending.lock().unwrap().drain().collect();
+    for (_, w) in waiting {
+        let _ = w.send(Body::Error(Box::new(ErrorBody::plain("host", why))));
+    }
+}
 
 /// One open connection to the host.
 pub struct Connection {
@@ -51,17 +66,45 @@ impl Connection {
             loop {
                 buf.clear();
                 match (&mut reader)
-                    .take(MAX_LINE as u64 + 1)
+                    .take(REPLY_LIMIT as u64 + 1)
                     .read_until(b'\n', &mut buf)
                     .await
                 {
                     Ok(0) | Err(_) => break,
+                    Ok(n) if n > REPLY_LIMIT => {
+                        // The rest of the line cannot be told from the next: give up on
+                        // this connection, and say why to everyone waiting on it.
+                        fail_all(
+                            &p,
+                            &format!(
+                                "the cms host sent a line over {} MiB, which this client does not \
+                             read; the answer is in `cms history`",
+                                REPLY_LIMIT >> 20
+                            ),
+                        );
+                        break;
+                    }
                     Ok(_) => {}
+                }
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    continue;
                 }
                 let reply: Reply = match serde_json::from_slice(&buf) {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!("unreadable line from the cms host: {e}");
+                        // Its request (if its id can be read) must not wait forever.
+                        let id = serde_json::from_slice::<serde_json::Value>(&buf)
+                            .ok()
+                            .and_then(|v| v["id"].as_u64());
+                        let why = format!("the cms host's answer could not be read: {e}");
+                        tracing::warn!("{why}");
+                        match id.and_then(|id| p.lock().unwrap().remove(&id)) {
+                            Some(w) => {
+                                let _ =
+                                    w.send(Body::Error(Box::new(ErrorBody::plain("host", why))));
+                            }
+                            None => {}
+                        }
                         continue;
                     }
                 };
@@ -106,7 +149,18 @@ impl Connection {
             client: client.to_string(),
             pid: std::process::id(),
         };
-        conn.info = serde_json::from_value(conn.call(0, hello).await?).map_err(|e| {
+        // A host that is stopped (SIGSTOP) or wedged accepts but never answers.
+        let answer = tokio::time::timeout(HELLO_LIMIT, conn.call(0, hello))
+            .await
+            .map_err(|_| {
+                EngineError::Host(format!(
+                    "the cms host does not answer (no hello within {}s): if it was stopped, \
+                     continue it (`kill -CONT PID`), else end it (`kill PID`; the pid is in \
+                     host.json in CMS_HOME) and the next command starts a new one",
+                    HELLO_LIMIT.as_secs()
+                ))
+            })??;
+        conn.info = serde_json::from_value(answer).map_err(|e| {
             EngineError::Host(format!(
                 "the cms host answered hello with something else: {e}"
             ))

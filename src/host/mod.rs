@@ -4,7 +4,7 @@
 //! - [`protocol`]: the JSON-lines requests, replies and events on its socket
 //!   (`docs/HOST-PROTOCOL.md`);
 //! - [`endpoint`]: where a home's socket, lock, info file and log are;
-//! - [`server`]: the host itself;
+//! - [`server`]: the host itself; `peer`: what a client inside a guarded session may ask;
 //! - [`connection`]: one connection, requests matched to answers by id;
 //! - [`client`]: [`HostClient`], the engine's [`crate::engine::Sessions`] over the socket;
 //! - [`start`]: finding the host, or starting one in the background.
@@ -12,6 +12,7 @@
 pub mod client;
 pub mod connection;
 pub mod endpoint;
+mod peer;
 pub mod protocol;
 pub mod server;
 pub mod start;

@@ -216,7 +216,15 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     let (read, mut write) = stream.into_split();
-    let peer = write.as_ref().peer_cred().map(|c| c.uid());
+    let cred = write.as_ref().peer_cred();
+    // The peer's pid, in this host's pid namespace: who it runs under decides what it
+    // may ask (see `peer`).
+    let peer_pid = cred
+        .as_ref()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok());
+    let peer = cred.map(|c| c.uid());
     if peer.as_ref().ok() != Some(&me) {
         let who = match peer {
             Ok(uid) => format!("uid {uid}"),
@@ -342,7 +350,10 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
                 let (host, tx, flushes) = (host.clone(), tx.clone(), flushes.clone());
                 host.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let result = run(&host.manager, op).await;
+                    let result = match admit(&host.manager, &op, peer_pid) {
+                        Ok(()) => run(&host.manager, op).await,
+                        Err(e) => Err(e),
+                    };
                     host.in_flight.fetch_sub(1, Ordering::SeqCst);
                     host.touch();
                     flush(&flushes).await;
@@ -452,6 +463,21 @@ impl Forwarder {
 
     fn lagged(&self, n: u64) {
         tracing::warn!("a subscriber fell behind: {n} events skipped");
+    }
+}
+
+/// Whether the peer may ask for `op`: one inside a guarded session's tree is held to
+/// that session's guard.
+fn admit(m: &Manager, op: &Op, peer_pid: Option<u32>) -> Result<(), EngineError> {
+    match peer_pid {
+        Some(pid) => match super::peer::guarded_ancestor(m, pid) {
+            Some(parent) => super::peer::check(m, op, &parent),
+            None => Ok(()),
+        },
+        None if matches!(op, Op::Decide { verdict } if verdict.allow) => Err(EngineError::Invalid(
+            "cms refused: the host cannot tell which process asks to approve a tool call".into(),
+        )),
+        None => Ok(()),
     }
 }
 

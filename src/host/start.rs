@@ -253,6 +253,7 @@ fn spawn_host(cfg: &EngineConfig, ep: &Endpoint) -> Result<std::process::Child> 
         .env("CMS_HOME", &cfg.home)
         .env("CMS_CLAUDE_BIN", &cfg.claude_bin)
         .env_remove("CMS_NO_HOST")
+        .env_remove(crate::engine::approval::MAY_APPROVE_ENV)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);

@@ -6,7 +6,9 @@
 
 use crate::engine::{EventKind, Sessions, SpawnSpec};
 use crate::lua::convert;
-use crate::lua::events::{dispatch_events, ensure_subscribed, started, Handler, HostShared};
+use crate::lua::events::{
+    dispatch_events, ensure_subscribed, started, touch, while_dispatching, Handler, HostShared,
+};
 use crate::lua::session::{engine_err, handle};
 use futures_util::future::join_all;
 use mlua::{Function, Lua, MultiValue, Table, Value};
@@ -104,13 +106,22 @@ pub fn install(
         })?,
     )?;
 
-    let m = manager.clone();
+    let (m, sh) = (manager.clone(), shared.clone());
     cms.set(
         "decide",
         lua.create_async_function(move |lua, opts: Value| {
-            let m = m.clone();
+            let (m, sh) = (m.clone(), sh.clone());
             async move {
                 let d: convert::DecideOpts = convert::opts(&lua, "cms.decide", opts)?;
+                if d.allow && !sh.may_approve {
+                    return Err(mlua::Error::runtime(format!(
+                        "cms.decide: this Lua (run for an MCP client) may not approve tool calls; \
+                         a person approves with `cms approve {}`, or the user sets {}=1 for that \
+                         MCP server",
+                        d.session,
+                        crate::engine::approval::MAY_APPROVE_ENV
+                    )));
+                }
                 let a = m
                     .decide(crate::engine::ApprovalVerdict {
                         session: d.session,
@@ -186,8 +197,13 @@ pub fn install(
                     )
                 })?;
                 let (opts, check) = crate::delegate::options_from_lua(&lua, opts)?;
-                let result =
-                    crate::delegate::delegate(&lua, &m, &policy, opts, check.clone()).await;
+                touch(&sh, &opts.name);
+                let result = while_dispatching(
+                    &lua,
+                    &sh,
+                    crate::delegate::delegate(&lua, &m, &policy, opts, check.clone()),
+                )
+                .await;
                 dispatch_events(&lua, &sh);
                 let result = result.map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 started(&sh, &result.name, false);
@@ -209,7 +225,8 @@ async fn spawn(
     keep: bool,
 ) -> mlua::Result<Value> {
     let req = spec.into_request(false).map_err(engine_err)?;
-    let result = m.spawn(req).await;
+    touch(&sh, &req.name);
+    let result = while_dispatching(&lua, &sh, m.spawn(req)).await;
     dispatch_events(&lua, &sh);
     let (rec, r) = result.map_err(engine_err)?;
     started(&sh, &rec.name, keep);
@@ -308,9 +325,12 @@ fn delegation(
                     .policy
                     .clone()
                     .ok_or_else(|| mlua::Error::runtime("no safety policy is loaded"))?;
-                let r =
-                    crate::delegate::continue_task(&lua, &m, &policy, &n, &message, check.clone())
-                        .await;
+                let r = while_dispatching(
+                    &lua,
+                    &sh,
+                    crate::delegate::continue_task(&lua, &m, &policy, &n, &message, check.clone()),
+                )
+                .await;
                 dispatch_events(&lua, &sh);
                 let r = r.map_err(|e| mlua::Error::runtime(e.to_string()))?;
                 delegation(&lua, m, sh, r, check)

@@ -22,6 +22,11 @@ pub struct HostShared {
     pub started: Started,
     /// Where an `approval` handler's answer goes.
     pub sessions: Arc<dyn Sessions>,
+    /// Whether this Lua may approve tool calls (see `HostOptions::may_approve`).
+    pub may_approve: bool,
+    /// The sessions this Lua has a handle on: an `approval` handler decides only
+    /// theirs (through the host it hears every session's events).
+    pub touched: RefCell<std::collections::HashSet<String>>,
 }
 
 /// Names of the sessions a script or the REPL started and did not keep; shared with
@@ -64,6 +69,32 @@ pub(crate) fn ensure_subscribed(manager: &dyn Sessions, shared: &HostShared) {
     let mut events = shared.events.borrow_mut();
     if events.is_none() {
         *events = Some(manager.subscribe());
+    }
+}
+
+/// Remember that this Lua drives `name` (its `approval` handler may decide it).
+pub(crate) fn touch(shared: &HostShared, name: &str) {
+    shared.touched.borrow_mut().insert(name.to_string());
+}
+
+/// Await an engine call while delivering events to the handlers every 50 ms, so a
+/// handler hears of (and may answer) what happens during the call: an `approval` of
+/// the very turn the script waits for.
+pub(crate) async fn while_dispatching<F: std::future::Future>(
+    lua: &Lua,
+    shared: &HostShared,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    if shared.handlers.borrow().is_empty() {
+        return work.await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tick.tick() => dispatch_events(lua, shared),
+        }
     }
 }
 
@@ -122,12 +153,24 @@ fn deliver(lua: &Lua, shared: &HostShared, event: &SessionEvent) {
 /// call (in the background: the handler itself must not wait); nil leaves it to
 /// someone else.
 fn answer_approval(shared: &HostShared, session: &str, id: &str, answer: mlua::MultiValue) {
+    if !shared.touched.borrow().contains(session) {
+        tracing::debug!(
+            "cms.on('approval'): '{session}' is not this script's session; not decided here"
+        );
+        return;
+    }
     let mut it = answer.into_iter();
     let verb = match it.next() {
         Some(mlua::Value::String(s)) => s.to_string_lossy(),
         _ => return,
     };
     let allow = match verb.as_str() {
+        "allow" if !shared.may_approve => {
+            tracing::warn!(
+                "cms.on('approval'): this Lua may not approve tool calls; left to a person"
+            );
+            return;
+        }
         "allow" => true,
         "deny" => false,
         other => {

@@ -35,6 +35,9 @@ pub struct HostOptions {
     pub policy: Option<Arc<crate::policy::PolicyService>>,
     /// Load every plugin (for their strategies) when there is a policy service.
     pub plugins: bool,
+    /// `cms.decide{allow = true}` and `approval` handlers may approve (a person's own
+    /// script or REPL); off in the MCP server's Lua unless the user allowed it there.
+    pub may_approve: bool,
 }
 
 impl Default for HostOptions {
@@ -48,6 +51,7 @@ impl Default for HostOptions {
             args: Vec::new(),
             policy: None,
             plugins: true,
+            may_approve: true,
         }
     }
 }
@@ -142,6 +146,8 @@ impl LuaHost {
             events: RefCell::new(None),
             started: Arc::default(),
             sessions: manager.clone(),
+            may_approve: opts.may_approve,
+            touched: RefCell::default(),
         });
         let host = LuaHost {
             memory_limit: opts.memory_limit,

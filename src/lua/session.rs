@@ -4,7 +4,7 @@
 
 use crate::engine::{Response, SessionOptions, Sessions};
 use crate::lua::convert::{self, ForkOpts, SendOpts};
-use crate::lua::events::{dispatch_events, HostShared};
+use crate::lua::events::{dispatch_events, touch, while_dispatching, HostShared};
 use mlua::{Lua, UserData, UserDataFields, UserDataMethods, UserDataRef, Value};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,6 +25,7 @@ impl SessionHandle {
         shared: Rc<HostShared>,
         last: Option<Response>,
     ) -> Self {
+        shared.touched.borrow_mut().insert(name.clone());
         SessionHandle {
             name,
             manager,
@@ -101,9 +102,8 @@ impl UserData for SessionHandle {
                     Some(v) => convert::opts(&lua, "send", v)?,
                     None => SendOpts::default(),
                 };
-                let r = s
-                    .manager
-                    .send(&s.name, &text, convert::seconds(opts.timeout)?)
+                let timeout = convert::seconds(opts.timeout)?;
+                let r = while_dispatching(&lua, &s.shared, s.manager.send(&s.name, &text, timeout))
                     .await;
                 s.events(&lua);
                 let r = r.map_err(engine_err)?;
@@ -120,7 +120,12 @@ impl UserData for SessionHandle {
         methods.add_async_method(
             "resume",
             |lua, s: UserDataRef<SessionHandle>, message: Option<String>| async move {
-                let result = s.manager.resume(&s.name, message.as_deref(), None).await;
+                let result = while_dispatching(
+                    &lua,
+                    &s.shared,
+                    s.manager.resume(&s.name, message.as_deref(), None),
+                )
+                .await;
                 s.events(&lua);
                 let (_, r) = result.map_err(engine_err)?;
                 match r {
@@ -166,16 +171,20 @@ impl UserData for SessionHandle {
                     system_prompt: opts.system_prompt,
                     ..SessionOptions::default()
                 };
-                let result = s
-                    .manager
-                    .fork(
+                let timeout = convert::seconds(opts.timeout)?;
+                touch(&s.shared, &opts.name);
+                let result = while_dispatching(
+                    &lua,
+                    &s.shared,
+                    s.manager.fork(
                         &s.name,
                         &opts.name,
                         opts.message.as_deref(),
                         overrides,
-                        convert::seconds(opts.timeout)?,
-                    )
-                    .await;
+                        timeout,
+                    ),
+                )
+                .await;
                 s.events(&lua);
                 let (_, r) = result.map_err(engine_err)?;
                 crate::lua::events::started(&s.shared, &opts.name, opts.keep);

@@ -81,6 +81,7 @@ impl LuaWorker {
                 handle.clone().block_on(local.run_until(async move {
                     let opts = HostOptions {
                         policy: Some(policy.clone()),
+                        may_approve: mcp_may_approve(),
                         ..HostOptions::default()
                     };
                     let host = match LuaHost::new(manager.clone(), opts) {
@@ -265,6 +266,7 @@ fn spawn_tool(
                 let opts = HostOptions {
                     policy: Some(policy),
                     plugins: false,
+                    may_approve: mcp_may_approve(),
                     ..HostOptions::default()
                 };
                 let host =
@@ -336,4 +338,11 @@ async fn call_tool(
             tool.plugin
         )
     })
+}
+
+/// Whether the user let this MCP server's client approve tool calls: the Lua it runs
+/// (plugin tools, delegations) for that client may then too, and not otherwise.
+fn mcp_may_approve() -> bool {
+    std::env::var(crate::engine::approval::MAY_APPROVE_ENV).as_deref() == Ok("1")
+        && crate::policy::isolation::inherited().is_none()
 }

@@ -9,8 +9,7 @@ use crate::engine::{SessionOptions, SpawnSpec};
 use crate::views::{record_json, turn_json_compact as turn_json};
 use serde_json::{json, Value};
 
-/// Set to `1` in the MCP server's environment to let its client approve tool calls.
-pub const MAY_APPROVE_ENV: &str = "CMS_MCP_MAY_APPROVE";
+use crate::engine::approval::MAY_APPROVE_ENV;
 
 impl CmsServer {
     pub(super) async fn spawn_session(&self, args: Value) -> Result<Value, String> {

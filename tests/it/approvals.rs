@@ -185,3 +185,61 @@ async fn always_for_session_approves_that_tool_without_asking_again() {
     assert!(work.join("two.txt").exists());
     m.shutdown().await;
 }
+
+/// Through the host, a process inside a guarded session (its Bash runs `cms`, even
+/// with `CMS_GUARD` dropped from its environment) can neither approve a tool call
+/// nor start a session less guarded than itself: the host knows its process tree.
+#[test]
+fn a_guarded_session_can_neither_approve_nor_start_an_unguarded_session() {
+    let cms = support::Cms::new();
+    if !cms.host_mode() {
+        return;
+    }
+    let bin = support::cms_bin().display().to_string();
+    let task = format!(
+        "USE_TOOL Bash {{\"command\": \"env -u CMS_GUARD {bin} approve g > out.txt 2>&1; \
+         env -u CMS_GUARD {bin} spawn esc --stop hi >> out.txt 2>&1; true\"}}"
+    );
+    let (v, _) = cms.delegate(&["--name", "g", "--task", &task, "--preset", "supervised"]);
+    assert_eq!(v["status"], "completed", "{v}");
+    let out = std::fs::read_to_string(cms.work().join("out.txt")).unwrap();
+    assert!(
+        out.contains("cms refused: approving a tool call")
+            && out.contains("inside guarded session 'g'"),
+        "{out}"
+    );
+    assert!(out.contains("cms refused: starting 'esc'"), "{out}");
+    assert!(
+        !cms.run(&["status", "esc"]).status.success(),
+        "no such session"
+    );
+}
+
+/// A script's `approval` handler answers the call of the turn the script itself
+/// waits for (handlers run while the script waits), and only for its own sessions.
+#[test]
+fn a_script_handler_approves_its_own_sessions_call_while_it_waits() {
+    let cms = support::Cms::new();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("x.txt");
+    let plan = cms.work().join("plan.lua");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"local asked = 0
+cms.on("approval", function(e) asked = asked + 1; return "allow" end)
+local d = cms.delegate{{ name = "h", preset = "supervised",
+  task = 'USE_TOOL Write {{"file_path": "{}", "content": "ok"}}' }}
+return {{ status = d.status, asked = asked }}
+"#,
+            target.display()
+        ),
+    )
+    .unwrap();
+    let v = cms.json(&["script", plan.to_str().unwrap()]);
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(v["asked"], 1, "{v}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "ok");
+    let logs = cms.ok(&["logs", "h"]);
+    assert!(logs.contains("approved by lua"), "{logs}");
+}
