@@ -78,17 +78,91 @@ M.network_subcommands = {
 -- How long a question waits for a person before the call is denied (seconds).
 M.approval_timeout = 600
 
--- The first word that is the command itself (after sudo, env, nice, ...).
+-- The command itself (after sudo, env, nice, ... and VAR=value), by its name (so
+-- `/usr/bin/curl` is `curl`), and the first word after it that is not an option.
 local wrappers = { sudo = true, env = true, nice = true, nohup = true, command = true,
-  exec = true, time = true, timeout = true, xargs = true, doas = true }
+  exec = true, time = true, timeout = true, xargs = true, doas = true, stdbuf = true,
+  ionice = true, builtin = true }
+-- Options of a command that take the next word as their value (`git -C DIR push`).
+local takes_value = { ["-C"] = true, ["-c"] = true, ["--git-dir"] = true, ["--work-tree"] = true,
+  ["--prefix"] = true, ["-H"] = true, ["--context"] = true, ["-n"] = true }
+local shells = { sh = true, bash = true, dash = true, zsh = true, ksh = true }
+local function basename(word) return (word:match("([^/]+)$")) or word end
 local function command_words(argv)
   local i = 1
-  while argv[i] and (wrappers[argv[i]] or argv[i]:find("=", 1, true)) do i = i + 1 end
-  return argv[i], argv[i + 1]
+  while argv[i] and (wrappers[basename(argv[i])] or argv[i]:find("=", 1, true)
+      or argv[i]:sub(1, 1) == "-") do
+    i = i + 1
+  end
+  local cmd = argv[i] and basename(argv[i])
+  local j = i + 1
+  while argv[j] and argv[j]:sub(1, 1) == "-" do
+    j = j + (takes_value[argv[j]] and 2 or 1)
+  end
+  return cmd, argv[j], i
 end
 
+-- Where a write may go without a question: the work dir, and these.
+local harmless_targets = { ["/dev/null"] = true, ["/dev/stdout"] = true, ["/dev/stderr"] = true,
+  ["/dev/tty"] = true }
+
 local function outside(path, cwd)
-  return path ~= nil and cms.path.relative(path, cwd) == nil
+  return path ~= nil and not harmless_targets[path] and cms.path.relative(path, cwd) == nil
+end
+
+-- Why a shell line needs a person (preset.ask), or nil. `depth` bounds `sh -c` nesting.
+local function shell_question(line, ask, cwd, depth)
+  if depth > 4 then return "a shell command nested too deep to read: " .. line end
+  local ok, commands = pcall(cms.shell.parse, line)
+  if not ok then return "a shell command cms cannot read: " .. line end
+  for _, c in ipairs(commands) do
+    local cmd, sub, at = command_words(c.argv)
+    -- `sh -c "..."`: the string is a command line of its own.
+    if cmd and shells[cmd] then
+      for k = at + 1, #c.argv do
+        if c.argv[k] == "-c" and c.argv[k + 1] then
+          local why = shell_question(c.argv[k + 1], ask, cwd, depth + 1)
+          if why then return why end
+        end
+      end
+    end
+    if ask.network then
+      -- Any word naming a network command counts (`xargs curl`, `sudo -u me ssh`).
+      for k = 1, #c.argv do
+        if M.network_commands[basename(c.argv[k])] then
+          return "a command that reaches the network: " .. line
+        end
+      end
+      local subs = cmd and M.network_subcommands[cmd]
+      if subs and sub and subs[sub] then
+        return "a command that reaches the network: " .. line
+      end
+    end
+    if ask.writes_outside_work_dir then
+      -- A command run from another folder writes where this one cannot follow.
+      if cmd == "cd" or cmd == "pushd" then
+        local dir = c.argv[at + 1]
+        if dir == nil or dir == "-" or dir:find("[$`]") or outside(dir, cwd) then
+          return "a command that changes to a folder outside the work dir: " .. line
+        end
+      end
+      for _, r in ipairs(c.redirects) do
+        if r.writes and outside(r.target, cwd) then
+          return "a command that writes outside the work dir: " .. line
+        end
+      end
+      if cmd and protected.writers[cmd] then
+        for k = at + 1, #c.argv do
+          local w = c.argv[k]
+          if w:sub(1, 1) ~= "-" and (w:sub(1, 1) == "/" or w:sub(1, 1) == "~" or w:find("..", 1, true)
+              or w:find("[$`]")) and outside(w, cwd) then
+            return "a command that writes outside the work dir: " .. line
+          end
+        end
+      end
+    end
+  end
+  return nil
 end
 
 -- Why a person should decide this call (preset.ask), or nil.
@@ -103,33 +177,7 @@ function M.questions(tool, ctx)
     end
   end
   if tool.name == "Bash" and type(tool.input.command) == "string" then
-    local ok, commands = pcall(cms.shell.parse, tool.input.command)
-    if not ok then return "a shell command cms cannot read: " .. tool.input.command end
-    for _, c in ipairs(commands) do
-      local cmd, sub = command_words(c.argv)
-      if ask.network and cmd then
-        local subs = M.network_subcommands[cmd]
-        if M.network_commands[cmd] or (subs and sub and subs[sub]) then
-          return "a command that reaches the network: " .. tool.input.command
-        end
-      end
-      if ask.writes_outside_work_dir then
-        for _, r in ipairs(c.redirects) do
-          if r.writes and outside(r.target, ctx.cwd) then
-            return "a command that writes outside the work dir: " .. tool.input.command
-          end
-        end
-        if cmd and protected.writers[cmd] then
-          for i = 2, #c.argv do
-            local w = c.argv[i]
-            if w:sub(1, 1) ~= "-" and (w:sub(1, 1) == "/" or w:sub(1, 1) == "~" or w:find("..", 1, true))
-              and outside(w, ctx.cwd) then
-              return "a command that writes outside the work dir: " .. tool.input.command
-            end
-          end
-        end
-      end
-    end
+    return shell_question(tool.input.command, ask, ctx.cwd, 0)
   end
   return nil
 end

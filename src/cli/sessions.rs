@@ -182,7 +182,11 @@ pub(super) fn run_async(
 async fn approvals(m: &dyn Sessions) -> Result<Outcome, CliError> {
     let all = m.approvals().await?;
     let now = crate::engine::events::now_ms();
-    let text = if all.is_empty() {
+    let text = if all.is_empty() && m.location() == crate::engine::Where::InProcess {
+        "No tool call waits for a decision in this process (without a session host, a call \
+         waits in the command that runs its session)"
+            .to_string()
+    } else if all.is_empty() {
         "No tool call waits for a decision".to_string()
     } else {
         all.iter()

@@ -838,7 +838,9 @@ impl Manager {
             None => {
                 self.store.require(&verdict.session)?;
                 Err(EngineError::Invalid(format!(
-                    "session '{}' has no running process here, so no tool call of it waits for approval",
+                    "session '{}' has no running process in this cms process, so no tool call of \
+                     it waits here: a call waits in the process that runs its session (the \
+                     session host, or the command that ran it with --no-host) and is decided there",
                     verdict.session
                 )))
             }

@@ -98,12 +98,8 @@ impl Connection {
                             .and_then(|v| v["id"].as_u64());
                         let why = format!("the cms host's answer could not be read: {e}");
                         tracing::warn!("{why}");
-                        match id.and_then(|id| p.lock().unwrap().remove(&id)) {
-                            Some(w) => {
-                                let _ =
-                                    w.send(Body::Error(Box::new(ErrorBody::plain("host", why))));
-                            }
-                            None => {}
+                        if let Some(w) = id.and_then(|id| p.lock().unwrap().remove(&id)) {
+                            let _ = w.send(Body::Error(Box::new(ErrorBody::plain("host", why))));
                         }
                         continue;
                     }

@@ -56,6 +56,29 @@ impl Endpoint {
         }
     }
 
+    /// When the socket is outside the home (a long home path): its folder must be this
+    /// user's own and closed to others, or another user could put a socket there first.
+    pub fn check_private(&self) -> Result<(), String> {
+        let Some(dir) = self.socket.parent().filter(|d| !d.starts_with(&self.home)) else {
+            return Ok(());
+        };
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me || meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "the folder of the cms host's socket, {}, is not this user's own closed folder \
+                 (owner uid {}, mode {:o}); remove it, or set XDG_RUNTIME_DIR, or use a shorter \
+                 CMS_HOME",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o777
+            ));
+        }
+        Ok(())
+    }
+
     /// The running host's info file, if one is there.
     pub fn read_info(&self) -> Option<HostFile> {
         let text = std::fs::read_to_string(&self.info).ok()?;
@@ -90,6 +113,12 @@ mod tests {
         assert!(long.socket.as_os_str().len() <= LONGEST_SOCKET_PATH + 20);
         assert!(!long.socket.starts_with(&long_home));
         assert_eq!(long.socket, Endpoint::for_home(&long_home).socket, "stable");
+        assert_eq!(long.check_private(), Ok(()), "a folder of this user's own");
+        assert_eq!(
+            short.check_private(),
+            Ok(()),
+            "in the home: nothing to check"
+        );
         let other = Endpoint::for_home(&long_home.join("x"));
         assert_ne!(long.socket, other.socket, "one socket per home");
     }

@@ -189,6 +189,12 @@ pub async fn serve(
 /// finds a socket that refuses it (or one with looser permissions).
 fn bind(endpoint: &Endpoint) -> Result<UnixListener, ServeError> {
     let path = &endpoint.socket;
+    if let Err(why) = endpoint.check_private() {
+        return Err(ServeError::Bind {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+        });
+    }
     let bind_err = |source| ServeError::Bind {
         path: path.display().to_string(),
         source,

@@ -160,6 +160,7 @@ async fn try_connect(
     client: &str,
     events: &broadcast::Sender<SessionEvent>,
 ) -> Result<Option<Connection>> {
+    ep.check_private().map_err(EngineError::Host)?;
     match UnixStream::connect(&ep.socket).await {
         Ok(stream) => Connection::open(stream, client, events.clone())
             .await

@@ -494,3 +494,47 @@ fn editing_a_script_takes_effect_through_the_watcher() {
     assert!(denied(&s.decide(&write(&p, "src/x.txt"), &guard("full"))));
     eprintln!("reload took {took:?}");
 }
+
+/// The `supervised` preset asks a person before a network command or a write outside
+/// the work dir, however the command is spelled, and not for harmless ones.
+#[test]
+fn the_supervised_preset_asks_before_network_and_outside_writes_however_spelled() {
+    let p = project();
+    let s = service(Layers::builtin_only(), LIMIT);
+    let g = guard("supervised");
+    let asks = |c: &ToolCall| matches!(s.decide(c, &g), Decision::Ask { .. });
+    for line in [
+        "curl https://example.com",
+        "/usr/bin/curl https://example.com",
+        "sh -c \"curl https://example.com\"",
+        "bash -c 'git push origin main'",
+        "git -C . push",
+        "xargs curl < urls.txt",
+        "npm install left-pad",
+        "cd /tmp && touch y",
+        "echo hi > /tmp/elsewhere.txt",
+        "cp src/a.rs /tmp/",
+        "rm -rf ../other",
+    ] {
+        assert!(asks(&bash(&p, line)), "a person should decide: {line}");
+    }
+    for line in [
+        "cargo test",
+        "echo ok 2>/dev/null",
+        "ls -la > listing.txt",
+        "git status",
+        "cd src && ls",
+        "cp src/a.rs src/b.rs",
+    ] {
+        let d = s.decide(&bash(&p, line), &g);
+        assert_eq!(d, Decision::Allow, "no question for: {line}");
+    }
+    assert!(asks(&write(&p, "/tmp/out.txt")));
+    assert_eq!(s.decide(&write(&p, "src/in.txt"), &g), Decision::Allow);
+    // Other presets ask nothing.
+    let edit = guard("full");
+    assert_eq!(
+        s.decide(&bash(&p, "curl https://example.com"), &edit),
+        Decision::Allow
+    );
+}
