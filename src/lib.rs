@@ -18,6 +18,7 @@ pub mod engine;
 pub mod host;
 pub mod lua;
 pub mod mcp;
+pub mod notify;
 pub mod plugins;
 pub mod policy;
 pub mod runners;

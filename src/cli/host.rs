@@ -42,7 +42,13 @@ pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
     };
     crate::policy::install_per_project(&manager, &cwd, attached);
     let opts = ServeOptions { idle_exit };
-    match app.block_on(crate::host::serve(manager, opts, shutdown_signal())) {
+    // Only the user's own notify.lua (or the built-in) decides whom to tell.
+    let notify_layers = crate::sandbox::Layers::user_only();
+    let served = app.block_on(async {
+        crate::notify::start(manager.subscribe(), notify_layers);
+        crate::host::serve(manager, opts, shutdown_signal()).await
+    });
+    match served {
         Ok(()) => exit::OK,
         Err(e) => exit::fail(e),
     }

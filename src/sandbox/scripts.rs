@@ -14,6 +14,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../scripts/protected_paths.lua"),
     ),
     ("presets.lua", include_str!("../../scripts/presets.lua")),
+    ("notify.lua", include_str!("../../scripts/notify.lua")),
     (
         "strategies/single.lua",
         include_str!("../../scripts/strategies/single.lua"),
@@ -101,6 +102,15 @@ impl Layers {
                 folder: project,
                 home: crate::sandbox::trust::default_home(),
             }),
+        }
+    }
+
+    /// The built-in scripts and the user's own (`~/.config/cms/`): what a project may
+    /// not decide (whom the host notifies).
+    pub fn user_only() -> Layers {
+        Layers {
+            dirs: user_dir().into_iter().collect(),
+            gated: None,
         }
     }
 

@@ -14,6 +14,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("views", 2),
     ("sandbox", 3),
     ("plugins", 4),
+    ("notify", 4),
     ("runners", 4),
     ("policy", 5),
     ("host", 6),

@@ -23,6 +23,7 @@ mod layers;
 mod lists;
 mod lua;
 mod mcp;
+mod notify;
 mod plugins;
 mod policy;
 mod policy_tools;
