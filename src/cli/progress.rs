@@ -49,6 +49,72 @@ pub struct Watch {
     pub only: Vec<String>,
     /// Stream the text of their turns to stdout, their tool uses as progress lines.
     pub stream: bool,
+    /// A one-line status of the (one) session on a terminal's stderr while it works:
+    /// spinner, state, current tool and target, cost so far, time.
+    pub status: bool,
+}
+
+/// The status line: drawn on a tick, cleared before any other line is written, so
+/// it never mixes with them.
+struct StatusLine {
+    session: String,
+    state: String,
+    tool: Option<String>,
+    cost: Option<f64>,
+    started: std::time::Instant,
+    frame: usize,
+    shown: bool,
+}
+
+impl StatusLine {
+    fn clear(&mut self) {
+        if self.shown {
+            use std::io::Write;
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+
+    fn draw(&mut self) {
+        use std::io::Write;
+        const SPIN: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+        self.frame = (self.frame + 1) % SPIN.len();
+        let mut parts = vec![
+            format!("{} {}", SPIN[self.frame], self.session),
+            self.state.clone(),
+        ];
+        if let Some(t) = &self.tool {
+            parts.push(t.clone());
+        }
+        if let Some(c) = self.cost {
+            parts.push(super::render::money(c));
+        }
+        parts.push(format!("{}s", self.started.elapsed().as_secs()));
+        let text = clip(&parts.join(" · "), 100);
+        let _ = write!(std::io::stderr(), "\r\x1b[K{}", dim(&text, style::stderr()));
+        self.shown = true;
+    }
+
+    fn saw(&mut self, e: &SessionEvent) {
+        match &e.kind {
+            EventKind::State { state } => self.state = state.as_str().replace('_', " "),
+            EventKind::ToolUse { name, input, .. } => {
+                self.tool = Some(match target(input) {
+                    Some(t) => format!("{name} {}", clip(&t, 50)),
+                    None => name.clone(),
+                })
+            }
+            EventKind::Approval { .. } => self.state = "waits for your decision".into(),
+            EventKind::Retry(_) => self.state = "retrying".into(),
+            EventKind::Result {
+                session_cost_usd, ..
+            } => {
+                self.cost = Some(*session_cost_usd);
+                self.tool = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How many results and text blocks a feed has shown, per session.
@@ -165,6 +231,18 @@ pub fn feed(
 pub struct Watching {
     feed: Feed,
     stream: bool,
+    status: Option<(Arc<Mutex<StatusLine>>, JoinHandle<()>)>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some((line, ticker)) = &self.status {
+            ticker.abort();
+            if let Ok(mut l) = line.lock() {
+                l.clear();
+            }
+        }
+    }
 }
 
 impl Watching {
@@ -185,7 +263,50 @@ pub fn watch(sessions: &dyn Sessions, what: Watch) -> Option<Watching> {
     }
     let stream = what.stream;
     let one = what.only.len() == 1;
-    let feed = feed(sessions, what.only, move |e| match &e.kind {
+    let status = (what.status && one && std::io::stderr().is_terminal()).then(|| {
+        Arc::new(Mutex::new(StatusLine {
+            session: what.only[0].clone(),
+            state: "starting".into(),
+            tool: None,
+            cost: None,
+            started: std::time::Instant::now(),
+            frame: 0,
+            shown: false,
+        }))
+    });
+    let line_for_feed = status.clone();
+    let feed = feed(sessions, what.only, move |e| {
+        // The status line steps aside for every other line, and learns from the event.
+        let mut held = line_for_feed.as_ref().and_then(|l| l.lock().ok());
+        if let Some(l) = held.as_mut() {
+            l.saw(e);
+            l.clear();
+        }
+        show_event(e, stream, progress, one);
+    });
+    let status = status.map(|line| {
+        let ticking = line.clone();
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(120));
+            loop {
+                tick.tick().await;
+                if let Ok(mut l) = ticking.lock() {
+                    l.draw();
+                }
+            }
+        });
+        (line, ticker)
+    });
+    Some(Watching {
+        feed,
+        stream,
+        status,
+    })
+}
+
+/// One event as a command shows it: streamed text, a dim tool line, or a progress line.
+fn show_event(e: &SessionEvent, stream: bool, progress: bool, one: bool) {
+    match &e.kind {
         EventKind::Text { text } if stream => print_text(text),
         EventKind::ToolUse { .. } | EventKind::Permission { .. } if stream && progress => {
             if let Some(l) = describe(e) {
@@ -203,8 +324,7 @@ pub fn watch(sessions: &dyn Sessions, what: Watch) -> Option<Watching> {
             }
         }
         _ => {}
-    });
-    Some(Watching { feed, stream })
+    }
 }
 
 /// A text block on stdout, as its own paragraph. Every write ends a line, so a

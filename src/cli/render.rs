@@ -24,6 +24,33 @@ pub fn response_block(rec: &SessionRecord, r: &Response) -> String {
     format!("{}\n\n{}", r.text.trim_end(), response_footer(rec, r))
 }
 
+/// A line for each tool call refused in the turn, with what would allow it (empty
+/// when none was).
+pub fn denials(rec: &SessionRecord, r: &Response) -> String {
+    r.permission_denials
+        .iter()
+        .map(|d| {
+            let tool = &d.tool_name;
+            let on = crate::engine::approval::tool_target(&d.tool_input)
+                .map(|t| format!(" {}", clip(t, 80)))
+                .unwrap_or_default();
+            let how = match &rec.options.guard {
+                Some(g) => format!(
+                    "refused by cms's safety policy (preset '{}'; `cms logs {}` says why)",
+                    g.preset.as_deref().unwrap_or("-"),
+                    rec.name
+                ),
+                None => format!(
+                    "refused by Claude Code's permission mode; `--allowed-tools {tool}` (or \
+                     `--permission-mode acceptEdits` for edits) at spawn would allow it"
+                ),
+            };
+            format!("denied: {tool}{on}: {how}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The summary line of a turn: `[name] status=… cost=… total=… turns=… …`.
 pub fn response_footer(rec: &SessionRecord, r: &Response) -> String {
     format!(

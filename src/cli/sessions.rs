@@ -153,6 +153,7 @@ pub(super) fn run_async(
     let what = super::progress::Watch {
         only: interrupted.iter().cloned().collect(),
         stream: interrupted.is_some() && super::progress::streaming(json),
+        status: interrupted.is_some() && !json,
     };
     let watching = app.block_on(async { super::progress::watch(manager.as_ref(), what) });
     let creates = matches!(cmd, Command::Spawn(_) | Command::Fork(_));
@@ -276,11 +277,15 @@ fn secs(t: f64) -> Option<Duration> {
 /// A turn's end: its text and summary line (only the summary when the text was
 /// streamed as it came), or its JSON.
 fn turn_outcome(rec: &SessionRecord, r: &Response, streamed: bool) -> Outcome {
-    let text = if streamed {
+    let mut text = if streamed {
         format!("\n{}", render::response_footer(rec, r))
     } else {
         render::response_block(rec, r)
     };
+    let denied = render::denials(rec, r);
+    if !denied.is_empty() {
+        text = format!("{text}\n{denied}");
+    }
     let printed = Printed {
         text,
         json: render::turn_json(rec, Some(r)).into(),

@@ -52,11 +52,23 @@ pub struct Verdict {
 impl Approval {
     /// The tool call in one line: the tool and what it acts on.
     pub fn summary(&self) -> String {
-        let target = ["command", "file_path", "path", "url", "pattern"]
-            .iter()
-            .find_map(|k| self.input.get(*k).and_then(Value::as_str))
-            .map(|t| format!(" {t}"))
-            .unwrap_or_default();
-        format!("{}{target}", self.tool)
+        match tool_target(&self.input) {
+            Some(t) => format!("{} {t}", self.tool),
+            None => self.tool.clone(),
+        }
     }
+}
+
+/// What a tool call acts on, from its input: the command, file, path, URL or pattern.
+pub fn tool_target(input: &Value) -> Option<&str> {
+    [
+        "command",
+        "file_path",
+        "notebook_path",
+        "path",
+        "url",
+        "pattern",
+    ]
+    .iter()
+    .find_map(|k| input.get(*k).and_then(Value::as_str))
 }

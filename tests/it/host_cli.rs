@@ -254,6 +254,27 @@ fn send_on_a_terminal_streams_the_answer_before_the_turn_ends() {
     let all = seen.join("\n");
     assert_eq!(all.matches("part 1").count(), 1, "not twice: {all}");
     assert!(all.find("part 3").unwrap() < all.find("[a] status=").unwrap());
+    // Meanwhile a status line (spinner, session, state, time) was drawn and cleared.
+    assert!(all.contains("a · busy"), "a status line: {all:?}");
+    assert!(
+        all.contains("\x1b[K"),
+        "cleared before other lines: {all:?}"
+    );
+}
+
+/// A tool call the CLI refused is named, with what would allow it.
+#[test]
+fn a_refused_tool_call_is_named_with_what_would_allow_it() {
+    let cms = Cms::new();
+    let out = cms.ok(&[
+        "spawn",
+        "r",
+        r#"USE_TOOL Write {"file_path": "a.txt", "content": "x"}"#,
+    ]);
+    assert!(
+        out.contains("denied: Write a.txt: refused by Claude Code's permission mode; `--allowed-tools Write`"),
+        "{out}"
+    );
 }
 
 /// `script -qec LINE /dev/null`, in the environment and folder of a `cms` command:
