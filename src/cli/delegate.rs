@@ -22,8 +22,21 @@ pub fn run(cfg: EngineConfig, cmd: Command, json: bool, want: HostUse) -> i32 {
         Err(e) => return out::fail(json, e),
     };
     let manager = app.sessions().clone();
-    let _progress =
-        app.block_on(async { super::progress::watch(manager.as_ref(), Default::default()) });
+    let name = match &cmd {
+        Command::Delegate(a) => Some(a.opts.name.clone()),
+        Command::Continue(a) => Some(a.name.clone()),
+        _ => None,
+    };
+    let what = super::progress::Watch {
+        only: name.iter().cloned().collect(),
+        stream: false,
+        status: name.is_some() && !json,
+    };
+    let progress = app.block_on(async { super::progress::watch(manager.as_ref(), what) });
+    // The strategy's rounds (checks, reviews) as they happen, on stderr for a person.
+    if let Some(p) = progress.as_ref().filter(|_| super::progress::wanted()) {
+        crate::delegate::on_progress(p.printer());
+    }
     app.run_local(async {
         let LuaApp {
             host,

@@ -246,6 +246,20 @@ impl Drop for Watching {
 }
 
 impl Watching {
+    /// A function that prints a progress line the way the feed does: the status line
+    /// steps aside for it (for what is told outside the events, a delegation's rounds).
+    pub fn printer(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let line = self.status.as_ref().map(|(l, _)| l.clone());
+        let paint = style::stderr();
+        move |text: &str| {
+            let mut held = line.as_ref().and_then(|l| l.lock().ok());
+            if let Some(l) = held.as_mut() {
+                l.clear();
+            }
+            errln!("{}", dim(&format!("  {text}"), paint));
+        }
+    }
+
     /// A turn of `name` has returned: once its last events are shown, whether its
     /// text was streamed (the summary then leaves the text out).
     pub async fn settle(&self, name: &str) -> bool {

@@ -45,6 +45,27 @@ pub enum DelegateError {
     Strategy { name: String, message: String },
 }
 
+/// Where a delegation tells of its rounds (a check run and its outcome, a review)
+/// as they happen: the CLI shows them on a terminal; nothing is told otherwise.
+type Reporter = Box<dyn Fn(&str) + Send + Sync>;
+static REPORTER: std::sync::RwLock<Option<Reporter>> = std::sync::RwLock::new(None);
+
+/// Tell `f` of each round of the delegations this process runs.
+pub fn on_progress(f: impl Fn(&str) + Send + Sync + 'static) {
+    if let Ok(mut r) = REPORTER.write() {
+        *r = Some(Box::new(f));
+    }
+}
+
+/// Tell the reporter, if there is one.
+pub(crate) fn report(line: &str) {
+    if let Ok(r) = REPORTER.read() {
+        if let Some(f) = r.as_ref() {
+            f(line);
+        }
+    }
+}
+
 /// Start a delegation: spawn a guarded session and run the strategy.
 pub async fn delegate(
     lua: &Lua,

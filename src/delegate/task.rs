@@ -180,6 +180,13 @@ impl TaskState {
     }
 
     pub(super) async fn check(&self, last: Value) -> mlua::Result<(bool, String)> {
+        let n = self.checks.borrow().len() + 1;
+        let what = match (&self.check_fn, &self.options.check) {
+            (Some(_), _) => "the check function".to_string(),
+            (None, Some(cmd)) => format!("`{cmd}`"),
+            (None, None) => "no check".to_string(),
+        };
+        super::report(&format!("{}: check {n}: running {what}", self.name));
         let (passed, output) = if let Some(f) = &self.check_fn {
             let (ok, out): (Value, Option<String>) = f.call_async(last).await?;
             (ok.as_boolean().unwrap_or(false), out.unwrap_or_default())
@@ -194,6 +201,21 @@ impl TaskState {
         } else {
             (true, "no check configured".to_string())
         };
+        let last_line = output
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        super::report(&format!(
+            "{}: check {n}: {}{}",
+            self.name,
+            if passed { "passed" } else { "failed" },
+            if passed || last_line.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", last_line.chars().take(120).collect::<String>())
+            }
+        ));
         self.checks.borrow_mut().push(CheckRecord {
             passed,
             output: output.clone(),
@@ -204,6 +226,10 @@ impl TaskState {
     pub(super) async fn review(&self, prompt: &str, policy: &PolicyService) -> Response {
         let n = self.reviews.borrow().len() + 1;
         let name = format!("{}-review-{n}", self.name);
+        super::report(&format!(
+            "{}: review {n}: session '{name}' reads the work",
+            self.name
+        ));
         let preset = match policy.preset("review") {
             Ok(p) => p,
             Err(e) => {

@@ -569,3 +569,37 @@ fn policy_check_and_show() {
     assert!(scripts.contains(&"builtin:presets.lua"), "{show}");
     assert_eq!(show["limits"]["max_cost"], 2.0);
 }
+
+/// A delegation tells of its rounds as they happen (on a terminal, or with
+/// `CMS_PROGRESS=1`): each check run and its outcome; stdout keeps only the result.
+#[test]
+fn the_rounds_of_a_delegation_are_told_as_they_happen() {
+    let cms = Cms::new();
+    let out = cms
+        .cmd(&[
+            "delegate",
+            "--json",
+            "--name",
+            "r",
+            "--task",
+            "try",
+            "--strategy",
+            "correction_loop",
+            "--check",
+            "echo boom; false",
+            "--max-turns",
+            "4",
+        ])
+        .env("CMS_PROGRESS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("r: check 1: running `echo boom; false`"),
+        "{err}"
+    );
+    assert!(err.contains("r: check 1: failed (boom)"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is the result only");
+    assert_eq!(v["status"], "check_failed", "{v}");
+}
