@@ -101,8 +101,9 @@ async fn tour(app: &App) -> Result<(), TourError> {
     let cms = this_cms();
     outln!("\nNext, on the real Claude Code CLI (`claude` on PATH, or --claude-bin PATH):")?;
     outln!("  {cms} spawn --name first --prompt \"Describe this project\"")?;
-    outln!("  {cms} send --name first --message \"Now list its tests\"")?;
+    outln!("  {cms} send --name first --message \"Now list its tests\"   # the same live process")?;
     outln!("  {cms} list")?;
+    outln!("  {cms} host status    # the session host that keeps sessions live between commands")?;
     outln!("  {cms} --help")?;
     Ok(())
 }
