@@ -27,6 +27,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../scripts/strategies/review.lua"),
     ),
     ("hosts.lua", include_str!("../../scripts/hosts.lua")),
+    ("placement.lua", include_str!("../../scripts/placement.lua")),
     (
         "runners/local.lua",
         include_str!("../../scripts/runners/local.lua"),

@@ -557,3 +557,53 @@ fn a_guarded_session_on_a_host_gets_no_credit_for_the_local_sandbox() {
     let call = support::call(dir.path(), "Bash", serde_json::json!({ "command": "ls" }));
     assert_eq!(session.decide(&call), Decision::Allow);
 }
+
+#[test]
+fn a_hosts_max_live_parks_there_and_placement_picks_the_host() {
+    let Some(hosts) = Hosts::start() else {
+        return;
+    };
+    let cms = Cms::new();
+    let marker = support::unique_marker();
+    let claude = marked_sim(cms.dir.path(), &marker);
+    let layer = user_layer(&cms);
+    let lua = hosts.hosts_lua(&claude, &cms.work(), &[]).replace(
+        "  hostB = {",
+        "  hostB = { max_live = 1, labels = { \"gpu\" },",
+    );
+    std::fs::write(layer.join("hosts.lua"), lua).unwrap();
+
+    // hostB holds one live session: a second there parks the first (idle), not a
+    // local one, and the first resumes on B (parking the second) at its next send.
+    cms.ok(&["spawn", "--name", "b1", "--prompt", "hi", "--on", "hostB"]);
+    cms.ok(&["spawn", "--name", "l1", "--prompt", "hi"]);
+    cms.ok(&["spawn", "--name", "b2", "--prompt", "hi", "--on", "hostB"]);
+    assert_eq!(cms.json(&["status", "--name", "b1"])["state"], "parked");
+    assert_ne!(cms.json(&["status", "--name", "l1"])["state"], "parked");
+    cms.ok(&["send", "--name", "b1", "--message", "again"]);
+    assert_eq!(cms.json(&["status", "--name", "b2"])["state"], "parked");
+
+    // A placement of the user's: spawns that name no host go where it says.
+    std::fs::write(
+        layer.join("placement.lua"),
+        "return function(req)\n  if req.session:find('^p') then return 'hostA' end\nend\n",
+    )
+    .unwrap();
+    cms.ok(&["spawn", "--name", "p1", "--prompt", "hi"]);
+    assert_eq!(stored_host(&cms, "p1").as_deref(), Some("hostA"));
+    cms.ok(&["spawn", "--name", "q1", "--prompt", "hi"]);
+    assert_eq!(stored_host(&cms, "q1"), None);
+
+    // A broken one refuses the spawn, naming its file and line.
+    std::fs::write(
+        layer.join("placement.lua"),
+        "return function(req)\n  return req.nothing.here\nend\n",
+    )
+    .unwrap();
+    let err = cms.fails(&["spawn", "--name", "p2", "--prompt", "hi"]);
+    assert!(err.contains("placement.lua:2"), "{err}");
+    for n in ["b1", "b2", "l1", "p1", "q1"] {
+        cms.run(&["kill", "--name", n]);
+    }
+    assert_eq!(remote_claudes_after(&marker, Duration::from_secs(10)), 0);
+}
