@@ -607,3 +607,58 @@ fn a_hosts_max_live_parks_there_and_placement_picks_the_host() {
     }
     assert_eq!(remote_claudes_after(&marker, Duration::from_secs(10)), 0);
 }
+
+#[test]
+fn cms_hosts_shows_every_host_with_its_load_and_whether_it_answers() {
+    let Some(hosts) = Hosts::start() else {
+        return;
+    };
+    let cms = Cms::new();
+    let marker = support::unique_marker();
+    let claude = marked_sim(cms.dir.path(), &marker);
+    // A third host on a port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lua = hosts
+        .hosts_lua(&claude, &cms.work(), &[])
+        .replace("  hostB = {", "  hostB = { max_live = 3, labels = { \"gpu\" },")
+        .replace(
+            "}\n",
+            &format!(
+                "  gone = {{ address = \"127.0.0.1\", ssh_options = {{ \"-p\", \"{closed}\" }} }},\n}}\n"
+            ),
+        );
+    std::fs::write(user_layer(&cms).join("hosts.lua"), lua).unwrap();
+    cms.ok(&["spawn", "--name", "b1", "--prompt", "hi", "--on", "hostB"]);
+
+    let t = Instant::now();
+    let v = cms.json(&["hosts"]);
+    let took = t.elapsed();
+    eprintln!("runners: cms hosts with one unreachable host took {took:?}");
+    let rows = v.as_array().unwrap();
+    let row = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap().clone();
+    assert_eq!(row("local")["runner"], "local");
+    assert_eq!(row("hostB")["live"], 1);
+    assert_eq!(row("hostB")["max_live"], 3);
+    assert_eq!(row("hostB")["labels"][0], "gpu");
+    assert_eq!(row("hostB")["reachable"], "ok");
+    assert_eq!(row("hostA")["live"], 0);
+    let gone = row("gone")["reachable"].as_str().unwrap().to_string();
+    assert!(
+        gone.starts_with("unreachable: ") && gone.to_lowercase().contains("connect"),
+        "{gone}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let text = cms.ok(&["hosts"]);
+    assert!(
+        text.contains("REACHABLE") && text.contains("unreachable"),
+        "{text}"
+    );
+    let wide = cms.ok(&["list", "--wide"]);
+    assert!(wide.contains("ON") && wide.contains("hostB"), "{wide}");
+    cms.ok(&["kill", "--name", "b1"]);
+    assert_eq!(remote_claudes_after(&marker, Duration::from_secs(10)), 0);
+}
