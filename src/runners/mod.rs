@@ -32,7 +32,7 @@ const FORWARDED: &[&str] = &["CMS_GUARD"];
 pub enum RunnerError {
     #[error("no host '{0}' in hosts.lua (known: {1}); add it to ~/.config/cms/hosts.lua")]
     UnknownHost(String, String),
-    #[error("no runner '{0}': add runners/{0}.lua to ~/.config/cms/ (shipped: local, ssh)")]
+    #[error("no runner '{0}': add runners/{0}.lua to ~/.config/cms/ (shipped: local, ssh, docker, podman, kubectl)")]
     UnknownRunner(String),
     #[error("{0}")]
     Script(String),
@@ -47,20 +47,34 @@ pub enum RunnerError {
 #[serde(default)]
 pub struct Host {
     /// `ssh` (default), `local`, or the name of a runner of yours.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
     /// `user@host`, or an alias of `~/.ssh/config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Local folder prefix → the same folder on the host.
     pub work_dir_map: BTreeMap<String, String>,
-    /// Most live sessions on the host (not enforced yet).
+    /// Most live sessions on the host (its own capacity gate; parked, then queued, at the cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_live: Option<u32>,
     pub labels: Vec<String>,
     /// The `claude` executable on the host [default: claude].
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<String>,
     /// The remote child's environment, on top of the remote login's own.
     pub env: BTreeMap<String, String>,
     /// Extra client options (`{"-F", "/path/ssh_config"}`, `{"-p", "2222"}`).
     pub ssh_options: Vec<String>,
+    /// docker/podman: an image to run (`docker run`) instead of a container to
+    /// exec into (`address`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// kubectl: the pod's namespace (`-n`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// kubectl: the kubeconfig context (`--context`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// What a runner script returns.

@@ -36,6 +36,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "runners/ssh.lua",
         include_str!("../../scripts/runners/ssh.lua"),
     ),
+    (
+        "runners/docker.lua",
+        include_str!("../../scripts/runners/docker.lua"),
+    ),
+    (
+        "runners/podman.lua",
+        include_str!("../../scripts/runners/podman.lua"),
+    ),
+    (
+        "runners/kubectl.lua",
+        include_str!("../../scripts/runners/kubectl.lua"),
+    ),
 ];
 
 /// One script's text and where it came from.

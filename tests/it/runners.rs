@@ -662,3 +662,207 @@ fn cms_hosts_shows_every_host_with_its_load_and_whether_it_answers() {
     cms.ok(&["kill", "--name", "b1"]);
     assert_eq!(remote_claudes_after(&marker, Duration::from_secs(10)), 0);
 }
+
+/// A `docker`/`podman`/`kubectl` stand-in in `dir`: it appends its argv (one
+/// `CALL` line, then one line per argument) to `dir/NAME.log` and runs here what
+/// would run in the container or pod: the rest of the command after `exec -i
+/// CONTAINER`, `run [OPTIONS] IMAGE`, or `--`.
+fn write_shim(dir: &Path, name: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join(format!("{name}.log"));
+    let script = format!(
+        r#"#!/bin/sh
+{{ echo CALL; for a in "$@"; do printf '%s\n' "$a"; done; }} >> '{log}'
+case "$1" in
+  exec)
+    shift
+    if [ "{name}" = kubectl ]; then
+      while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done
+      shift
+    else
+      while [ "$#" -gt 0 ]; do case "$1" in -*) shift;; *) break;; esac; done
+      shift
+    fi
+    exec "$@";;
+  run)
+    shift
+    while [ "$#" -gt 0 ]; do
+      case "$1" in
+        --name|-v|-w|-e) shift 2;;
+        -*) shift;;
+        *) break;;
+      esac
+    done
+    shift
+    exec "$@";;
+  rm) exit 0;;
+esac
+exit 2
+"#,
+        log = log.display()
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `cms ARGS` with `shims` first on PATH; its stdout (it must succeed).
+fn ok_with_path(cms: &Cms, shims: &Path, args: &[&str]) -> String {
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = cms.cmd(args).env("PATH", path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cms {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn docker_podman_and_kubectl_run_through_a_shim() {
+    let cms = Cms::new();
+    let shims = cms.dir.path().join("shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    for n in ["docker", "podman", "kubectl"] {
+        write_shim(&shims, n);
+    }
+    let marker = support::unique_marker();
+    let claude = marked_sim(cms.dir.path(), &marker);
+    let claude = claude.display().to_string();
+    let work = cms.work().display().to_string();
+    std::fs::write(
+        user_layer(&cms).join("hosts.lua"),
+        format!(
+            "return {{\n  dk = {{ runner = 'docker', address = 'box', claude = {claude:?} }},\n  \
+             img = {{ runner = 'docker', image = 'me/claude:1', claude = {claude:?} }},\n  \
+             pm = {{ runner = 'podman', address = 'pbox', claude = {claude:?} }},\n  \
+             k8s = {{ runner = 'kubectl', address = 'pod-1', namespace = 'agents', \
+             context = 'prod', claude = {claude:?} }},\n}}\n"
+        ),
+    )
+    .unwrap();
+    let cases: [(&str, &str, &[&str], &[&str]); 4] = [
+        (
+            "dk",
+            "docker",
+            &["exec", "-i", "box", "setsid", "-w", "sh", "-c"],
+            &["exec", "box", "sh", "-c"],
+        ),
+        (
+            "img",
+            "docker",
+            &[
+                "run",
+                "-i",
+                "--rm",
+                "--name",
+                "cms-s-img",
+                "-v",
+                "",
+                "-w",
+                "",
+                "me/claude:1",
+                "setsid",
+            ],
+            &["rm", "-f", "cms-s-img"],
+        ),
+        (
+            "pm",
+            "podman",
+            &["exec", "-i", "pbox", "setsid", "-w", "sh", "-c"],
+            &["exec", "pbox", "sh", "-c"],
+        ),
+        (
+            "k8s",
+            "kubectl",
+            &[
+                "exec",
+                "-i",
+                "pod-1",
+                "-n",
+                "agents",
+                "--context",
+                "prod",
+                "--",
+                "setsid",
+            ],
+            &[
+                "exec",
+                "pod-1",
+                "-n",
+                "agents",
+                "--context",
+                "prod",
+                "--",
+                "sh",
+                "-c",
+            ],
+        ),
+    ];
+    for (host, program, start, end) in cases {
+        let name = format!("s-{host}");
+        let log = shims.join(format!("{program}.log"));
+        let _ = std::fs::remove_file(&log);
+        let out = ok_with_path(
+            &cms,
+            &shims,
+            &["spawn", "--name", &name, "--prompt", "CWD", "--on", host],
+        );
+        assert!(out.contains(&work), "{host}: {out}");
+        let out = ok_with_path(
+            &cms,
+            &shims,
+            &["send", "--name", &name, "--message", "RECALL"],
+        );
+        assert!(out.contains("CWD"), "{host}: {out}");
+        assert!(
+            remote_claudes(&marker) >= 1 || !cms.host_mode(),
+            "{host}: live"
+        );
+        ok_with_path(&cms, &shims, &["kill", "--name", &name]);
+        if host != "img" {
+            // The shim ran the group-ending command here: nothing is left.
+            assert_eq!(
+                remote_claudes_after(&marker, Duration::from_secs(10)),
+                0,
+                "{host}"
+            );
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let calls: Vec<Vec<&str>> = text
+            .split("CALL\n")
+            .filter(|c| !c.is_empty())
+            .map(|c| c.lines().collect())
+            .collect();
+        eprintln!("runners: {host} via the {program} shim: {calls:?}");
+        let first = &calls[0];
+        for (i, want) in start.iter().enumerate() {
+            if !want.is_empty() {
+                assert_eq!(first[i], *want, "{host}: {first:?}");
+            }
+        }
+        if host == "img" {
+            assert_eq!(first[6], format!("{work}:{work}"), "{first:?}");
+            assert_eq!(first[8], work, "{first:?}");
+        }
+        let ending = calls
+            .iter()
+            .find(|c| c.starts_with(end))
+            .unwrap_or_else(|| panic!("{host}: no group-ending call in {calls:?}"));
+        if host != "img" {
+            let line = ending.join(" ");
+            assert!(
+                line.contains("pkill -KILL -s") && !line.contains("{pgid}"),
+                "{line}"
+            );
+        }
+    }
+    for n in ["s-dk", "s-img", "s-pm", "s-k8s"] {
+        cms.run(&["kill", "--name", n]);
+    }
+    support::processes_left_after(&marker, Duration::from_secs(10));
+}
