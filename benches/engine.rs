@@ -173,6 +173,7 @@ async fn turn_overhead(sim: &Path, dir: &Path, n: usize) -> ((f64, f64), (f64, f
         stop_grace: Duration::from_secs(2),
         interrupt_grace: Duration::from_secs(2),
         launch: None,
+        host: None,
     };
     let session = LiveSession::start(spec, Arc::new(AllowAll), EventSink::new(1024)).unwrap();
 

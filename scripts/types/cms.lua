@@ -510,14 +510,17 @@ function cms.shell.parse(line) end
 
 --- A machine of `hosts.lua` that sessions can run on (`cms spawn --on NAME`).
 ---@class cms.Host
----@field runner? string `ssh` (default), `local`, or `runners/NAME.lua` of yours.
+---@field runner? string `ssh` (default), `local`, `docker`, `podman`, `kubectl`, or `runners/NAME.lua` of yours.
 ---@field address? string `user@host`, or an alias of `~/.ssh/config` (default: the host's name).
 ---@field work_dir_map? table<string, string> Local folder prefix → the same folder on the host.
----@field max_live? integer Most live sessions on the host (not enforced yet).
+---@field max_live? integer Most live sessions on the host (its own cap: parked, then queued, at it).
 ---@field labels? string[]
 ---@field claude? string The `claude` executable on the host (default `claude`).
 ---@field env? table<string, string> The remote child's environment; nothing else of yours crosses.
 ---@field ssh_options? string[] Extra client options, e.g. `{ "-F", "/path/ssh_config" }`.
+---@field image? string docker/podman: an image to `run` (instead of a container to `exec` into, `address`).
+---@field namespace? string kubectl: the pod's namespace (`-n`).
+---@field context? string kubectl: the kubeconfig context (`--context`).
 
 --- What a runner (`runners/NAME.lua`, a function of this) is asked to start.
 ---@class cms.RunRequest

@@ -38,6 +38,7 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
             "delete",
             "batch",
             "cleanup",
+            "hosts",
         ],
     ),
     ("Delegation", &["delegate", "continue", "finish", "abort"]),
@@ -321,6 +322,10 @@ pub enum Command {
     /// Safety policies, presets and strategies: check a script, show one, copy them to edit (init).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The machines sessions can run on (hosts.lua and this one): runner, address,
+    /// live and queued sessions, max_live, labels, and whether each answers now.
+    #[command(after_help = examples!("cms hosts", "cms hosts --json | jq '.[] | select(.reachable != \"ok\")'"))]
+    Hosts,
     /// Serve MCP on stdio, so Claude Code can spawn and steer sessions with native tools.
     Mcp,
     /// Run the session host in the foreground (logs on stderr): it owns every live

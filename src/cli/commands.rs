@@ -90,6 +90,7 @@ fn run_command(mut cli: Cli) -> i32 {
         | Command::Finish(_)
         | Command::Abort(_)) => return delegate::run(cfg, cmd, json, want),
         Command::Policy(cmd) => return policy::run(cmd, json),
+        Command::Hosts => return super::hosts::run(&cfg.home, json),
         // `main` sends `cms mcp` to the MCP frontend; the CLI never serves it.
         Command::Mcp => {
             exit::fail("`cms mcp` is served by the entry point, not the CLI frontend");

@@ -292,7 +292,7 @@ mod tests {
         }
         let zsh = script(Shell::Zsh);
         assert!(zsh.starts_with("#compdef cms\n"));
-        assert!(zsh.contains(":_cms_sessions'") && !zsh.contains("_hosts"));
+        assert!(zsh.contains(":_cms_sessions'") && !zsh.contains(":_hosts"));
         let fish = script(Shell::Fish);
         assert!(fish.contains(NAMES_COMMAND) && !fish.contains("hostnames"));
     }

@@ -8,6 +8,7 @@ mod completions;
 mod delegate;
 mod demo;
 mod host;
+mod hosts;
 mod logs;
 mod man;
 pub(crate) mod out;

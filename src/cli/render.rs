@@ -153,7 +153,7 @@ pub fn sessions_table(recs: &[SessionRecord], wide: bool, paint: bool) -> String
     }
     let mut header = vec!["NAME", "STATUS", "MODEL", "COST", "TURNS", "LAST ACTIVITY"];
     if wide {
-        header.extend(["WORK DIR", "PID", "HELD BY"]);
+        header.extend(["ON", "WORK DIR", "PID", "HELD BY"]);
     }
     let rows: Vec<Vec<String>> = recs
         .iter()
@@ -167,6 +167,7 @@ pub fn sessions_table(recs: &[SessionRecord], wide: bool, paint: bool) -> String
                 ago(r.updated_at),
             ];
             if wide {
+                row.push(r.options.on.clone().unwrap_or_else(|| "local".into()));
                 row.push(r.cwd.as_ref().unwrap_or(&r.work_dir).display().to_string());
                 row.push(r.pid.map_or("-".into(), |p| p.to_string()));
                 row.push(match (r.pid, r.host_pid) {

@@ -431,6 +431,7 @@ async fn async_command(
             read_command(m.as_ref(), &cmd, json)?
         }
         Command::Demo(_)
+        | Command::Hosts
         | Command::Script(_)
         | Command::Repl(_)
         | Command::LuaTypes

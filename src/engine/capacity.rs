@@ -209,6 +209,28 @@ impl Gate {
         }
     }
 
+    /// [`Gate::claim_unpinned`] with the live slot held on `hold` (another host's
+    /// gate; this one keeps the pins). The slot is taken before the claim, so the
+    /// child is never uncounted; dropped again when nothing is claimed.
+    pub fn claim_unpinned_on<T>(
+        self: &Arc<Self>,
+        hold: &Arc<Gate>,
+        name: &str,
+        claim: impl FnOnce() -> Option<T>,
+    ) -> Option<(Slot, T)> {
+        if Arc::ptr_eq(self, hold) {
+            return self.claim_unpinned(name, claim);
+        }
+        let slot = Slot::take_now(hold, Kind::Live);
+        let inner = self.lock();
+        if inner.pins.get(name).is_some_and(|n| *n > 0) {
+            return None;
+        }
+        let taken = claim()?;
+        drop(inner);
+        Some((slot, taken))
+    }
+
     /// How many requests wait for a slot of `kind`.
     pub fn waiting(&self, kind: Kind) -> usize {
         self.lock().queues[kind.index()].len()

@@ -46,6 +46,8 @@ pub struct StartSpec {
     /// What a runner made of the above ([`crate::engine::runner`]): None runs
     /// `claude_bin` here, as always.
     pub launch: Option<crate::engine::runner::Launch>,
+    /// The host of `hosts.lua` the session runs on (None: this machine).
+    pub host: Option<String>,
 }
 
 /// Where events go: subscribers, and an optional recorder (the store).

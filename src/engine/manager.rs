@@ -49,6 +49,8 @@ pub struct Manager {
     start_lock: tokio::sync::Mutex<()>,
     /// Caps, budgets and the queues for slots ([`crate::engine::capacity`]).
     capacity: Arc<Gate>,
+    /// One gate per host (its `max_live`), by host name; this machine's is `capacity`.
+    host_gates: Mutex<HashMap<String, Arc<Gate>>>,
     /// USD of the turns this manager ran (`total_usd`).
     spent: Mutex<f64>,
     me: Weak<Manager>,
@@ -73,6 +75,7 @@ impl Manager {
             runner: RwLock::new(Arc::new(LocalRunner)),
             start_lock: tokio::sync::Mutex::new(()),
             capacity: Gate::new(),
+            host_gates: Mutex::default(),
             spent: Mutex::new(0.0),
             me: me.clone(),
             runtime: OnceLock::new(),
@@ -187,6 +190,9 @@ impl Manager {
         options.work_dir = Some(work_dir.clone());
         if options.model.is_none() {
             options.model = Some(self.cfg.default_model.clone());
+        }
+        if options.on.is_none() {
+            options.on = self.place(&req.name, &options, &work_dir)?;
         }
         let mut rec = SessionRecord::new(&req.name, options, work_dir.clone());
         rec.meta = req.meta.clone();
@@ -603,6 +609,7 @@ impl Manager {
             stop_grace: self.cfg.stop_grace,
             interrupt_grace: self.cfg.interrupt_grace,
             launch,
+            host: rec.options.on.clone(),
         };
         let session = Arc::new(LiveSession::start(spec, policy, self.sink())?);
         self.live
@@ -759,7 +766,8 @@ impl Manager {
     /// Take a session out of the live map; its child counts in the slot returned
     /// until it has stopped.
     fn take_live(&self, name: &str) -> Option<(Slot, Arc<LiveSession>)> {
-        let hold = Slot::take_now(&self.capacity, Kind::Live);
+        let host = self.live(name).and_then(|s| s.host().map(str::to_string));
+        let hold = Slot::take_now(&self.gate_for(host.as_deref()), Kind::Live);
         let s = self.live.lock().unwrap().remove(name)?;
         Some((hold, s))
     }

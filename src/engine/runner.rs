@@ -65,11 +65,46 @@ pub struct RemoteEnd {
 /// The line a remote command prints first on stderr: `cms-remote-pgid 12345`.
 pub const PGID_MARKER: &str = "cms-remote-pgid ";
 
+/// How busy one place is: this machine or a host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Load {
+    /// Live children there.
+    pub live: usize,
+    /// Requests waiting for a live slot there.
+    pub queued: usize,
+}
+
+/// Where to start a spawn that names no host: what placement is asked.
+#[derive(Debug, Clone)]
+pub struct PlaceRequest {
+    pub session: String,
+    /// The session's options (its `on` is None).
+    pub options: crate::engine::config::SessionOptions,
+    /// The session's (local) folder.
+    pub cwd: PathBuf,
+    /// This machine's load and its `max_live`.
+    pub local: Load,
+    pub local_max_live: Option<usize>,
+    /// The load of each host this manager has sessions on (others: none).
+    pub hosts: std::collections::BTreeMap<String, Load>,
+}
+
 /// Turns a session's spec into what is executed.
 pub trait Runner: Send + Sync {
     /// The command to run for `req`; an error (an unknown host, a broken runner
     /// script) means the session does not start.
     fn launch(&self, req: &RunRequest) -> Result<Launch>;
+
+    /// The host a spawn that names none goes to (None: this machine). An error
+    /// refuses the spawn.
+    fn place(&self, _req: &PlaceRequest) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// The most live sessions on `host` (its `max_live`), None: no cap.
+    fn max_live(&self, _host: &str, _cwd: &std::path::Path) -> Option<usize> {
+        None
+    }
 }
 
 /// Today's behaviour: `claude` itself, here. A session pinned to a host needs a

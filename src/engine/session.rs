@@ -31,6 +31,7 @@ pub struct LiveSession {
     cmd_tx: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Shared>,
     default_timeout: Duration,
+    host: Option<String>,
 }
 
 impl LiveSession {
@@ -98,7 +99,13 @@ impl LiveSession {
             cmd_tx,
             shared,
             default_timeout: spec.turn_timeout,
+            host: spec.host,
         })
+    }
+
+    /// The host it runs on (None: this machine).
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
     pub fn name(&self) -> &str {

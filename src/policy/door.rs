@@ -30,6 +30,42 @@ impl Policy for LuaPolicy {
     }
 }
 
+/// The file tools and the input fields naming the path they change (as
+/// `protected_paths.lua`'s `M.file_tools`).
+const FILE_TOOLS: &[(&str, &str)] = &[
+    ("Write", "file_path"),
+    ("Edit", "file_path"),
+    ("MultiEdit", "file_path"),
+    ("NotebookEdit", "notebook_path"),
+];
+
+/// For a session on `host`: a file tool's path that this machine cannot resolve
+/// there (a symlink on the way, a folder it cannot stat) is judged protected, since
+/// where it really points is unknown.
+fn unresolvable_on_host(call: &ToolCall, host: &str) -> Option<Decision> {
+    let field = FILE_TOOLS
+        .iter()
+        .find(|(t, _)| *t == call.tool_name)
+        .map(|(_, f)| *f)?;
+    let mut paths: Vec<&str> = call.input[field].as_str().into_iter().collect();
+    if let Some(edits) = call.input["edits"].as_array() {
+        paths.extend(edits.iter().filter_map(|e| e["file_path"].as_str()));
+    }
+    let cwd = std::path::Path::new(&call.cwd);
+    paths.into_iter().find_map(|p| {
+        crate::sandbox::paths::plain_on_host(p, cwd)
+            .err()
+            .map(|why| Decision::Deny {
+                reason: format!(
+                    "{p} is treated as protected: the session runs on host '{host}' and cms cannot tell where it points there ({why}); {} may not change it",
+                    call.tool_name
+                ),
+                interrupt: false,
+                rule: Some("protected_path".into()),
+            })
+    })
+}
+
 /// Set to `1` to let guarded sessions run Bash commands the shell reader cannot
 /// prove harmless where there is no OS sandbox (bubblewrap) to hold protected paths.
 pub const UNSANDBOXED_BASH_ENV: &str = "CMS_ALLOW_UNSANDBOXED_BASH";
@@ -61,6 +97,13 @@ impl Policy for GuardedSession {
 
     fn decide(&self, call: &ToolCall) -> Decision {
         let decision = self.service.decide(call, &self.guard);
+        if let (Some(host), true) = (&call.host, self.guard.safety) {
+            if matches!(decision, Decision::Allow | Decision::AllowWith(_)) {
+                if let Some(deny) = unresolvable_on_host(call, host) {
+                    return deny;
+                }
+            }
+        }
         if self.guard.safety
             && !self.os_layer
             && call.tool_name == "Bash"

@@ -9,7 +9,7 @@
 //! judges tool paths against it); the environment offered to a remote `claude` is the
 //! host's `env` and the session's guard (`CMS_GUARD`), never cms's own environment.
 
-use crate::engine::runner::{Launch, RemoteEnd, RunRequest, Runner};
+use crate::engine::runner::{Launch, PlaceRequest, RemoteEnd, RunRequest, Runner};
 use crate::engine::EngineError;
 use crate::sandbox::limits::{call_limited, load_limited};
 use crate::sandbox::scripts::{builtin, Layers, Source};
@@ -32,7 +32,7 @@ const FORWARDED: &[&str] = &["CMS_GUARD"];
 pub enum RunnerError {
     #[error("no host '{0}' in hosts.lua (known: {1}); add it to ~/.config/cms/hosts.lua")]
     UnknownHost(String, String),
-    #[error("no runner '{0}': add runners/{0}.lua to ~/.config/cms/ (shipped: local, ssh)")]
+    #[error("no runner '{0}': add runners/{0}.lua to ~/.config/cms/ (shipped: local, ssh, docker, podman, kubectl)")]
     UnknownRunner(String),
     #[error("{0}")]
     Script(String),
@@ -47,20 +47,34 @@ pub enum RunnerError {
 #[serde(default)]
 pub struct Host {
     /// `ssh` (default), `local`, or the name of a runner of yours.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
     /// `user@host`, or an alias of `~/.ssh/config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Local folder prefix → the same folder on the host.
     pub work_dir_map: BTreeMap<String, String>,
-    /// Most live sessions on the host (not enforced yet).
+    /// Most live sessions on the host (its own capacity gate; parked, then queued, at the cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_live: Option<u32>,
     pub labels: Vec<String>,
     /// The `claude` executable on the host [default: claude].
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub claude: Option<String>,
     /// The remote child's environment, on top of the remote login's own.
     pub env: BTreeMap<String, String>,
     /// Extra client options (`{"-F", "/path/ssh_config"}`, `{"-p", "2222"}`).
     pub ssh_options: Vec<String>,
+    /// docker/podman: an image to run (`docker run`) instead of a container to
+    /// exec into (`address`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// kubectl: the pod's namespace (`-n`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// kubectl: the kubeconfig context (`--context`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// What a runner script returns.
@@ -88,6 +102,114 @@ impl Runner for LuaRunners {
             host,
             detail: e.to_string(),
         })
+    }
+
+    fn place(&self, req: &PlaceRequest) -> crate::engine::Result<Option<String>> {
+        place(&Layers::standard(&req.cwd), req).map_err(|e| {
+            EngineError::Invalid(format!(
+                "placement refused the spawn of '{}': {e}",
+                req.session
+            ))
+        })
+    }
+
+    fn max_live(&self, host: &str, cwd: &Path) -> Option<usize> {
+        let all = hosts(&Layers::standard(cwd)).ok()?;
+        all.get(host)?.max_live.map(|n| n as usize)
+    }
+}
+
+/// One place a session can run, as `placement.lua` sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaceView {
+    pub live: usize,
+    pub queued: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live: Option<usize>,
+    pub labels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// The host `placement.lua` (of `layers`, else the built-in one) picks for a spawn
+/// that names none; None: this machine. Without hosts there is nothing to ask. A
+/// script error, a wrong answer or an unknown host name is an error (the spawn is
+/// refused: placement fails closed).
+pub fn place(layers: &Layers, req: &PlaceRequest) -> Result<Option<String>, RunnerError> {
+    let all = hosts(layers)?;
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let src = layers
+        .find("placement.lua")
+        .or_else(|| builtin("placement.lua"))
+        .ok_or_else(|| RunnerError::Script("no placement.lua".into()))?;
+    let lua = state()?;
+    let f = match load(&lua, &src)? {
+        Value::Function(f) => f,
+        other => {
+            return Err(RunnerError::Script(format!(
+                "{} returns a {}, not a function(req)",
+                src.origin,
+                other.type_name()
+            )))
+        }
+    };
+    let script = |e: mlua::Error| RunnerError::Script(error_text(&e));
+    let views: BTreeMap<String, PlaceView> = all
+        .iter()
+        .map(|(name, h)| {
+            let load = req.hosts.get(name).copied().unwrap_or_default();
+            let view = PlaceView {
+                live: load.live,
+                queued: load.queued,
+                max_live: h.max_live.map(|n| n as usize),
+                labels: h.labels.clone(),
+                runner: Some(h.runner.clone().unwrap_or_else(|| "ssh".into())),
+                address: h.address.clone(),
+            };
+            (name.clone(), view)
+        })
+        .collect();
+    let here = PlaceView {
+        live: req.local.live,
+        queued: req.local.queued,
+        max_live: req.local_max_live,
+        labels: Vec::new(),
+        runner: None,
+        address: None,
+    };
+    let t: Table = lua.create_table().map_err(script)?;
+    t.set("session", req.session.as_str()).map_err(script)?;
+    t.set("spec", lua.to_value(&req.options).map_err(script)?)
+        .map_err(script)?;
+    t.set("local", lua.to_value(&here).map_err(script)?)
+        .map_err(script)?;
+    t.set("hosts", lua.to_value(&views).map_err(script)?)
+        .map_err(script)?;
+    let out: Value = call_limited(&lua, LIMIT, &f, t).map_err(script)?;
+    match out {
+        Value::Nil => Ok(None),
+        Value::String(s) => {
+            let name = s.to_str().map_err(script)?.to_string();
+            if all.contains_key(&name) {
+                Ok(Some(name))
+            } else {
+                let known: Vec<&str> = all.keys().map(String::as_str).collect();
+                Err(RunnerError::Answer(format!(
+                    "{}: placement chose '{name}', which is not in hosts.lua (known: {})",
+                    src.origin,
+                    known.join(", ")
+                )))
+            }
+        }
+        other => Err(RunnerError::Script(format!(
+            "{}: placement returns a {}, not a host name or nil",
+            src.origin,
+            other.type_name()
+        ))),
     }
 }
 
@@ -312,5 +434,97 @@ mod tests {
         assert_eq!(l.program, PathBuf::from("/bin/true"));
         assert!(l.remote.is_none());
         assert!(l.env.contains(&("X".into(), "1".into())), "{:?}", l.env);
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+    use crate::engine::runner::Load;
+
+    fn layers_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Layers) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let layers = Layers {
+            dirs: vec![dir.path().to_path_buf()],
+            gated: None,
+        };
+        (dir, layers)
+    }
+
+    fn req(local: Load, hosts: &BTreeMap<String, Load>) -> PlaceRequest {
+        PlaceRequest {
+            session: "s".into(),
+            options: Default::default(),
+            cwd: "/tmp".into(),
+            local,
+            local_max_live: Some(2),
+            hosts: hosts.clone(),
+        }
+    }
+
+    /// Ten spawns, local cap 2, two hosts capped at 3: where each goes (each one
+    /// counted live where it went before the next is placed).
+    #[test]
+    fn the_default_fills_this_machine_then_the_least_loaded_host() {
+        let (_d, layers) = layers_with(&[(
+            "hosts.lua",
+            r#"return { hostA = { address = "a", max_live = 3 },
+                        hostB = { address = "b", max_live = 3 } }"#,
+        )]);
+        let mut local = Load::default();
+        let mut hosts: BTreeMap<String, Load> = BTreeMap::new();
+        let mut went = Vec::new();
+        for _ in 0..10 {
+            let at = place(&layers, &req(local, &hosts)).unwrap();
+            match &at {
+                Some(h) => hosts.entry(h.clone()).or_default().live += 1,
+                None => local.live += 1,
+            }
+            went.push(at.unwrap_or_else(|| "local".into()));
+        }
+        eprintln!("placement of 10 spawns: {went:?}");
+        assert_eq!(
+            went,
+            [
+                "local", "local", "hostA", "hostB", "hostA", "hostB", "hostA", "hostB", "local",
+                "local"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_broken_or_wrong_placement_refuses_with_its_file_and_line() {
+        let hosts = r#"return { hostA = { address = "a" } }"#;
+        let (_d, layers) = layers_with(&[
+            ("hosts.lua", hosts),
+            (
+                "placement.lua",
+                "return function(req)\n  error('boom')\nend",
+            ),
+        ]);
+        let e = place(&layers, &req(Load::default(), &BTreeMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("placement.lua:2") && e.contains("boom"), "{e}");
+        let (_d, layers) = layers_with(&[
+            ("hosts.lua", hosts),
+            ("placement.lua", "return function(req) return 'nowhere' end"),
+        ]);
+        let e = place(&layers, &req(Load::default(), &BTreeMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'nowhere'") && e.contains("known: hostA"), "{e}");
+        let (_d, layers) = layers_with(&[
+            ("hosts.lua", hosts),
+            (
+                "placement.lua",
+                "return function(req) return req.session == 's' and 'hostA' or nil end",
+            ),
+        ]);
+        let at = place(&layers, &req(Load::default(), &BTreeMap::new())).unwrap();
+        assert_eq!(at.as_deref(), Some("hostA"));
     }
 }

@@ -131,6 +131,56 @@ fn resolve_under(path: &str, base: &Path) -> PathBuf {
     out
 }
 
+/// For a session on another host, where this machine's files say nothing about the
+/// host's: `path` (from `cwd`, the host's folder) taken as written, when this machine
+/// can vouch for every step of it; otherwise why not. Every folder on the way must
+/// be stat-able here and none may be a symlink, and the last part may be missing (a
+/// file about to be made) but not a symlink. `~` (the host's home) cannot be known
+/// here. The protected-path check judges a path refused here as protected.
+pub fn plain_on_host(path: &str, cwd: &Path) -> Result<PathBuf, String> {
+    if path.starts_with('~') {
+        return Err("`~` is the host's home, which cms cannot see from here".into());
+    }
+    let joined = if Path::new(path).is_absolute() {
+        PathBuf::from(path)
+    } else {
+        cwd.join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(p) => out.push(p),
+        }
+    }
+    let mut at = PathBuf::from("/");
+    let parts: Vec<_> = out.components().skip(1).collect();
+    for (i, c) in parts.iter().enumerate() {
+        at.push(c);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symlink, whose target on the host cms cannot check",
+                    at.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(_) if last => {}
+            Err(_) => {
+                return Err(format!(
+                    "{} cannot be looked at from here (it is on the host)",
+                    at.display()
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +202,23 @@ mod tests {
             resolve("/../../etc/passwd", &cwd),
             PathBuf::from("/etc/passwd")
         );
+    }
+
+    #[test]
+    fn on_another_host_only_plain_paths_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join("proj");
+        std::fs::create_dir_all(cwd.join("src")).unwrap();
+        std::os::unix::fs::symlink(".env", cwd.join("innocent.txt")).unwrap();
+        std::os::unix::fs::symlink(cwd.join("src"), cwd.join("link")).unwrap();
+        assert!(plain_on_host("src/new.rs", &cwd).is_ok());
+        assert!(plain_on_host("src/../a.txt", &cwd).is_ok());
+        let e = plain_on_host("innocent.txt", &cwd).unwrap_err();
+        assert!(e.contains("symlink"), "{e}");
+        assert!(plain_on_host("link/x.rs", &cwd).is_err());
+        assert!(plain_on_host("nowhere/x.rs", &cwd).is_err());
+        assert!(plain_on_host("x", Path::new("/srv/not/here")).is_err());
+        assert!(plain_on_host("~/.bashrc", &cwd).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../scripts/strategies/review.lua"),
     ),
     ("hosts.lua", include_str!("../../scripts/hosts.lua")),
+    ("placement.lua", include_str!("../../scripts/placement.lua")),
     (
         "runners/local.lua",
         include_str!("../../scripts/runners/local.lua"),
@@ -35,6 +36,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "runners/ssh.lua",
         include_str!("../../scripts/runners/ssh.lua"),
+    ),
+    (
+        "runners/docker.lua",
+        include_str!("../../scripts/runners/docker.lua"),
+    ),
+    (
+        "runners/podman.lua",
+        include_str!("../../scripts/runners/podman.lua"),
+    ),
+    (
+        "runners/kubectl.lua",
+        include_str!("../../scripts/runners/kubectl.lua"),
     ),
 ];
 

@@ -538,3 +538,47 @@ fn the_supervised_preset_asks_before_network_and_outside_writes_however_spelled(
         Decision::Allow
     );
 }
+
+/// A session on another host: a path this machine cannot resolve there (a symlink
+/// on the way, a folder it cannot stat) is judged protected; a plain one is not.
+#[test]
+fn on_another_host_an_unresolvable_path_is_protected() {
+    use cms::engine::Policy;
+    let p = project();
+    std::os::unix::fs::symlink(p.cwd.join("src"), p.cwd.join("srclink")).unwrap();
+    let s = service(Layers::builtin_only(), LIMIT);
+    let session = cms::policy::GuardedSession::new(s, guard("full"));
+    let on_b = |mut c: ToolCall| {
+        c.host = Some("hostB".into());
+        c
+    };
+    // Here, a symlink to a plain file in the project is fine; on hostB it is not.
+    let here = write(&p, "srclink/main.rs");
+    assert_eq!(session.decide(&here), Decision::Allow);
+    let d = session.decide(&on_b(write(&p, "srclink/main.rs")));
+    match &d {
+        Decision::Deny { reason, rule, .. } => {
+            assert!(
+                reason.contains("hostB") && reason.contains("symlink"),
+                "{reason}"
+            );
+            assert_eq!(rule.as_deref(), Some("protected_path"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The symlink to .env is refused either way; a folder the host alone has, too.
+    assert!(denied(&session.decide(&on_b(write(&p, "notes.txt")))));
+    assert!(denied(&session.decide(&on_b(write(&p, "only-on-b/x.rs")))));
+    assert!(denied(&session.decide(&on_b(write(&p, "~/x.rs")))));
+    let multi = on_b(call(
+        &p.cwd,
+        "MultiEdit",
+        json!({ "file_path": "src/a.rs", "edits": [{ "file_path": "srclink/b.rs" }] }),
+    ));
+    assert!(denied(&session.decide(&multi)));
+    // A plain path (every folder here, none a link; the file new) is allowed.
+    assert_eq!(
+        session.decide(&on_b(write(&p, "src/new.rs"))),
+        Decision::Allow
+    );
+}

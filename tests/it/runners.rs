@@ -557,3 +557,312 @@ fn a_guarded_session_on_a_host_gets_no_credit_for_the_local_sandbox() {
     let call = support::call(dir.path(), "Bash", serde_json::json!({ "command": "ls" }));
     assert_eq!(session.decide(&call), Decision::Allow);
 }
+
+#[test]
+fn a_hosts_max_live_parks_there_and_placement_picks_the_host() {
+    let Some(hosts) = Hosts::start() else {
+        return;
+    };
+    let cms = Cms::new();
+    let marker = support::unique_marker();
+    let claude = marked_sim(cms.dir.path(), &marker);
+    let layer = user_layer(&cms);
+    let lua = hosts.hosts_lua(&claude, &cms.work(), &[]).replace(
+        "  hostB = {",
+        "  hostB = { max_live = 1, labels = { \"gpu\" },",
+    );
+    std::fs::write(layer.join("hosts.lua"), lua).unwrap();
+
+    // hostB holds one live session: a second there parks the first (idle), not a
+    // local one, and the first resumes on B (parking the second) at its next send.
+    cms.ok(&["spawn", "--name", "b1", "--prompt", "hi", "--on", "hostB"]);
+    cms.ok(&["spawn", "--name", "l1", "--prompt", "hi"]);
+    cms.ok(&["spawn", "--name", "b2", "--prompt", "hi", "--on", "hostB"]);
+    assert_eq!(cms.json(&["status", "--name", "b1"])["state"], "parked");
+    assert_ne!(cms.json(&["status", "--name", "l1"])["state"], "parked");
+    cms.ok(&["send", "--name", "b1", "--message", "again"]);
+    assert_eq!(cms.json(&["status", "--name", "b2"])["state"], "parked");
+
+    // A placement of the user's: spawns that name no host go where it says.
+    std::fs::write(
+        layer.join("placement.lua"),
+        "return function(req)\n  if req.session:find('^p') then return 'hostA' end\nend\n",
+    )
+    .unwrap();
+    cms.ok(&["spawn", "--name", "p1", "--prompt", "hi"]);
+    assert_eq!(stored_host(&cms, "p1").as_deref(), Some("hostA"));
+    cms.ok(&["spawn", "--name", "q1", "--prompt", "hi"]);
+    assert_eq!(stored_host(&cms, "q1"), None);
+
+    // A broken one refuses the spawn, naming its file and line.
+    std::fs::write(
+        layer.join("placement.lua"),
+        "return function(req)\n  return req.nothing.here\nend\n",
+    )
+    .unwrap();
+    let err = cms.fails(&["spawn", "--name", "p2", "--prompt", "hi"]);
+    assert!(err.contains("placement.lua:2"), "{err}");
+    for n in ["b1", "b2", "l1", "p1", "q1"] {
+        cms.run(&["kill", "--name", n]);
+    }
+    assert_eq!(remote_claudes_after(&marker, Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn cms_hosts_shows_every_host_with_its_load_and_whether_it_answers() {
+    let Some(hosts) = Hosts::start() else {
+        return;
+    };
+    let cms = Cms::new();
+    let marker = support::unique_marker();
+    let claude = marked_sim(cms.dir.path(), &marker);
+    // A third host on a port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lua = hosts
+        .hosts_lua(&claude, &cms.work(), &[])
+        .replace("  hostB = {", "  hostB = { max_live = 3, labels = { \"gpu\" },")
+        .replace(
+            "}\n",
+            &format!(
+                "  gone = {{ address = \"127.0.0.1\", ssh_options = {{ \"-p\", \"{closed}\" }} }},\n}}\n"
+            ),
+        );
+    std::fs::write(user_layer(&cms).join("hosts.lua"), lua).unwrap();
+    cms.ok(&["spawn", "--name", "b1", "--prompt", "hi", "--on", "hostB"]);
+
+    let t = Instant::now();
+    let v = cms.json(&["hosts"]);
+    let took = t.elapsed();
+    eprintln!("runners: cms hosts with one unreachable host took {took:?}");
+    let rows = v.as_array().unwrap();
+    let row = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap().clone();
+    assert_eq!(row("local")["runner"], "local");
+    assert_eq!(row("hostB")["live"], 1);
+    assert_eq!(row("hostB")["max_live"], 3);
+    assert_eq!(row("hostB")["labels"][0], "gpu");
+    assert_eq!(row("hostB")["reachable"], "ok");
+    assert_eq!(row("hostA")["live"], 0);
+    let gone = row("gone")["reachable"].as_str().unwrap().to_string();
+    assert!(
+        gone.starts_with("unreachable: ") && gone.to_lowercase().contains("connect"),
+        "{gone}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let text = cms.ok(&["hosts"]);
+    assert!(
+        text.contains("REACHABLE") && text.contains("unreachable"),
+        "{text}"
+    );
+    let wide = cms.ok(&["list", "--wide"]);
+    assert!(wide.contains("ON") && wide.contains("hostB"), "{wide}");
+    cms.ok(&["kill", "--name", "b1"]);
+    assert_eq!(remote_claudes_after(&marker, Duration::from_secs(10)), 0);
+}
+
+/// A `docker`/`podman`/`kubectl` stand-in in `dir`: it appends its argv (one
+/// `CALL` line, then one line per argument) to `dir/NAME.log` and runs here what
+/// would run in the container or pod: the rest of the command after `exec -i
+/// CONTAINER`, `run [OPTIONS] IMAGE`, or `--`.
+fn write_shim(dir: &Path, name: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join(format!("{name}.log"));
+    let script = format!(
+        r#"#!/bin/sh
+{{ echo CALL; for a in "$@"; do printf '%s\n' "$a"; done; }} >> '{log}'
+case "$1" in
+  exec)
+    shift
+    if [ "{name}" = kubectl ]; then
+      while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done
+      shift
+    else
+      while [ "$#" -gt 0 ]; do case "$1" in -*) shift;; *) break;; esac; done
+      shift
+    fi
+    exec "$@";;
+  run)
+    shift
+    while [ "$#" -gt 0 ]; do
+      case "$1" in
+        --name|-v|-w|-e) shift 2;;
+        -*) shift;;
+        *) break;;
+      esac
+    done
+    shift
+    exec "$@";;
+  rm) exit 0;;
+esac
+exit 2
+"#,
+        log = log.display()
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `cms ARGS` with `shims` first on PATH; its stdout (it must succeed).
+fn ok_with_path(cms: &Cms, shims: &Path, args: &[&str]) -> String {
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = cms.cmd(args).env("PATH", path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cms {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn docker_podman_and_kubectl_run_through_a_shim() {
+    let cms = Cms::new();
+    let shims = cms.dir.path().join("shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    for n in ["docker", "podman", "kubectl"] {
+        write_shim(&shims, n);
+    }
+    let marker = support::unique_marker();
+    let claude = marked_sim(cms.dir.path(), &marker);
+    let claude = claude.display().to_string();
+    let work = cms.work().display().to_string();
+    std::fs::write(
+        user_layer(&cms).join("hosts.lua"),
+        format!(
+            "return {{\n  dk = {{ runner = 'docker', address = 'box', claude = {claude:?} }},\n  \
+             img = {{ runner = 'docker', image = 'me/claude:1', claude = {claude:?} }},\n  \
+             pm = {{ runner = 'podman', address = 'pbox', claude = {claude:?} }},\n  \
+             k8s = {{ runner = 'kubectl', address = 'pod-1', namespace = 'agents', \
+             context = 'prod', claude = {claude:?} }},\n}}\n"
+        ),
+    )
+    .unwrap();
+    let cases: [(&str, &str, &[&str], &[&str]); 4] = [
+        (
+            "dk",
+            "docker",
+            &["exec", "-i", "box", "setsid", "-w", "sh", "-c"],
+            &["exec", "box", "sh", "-c"],
+        ),
+        (
+            "img",
+            "docker",
+            &[
+                "run",
+                "-i",
+                "--rm",
+                "--name",
+                "cms-s-img",
+                "-v",
+                "",
+                "-w",
+                "",
+                "me/claude:1",
+                "setsid",
+            ],
+            &["rm", "-f", "cms-s-img"],
+        ),
+        (
+            "pm",
+            "podman",
+            &["exec", "-i", "pbox", "setsid", "-w", "sh", "-c"],
+            &["exec", "pbox", "sh", "-c"],
+        ),
+        (
+            "k8s",
+            "kubectl",
+            &[
+                "exec",
+                "-i",
+                "pod-1",
+                "-n",
+                "agents",
+                "--context",
+                "prod",
+                "--",
+                "setsid",
+            ],
+            &[
+                "exec",
+                "pod-1",
+                "-n",
+                "agents",
+                "--context",
+                "prod",
+                "--",
+                "sh",
+                "-c",
+            ],
+        ),
+    ];
+    for (host, program, start, end) in cases {
+        let name = format!("s-{host}");
+        let log = shims.join(format!("{program}.log"));
+        let _ = std::fs::remove_file(&log);
+        let out = ok_with_path(
+            &cms,
+            &shims,
+            &["spawn", "--name", &name, "--prompt", "CWD", "--on", host],
+        );
+        assert!(out.contains(&work), "{host}: {out}");
+        let out = ok_with_path(
+            &cms,
+            &shims,
+            &["send", "--name", &name, "--message", "RECALL"],
+        );
+        assert!(out.contains("CWD"), "{host}: {out}");
+        assert!(
+            remote_claudes(&marker) >= 1 || !cms.host_mode(),
+            "{host}: live"
+        );
+        ok_with_path(&cms, &shims, &["kill", "--name", &name]);
+        if host != "img" {
+            // The shim ran the group-ending command here: nothing is left.
+            assert_eq!(
+                remote_claudes_after(&marker, Duration::from_secs(10)),
+                0,
+                "{host}"
+            );
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let calls: Vec<Vec<&str>> = text
+            .split("CALL\n")
+            .filter(|c| !c.is_empty())
+            .map(|c| c.lines().collect())
+            .collect();
+        eprintln!("runners: {host} via the {program} shim: {calls:?}");
+        let first = &calls[0];
+        for (i, want) in start.iter().enumerate() {
+            if !want.is_empty() {
+                assert_eq!(first[i], *want, "{host}: {first:?}");
+            }
+        }
+        if host == "img" {
+            assert_eq!(first[6], format!("{work}:{work}"), "{first:?}");
+            assert_eq!(first[8], work, "{first:?}");
+        }
+        let ending = calls
+            .iter()
+            .find(|c| c.starts_with(end))
+            .unwrap_or_else(|| panic!("{host}: no group-ending call in {calls:?}"));
+        if host != "img" {
+            let line = ending.join(" ");
+            assert!(
+                line.contains("pkill -KILL -s") && !line.contains("{pgid}"),
+                "{line}"
+            );
+        }
+    }
+    for n in ["s-dk", "s-img", "s-pm", "s-k8s"] {
+        cms.run(&["kill", "--name", n]);
+    }
+    support::processes_left_after(&marker, Duration::from_secs(10));
+}

@@ -3,10 +3,14 @@
 //! budgets across sessions. The bookkeeping is [`crate::engine::capacity`].
 
 use super::{EventKind, Manager, SessionEvent, SessionState, Store};
-use crate::engine::capacity::{self, Capacity, Kind, Slot};
+use crate::engine::capacity::{self, Capacity, Gate, Kind, Slot};
+use crate::engine::config::SessionOptions;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::events::now_ms;
+use crate::engine::runner::{Load, PlaceRequest};
 use crate::engine::session::LiveSession;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,14 +47,95 @@ impl Manager {
         }
     }
 
-    /// Children running now (in the live map and alive).
+    /// Children running now on this machine (in the live map, alive, on no host).
     pub(super) fn live_count(&self) -> usize {
+        self.live_count_on(None)
+    }
+
+    /// Children running now on `host` (None: this machine).
+    pub(super) fn live_count_on(&self, host: Option<&str>) -> usize {
         self.live
             .lock()
             .unwrap()
             .values()
-            .filter(|s| s.is_alive())
+            .filter(|s| s.is_alive() && s.host() == host)
             .count()
+    }
+
+    /// The gate of live slots on `host` (None: this machine's, which also holds the
+    /// turn slots, pins and budgets). A host's gate is made at first use.
+    pub(super) fn gate_for(&self, host: Option<&str>) -> Arc<Gate> {
+        match host {
+            None => self.capacity.clone(),
+            Some(h) => self
+                .host_gates
+                .lock()
+                .unwrap()
+                .entry(h.to_string())
+                .or_insert_with(Gate::new)
+                .clone(),
+        }
+    }
+
+    /// Live and queued counts of this machine and of each host with a gate.
+    pub fn loads(&self) -> (Load, BTreeMap<String, Load>) {
+        let local = Load {
+            live: self.live_count_on(None),
+            queued: self.capacity.waiting(Kind::Live),
+        };
+        let gates: Vec<(String, Arc<Gate>)> = self
+            .host_gates
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, g)| (h.clone(), g.clone()))
+            .collect();
+        let mut hosts: BTreeMap<String, Load> = gates
+            .into_iter()
+            .map(|(h, g)| {
+                let load = Load {
+                    live: self.live_count_on(Some(&h)),
+                    queued: g.waiting(Kind::Live),
+                };
+                (h, load)
+            })
+            .collect();
+        for s in self.live.lock().unwrap().values() {
+            if let Some(h) = s.host() {
+                hosts.entry(h.to_string()).or_default();
+            }
+        }
+        (local, hosts)
+    }
+
+    /// Where a spawn that names no host goes: the runner's placement (None: here).
+    /// An error refuses the spawn.
+    pub(super) fn place(
+        &self,
+        name: &str,
+        options: &SessionOptions,
+        cwd: &Path,
+    ) -> Result<Option<String>> {
+        let (local, hosts) = self.loads();
+        let runner = self.runner.read().unwrap().clone();
+        runner.place(&PlaceRequest {
+            session: name.to_string(),
+            options: options.clone(),
+            cwd: cwd.to_path_buf(),
+            local,
+            local_max_live: self.capacity.limit(Kind::Live),
+            hosts,
+        })
+    }
+
+    /// The host of a stored session (None: this machine, or no record).
+    async fn host_of(&self, name: &str) -> Result<Option<(String, std::path::PathBuf)>> {
+        let n = name.to_string();
+        let rec = self.blocking(move |s| s.get(&n)).await?;
+        Ok(rec.and_then(|r| {
+            let dir = r.resume_dir().to_path_buf();
+            r.options.on.map(|h| (h, dir))
+        }))
     }
 
     /// A slot of `kind` for session `name`, waiting in line (FIFO) while none is free.
@@ -58,25 +143,47 @@ impl Manager {
     /// it waits, a `queued` event tells the place (on entering and at each change);
     /// a session waiting for a process reads `queued` in the store. Dropping the
     /// future leaves the line and puts the state back.
+    ///
+    /// A live slot of a session on a host is taken from that host's gate, capped by
+    /// its `max_live` of `hosts.lua` (read again at each admission); parking makes
+    /// room among the idle sessions of the same host.
     pub(super) async fn admit(&self, kind: Kind, name: &str) -> Result<Slot> {
-        if self.capacity.limit(kind).is_none() {
-            return Ok(Slot::take_now(&self.capacity, kind));
+        let host = match kind {
+            Kind::Live => self.host_of(name).await?,
+            Kind::Turn => None,
+        };
+        if let Some((h, dir)) = &host {
+            let runner = self.runner.read().unwrap().clone();
+            let max_live = runner.max_live(h, dir);
+            let gate = self.gate_for(Some(h));
+            if gate.limit(Kind::Live) != max_live {
+                gate.set(Capacity {
+                    max_live,
+                    ..Capacity::default()
+                });
+            }
         }
-        let mut place = self.capacity.enter(kind, name);
-        let mut changes = self.capacity.changes();
+        let host = host.map(|(h, _)| h);
+        let host = host.as_deref();
+        let gate = self.gate_for(host);
+        if gate.limit(kind).is_none() {
+            return Ok(Slot::take_now(&gate, kind));
+        }
+        let mut place = gate.enter(kind, name);
+        let mut changes = gate.changes();
         let mut told = 0;
         let mut marked: Option<QueuedMark> = None;
         loop {
             changes.borrow_and_update();
             let taken = match kind {
-                Kind::Live => place.try_take(|| self.live_count()),
+                Kind::Live => place.try_take(|| self.live_count_on(host)),
                 Kind::Turn => place.try_take(|| 0),
             };
             if let Some(slot) = taken {
                 return Ok(slot);
             }
             let position = place.position();
-            if kind == Kind::Live && position == 1 && self.park_one().await {
+            if kind == Kind::Live && position == 1 && self.park_one_on(host).await {
                 continue;
             }
             // Recorded before it is announced: who hears of it reads `queued`.
@@ -123,16 +230,22 @@ impl Manager {
     /// Park the least recently used idle session (not paused, no request using it):
     /// stopped like `stop`, recorded `parked`. False when none can be.
     pub(super) async fn park_one(&self) -> bool {
+        self.park_one_on(None).await
+    }
+
+    /// [`Manager::park_one`] among the sessions on `host` (None: this machine).
+    pub(super) async fn park_one_on(&self, host: Option<&str>) -> bool {
         let idle: Vec<String> = self
             .live
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, s)| s.is_alive() && s.state() == SessionState::Idle)
+            .filter(|(_, s)| s.is_alive() && s.state() == SessionState::Idle && s.host() == host)
             .map(|(n, _)| n.clone())
             .collect();
+        let gate = self.gate_for(host);
         for name in self.capacity.least_recent_first(idle) {
-            let claimed = self.capacity.claim_unpinned(&name, || {
+            let claimed = self.capacity.claim_unpinned_on(&gate, &name, || {
                 let mut live = self.live.lock().unwrap();
                 match live.get(&name) {
                     Some(s) if s.is_alive() && s.state() == SessionState::Idle => {
@@ -180,7 +293,8 @@ impl Manager {
     /// Waiters look again when `session`'s child ends, however it ends.
     pub(super) fn tell_capacity_on_exit(&self, session: &LiveSession) {
         let mut state = session.watch_state();
-        let gate = self.capacity.clone();
+        let gate = self.gate_for(session.host());
+        let local = self.capacity.clone();
         tokio::spawn(async move {
             while state.borrow_and_update().is_live() {
                 if state.changed().await.is_err() {
@@ -188,6 +302,7 @@ impl Manager {
                 }
             }
             gate.bump();
+            local.bump();
         });
     }
 
