@@ -111,6 +111,7 @@ cms = {}
 ---@field stop? boolean Stop the session after the first response (one-shot) [default: no; yes for a batch entry].
 ---@field work_dir? string Working directory for claude [default: the current directory].
 ---@field on? string Run the session on this host of `hosts.lua` (over its runner, e.g. ssh); it stays there for sends, resumes and forks [default: this machine].
+---@field labels? string[]|string Labels a host must carry for placement to put the session there when `on` is not given (see `hosts.lua`, `placement.lua`): a list, or comma-separated, e.g. "gpu,big" [default: none].
 ---@field permission_mode? cms.PermissionMode Claude Code's permission mode [default: Claude Code's own setting].
 ---@field allowed_tools? string[]|string Tools allowed without asking: a list, or comma-separated, e.g. "Read,Grep,Bash(git *)" [default: none].
 ---@field disallowed_tools? string[]|string Tools removed from the session: a list, or comma-separated [default: none].

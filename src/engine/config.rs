@@ -121,6 +121,9 @@ pub struct SessionOptions {
     /// stays on its host: sends, resumes and forks go there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on: Option<String>,
+    /// Labels a host must carry for placement to pick it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// Preset and safety net (None: the CLI's own permission mode decides alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<Guard>,

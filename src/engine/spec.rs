@@ -47,6 +47,12 @@ pub struct SpawnSpec {
     #[arg(long)]
     #[serde(default)]
     pub on: Option<String>,
+    /// Labels a host must carry for placement to put the session there when `on` is
+    /// not given (see `hosts.lua`, `placement.lua`): a list, or comma-separated, e.g.
+    /// "gpu,big" [default: none].
+    #[arg(long, value_parser = ToolList::parse)]
+    #[serde(default)]
+    pub labels: Option<ToolList>,
     /// Claude Code's permission mode [default: Claude Code's own setting].
     #[arg(long, value_enum)]
     #[serde(default, alias = "permissionMode")]
@@ -164,6 +170,7 @@ impl SpawnSpec {
                 mcp_config: self.mcp_config,
                 add_dirs: self.add_dirs,
                 on: self.on,
+                labels: self.labels.map(ToolList::into_vec).unwrap_or_default(),
                 ..SessionOptions::default()
             },
             ..SpawnRequest::default()

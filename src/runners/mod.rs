@@ -495,6 +495,32 @@ mod placement_tests {
         );
     }
 
+    /// A spawn that asks for labels goes to a host that has them all, once this
+    /// machine is full.
+    #[test]
+    fn labels_pick_the_host_that_carries_them() {
+        let (_d, layers) = layers_with(&[(
+            "hosts.lua",
+            r#"return { plain = { address = "a", max_live = 3 },
+                        gpu = { address = "b", max_live = 3, labels = { "gpu", "big" } } }"#,
+        )]);
+        let full = Load { live: 2, queued: 0 };
+        let mut r = req(full, &BTreeMap::new());
+        r.options.labels = vec!["gpu".into()];
+        assert_eq!(place(&layers, &r).unwrap().as_deref(), Some("gpu"));
+        r.options.labels = vec!["gpu".into(), "tpu".into()];
+        assert_eq!(
+            place(&layers, &r).unwrap(),
+            None,
+            "nowhere fits: waits here"
+        );
+        r.options.labels = Vec::new();
+        assert!(
+            place(&layers, &r).unwrap().is_some(),
+            "no labels asked: any host with room"
+        );
+    }
+
     #[test]
     fn a_broken_or_wrong_placement_refuses_with_its_file_and_line() {
         let hosts = r#"return { hostA = { address = "a" } }"#;
