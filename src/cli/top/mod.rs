@@ -116,7 +116,26 @@ fn restore_terminal(t: &mut Term) {
 
 /// Read the list and today's cost into the model.
 fn refresh(s: &dyn Sessions, m: &mut Model) -> Result<(), String> {
-    let recs = s.list().map_err(|e| e.to_string())?;
+    let recs: Vec<_> = s
+        .list()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| {
+            // Listed records are summaries: a new row reads the whole record once
+            // (its last answer, its host), with the state as listed.
+            if !m.needs_record(&r.name) {
+                return r;
+            }
+            match s.store().get(&r.name) {
+                Ok(Some(full)) => crate::engine::SessionRecord {
+                    state: r.state,
+                    retry: r.retry.clone(),
+                    ..full
+                },
+                _ => r,
+            }
+        })
+        .collect();
     m.sync(&recs);
     if let Ok(today) = s
         .store()

@@ -65,6 +65,8 @@ pub struct Row {
     pub last_at_ms: i64,
     /// Text and tool lines, oldest first, at most [`DETAIL_LINES`].
     pub log: VecDeque<String>,
+    /// Made from an event before any record was read.
+    placeholder: bool,
 }
 
 impl Row {
@@ -82,6 +84,7 @@ impl Row {
             last_text: String::new(),
             last_at_ms: 0,
             log: VecDeque::new(),
+            placeholder: false,
         };
         row.update(rec);
         if let Some(text) = rec.last_response.as_deref() {
@@ -104,12 +107,16 @@ impl Row {
     fn update(&mut self, rec: &SessionRecord) {
         self.state = rec.state;
         self.retry_status = rec.retry.as_ref().and_then(|r| r.error_status);
-        self.model = rec.options.model.clone();
-        self.host = rec.options.on.clone();
-        self.turns = self.turns.max(rec.total_turns);
-        if rec.total_cost_usd > 0.0 || self.cost_usd == 0.0 {
-            self.cost_usd = rec.total_cost_usd;
+        // A listed record is a summary (`Store::list`): it may lack both.
+        if rec.options.model.is_some() {
+            self.model = rec.options.model.clone();
         }
+        if rec.options.on.is_some() {
+            self.host = rec.options.on.clone();
+        }
+        // The store is right; events only keep the figures live between reads.
+        self.turns = rec.total_turns;
+        self.cost_usd = rec.total_cost_usd;
         self.last_at_ms = self.last_at_ms.max(rec.updated_at);
         if !rec.state.is_busy() {
             self.tool = None;
@@ -204,6 +211,12 @@ impl Model {
         self.rows.is_empty()
     }
 
+    /// Whether the session's whole record (last response, host) is still to read:
+    /// listed records are summaries.
+    pub fn needs_record(&self, name: &str) -> bool {
+        self.rows.get(name).is_none_or(|r| r.placeholder)
+    }
+
     pub fn row(&self, name: &str) -> Option<&Row> {
         self.rows.get(name)
     }
@@ -216,7 +229,14 @@ impl Model {
         self.rows.retain(|n, _| names.contains(n.as_str()));
         for rec in records {
             match self.rows.get_mut(&rec.name) {
-                Some(row) => row.update(rec),
+                Some(row) if !row.placeholder => row.update(rec),
+                Some(row) => {
+                    let log = std::mem::take(&mut row.log);
+                    let at = row.last_at_ms;
+                    *row = Row::from_record(rec);
+                    row.log.extend(log);
+                    row.last_at_ms = row.last_at_ms.max(at);
+                }
                 None => {
                     self.rows.insert(rec.name.clone(), Row::from_record(rec));
                 }
@@ -227,10 +247,10 @@ impl Model {
 
     /// One event of a session. An unknown session gets a row (the next sync fills it).
     pub fn apply(&mut self, e: &SessionEvent) {
-        let row = self
-            .rows
-            .entry(e.session.clone())
-            .or_insert_with(|| Row::from_record(&placeholder(&e.session)));
+        let row = self.rows.entry(e.session.clone()).or_insert_with(|| Row {
+            placeholder: true,
+            ..Row::from_record(&placeholder(&e.session))
+        });
         row.last_at_ms = row.last_at_ms.max(e.at_ms);
         match &e.kind {
             EventKind::Init { model, .. } => {
@@ -497,6 +517,16 @@ mod tests {
         // A session the list did not have yet gets a row.
         m.apply(&ev("delta", 406, EventKind::Text { text: "hi".into() }));
         assert_eq!(m.len(), 4);
+        assert!(m.needs_record("delta") && !m.needs_record("alpha"));
+        // Its record, once read, fills it in and keeps what the events showed.
+        let mut delta = rec("delta", SessionState::Busy, 0.2, 100);
+        delta.options.on = Some("build-box".into());
+        m.sync(&[delta]);
+        let delta = m.row("delta").unwrap();
+        assert_eq!(delta.host.as_deref(), Some("build-box"));
+        assert_eq!(delta.last_at_ms, 406);
+        assert_eq!(delta.log.back().map(String::as_str), Some("hi"));
+        assert!(!m.needs_record("delta"));
     }
 
     #[test]
@@ -553,10 +583,13 @@ mod tests {
         }
         assert!((m.today_usd - 2.0).abs() < 1e-9);
         assert!((m.total_usd() - 4.0).abs() < 1e-9);
-        // A deleted session leaves; the others keep what events taught.
-        m.sync(&[rec("alpha", SessionState::Idle, 1.0, 100)]);
+        // A deleted session leaves; the others take the store's figures.
+        let mut alpha = rec("alpha", SessionState::Idle, 1.5, 100);
+        alpha.total_turns = 3;
+        m.sync(&[alpha]);
         assert_eq!(m.len(), 1);
-        assert_eq!(m.row("alpha").unwrap().turns, 1);
+        assert_eq!(m.row("alpha").unwrap().turns, 3);
+        assert!((m.row("alpha").unwrap().cost_usd - 1.5).abs() < 1e-9);
         assert_eq!(m.counts(), (0, 0, 0, 1));
     }
 }
