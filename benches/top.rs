@@ -6,6 +6,7 @@
 //! 2. The host's CPU (utime + stime of `cms serve`, from `/proc/PID/stat`) while 200
 //!    simulated sessions stream text (`LINES`) to one subscriber that feeds the model
 //!    and draws at most every 50 ms, as `cms top` does; the subscriber's own CPU too.
+//!    The user's safety.lua lets all 200 run at once (`host = { max_live, max_turns }`).
 //!
 //! `-- --quick`, or no `--bench` argument (the smoke run of `cargo test --all-targets`),
 //! runs small counts in a few seconds; its figures are informational.
@@ -84,8 +85,8 @@ fn main() {
         .unwrap();
     let s = rt.block_on(stream(&cms, &sim, dir.path(), &sizes));
     println!(
-        "\n2. {} simulated sessions in the host, each answering `LINES {} 20` (a line every 20 ms), \
-         one subscriber feeding the model and drawing at most every 50 ms",
+        "\n2. {} simulated sessions in the host, all at once, each answering `LINES {} 20` (a line \
+         every 20 ms), one subscriber feeding the model and drawing at most every 50 ms",
         sizes.streaming, sizes.lines
     );
     println!(
@@ -165,6 +166,18 @@ struct Streamed {
 }
 
 async fn stream(cms: &Path, sim: &Path, dir: &Path, sizes: &Sizes) -> Streamed {
+    // Every session streams at once: the default caps (max_live from the memory,
+    // 2 to 8) would queue them.
+    let n = sizes.streaming;
+    std::fs::create_dir_all(dir.join("config/cms")).unwrap();
+    let safety = cms::sandbox::scripts::builtin("safety.lua").unwrap().code;
+    let at = safety.rfind("return M").expect("safety.lua returns M");
+    let script = format!(
+        "{}M.host = {{ max_live = {n}, max_turns = {n} }}\n\n{}",
+        &safety[..at],
+        &safety[at..]
+    );
+    std::fs::write(dir.join("config/cms/safety.lua"), script).unwrap();
     let host = Host::start(cms, sim, dir).await;
     let client: Arc<dyn Sessions> = host.client.clone();
     let work = dir.join("work");
@@ -279,7 +292,6 @@ impl Host {
     async fn start(cms: &Path, claude: &Path, dir: &Path) -> Host {
         let home = dir.join("cms-home");
         std::fs::create_dir_all(&home).unwrap();
-        std::fs::create_dir_all(dir.join("config/cms")).unwrap();
         let log = std::fs::File::create(dir.join("host.log")).unwrap();
         let mut child = std::process::Command::new(cms)
             .arg("serve")
