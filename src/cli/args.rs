@@ -42,7 +42,10 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Delegation", &["delegate", "continue", "finish", "abort"]),
-    ("The session host", &["serve", "host", "logs", "attach"]),
+    (
+        "The session host",
+        &["serve", "host", "logs", "attach", "top"],
+    ),
     ("Lua", &["script", "repl", "lua-types"]),
     (
         "Setup and tools",
@@ -358,6 +361,13 @@ pub enum Command {
         )
     )]
     Attach(NameArg),
+    /// A full-screen dashboard of every session: state, tool, cost, last text; act on one.
+    #[command(after_help = examples!(
+        "cms top                 # s sorts, / filters, m sends, a/d approve or deny, q quits",
+        "cms top --no-host       # the store's sessions, read-only",
+        "NO_COLOR=1 cms top      # without colours (or --color never)",
+    ))]
+    Top,
     /// Register `cms mcp` with Claude Code (interactive without flags).
     Setup(SetupArgs),
     /// Plugins: list what is loaded, check that every plugin loads, or run a plugin tool.

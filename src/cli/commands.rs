@@ -5,7 +5,7 @@ use super::out::{self};
 use super::outcome::{CliError, Json, Outcome, Printed};
 use super::{
     attach, completions, delegate, demo, host, logs, man, plugins, policy, render, repl, script,
-    sessions, setup,
+    sessions, setup, top,
 };
 use crate::app::{exit, HostUse};
 use crate::engine::{EngineConfig, Manager};
@@ -55,7 +55,8 @@ pub fn host_use(cli: &Cli) -> HostUse {
         | Command::Continue(_)
         | Command::Script(_)
         | Command::Repl(_)
-        | Command::Attach(_) => HostUse::Start,
+        | Command::Attach(_)
+        | Command::Top => HostUse::Start,
         // Claude Code starts `cms mcp` to list its tools: the host starts when a tool
         // first needs it.
         Command::Mcp => HostUse::Lazy,
@@ -107,6 +108,13 @@ fn run_command(mut cli: Cli) -> i32 {
             )
         }
         Command::Attach(a) => return attach::run(cfg, a, want),
+        Command::Top if json => {
+            return usage_error(
+                json,
+                "top draws a screen; `cms list --json` is for programs",
+            )
+        }
+        Command::Top => return top::run(cfg, want),
         Command::Setup(a) => return setup::run(a, &cfg, json),
         Command::Plugins(cmd) => return plugins::run(cmd, cfg, json),
         Command::Trust(a) => return super::trust::run_trust(&a, &cfg.home, json),

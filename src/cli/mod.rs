@@ -22,6 +22,7 @@ mod script;
 mod sessions;
 mod setup;
 mod style;
+pub mod top;
 mod trust;
 
 pub use args::{command, Cli, Command};

@@ -445,6 +445,7 @@ async fn async_command(
         | Command::Host(_)
         | Command::Logs(_)
         | Command::Attach(_)
+        | Command::Top
         | Command::Setup(_)
         | Command::Trust(_)
         | Command::Untrust(_)

@@ -31,3 +31,4 @@ mod runners;
 mod safety_net;
 mod setup;
 mod sim_engine;
+mod top;
