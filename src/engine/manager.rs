@@ -56,6 +56,10 @@ pub struct Manager {
     me: Weak<Manager>,
     /// The runtime sessions run on, once one has started (a lowered cap parks there).
     runtime: OnceLock<tokio::runtime::Handle>,
+    /// One line per session from a request's arrival to its message being queued, so
+    /// turns run in the order their requests came (a later request cannot overtake
+    /// an earlier one that is still resuming or waiting for a slot).
+    arrivals: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Manager {
@@ -79,6 +83,7 @@ impl Manager {
             spent: Mutex::new(0.0),
             me: me.clone(),
             runtime: OnceLock::new(),
+            arrivals: Mutex::default(),
         }))
     }
 
@@ -217,7 +222,7 @@ impl Manager {
         };
         let kind = req.kind.as_deref().unwrap_or("spawn");
         let result = self
-            .turn(&req.name, &session, kind, &req.prompt, req.timeout)
+            .turn(&req.name, &session, kind, &req.prompt, req.timeout, None)
             .await;
         let response = match result {
             Ok(r) => r,
@@ -263,10 +268,21 @@ impl Manager {
         if message.trim().is_empty() {
             return Err(EngineError::Invalid("the message is empty".into()));
         }
+        // In line from here (before anything waits) until the message is queued.
+        let line = self
+            .arrivals
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let in_order = line.lock_owned().await;
         self.check_budgets().await?;
         let in_use = self.capacity.pin(name);
         let session = self.live_or_resume(name).await?;
-        let result = self.turn(name, &session, kind, message, timeout).await;
+        let result = self
+            .turn(name, &session, kind, message, timeout, Some(in_order))
+            .await;
         drop(in_use);
         self.trim().await;
         result
@@ -280,6 +296,7 @@ impl Manager {
         kind: &str,
         message: &str,
         timeout: Option<Duration>,
+        in_order: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Result<Response> {
         let _turn_slot = self.admit(Kind::Turn, name).await?;
         // Budgets across sessions, then the session's own (across its processes): a
@@ -307,7 +324,13 @@ impl Manager {
             started,
             armed: true,
         };
-        let result = session.send(message, timeout).await;
+        // Queued now, then the next request of this session may go on.
+        let queued = session.enqueue(message, timeout);
+        drop(in_order);
+        let result = match queued {
+            Ok(q) => session.answer(q).await,
+            Err(e) => Err(e),
+        };
         unfinished.armed = false;
         let result = self.conversation_missing(name, result).await;
         if matches!(result, Err(EngineError::LineTooLong { .. })) {

@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// A handle to a live session. Share it with `Arc`; when the last handle is dropped
 /// the session's task sees its command channel close and kills the child.
+/// A message in a session's queue, waiting for its response.
+pub struct Queued(oneshot::Receiver<Result<Response>>);
+
 pub struct LiveSession {
     name: String,
     pid: u32,
@@ -163,6 +166,13 @@ impl LiveSession {
     /// Send a user turn and wait for its response. Sends to one session run one
     /// after the other, in call order.
     pub async fn send(&self, text: &str, timeout: Option<Duration>) -> Result<Response> {
+        let queued = self.enqueue(text, timeout)?;
+        self.answer(queued).await
+    }
+
+    /// Put a message in the session's queue now (turns run in the order they were
+    /// queued); [`LiveSession::answer`] waits for its response.
+    pub fn enqueue(&self, text: &str, timeout: Option<Duration>) -> Result<Queued> {
         if self.is_paused() {
             return Err(EngineError::Paused(self.name.clone()));
         }
@@ -172,7 +182,12 @@ impl LiveSession {
             timeout: timeout.unwrap_or(self.default_timeout),
             reply,
         })?;
-        rx.await.unwrap_or_else(|_| Err(self.gone()))
+        Ok(Queued(rx))
+    }
+
+    /// The response to a queued message.
+    pub async fn answer(&self, queued: Queued) -> Result<Response> {
+        queued.0.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// Interrupt the running turn (its `send` returns an `error_during_execution`
