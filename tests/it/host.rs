@@ -155,19 +155,29 @@ fn two_clients_sending_at_once_get_their_own_answers_in_arrival_order() {
         "--json",
     ]);
     cms.busy_pid("a");
+    let asked = std::time::Instant::now();
     let second = cms.spawn_piped(&["send", "--name", "a", "--message", "two", "--json"]);
-    let one = support::parse_json(&first.wait_with_output().unwrap());
     let two = support::parse_json(&second.wait_with_output().unwrap());
+    let two_took = asked.elapsed();
+    let one = support::parse_json(&first.wait_with_output().unwrap());
     assert_eq!(one["response"]["text"], "echo: one", "{one}");
     assert_eq!(two["response"]["text"], "echo: two", "{two}");
+    // The second waited for the first's 1.5 s turn: it did not overtake it. (The
+    // history may list them either way: each turn is recorded when it ends, and the
+    // second, instant one can be written a moment before the first.)
+    assert!(
+        two_took >= Duration::from_millis(1000),
+        "the second answer came after {two_took:?}, before the first turn could end"
+    );
     let h = cms.json(&["history", "--name", "a"]);
-    let messages: Vec<&str> = h
+    let mut messages: Vec<&str> = h
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["message"].as_str().unwrap())
         .collect();
-    assert_eq!(messages, ["start", "SLOW 1500 one", "two"], "{h}");
+    messages.sort();
+    assert_eq!(messages, ["SLOW 1500 one", "start", "two"], "{h}");
 }
 
 /// `--no-wait` on a session in a turn in the host fails at once and says why.
