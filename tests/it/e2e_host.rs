@@ -147,6 +147,14 @@ async fn a_killed_host_takes_its_claude_along_and_the_next_send_resumes() {
     };
     env.json(&["spawn", "k", "remember the word OTTER"]).await;
     env.json(&["send", "k", "and PELICAN"]).await;
+    // Claude Code writes its transcript a moment after it answers (2.1.197 more
+    // lazily): what a `kill -9` right then loses is the CLI's, not cms's, so wait
+    // until the turn is on disk.
+    let projects = env.dir.path().join("home/.claude/projects");
+    let written = support::eventually(Duration::from_secs(10), || {
+        transcript_has(&projects, "PELICAN")
+    });
+    assert!(written, "the CLI wrote its transcript");
     let host = env.host_pid();
     let below = descendants(host);
     assert!(!below.is_empty(), "the host runs claude");
@@ -173,6 +181,22 @@ async fn a_killed_host_takes_its_claude_along_and_the_next_send_resumes() {
         support::close(sum, total),
         "exact across the crash: {sum} vs {total}"
     );
+}
+
+/// Whether a conversation file under `dir` holds `word`.
+fn transcript_has(dir: &Path, word: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            transcript_has(&p, word)
+        } else {
+            p.extension().is_some_and(|x| x == "jsonl")
+                && std::fs::read_to_string(&p).is_ok_and(|t| t.contains(word))
+        }
+    })
 }
 
 /// Every process whose chain of parents reaches `root`.
