@@ -13,24 +13,26 @@ use crate::engine::{EngineError, Guard, Manager};
 use crate::policy::spawn_gate::may_steer;
 use std::collections::HashMap;
 
-/// The guarded session whose process tree holds `pid`, and its guard.
+/// The guarded session whose process tree holds `pid`, and its guard. Walks the
+/// peer's parents against the live sessions' pids; the store is read only for the
+/// session found (a peer outside every session costs a few `/proc` reads).
 pub fn guarded_ancestor(m: &Manager, pid: u32) -> Option<(String, Guard)> {
-    let mut guarded: HashMap<u32, (String, Guard)> = HashMap::new();
-    for name in m.live_names() {
-        let (Some(live), Ok(rec)) = (m.live(&name), m.status(&name)) else {
-            continue;
-        };
-        if let Some(g) = rec.options.guard {
-            guarded.insert(live.pid(), (name, g));
-        }
-    }
-    if guarded.is_empty() {
+    let live: HashMap<u32, String> = m
+        .live_names()
+        .into_iter()
+        .filter_map(|name| Some((m.live(&name)?.pid(), name)))
+        .collect();
+    if live.is_empty() {
         return None;
     }
     let mut at = pid;
     for _ in 0..128 {
-        if let Some(found) = guarded.get(&at) {
-            return Some(found.clone());
+        // An unguarded session inside a guarded one's tree does not hide it: go on up.
+        if let Some(guard) = live
+            .get(&at)
+            .and_then(|name| Some((name, m.status(name).ok()?.options.guard?)))
+        {
+            return Some((guard.0.clone(), guard.1));
         }
         match parent_of(at) {
             Some(p) if p > 1 && p != at => at = p,

@@ -475,6 +475,18 @@ impl Forwarder {
 /// Whether the peer may ask for `op`: one inside a guarded session's tree is held to
 /// that session's guard.
 fn admit(m: &Manager, op: &Op, peer_pid: Option<u32>) -> Result<(), EngineError> {
+    // Only these can widen what a guarded session may do.
+    let gated = matches!(
+        op,
+        Op::Decide { .. }
+            | Op::Spawn { .. }
+            | Op::Send { .. }
+            | Op::Resume { .. }
+            | Op::Fork { .. }
+    );
+    if !gated {
+        return Ok(());
+    }
     match peer_pid {
         Some(pid) => match super::peer::guarded_ancestor(m, pid) {
             Some(parent) => super::peer::check(m, op, &parent),
