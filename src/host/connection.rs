@@ -175,7 +175,11 @@ impl Connection {
         self.pending.lock().unwrap().insert(id, tx);
         let line = serde_json::to_string(&Request { id, op })
             .map_err(|e| EngineError::Invalid(format!("cannot write the request: {e}")))?;
-        if self.tx.send(line + "\n").is_err() || !self.is_alive() {
+        // Alive is read after the waiter is in place and before the line goes out:
+        // the reader clears the waiters after it marks the connection dead, so a
+        // connection that dies later drops our waiter, and an answer that comes
+        // before we look again (the host may answer and close at once) is kept.
+        if !self.is_alive() || self.tx.send(line + "\n").is_err() {
             self.pending.lock().unwrap().remove(&id);
             return Err(self.gone());
         }
