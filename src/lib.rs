@@ -25,4 +25,5 @@ pub mod runners;
 pub mod sandbox;
 pub mod sim;
 pub mod views;
+pub mod web;
 pub mod wire;

@@ -31,6 +31,9 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => std::process::exit(usage_error(e, &args)),
     };
+    if let cms::cli::Command::Serve(a) = &cli.command {
+        std::process::exit(cms::web::serve(cms::cli::config(&cli), a));
+    }
     if matches!(cli.command, cms::cli::Command::Mcp) {
         let want = cms::cli::host_use(&cli);
         std::process::exit(cms::mcp::run(cms::cli::config(&cli), want));

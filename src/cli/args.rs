@@ -424,6 +424,11 @@ pub struct SetupArgs {
     /// Remove the cms entry (and the guide block) from both scopes, nothing else.
     #[arg(long)]
     pub uninstall: bool,
+    /// Register the host's MCP over HTTP (`cms serve --http`) instead of `cms mcp`
+    /// on stdio: its address (the running host's, else 127.0.0.1:7707) and the bearer
+    /// token go into the entry.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -486,13 +491,33 @@ pub struct ContinueArgs {
     pub message: String,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Exit after this long with no live session and no client (e.g. 90s, 15m, 2h;
     /// `never`) [env: CMS_HOST_IDLE] [default: 15m].
     #[arg(long, value_name = "DURATION")]
     pub idle_exit: Option<String>,
+    /// Also serve MCP (streamable HTTP, at /mcp) and the web dashboard (at /) on this
+    /// address, behind the token of `--print-token` [default address: 127.0.0.1:7707].
+    /// With --http the host does not exit when idle unless --idle-exit says so.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_HTTP)]
+    pub http: Option<String>,
+    /// Let --http listen on an address other than loopback (other machines can then
+    /// reach it; the token is all that stands between them and your sessions).
+    #[arg(long, requires = "http")]
+    pub allow_remote: bool,
+    /// Requests per second each client address may make over HTTP (a burst of twice
+    /// that is allowed; 0: no limit) [default: 200].
+    #[arg(long, value_name = "N", requires = "http")]
+    pub http_rate: Option<u32>,
+    /// Print the HTTP bearer token (made on first use, kept in CMS_HOME/http-token,
+    /// mode 0600) and exit.
+    #[arg(long, conflicts_with_all = ["http", "idle_exit"])]
+    pub print_token: bool,
 }
+
+/// Where `cms serve --http` listens when no address is given.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7707";
 
 /// A host's idle time: a humantime duration, or `never`.
 pub fn idle_duration(s: &str) -> Result<Option<std::time::Duration>, String> {

@@ -5,14 +5,36 @@ use super::out::{self, outln};
 use crate::app::runtime::{errln, init_runtime, shutdown_signal};
 use crate::app::{exit, App, HostUse};
 use crate::engine::EngineConfig;
+use crate::engine::Manager;
 use crate::host::{HostInfo, ServeOptions};
+use crate::policy::Attached;
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a host started without `--idle-exit` waits with nothing to do.
 const DEFAULT_IDLE: Duration = Duration::from_secs(15 * 60);
 
+/// What a face running in the host's process beside its socket (the HTTP listener
+/// of `cms serve --http`) is given: the sessions, the policy of the folder the host
+/// started in, and the runtime.
+pub struct Beside<'a> {
+    pub manager: &'a Arc<Manager>,
+    pub attached: &'a Attached,
+    pub handle: tokio::runtime::Handle,
+}
+
+/// Such a face: called once before the host serves, it returns what serves it (or
+/// why it cannot, and the host does not start). It ends when the host ends.
+pub type Face = Box<dyn FnOnce(Beside<'_>) -> Result<BoxFuture<'static, ()>, String>>;
+
 /// Run the host until Ctrl-C, SIGTERM, `cms host stop`, or its idle time.
 pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
+    serve_with(cfg, a, None)
+}
+
+/// [`serve`] with a face beside the socket.
+pub fn serve_with(cfg: EngineConfig, a: &ServeArgs, face: Option<Face>) -> i32 {
     let idle_exit = match &a.idle_exit {
         Some(d) => match super::args::idle_duration(d) {
             Ok(d) => d,
@@ -23,6 +45,8 @@ pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
                 Ok(d) => d,
                 Err(e) => return exit::fail(format!("{}={v}: {e}", crate::host::start::IDLE_ENV)),
             },
+            // A host with an HTTP face waits for its clients there.
+            _ if a.http.is_some() => None,
             _ => Some(DEFAULT_IDLE),
         },
     };
@@ -40,13 +64,35 @@ pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
         Ok(a) => a,
         Err(e) => return exit::fail(format!("cannot load the safety policy: {e}")),
     };
+    let face = match face {
+        Some(f) => match f(Beside {
+            manager: &manager,
+            attached: &attached,
+            handle: app.handle(),
+        }) {
+            Ok(serving) => Some(serving),
+            Err(e) => return exit::fail(e),
+        },
+        None => None,
+    };
     crate::policy::install_per_project(&manager, &cwd, attached);
-    let opts = ServeOptions { idle_exit };
+    let opts = ServeOptions {
+        idle_exit,
+        http: a.http.clone(),
+    };
     // Only the user's own notify.lua (or the built-in) decides whom to tell.
     let notify_layers = crate::sandbox::Layers::user_only();
     let served = app.block_on(async {
         crate::notify::start(manager.subscribe(), notify_layers);
-        crate::host::serve(manager, opts, shutdown_signal()).await
+        let host = crate::host::serve(manager, opts, shutdown_signal());
+        match face {
+            // The face ends with the host (it serves until then).
+            Some(face) => tokio::select! {
+                r = host => r,
+                () = face => Ok(()),
+            },
+            None => host.await,
+        }
     });
     match served {
         Ok(()) => exit::OK,

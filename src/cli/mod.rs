@@ -7,7 +7,7 @@ mod commands;
 mod completions;
 mod delegate;
 mod demo;
-mod host;
+pub mod host;
 mod hosts;
 mod logs;
 mod man;

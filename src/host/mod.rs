@@ -7,7 +7,8 @@
 //! - [`server`]: the host itself; `peer`: what a client inside a guarded session may ask;
 //! - [`connection`]: one connection, requests matched to answers by id;
 //! - [`client`]: [`HostClient`], the engine's [`crate::engine::Sessions`] over the socket;
-//! - [`start`]: finding the host, or starting one in the background.
+//! - [`start`]: finding the host, or starting one in the background;
+//! - [`token`]: the bearer token of its HTTP face.
 
 pub mod client;
 pub mod connection;
@@ -16,6 +17,7 @@ mod peer;
 pub mod protocol;
 pub mod server;
 pub mod start;
+pub mod token;
 
 pub use client::{connect, connect_lazily, HostClient};
 pub use endpoint::Endpoint;

@@ -158,6 +158,9 @@ pub struct HostInfo {
     pub capacity: crate::engine::capacity::Capacity,
     /// The host exits after this long with no live session and no client (None: never).
     pub idle_exit_secs: Option<f64>,
+    /// Where the host serves MCP over HTTP and the dashboard (`cms serve --http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// An engine error on the wire: its kind, its words, and what is needed to rebuild

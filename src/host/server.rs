@@ -32,11 +32,15 @@ pub struct ServeOptions {
     /// Exit after this long with no live session, no client and no request (None:
     /// never).
     pub idle_exit: Option<Duration>,
+    /// The address of the HTTP face beside it (`cms serve --http`), as clients are
+    /// told in `hello` and `status`.
+    pub http: Option<String>,
 }
 
 /// What the host shares between its connections.
 struct Host {
     manager: Arc<Manager>,
+    http: Option<String>,
     endpoint: Endpoint,
     started_at: i64,
     idle_exit: Option<Duration>,
@@ -65,6 +69,7 @@ impl Host {
             waiting: self.manager.waiting(),
             capacity: self.manager.capacity(),
             idle_exit_secs: self.idle_exit.map(|d| d.as_secs_f64()),
+            http: self.http.clone(),
         }
     }
 
@@ -128,6 +133,7 @@ pub async fn serve(
         endpoint: endpoint.clone(),
         started_at: now_ms(),
         idle_exit: opts.idle_exit,
+        http: opts.http,
         clients: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         last_busy: Mutex::new(Instant::now()),

@@ -6,9 +6,12 @@
 //! - `session_tools`, `task_tools`: the tools themselves; `gates`: what a caller may
 //!   start and steer;
 //! - [`tools`]: their schemas and argument types;
-//! - [`stdio`]: the line filter that answers malformed input with JSON-RPC errors.
+//! - [`stdio`]: the line filter that answers malformed input with JSON-RPC errors;
+//! - [`http`]: the same server over streamable HTTP (rmcp's tower service), for the
+//!   host's HTTP face.
 
 mod gates;
+pub mod http;
 pub mod server;
 mod session_tools;
 pub mod stdio;
@@ -18,9 +21,37 @@ pub mod tools;
 use crate::app::runtime::{errln, shutdown_signal};
 use crate::app::{exit, App, HostUse};
 use crate::engine::EngineConfig;
+use crate::engine::Sessions;
 use crate::lua::worker::LuaWorker;
+use crate::policy::Attached;
 use rmcp::ServiceExt;
 use std::io::IsTerminal;
+use std::sync::Arc;
+
+/// The MCP server over `manager`, its calls checked by `attached`'s policy, its
+/// plugin tools loaded (a plugin that fails is logged and left out) and reloaded
+/// when their files change, clients told. Call it inside the runtime of `handle`.
+pub fn build(
+    handle: tokio::runtime::Handle,
+    manager: Arc<dyn Sessions>,
+    attached: &Attached,
+) -> Result<server::CmsServer, String> {
+    let service = attached.service.clone();
+    let (lua, plugin_tools, errors) =
+        LuaWorker::start(handle.clone(), manager.clone(), service.clone())
+            .map_err(|e| e.to_string())?;
+    for e in errors {
+        tracing::error!("plugin disabled: {e}");
+    }
+    let server = server::CmsServer::new(manager, lua, plugin_tools, Some(service));
+    // Plugin edits: plugin tools reload and clients hear about it.
+    let notify = server.clone();
+    attached.on_reload(move |_| {
+        let s = notify.clone();
+        handle.spawn(async move { s.plugins_changed().await });
+    });
+    Ok(server)
+}
 
 /// Serve MCP on stdin/stdout until the client goes away or a signal arrives; every
 /// session the server started is then stopped (resumable). Returns the exit code:
@@ -46,24 +77,11 @@ pub fn run(cfg: EngineConfig, want: HostUse) -> i32 {
         Ok(a) => a,
         Err(e) => return exit::fail(e),
     };
-    let service = attached.service.clone();
     let code = app.block_on(async {
-        let (lua, plugin_tools, errors) =
-            match LuaWorker::start(handle.clone(), manager.clone(), service.clone()) {
-                Ok(w) => w,
-                Err(e) => return exit::fail(e),
-            };
-        for e in errors {
-            tracing::error!("plugin disabled: {e}");
-        }
-        let server =
-            server::CmsServer::new(manager.clone(), lua, plugin_tools, Some(service.clone()));
-        // Plugin edits: plugin tools reload and clients hear about it.
-        let notify = server.clone();
-        attached.on_reload(move |_| {
-            let s = notify.clone();
-            handle.spawn(async move { s.plugins_changed().await });
-        });
+        let server = match build(handle, manager.clone(), &attached) {
+            Ok(s) => s,
+            Err(e) => return exit::fail(e),
+        };
         let transport = stdio::filtered();
         let running = match server.serve(transport).await {
             Ok(r) => r,

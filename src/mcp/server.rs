@@ -12,7 +12,8 @@ use rmcp::model::{
     InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
     Tool,
 };
-use rmcp::service::{Peer, RequestContext, RoleServer};
+use rmcp::model::{ServerNotification, SubscriptionFilter};
+use rmcp::service::{Peer, RequestContext, RoleServer, SubscriptionContext, SubscriptionSink};
 use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -29,6 +30,9 @@ pub(super) struct Inner {
     pub(super) plugin_tools: RwLock<Vec<ToolInfo>>,
     pub(super) builtin: Vec<Tool>,
     pub(super) peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Open `subscriptions/listen` streams (2026-07-28 clients) that asked for
+    /// `tools/list_changed`.
+    pub(super) listeners: Mutex<Vec<(u64, SubscriptionSink)>>,
     /// Results of work started with `background: true`, by session name.
     pub(super) background: Mutex<HashMap<String, Value>>,
     /// The safety policy, asked (`on_spawn`) what a caller may start.
@@ -64,6 +68,7 @@ impl CmsServer {
                 plugin_tools: RwLock::new(plugin_tools),
                 builtin,
                 peers: Mutex::new(Vec::new()),
+                listeners: Mutex::new(Vec::new()),
                 background: Mutex::new(HashMap::new()),
                 policy,
                 parent: crate::policy::isolation::inherited(),
@@ -95,18 +100,38 @@ impl CmsServer {
             changed
         };
         if changed {
-            let peers: Vec<_> = self
-                .inner
-                .peers
-                .lock()
-                .map(|p| p.clone())
-                .unwrap_or_default();
-            for peer in peers {
-                if let Err(e) = peer.notify_tool_list_changed().await {
-                    tracing::debug!("could not send tools/list_changed: {e}");
-                }
-            }
+            self.tell_tools_changed().await;
             tracing::info!("plugin tools changed; clients notified");
+        }
+    }
+
+    /// `notifications/tools/list_changed` to every client: those with a session
+    /// (stdio, 2025-11-25 over HTTP) and those listening (2026-07-28). Clients gone
+    /// are forgotten.
+    async fn tell_tools_changed(&self) {
+        let peers: Vec<_> = match self.inner.peers.lock() {
+            Ok(mut p) => {
+                p.retain(|peer| !peer.is_transport_closed());
+                p.clone()
+            }
+            Err(_) => Vec::new(),
+        };
+        for peer in peers {
+            if let Err(e) = peer.notify_tool_list_changed().await {
+                tracing::debug!("could not send tools/list_changed: {e}");
+            }
+        }
+        let listeners: Vec<_> = self
+            .inner
+            .listeners
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for (_, sink) in listeners {
+            let note = ServerNotification::ToolListChangedNotification(Default::default());
+            if let Err(e) = sink.send(note).await {
+                tracing::debug!("could not send tools/list_changed to a listener: {e}");
+            }
         }
     }
 
@@ -183,8 +208,38 @@ impl ServerHandler for CmsServer {
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         if let Ok(mut peers) = self.inner.peers.lock() {
+            peers.retain(|peer| !peer.is_transport_closed());
             peers.push(context.peer);
         }
+    }
+
+    /// 2026-07-28: a client may listen for `tools/list_changed` (plugin tools come
+    /// and go with their files); nothing else changes here.
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.tools_list_changed = Some(true);
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        if context.accepted().tools_list_changed != Some(true) {
+            context.cancelled().await;
+            return Ok(());
+        }
+        // Request ids repeat across clients: each stream gets its own number.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut l) = self.inner.listeners.lock() {
+            l.push((n, context.sink().clone()));
+        }
+        context.cancelled().await;
+        if let Ok(mut l) = self.inner.listeners.lock() {
+            l.retain(|(m, _)| *m != n);
+        }
+        Ok(())
     }
 
     async fn list_tools(

@@ -23,6 +23,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("app", 9),
     ("cli", 10),
     ("mcp", 10),
+    ("web", 11),
 ];
 
 fn floor(module: &str) -> Option<u32> {

@@ -1,0 +1,60 @@
+//! The login page: it takes the token once and answers with a cookie (HttpOnly,
+//! SameSite=Strict) that lets this browser in for 30 days or until it logs out.
+
+use super::guard::{self, COOKIE, LOGIN_LASTS};
+use super::WebState;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use std::net::SocketAddr;
+
+const PAGE: &str = include_str!("page/login.html");
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/login", get(page).post(login))
+        .route("/logout", post(logout))
+}
+
+fn page_saying(message: &str) -> Html<String> {
+    Html(PAGE.replace("{{message}}", message))
+}
+
+async fn page() -> Html<String> {
+    page_saying("")
+}
+
+#[derive(serde::Deserialize)]
+struct Login {
+    token: String,
+}
+
+async fn login(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<Login>,
+) -> Response {
+    if !state.guard.is_token(form.token.trim()) {
+        state.guard.failed(peer.ip());
+        let page = page_saying(
+            "<p class=\"error\">That is not the token. <code>cms serve --print-token</code> prints it.</p>",
+        );
+        return (StatusCode::UNAUTHORIZED, page).into_response();
+    }
+    let id = state.guard.login();
+    let cookie = format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        LOGIN_LASTS.as_secs()
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    if let Some(id) = guard::cookie(&headers, COOKIE) {
+        state.guard.logout(&id);
+    }
+    let gone = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, gone)], Redirect::to("/login")).into_response()
+}
