@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod fake_api;
+pub mod http;
 pub mod real;
 
 use cms::engine::{Guard, SessionOptions, SpawnRequest, ToolCall};
