@@ -130,6 +130,16 @@ pub fn run(cfg: EngineConfig, cmd: HostCommand, json: bool) -> i32 {
                 Err(e) => return out::fail(json, e),
             };
             drop(rt);
+            // A host with an HTTP face ran in someone's foreground: it is started
+            // again the way it was, by them.
+            if let Some(http) = was.as_ref().and_then(|w| w.http.clone()) {
+                return out::fail(
+                    json,
+                    format!(
+                        "the cms host is stopped; it served HTTP on {http}: start it again with                          `cms serve --http {http}` (it runs in the foreground)"
+                    ),
+                );
+            }
             return match App::open(cfg.clone(), HostUse::Start) {
                 Ok(app) => {
                     let info = app.block_on(crate::host::probe(&cfg)).ok().flatten();
