@@ -23,6 +23,7 @@ mod layers;
 mod lists;
 mod lua;
 mod mcp;
+mod mcp_http;
 mod notify;
 mod plugins;
 mod policy;
