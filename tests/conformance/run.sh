@@ -44,10 +44,12 @@ if [ -z "${CMS_BIN:-}" ]; then
 fi
 SIM="$(dirname "$CMS_BIN")/cms-sim"
 
-# A host of its own: a fresh CMS_HOME, no plugins of the user's (an empty
-# CMS_CONFIG_DIR), the simulator as claude, HTTP on a free port.
+# A host of its own: a fresh CMS_HOME, a config dir with no plugin of the user's but
+# tests/conformance/plugin (three of the suite's fixture tools, as a cms plugin), the
+# simulator as claude, HTTP on a free port.
 home="$(mktemp -d)"
-mkdir -p "$home/config"
+mkdir -p "$home/config/plugins"
+cp -r tests/conformance/plugin "$home/config/plugins/conformance"
 export CMS_HOME="$home" CMS_CONFIG_DIR="$home/config" CMS_CLAUDE_BIN="$SIM"
 unset CMS_NO_HOST
 "$CMS_BIN" serve --http 127.0.0.1:0 2>"$home/serve.log" &
