@@ -1,6 +1,6 @@
 //! The MCP server (rmcp): the seed's 17 tools over the engine, plus plugin tools.
 //! Tool failures come back as tool results with `isError` and a message that says
-//! what to do; only unroutable requests are JSON-RPC errors.
+//! what to do; only unroutable requests (an unknown method or tool) are JSON-RPC errors.
 
 use super::tools::{self};
 use crate::engine::Guard;
@@ -168,6 +168,17 @@ impl CmsServer {
         Ok(caller)
     }
 
+    /// Whether `name` is one of this server's tools (a built-in or a plugin's).
+    fn has_tool(&self, name: &str) -> bool {
+        self.inner.builtin.iter().any(|t| t.name == name)
+            || self
+                .inner
+                .plugin_tools
+                .read()
+                .map(|t| t.iter().any(|t| t.name == name))
+                .unwrap_or(false)
+    }
+
     fn all_tools(&self) -> Vec<Tool> {
         let mut all = self.inner.builtin.clone();
         if let Ok(plugins) = self.inner.plugin_tools.read() {
@@ -288,6 +299,14 @@ impl ServerHandler for CmsServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        // An unknown tool is a protocol error (-32602), as the spec has it, not a
+        // failed call: the client asked for something this server does not have.
+        if !self.has_tool(&request.name) {
+            return Err(McpError::invalid_params(
+                format!("Unknown tool: {} (see tools/list)", request.name),
+                None,
+            ));
+        }
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
         let caller = match self.asked_by(&request.name, &context) {
             Ok(c) => c,
