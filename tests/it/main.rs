@@ -16,6 +16,7 @@ mod completions;
 mod delegate;
 mod e2e_claude;
 mod e2e_host;
+mod e2e_http;
 mod e2e_safety;
 mod host;
 mod host_cli;
