@@ -554,3 +554,36 @@ fn unknown_sessions_and_bad_requests_are_refused_in_json_saying_what_to_do() {
         .unwrap()
         .contains("/api/events"));
 }
+
+#[test]
+fn a_message_that_fails_is_said_on_the_event_stream_but_an_interrupted_one_is_not() {
+    let Some(web) = start() else { return };
+    web.cms.ok(&["spawn", "w", "hi"]);
+    let events = web.events();
+    assert!(line_where(&events, Duration::from_secs(5), |l| l == "event: hello").is_some());
+    let sent = |message: &str| {
+        let (status, v) = web.post("/api/sessions/w/send", Some(json!({ "message": message })));
+        assert_eq!(status, 202, "{v}");
+    };
+    let failed = |l: &str| l.contains(r#""event":"send_failed""#);
+    // Interrupted from the dashboard: ended on purpose, no news.
+    sent("HANG");
+    assert!(eventually(Duration::from_secs(5), || web.state("w") == "busy"));
+    let (status, v) = web.post("/api/sessions/w/interrupt", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(eventually(Duration::from_secs(5), || web.state("w") == "idle"));
+    // A crash: the page hears why its message was not answered.
+    sent("CRASH");
+    let said = line_where(&events, Duration::from_secs(5), failed).expect("send_failed");
+    let said = data(&said);
+    assert_eq!(said["session"], "w");
+    let why = said["message"].as_str().unwrap();
+    assert!(
+        why.contains("not answered") && why.contains("exited"),
+        "{why}"
+    );
+    assert!(
+        line_where(&events, Duration::from_millis(300), failed).is_none(),
+        "said once, and not for the interrupted turn"
+    );
+}

@@ -217,8 +217,10 @@ pub async fn send(
     let n = name.clone();
     tokio::spawn(async move {
         let outcome = sessions.send(&n, &message, None).await;
-        dash.done_sending(&n);
+        let interrupted = dash.done_sending(&n);
         let failed = match outcome {
+            // Ended on purpose: the person knows.
+            _ if interrupted => None,
             Ok(r) if r.is_error => Some(format!("the turn failed: {}", r.error_summary())),
             Ok(_) => None,
             Err(e) => Some(format!(
@@ -238,7 +240,11 @@ pub async fn send(
         .into_response())
 }
 
-pub async fn interrupt(State(st): State<WebState>, Path(name): Path<String>) -> Answer {
+pub async fn interrupt(
+    State(st): State<WebState>,
+    Extension(dash): Extension<Arc<Dash>>,
+    Path(name): Path<String>,
+) -> Answer {
     let n = name.clone();
     let rec = blocking(&st, move |s| s.status(&n)).await?;
     if !rec.state.is_busy() {
@@ -247,11 +253,17 @@ pub async fn interrupt(State(st): State<WebState>, Path(name): Path<String>) -> 
             rec.state
         )));
     }
+    dash.interrupting(&name);
     st.sessions.interrupt(&name).await?;
     ok(json!({ "session": name, "interrupted": true }))
 }
 
-pub async fn stop(State(st): State<WebState>, Path(name): Path<String>) -> Answer {
+pub async fn stop(
+    State(st): State<WebState>,
+    Extension(dash): Extension<Arc<Dash>>,
+    Path(name): Path<String>,
+) -> Answer {
+    dash.interrupting(&name);
     let rec = st.sessions.stop(&name).await?;
     ok(json!({ "session": record_json(&rec) }))
 }

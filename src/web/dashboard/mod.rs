@@ -45,7 +45,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
@@ -122,8 +122,9 @@ async fn asset(kind: &'static str, body: &'static str) -> Response {
 pub(crate) struct Dash {
     /// Events the dashboard adds to the host's: `send_failed`.
     own: OnceLock<broadcast::Sender<Value>>,
-    /// Sessions running a turn sent from the dashboard.
-    sending: Mutex<HashSet<String>>,
+    /// Sessions running a turn sent from the dashboard, and whether it was
+    /// interrupted (then its failure is no news).
+    sending: Mutex<HashMap<String, bool>>,
     /// Each session's running turn, as its events told it (from the first request on).
     turns: Arc<Mutex<HashMap<String, Turn>>>,
     watching: OnceLock<()>,
@@ -153,17 +154,26 @@ impl Dash {
 
     /// Note that the dashboard sends `name` a turn; false when one it sent still runs.
     fn start_sending(&self, name: &str) -> bool {
-        self.sending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string())
+        let mut sending = self.sending.lock().unwrap_or_else(|p| p.into_inner());
+        if sending.contains_key(name) {
+            return false;
+        }
+        sending.insert(name.to_string(), false);
+        true
     }
 
-    fn done_sending(&self, name: &str) {
-        self.sending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+    /// Note that `name`'s turn is being interrupted (or the session stopped) on purpose.
+    fn interrupting(&self, name: &str) {
+        let mut sending = self.sending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(interrupted) = sending.get_mut(name) {
+            *interrupted = true;
+        }
+    }
+
+    /// The turn the dashboard sent `name` ended; whether it was interrupted.
+    fn done_sending(&self, name: &str) -> bool {
+        let mut sending = self.sending.lock().unwrap_or_else(|p| p.into_inner());
+        sending.remove(name).unwrap_or(false)
     }
 
     /// The running turn's text so far (None between turns).

@@ -17,6 +17,8 @@ const S = {
   selected: null,
   lastHistory: 0,       // the id of the last history entry shown for the selected session
   sentHere: new Set(),  // sessions sent a message from this page (their failures are toasted)
+  askedHere: new Set(), // sessions whose running turn was asked from this page
+  stuck: true,          // the output is scrolled to its end (and stays there as it grows)
   fetching: new Set(),
   es: null,
 };
@@ -196,7 +198,8 @@ function onEvent(e) {
       if (here) finishBubble(e);
       fetchSession(name);
       refreshCostsSoon();
-      if (here) setTimeout(() => loadHistoryIfNew(name), 400);
+      // A turn asked elsewhere (the CLI, MCP): the history holds its message.
+      if (here && !S.askedHere.delete(name)) setTimeout(() => loadHistoryIfNew(name), 400);
       break;
     case 'retry':
       if (here) line('warn', `API retry ${e.attempt}/${e.max_retries}${e.error_status ? ' (status ' + e.error_status + ')' : ''}`);
@@ -221,9 +224,6 @@ function onEvent(e) {
       if (here || S.sentHere.has(name)) toast(`${name}: ${e.message}`, 'bad');
       break;
     }
-    case 'exit':
-      if (here && (e.code || e.signal)) line('warn', `claude exited (${e.signal ? 'signal ' + e.signal : 'code ' + e.code})`);
-      break;
     default:
       break;
   }
@@ -426,13 +426,14 @@ function closeBubble() {
 
 function finishBubble(r) {
   const stick = nearBottom();
+  const had = !!bubble;
   if (!bubble) {
     // A turn without text (only tools): say how it ended.
-    bubble = el('div', 'msg assistant', r.is_error ? '' : '(done)');
+    bubble = el('div', 'msg assistant', r.is_error ? `(no answer: ${r.subtype})` : '(done)');
     $('#output').append(bubble);
   }
   if (r.is_error) bubble.classList.add('error');
-  bubble.append(el('span', 'meta', `${r.is_error ? r.subtype + ' · ' : ''}${money(r.cost_usd)} · ${r.num_turns} turn${r.num_turns === 1 ? '' : 's'}`));
+  bubble.append(el('span', 'meta', `${r.is_error && had ? r.subtype + ' · ' : ''}${money(r.cost_usd)} · ${r.num_turns} turn${r.num_turns === 1 ? '' : 's'}`));
   closeBubble();
   scrollDown(stick);
 }
@@ -449,7 +450,7 @@ function nearBottom() {
 }
 
 function scrollDown(stick) {
-  if (stick) { const o = $('#output'); o.scrollTop = o.scrollHeight; }
+  if (stick) { const o = $('#output'); o.scrollTop = o.scrollHeight; S.stuck = true; }
 }
 
 async function send(ev) {
@@ -463,6 +464,7 @@ async function send(ev) {
   try {
     await api('POST', `/api/sessions/${encodeURIComponent(name)}/send`, { message });
     S.sentHere.add(name);
+    S.askedHere.add(name);
     box.value = '';
     if (S.selected === name) {
       closeBubble();
@@ -629,6 +631,11 @@ function init() {
     if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); $('#composer').requestSubmit(); }
   });
   $('#interrupt').addEventListener('click', () => act('interrupt'));
+  // The output keeps to its end when it was there and the page around it changes
+  // (the approvals panel comes or goes, the window is resized).
+  const out = $('#output');
+  out.addEventListener('scroll', () => { S.stuck = nearBottom(); });
+  new ResizeObserver(() => { if (S.stuck) out.scrollTop = out.scrollHeight; }).observe(out);
   $('#stop').addEventListener('click', () => act('stop'));
   const wanted = decodeURIComponent(location.hash.slice(1));
   if (wanted) S.selected = wanted;
