@@ -528,6 +528,8 @@ fn unknown_sessions_and_bad_requests_are_refused_in_json_saying_what_to_do() {
         .unwrap()
         .to_string();
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    // `no-referrer` would make the page's logout form post `Origin: null`, refused.
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
     let html = page.body_mut().read_to_string().unwrap();
     for id in [
         "id=\"sessions\"",

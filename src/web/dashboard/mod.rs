@@ -97,9 +97,10 @@ async fn page() -> Response {
         HeaderValue::from_static(PAGE_POLICY),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: the logout form posted from the page would carry `Origin: null`.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     r
 }
