@@ -222,9 +222,9 @@ fn follow(turns: &Mutex<HashMap<String, Turn>>, e: &SessionEvent) {
         EventKind::Text { text } => {
             let t = turns.entry(e.session.clone()).or_default();
             // Each event is a whole text block (claude runs without
-            // --include-partial-messages): a blank line sets them apart, as on the page.
+            // --include-partial-messages): each on its own line, as on the page.
             if !t.text.is_empty() && !t.text.ends_with('\n') && !text.starts_with('\n') {
-                t.text.push_str("\n\n");
+                t.text.push('\n');
             }
             t.text.push_str(text);
             if t.text.len() > TURN_TEXT_MAX {
@@ -274,7 +274,7 @@ mod tests {
         ] {
             follow(&dash.turns, &e);
         }
-        assert_eq!(dash.turn_text("s").as_deref(), Some("he\n\nllo"));
+        assert_eq!(dash.turn_text("s").as_deref(), Some("he\nllo"));
         follow(&dash.turns, &text(&"é".repeat(TURN_TEXT_MAX / 2 + 1)));
         let kept = dash.turn_text("s").unwrap();
         assert!(kept.len() <= TURN_TEXT_MAX && kept.ends_with('é'));

@@ -232,9 +232,9 @@ function onEvent(e) {
 }
 
 /** A text event as it continues `before`: the host sends each text block whole (claude
- *  runs without --include-partial-messages), so blocks are set apart by a blank line. */
+ *  runs without --include-partial-messages), so blocks go on separate lines. */
 function joined(before, text) {
-  return before && !before.endsWith('\n') && !text.startsWith('\n') ? '\n\n' + text : text;
+  return before && !before.endsWith('\n') && !text.startsWith('\n') ? '\n' + text : text;
 }
 
 function targetOf(input) {
