@@ -34,4 +34,5 @@ mod safety_net;
 mod setup;
 mod sim_engine;
 mod top;
+mod web_api;
 mod web_guard;

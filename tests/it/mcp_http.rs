@@ -45,7 +45,11 @@ fn stateless(host: &crate::support::http::HttpHost, method: &str, mut params: Va
         &headers,
         Some(&body),
     );
-    assert!(a.status == 200 || a.body.contains("\"error\""), "{method}: {}", a.body);
+    assert!(
+        a.status == 200 || a.body.contains("\"error\""),
+        "{method}: {}",
+        a.body
+    );
     a.body
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
