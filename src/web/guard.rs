@@ -179,6 +179,16 @@ pub fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     r
 }
 
+/// A refusal before the request's body was read: the connection is closed after
+/// it (`Connection: close`), so a client does not send its next request on a
+/// connection the server is about to drop.
+fn turn_away(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut r = refuse(status, message);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Pages and forms anyone may load: the login page and what it needs.
 fn open_to_all(path: &str) -> bool {
     matches!(path, "/login" | "/favicon.ico")
@@ -212,13 +222,13 @@ async fn from_where(
         match found {
             Ok(None) => {}
             Ok(Some((inside, _))) => {
-                return refuse(
+                return turn_away(
                     StatusCode::FORBIDDEN,
                     format!("cms refused: the dashboard changes nothing for a client inside guarded session '{inside}'"),
                 )
             }
             Err(e) => {
-                return refuse(
+                return turn_away(
                     StatusCode::FORBIDDEN,
                     format!("{e}; the dashboard changes nothing for a client it cannot place"),
                 )
@@ -239,7 +249,7 @@ pub async fn check(
     let ip = peer.ip();
     *state.activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     if !g.admit(ip) {
-        return refuse(
+        return turn_away(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "more than {} requests a second from {ip}: slow down (cms serve --http-rate sets the limit)",
@@ -249,7 +259,7 @@ pub async fn check(
     }
     let headers = req.headers();
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return refuse(StatusCode::BAD_REQUEST, "the request has no Host header");
+        return turn_away(StatusCode::BAD_REQUEST, "the request has no Host header");
     };
     if !g.host_ok(host) {
         let first = g
@@ -258,7 +268,7 @@ pub async fn check(
             .and_then(|a| a.first())
             .cloned()
             .unwrap_or_default();
-        return refuse(
+        return turn_away(
             StatusCode::FORBIDDEN,
             format!(
                 "Host {host} does not name this server (a DNS rebinding attempt?); open http://{first}/"
@@ -268,7 +278,7 @@ pub async fn check(
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if let Some(origin) = origin {
         if !origin.eq_ignore_ascii_case(&format!("http://{host}")) {
-            return refuse(
+            return turn_away(
                 StatusCode::FORBIDDEN,
                 format!("requests from pages of other sites are refused (Origin {origin})"),
             );
@@ -276,7 +286,7 @@ pub async fn check(
     }
     let path = req.uri().path();
     if g.locked_out(ip) {
-        return refuse(
+        return turn_away(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "more than {FAILURES_PER_MINUTE} wrong tokens from {ip} this minute: wait, then use the \
@@ -293,7 +303,7 @@ pub async fn check(
         Some(t) if g.is_token(t) => return from_where(&state, peer, mcp, req, next).await,
         Some(_) => {
             g.failed(ip);
-            return refuse(
+            return turn_away(
                 StatusCode::UNAUTHORIZED,
                 "wrong token: send `Authorization: Bearer TOKEN` with the token of `cms serve --print-token`",
             );
@@ -303,7 +313,7 @@ pub async fn check(
     if !mcp && g.login_of(headers).is_some() {
         let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
         if changes && origin.is_none() {
-            return refuse(
+            return turn_away(
                 StatusCode::FORBIDDEN,
                 "a change made with the login cookie must come from the dashboard's own page (no Origin header)",
             );
@@ -314,7 +324,7 @@ pub async fn check(
         return next.run(req).await;
     }
     if mcp || path.starts_with("/api/") {
-        return refuse(
+        return turn_away(
             StatusCode::UNAUTHORIZED,
             "no token: send `Authorization: Bearer TOKEN` with the token of `cms serve --print-token`",
         );

@@ -102,6 +102,12 @@ pub fn serve(
     let app = router(state, mcp, bound.authorities.as_deref())
         .into_make_service_with_connect_info::<SocketAddr>();
     Ok(Box::pin(async move {
+        // Small writes go out at once: an answer on an event stream is several of
+        // them, and Nagle's algorithm would hold one back for the client's delayed
+        // ACK (40 ms a call).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the HTTP face on {addr} stopped: {e}");
         }
