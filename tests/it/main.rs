@@ -32,3 +32,4 @@ mod safety_net;
 mod setup;
 mod sim_engine;
 mod top;
+mod web_browser;

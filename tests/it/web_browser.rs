@@ -1,0 +1,685 @@
+//! The dashboard of `cms serve --http` driven in headless Chromium: logging in, the
+//! refusals (no token, another `Origin`, another site's page with the login cookie),
+//! a session spawned from the CLI appearing live, a message answered as it streams,
+//! a tool call approved from the page; and the page's screenshots for `docs/`
+//! (written only with `CMS_SCREENSHOTS=1`).
+//!
+//! Each test starts its own host on a free port of 127.0.0.1 and its own browser;
+//! the browser tests are skipped when Chromium is not installed (see
+//! `support::browser`), the plain-HTTP refusals run everywhere.
+
+use crate::support::browser::Browser;
+use crate::support::{self, Cms};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A read of the dashboard's API.
+const API_READ: &str = "/api/sessions";
+
+/// How long the page may take to show what the host did.
+const SHOWS: Duration = Duration::from_secs(5);
+
+/// A host with its HTTP face, and the `cms` of its home.
+struct WebHost {
+    cms: Cms,
+    serve: Child,
+    /// `http://127.0.0.1:PORT`
+    base: String,
+    token: String,
+}
+
+impl WebHost {
+    /// `cms serve --http 127.0.0.1:0`, once it answers.
+    fn start() -> WebHost {
+        let cms = Cms::new();
+        let log = std::fs::File::create(cms.dir.path().join("serve.log")).unwrap();
+        let serve = cms
+            .cmd(&["serve", "--http", "127.0.0.1:0"])
+            .env_remove("CMS_NO_HOST")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut host = WebHost {
+            cms,
+            serve,
+            base: String::new(),
+            token: String::new(),
+        };
+        let mut http = String::new();
+        let up = support::eventually(Duration::from_secs(10), || {
+            let out = host.cms.run(&["host", "status", "--json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            http = v["http"].as_str().unwrap_or_default().to_string();
+            !http.is_empty()
+        });
+        assert!(up, "the host did not serve HTTP: {}", host.log());
+        host.base = format!("http://{http}");
+        host.token = host.cms.ok(&["serve", "--print-token"]).trim().to_string();
+        assert_eq!(host.token.len(), 64, "{}", host.token);
+        host
+    }
+
+    /// What `cms serve` wrote on stderr.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.cms.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A browser logged in on the dashboard, `width` x `height`; None without Chromium.
+    fn logged_in(&self, width: u32, height: u32) -> Option<Browser> {
+        let b = Browser::start(width, height)?;
+        b.goto(&self.url("/login"));
+        b.type_into("input#token", &self.token);
+        b.click("button#login");
+        self.wait_on_dashboard(&b);
+        Some(b)
+    }
+
+    /// Wait until `b` shows the dashboard with its event stream connected.
+    fn wait_on_dashboard(&self, b: &Browser) {
+        let home = self.url("/");
+        b.wait_until(SHOWS, "the dashboard, live", |b| {
+            b.url() == home && b.text("#live").is_some_and(|t| t.trim() == "live")
+        });
+    }
+}
+
+impl Drop for WebHost {
+    fn drop(&mut self) {
+        let _ = self.cms.run(&["host", "stop"]);
+        if !support::eventually(Duration::from_secs(5), || {
+            matches!(self.serve.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = self.serve.kill();
+        }
+        let _ = self.serve.wait();
+    }
+}
+
+/// An HTTP client that follows no redirect and takes any status as an answer.
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// An HTTP answer: its status, its headers, its body as text.
+struct Answer {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+    let mut r = r.unwrap();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    Answer {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body,
+    }
+}
+
+/// A small web site of its own on another port of 127.0.0.1 (so another origin,
+/// but the same *site* for the browser's SameSite rules): it serves `page` at
+/// every path, until dropped.
+struct OtherSite {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OtherSite {
+    fn serve(page: String) -> OtherSite {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+            }
+        });
+        OtherSite {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for OtherSite {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where the screenshots go when `CMS_SCREENSHOTS=1`; None otherwise.
+fn screenshots() -> Option<PathBuf> {
+    (std::env::var("CMS_SCREENSHOTS").as_deref() == Ok("1"))
+        .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"))
+}
+
+/// The login page takes the token once and opens the dashboard; a wrong token
+/// stays on the login page with an error; logging out asks for the token again.
+#[test]
+fn logging_in_with_the_token_opens_the_dashboard_and_a_wrong_one_does_not() {
+    let host = WebHost::start();
+    let Some(b) = Browser::start(1280, 800) else {
+        return;
+    };
+    // Not logged in: the dashboard sends the browser to the login page.
+    b.goto(&host.url("/"));
+    assert_eq!(b.url(), host.url("/login"));
+    b.type_into("input#token", &"0".repeat(64));
+    b.click("button#login");
+    b.wait_until(SHOWS, "the login page's error", |b| {
+        b.text(".error")
+            .is_some_and(|t| t.contains("not the token"))
+    });
+    assert_eq!(b.url(), host.url("/login"));
+    assert!(
+        b.find("#sessions").is_none(),
+        "no dashboard without the token"
+    );
+    b.goto(&host.url("/"));
+    assert_eq!(b.url(), host.url("/login"), "a wrong token logs no one in");
+
+    b.type_into("input#token", &host.token);
+    b.click("button#login");
+    host.wait_on_dashboard(&b);
+    assert!(b.find("input#token").is_none());
+    // The cookie lets this browser in from now on.
+    b.goto(&host.url("/"));
+    host.wait_on_dashboard(&b);
+
+    b.click("#logout");
+    b.wait_until(SHOWS, "the login page after logging out", |b| {
+        b.url() == host.url("/login") && b.find("input#token").is_some()
+    });
+    b.goto(&host.url("/"));
+    assert_eq!(b.url(), host.url("/login"), "logged out for good");
+}
+
+/// Without the token, with another `Origin`, or with another `Host`, a request is
+/// refused; the login cookie changes nothing without this server's own `Origin`;
+/// a browser that has not logged in gets the refusal and the login page.
+#[test]
+fn requests_without_the_token_or_from_another_origin_are_refused() {
+    let host = WebHost::start();
+    let agent = http();
+    let bearer = format!("Bearer {}", host.token);
+    let api = host.url(API_READ);
+
+    // No token, or a wrong one.
+    let a = answer(agent.get(&api).call());
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(a.body.contains("cms serve --print-token"), "{}", a.body);
+    let a = answer(
+        agent
+            .post(host.url("/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+    );
+    assert_eq!(a.status, 401, "MCP needs the token: {}", a.body);
+    let a = answer(agent.get(host.url("/")).call());
+    assert_eq!((a.status, a.header("location")), (303, "/login"));
+    let a = answer(
+        agent
+            .get(&api)
+            .header("authorization", format!("Bearer {}", "0".repeat(64)))
+            .call(),
+    );
+    assert_eq!(a.status, 401, "{}", a.body);
+
+    // The token from this server's own origin is let in: the refusals below differ
+    // from it by one header each.
+    let a = answer(
+        agent
+            .get(&api)
+            .header("authorization", &bearer)
+            .header("origin", &host.base)
+            .call(),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    for origin in ["http://evil.example", "http://localhost:1", "null"] {
+        let a = answer(
+            agent
+                .get(&api)
+                .header("authorization", &bearer)
+                .header("origin", origin)
+                .call(),
+        );
+        assert_eq!(a.status, 403, "Origin {origin}: {}", a.body);
+        assert!(a.body.contains("other sites"), "{}", a.body);
+        assert!(a.header("access-control-allow-origin").is_empty());
+    }
+    let a = answer(
+        agent
+            .get(&api)
+            .header("authorization", &bearer)
+            .header("host", "evil.example")
+            .call(),
+    );
+    assert_eq!(a.status, 403, "Host evil.example: {}", a.body);
+
+    // The login cookie: it reads, but changes nothing without this server's Origin.
+    let a = answer(
+        agent
+            .post(host.url("/login"))
+            .header("origin", &host.base)
+            .send_form([("token", host.token.as_str())]),
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    let cookie = a
+        .header("set-cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(cookie.starts_with("cms_login="), "{cookie}");
+    let logged_in = || answer(agent.get(&api).header("cookie", &cookie).call()).status == 200;
+    assert!(logged_in());
+    let a = answer(
+        agent
+            .post(host.url("/logout"))
+            .header("cookie", &cookie)
+            .send_empty(),
+    );
+    assert_eq!(a.status, 403, "no Origin: {}", a.body);
+    let a = answer(
+        agent
+            .post(host.url("/logout"))
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example")
+            .send_empty(),
+    );
+    assert_eq!(a.status, 403, "another Origin: {}", a.body);
+    assert!(logged_in(), "the refused logouts changed nothing");
+    let a = answer(
+        agent
+            .post(host.url("/logout"))
+            .header("cookie", &cookie)
+            .header("origin", &host.base)
+            .send_empty(),
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert!(!logged_in(), "the own page's logout worked");
+    let a = answer(
+        agent
+            .get(&api)
+            .header("cookie", "cms_login=0123456789abcdef")
+            .call(),
+    );
+    assert_eq!(a.status, 401, "a made-up cookie: {}", a.body);
+
+    // A browser that has not logged in.
+    let Some(b) = Browser::start(1280, 800) else {
+        return;
+    };
+    b.goto(&api);
+    let text = b.page_text();
+    assert!(text.contains("no token"), "{text}");
+    b.goto(&host.url("/"));
+    assert_eq!(b.url(), host.url("/login"));
+    assert!(b.find("input#token").is_some());
+    assert!(b.find("#sessions").is_none());
+}
+
+/// The messages session `name` was sent, in order.
+fn messages(cms: &Cms, name: &str) -> Vec<String> {
+    cms.json(&["history", name])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The requests another site's page tries with the browser's login cookie, as a
+/// script that leaves what each got in `window.results` (`NAME: failed`, or
+/// `NAME: TYPE STATUS BODY-LENGTH`): a read of the API, a message to session `s1`
+/// (as a "simple" no-cors POST that needs no preflight, and as JSON), a logout.
+fn attempts(base: &str) -> String {
+    format!(
+        r#"const base = "{base}";
+async function attempt(name, url, init) {{
+  try {{
+    const r = await fetch(base + url, Object.assign({{credentials: "include"}}, init));
+    let body = "";
+    try {{ body = await r.text(); }} catch (e) {{}}
+    return name + ": " + r.type + " " + r.status + " " + body.length;
+  }} catch (e) {{
+    return name + ": failed";
+  }}
+}}
+const message = JSON.stringify({{message: "from " + location.origin}});
+(async () => [
+  await attempt("read", "/api/sessions", {{}}),
+  await attempt("send", "/api/sessions/s1/send",
+    {{method: "POST", mode: "no-cors", headers: {{"content-type": "text/plain"}}, body: message}}),
+  await attempt("send-json", "/api/sessions/s1/send",
+    {{method: "POST", headers: {{"content-type": "application/json"}}, body: message}}),
+  await attempt("logout", "/logout", {{method: "POST", mode: "no-cors"}}),
+])().then(r => {{ window.results = r; }});"#
+    )
+}
+
+/// Run [`attempts`] in the page `b` shows (after loading it, for another site's page);
+/// what each got.
+fn attempted(b: &Browser, run_here: Option<&str>) -> Vec<String> {
+    if let Some(js) = run_here {
+        b.script(js, serde_json::json!([]));
+    }
+    let mut results = Value::Null;
+    b.wait_until(SHOWS, "the attempts' results", |b| {
+        results = b.script("return window.results || null", serde_json::json!([]));
+        results.is_array()
+    });
+    results
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A page of another site (another port of 127.0.0.1, so the browser does send the
+/// SameSite=Strict login cookie along) can neither read the dashboard's API nor
+/// change anything: its requests carry its own `Origin` and are refused. The same
+/// requests from the dashboard's own page do work (so the refusal is what stops them).
+#[test]
+fn a_page_of_another_site_can_neither_read_nor_change_anything() {
+    let host = WebHost::start();
+    host.cms.ok(&["spawn", "s1", "hello"]);
+    let Some(b) = host.logged_in(1280, 800) else {
+        return;
+    };
+    let other = OtherSite::serve(format!(
+        "<!doctype html><title>another site</title><p>another site</p><script>{}</script>",
+        attempts(&host.base)
+    ));
+    b.goto(&other.url());
+    // It reads nothing: a CORS request fails, a no-cors one is opaque (no status, no body).
+    assert_eq!(
+        attempted(&b, None),
+        [
+            "read: failed",
+            "send: opaque 0 0",
+            "send-json: failed",
+            "logout: opaque 0 0"
+        ]
+    );
+    // And changes nothing: no message reached the session, the browser is still logged in.
+    assert_eq!(messages(&host.cms, "s1"), ["hello"]);
+    b.goto(&host.url("/"));
+    host.wait_on_dashboard(&b);
+
+    // The same requests from the dashboard's own page do what they say.
+    let results = attempted(&b, Some(&attempts(&host.base)));
+    assert!(results[0].starts_with("read: basic 200 "), "{results:?}");
+    assert!(results[1].starts_with("send: basic 20"), "{results:?}");
+    assert!(
+        support::eventually(SHOWS, || messages(&host.cms, "s1").len() >= 2),
+        "the own page's message reached the session: {results:?}"
+    );
+    assert_eq!(messages(&host.cms, "s1")[1], format!("from {}", host.base));
+    b.goto(&host.url("/"));
+    assert_eq!(b.url(), host.url("/login"), "the own page's logout worked");
+}
+
+/// The text of the element matching `selector` (empty when there is none).
+fn text(b: &Browser, selector: &str) -> String {
+    b.text(selector).unwrap_or_default()
+}
+
+/// A session spawned from the CLI appears on the open page without a reload; the
+/// page sends it a message and shows the answer as it streams in, part by part.
+#[test]
+fn a_session_from_the_cli_appears_live_and_its_answer_streams_into_the_page() {
+    let host = WebHost::start();
+    let Some(b) = host.logged_in(1280, 800) else {
+        return;
+    };
+    let item = "#sessions [data-session=\"w1\"]";
+    assert!(b.find(item).is_none());
+    host.cms.ok(&["spawn", "w1", "hello"]);
+    b.wait_until(SHOWS, "session w1 on the page, idle", |b| {
+        text(b, &format!("{item} .state")) == "idle"
+    });
+    assert_eq!(b.url(), host.url("/"), "no reload");
+    assert!(text(&b, &format!("{item} .cost")).contains("0.001"));
+
+    b.click(item);
+    b.wait_until(SHOWS, "w1's first answer in #output", |b| {
+        text(b, "#output").contains("echo: hello")
+    });
+    // Four parts, 250 ms apart: the page shows the first before the last exists.
+    b.type_into("#message", "LINES 4 250 part");
+    b.click("#send");
+    let mut seen_partial = false;
+    b.wait_until(SHOWS, "the whole answer in #output", |b| {
+        let out = text(b, "#output");
+        seen_partial |= out.contains("part 1") && !out.contains("part 4");
+        out.contains("part 4")
+    });
+    assert!(
+        seen_partial,
+        "the answer arrived in one piece, not as it streamed"
+    );
+    b.wait_until(SHOWS, "w1 idle after the answer", |b| {
+        text(b, &format!("{item} .state")) == "idle"
+    });
+    assert_eq!(messages(&host.cms, "w1"), ["hello", "LINES 4 250 part"]);
+    // The costs panel counts both turns.
+    b.wait_until(SHOWS, "the costs of both turns", |b| {
+        text(b, "#cost-total").contains("0.002")
+    });
+    let today = b.find_all("#costs [data-day]");
+    assert!(!today.is_empty(), "a row for today");
+}
+
+/// A turn the page interrupts ends at once (the session stays live, idle); a session
+/// the page stops is stopped.
+#[test]
+fn the_page_interrupts_a_turn_and_stops_a_session() {
+    let host = WebHost::start();
+    let Some(b) = host.logged_in(1280, 800) else {
+        return;
+    };
+    host.cms.ok(&["spawn", "w2", "hello"]);
+    let item = "#sessions [data-session=\"w2\"]";
+    b.wait_for(SHOWS, item);
+    b.click(item);
+    b.wait_until(SHOWS, "w2 selected", |b| {
+        text(b, "#output").contains("echo: hello")
+    });
+    b.type_into("#message", "HANG");
+    b.click("#send");
+    b.wait_until(SHOWS, "w2 busy", |b| {
+        text(b, &format!("{item} .state")) == "busy"
+    });
+    b.click("#interrupt");
+    b.wait_until(SHOWS, "w2 idle after the interrupt", |b| {
+        text(b, &format!("{item} .state")) == "idle"
+    });
+    assert_eq!(host.cms.json(&["status", "w2"])["state"], "idle");
+    b.click("#stop");
+    b.wait_until(SHOWS, "w2 stopped", |b| {
+        text(b, &format!("{item} .state")) == "stopped"
+    });
+    assert_eq!(host.cms.json(&["status", "w2"])["state"], "stopped");
+}
+
+/// A `cms delegate` with the supervised preset whose task writes `file` outside the
+/// work dir: its call waits for a person's decision. Ended (if still running) when dropped.
+struct Delegation(Child);
+
+impl Delegation {
+    fn start(host: &WebHost, name: &str, file: &std::path::Path) -> Delegation {
+        let task = support::tool_line(
+            "Write",
+            serde_json::json!({"file_path": file, "content": "ok"}),
+        );
+        let child = host
+            .cms
+            .cmd(&[
+                "delegate",
+                "--name",
+                name,
+                "--task",
+                &task,
+                "--preset",
+                "supervised",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Delegation(child)
+    }
+
+    /// Whether it ended well, within `within`.
+    fn ended_well(&mut self, within: Duration) -> bool {
+        let mut ok = false;
+        support::eventually(within, || match self.0.try_wait() {
+            Ok(Some(status)) => {
+                ok = status.success();
+                true
+            }
+            _ => false,
+        }) && ok
+    }
+}
+
+impl Drop for Delegation {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(Some(_))) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// A tool call waiting for a person shows on the page; Allow lets it run (the file
+/// is written), Deny with a reason refuses it (no file; the reason is kept).
+#[test]
+fn a_pending_tool_call_is_approved_or_denied_from_the_page() {
+    let host = WebHost::start();
+    let Some(b) = host.logged_in(1280, 800) else {
+        return;
+    };
+    // The supervised preset asks a person before a write outside the work dir.
+    let outside = tempfile::tempdir().unwrap();
+    let yes = outside.path().join("yes.txt");
+    let mut first = Delegation::start(&host, "g1", &yes);
+    let pending = b.wait_for(SHOWS, "#approvals [data-approval]");
+    let shown = b.text_of(&pending).unwrap_or_default();
+    assert!(shown.contains("g1") && shown.contains("Write"), "{shown}");
+    assert!(shown.contains("yes.txt"), "{shown}");
+    assert!(!yes.exists(), "nothing runs before the decision");
+    b.click("#approvals [data-approval] .allow");
+    assert!(
+        support::eventually(SHOWS, || std::fs::read_to_string(&yes)
+            .is_ok_and(|t| t == "ok")),
+        "the approved write happened"
+    );
+    assert!(first.ended_well(SHOWS), "the delegation completed");
+    b.wait_until(SHOWS, "no call waiting on the page", |b| {
+        b.find("#approvals [data-approval]").is_none()
+    });
+    let logs = host.cms.ok(&["logs", "g1"]);
+    assert!(logs.contains("approved by"), "{logs}");
+
+    let no = outside.path().join("no.txt");
+    let mut second = Delegation::start(&host, "g2", &no);
+    b.wait_for(SHOWS, "#approvals [data-approval] .reason");
+    b.type_into("#approvals [data-approval] .reason", "not there");
+    b.click("#approvals [data-approval] .deny");
+    second.ended_well(SHOWS);
+    assert!(!no.exists(), "the denied write did not happen");
+    let logs = host.cms.ok(&["logs", "g2"]);
+    assert!(logs.contains("not there"), "{logs}");
+}
+
+/// `CMS_SCREENSHOTS=1`: the dashboard with a few sessions and a call waiting, at a
+/// desktop's width and a phone's, into docs/screenshots/ (committed).
+#[test]
+fn screenshots_of_the_dashboard_at_desktop_and_phone_widths() {
+    let Some(dir) = screenshots() else {
+        return;
+    };
+    let host = WebHost::start();
+    host.cms
+        .ok(&["spawn", "fix-auth", "COST 0.42 the login bug is fixed"]);
+    host.cms
+        .ok(&["spawn", "review-api", "COST 0.18 LINES 3 10 reviewed"]);
+    host.cms
+        .ok(&["spawn", "docs", "COST 0.05 the README is updated"]);
+    host.cms.ok(&["stop", "docs"]);
+    let outside = tempfile::tempdir().unwrap();
+    let _waiting = Delegation::start(&host, "release", &outside.path().join("deploy.sh"));
+    let Some(b) = host.logged_in(1280, 800) else {
+        return;
+    };
+    b.wait_for(SHOWS, "#approvals [data-approval]");
+    b.click("#sessions [data-session=\"review-api\"]");
+    b.wait_until(SHOWS, "review-api's answer", |b| {
+        text(b, "#output").contains("reviewed 3")
+    });
+    b.screenshot(&dir.join("dashboard-desktop.png"));
+    b.emulate(390, 844, true);
+    b.goto(&host.url("/"));
+    host.wait_on_dashboard(&b);
+    b.wait_for(SHOWS, "#approvals [data-approval]");
+    b.screenshot(&dir.join("dashboard-phone.png"));
+}
