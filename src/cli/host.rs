@@ -40,13 +40,14 @@ pub fn serve_with(cfg: EngineConfig, a: &ServeArgs, face: Option<Face>) -> i32 {
             Ok(d) => d,
             Err(e) => return exit::fail(format!("--idle-exit {d}: {e}")),
         },
+        // A host with an HTTP face waits for its clients there (the environment's
+        // idle time is for hosts started in the background).
+        None if a.http.is_some() => None,
         None => match std::env::var(crate::host::start::IDLE_ENV) {
             Ok(v) if !v.trim().is_empty() => match super::args::idle_duration(&v) {
                 Ok(d) => d,
                 Err(e) => return exit::fail(format!("{}={v}: {e}", crate::host::start::IDLE_ENV)),
             },
-            // A host with an HTTP face waits for its clients there.
-            _ if a.http.is_some() => None,
             _ => Some(DEFAULT_IDLE),
         },
     };
@@ -173,6 +174,9 @@ fn show(info: &HostInfo, json: bool) -> i32 {
     let _ = outln!("cms host      pid {}, version {}", info.pid, info.version);
     let _ = outln!("home          {}", info.home.display());
     let _ = outln!("socket        {}", info.socket.display());
+    if let Some(http) = &info.http {
+        let _ = outln!("http          http://{http}/mcp (MCP), http://{http}/ (dashboard)");
+    }
     let _ = outln!(
         "up            {}",
         humantime::format_duration(Duration::from_secs(up))

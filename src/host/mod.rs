@@ -13,7 +13,7 @@
 pub mod client;
 pub mod connection;
 pub mod endpoint;
-mod peer;
+pub mod peer;
 pub mod protocol;
 pub mod server;
 pub mod start;

@@ -9,7 +9,7 @@ use crate::policy::spawn_gate::{self, Caller, SpawnAsk};
 
 impl CmsServer {
     pub(super) fn caller(&self) -> Caller {
-        if self.inner.parent.is_some() {
+        if self.parent.is_some() {
             Caller::Session
         } else {
             Caller::Mcp
@@ -22,14 +22,14 @@ impl CmsServer {
             self.inner.policy.as_deref(),
             &mut req,
             self.caller(),
-            self.inner.parent.as_ref(),
+            self.parent.as_ref(),
         )?;
         Ok(req)
     }
 
     /// Inside a guarded session, only sessions at least as guarded may be steered.
     pub(super) fn gate_steer(&self, target: &str) -> Result<(), String> {
-        let Some(parent) = self.inner.parent.as_ref() else {
+        let Some(parent) = self.parent.as_ref() else {
             return Ok(());
         };
         let rec = self
@@ -61,7 +61,7 @@ impl CmsServer {
             self.inner.policy.as_deref(),
             ask,
             self.caller(),
-            self.inner.parent.as_ref(),
+            self.parent.as_ref(),
         )
         .map_err(|e| format!("cms refused to delegate '{}': {e}", opts.name))?;
         opts.preset = ask.preset;

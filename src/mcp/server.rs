@@ -22,7 +22,17 @@ use std::sync::{Arc, Mutex, RwLock};
 #[derive(Clone)]
 pub struct CmsServer {
     pub(super) inner: Arc<Inner>,
+    /// The guard of the guarded session the caller runs inside, if any: what it
+    /// starts is at least as guarded, and it may not approve. Over stdio, the
+    /// session this server runs inside; over HTTP, asked per call ([`Asker`]).
+    pub(super) parent: Option<Guard>,
 }
+
+/// Over HTTP: who asks, found when a call needs it (the face puts it in the
+/// request's extensions). Ok(None): no guarded session; Err: cannot tell, and the
+/// call is refused.
+#[derive(Clone)]
+pub struct Asker(pub Arc<dyn Fn() -> Result<Option<Guard>, String> + Send + Sync>);
 
 pub(super) struct Inner {
     pub(super) manager: Arc<dyn Sessions>,
@@ -37,9 +47,6 @@ pub(super) struct Inner {
     pub(super) background: Mutex<HashMap<String, Value>>,
     /// The safety policy, asked (`on_spawn`) what a caller may start.
     pub(super) policy: Option<Arc<PolicyService>>,
-    /// The guard of the guarded session this server runs inside, if any: what it
-    /// starts is at least as guarded.
-    pub(super) parent: Option<Guard>,
 }
 
 fn tool(name: &str, description: &str, schema: Value) -> Tool {
@@ -71,8 +78,8 @@ impl CmsServer {
                 listeners: Mutex::new(Vec::new()),
                 background: Mutex::new(HashMap::new()),
                 policy,
-                parent: crate::policy::isolation::inherited(),
             }),
+            parent: crate::policy::isolation::inherited(),
         }
     }
 
@@ -133,6 +140,32 @@ impl CmsServer {
                 tracing::debug!("could not send tools/list_changed to a listener: {e}");
             }
         }
+    }
+
+    /// This server as the caller of `tool` sees it: over HTTP, a caller inside a
+    /// guarded session is held to that session's guard (tools that only read skip
+    /// the look-up).
+    fn asked_by(&self, tool: &str, ctx: &RequestContext<RoleServer>) -> Result<CmsServer, String> {
+        const READ_ONLY: &[&str] = &[
+            "list_sessions",
+            "get_session_status",
+            "get_last_output",
+            "get_history",
+            "list_pending_approvals",
+        ];
+        let asker = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Asker>());
+        let Some(asker) = asker else {
+            return Ok(self.clone());
+        };
+        if READ_ONLY.contains(&tool) || self.parent.is_some() {
+            return Ok(self.clone());
+        }
+        let mut caller = self.clone();
+        caller.parent = (asker.0)()?;
+        Ok(caller)
     }
 
     fn all_tools(&self) -> Vec<Tool> {
@@ -256,7 +289,14 @@ impl ServerHandler for CmsServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        let result = match self.dispatch(&request.name, args, &context).await {
+        let caller = match self.asked_by(&request.name, &context) {
+            Ok(c) => c,
+            Err(e) => {
+                let text = format!("Error: {e}; cms refuses calls that could widen a guard when it cannot tell who asks");
+                return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
+            }
+        };
+        let result = match caller.dispatch(&request.name, args, &context).await {
             Ok(v) => {
                 let text = serde_json::to_string_pretty(&v).unwrap_or_default();
                 let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);

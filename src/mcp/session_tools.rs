@@ -57,7 +57,7 @@ impl CmsServer {
     pub(super) async fn decide_approval(&self, args: Value) -> Result<Value, String> {
         let a: tools::DecideArgs = parse("decide_approval", &args)?;
         if a.allow {
-            if self.inner.parent.is_some() {
+            if self.parent.is_some() {
                 return Err("cms refused: a guarded session cannot approve tool calls".into());
             }
             if std::env::var(MAY_APPROVE_ENV).as_deref() != Ok("1") {

@@ -6,7 +6,11 @@
 //!    browser sends one, must be this server's own (against other sites' pages);
 //! 3. who asks: `Authorization: Bearer TOKEN` everywhere, or the login cookie for the
 //!    dashboard (never for `/mcp`); a request with the cookie that changes anything
-//!    must carry this server's `Origin`.
+//!    must carry this server's `Origin`;
+//! 4. from where: a client on this machine inside a guarded session's process tree
+//!    (its Bash found the token) is held to that session's guard, as on the host's
+//!    socket: over MCP the tools' gates apply its guard; on the dashboard it may
+//!    change nothing. The token does not make it the user.
 //!
 //! No CORS header is ever sent, so a browser lets no other site read an answer.
 
@@ -180,6 +184,50 @@ fn open_to_all(path: &str) -> bool {
     matches!(path, "/login" | "/favicon.ico")
 }
 
+/// Step 4 of the module's text, for a request whose token or login is good.
+async fn from_where(
+    state: &WebState,
+    peer: SocketAddr,
+    mcp: bool,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let (manager, port) = (state.manager.clone(), state.port);
+    let ask = move || -> Result<Option<crate::engine::Guard>, String> {
+        crate::host::peer::guarded_tcp_client(&manager, peer, port).map(|g| g.map(|(_, g)| g))
+    };
+    if mcp {
+        // The tools' gates ask when a call could widen a guard.
+        req.extensions_mut()
+            .insert(crate::mcp::server::Asker(std::sync::Arc::new(ask)));
+        return next.run(req).await;
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let (manager, port) = (state.manager.clone(), state.port);
+        let found = tokio::task::spawn_blocking(move || {
+            crate::host::peer::guarded_tcp_client(&manager, peer, port)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match found {
+            Ok(None) => {}
+            Ok(Some((inside, _))) => {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    format!("cms refused: the dashboard changes nothing for a client inside guarded session '{inside}'"),
+                )
+            }
+            Err(e) => {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    format!("{e}; the dashboard changes nothing for a client it cannot place"),
+                )
+            }
+        }
+    }
+    next.run(req).await
+}
+
 /// The middleware: see the module's text.
 pub async fn check(
     State(state): State<WebState>,
@@ -239,8 +287,9 @@ pub async fn check(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.strip_prefix("Bearer ").map(str::trim).unwrap_or(""));
+    let mcp = path == "/mcp" || path.starts_with("/mcp/");
     match bearer {
-        Some(t) if g.is_token(t) => return next.run(req).await,
+        Some(t) if g.is_token(t) => return from_where(&state, peer, mcp, req, next).await,
         Some(_) => {
             g.failed(ip);
             return refuse(
@@ -250,7 +299,6 @@ pub async fn check(
         }
         None => {}
     }
-    let mcp = path == "/mcp" || path.starts_with("/mcp/");
     if !mcp && g.login_of(headers).is_some() {
         let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
         if changes && origin.is_none() {
@@ -259,7 +307,7 @@ pub async fn check(
                 "a change made with the login cookie must come from the dashboard's own page (no Origin header)",
             );
         }
-        return next.run(req).await;
+        return from_where(&state, peer, false, req, next).await;
     }
     if open_to_all(path) {
         return next.run(req).await;

@@ -16,7 +16,7 @@ pub mod login;
 use crate::app::exit;
 use crate::app::runtime::errln;
 use crate::cli::args::ServeArgs;
-use crate::engine::{EngineConfig, Sessions};
+use crate::engine::{EngineConfig, Manager, Sessions};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,6 +25,11 @@ use std::sync::Arc;
 pub struct WebState {
     /// The host's own sessions (the manager, in process).
     pub sessions: Arc<dyn Sessions>,
+    /// The same, for what only the host itself can tell (which live session's
+    /// process tree a local client runs in).
+    pub manager: Arc<Manager>,
+    /// The port the face listens on.
+    pub port: u16,
     pub home: PathBuf,
     /// Who may come in: the token, the login cookies, the allowed names.
     pub guard: Arc<guard::Guard>,
@@ -65,6 +70,8 @@ pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
         let guard = Arc::new(guard::Guard::new(token, bound.authorities.clone(), rate));
         let state = WebState {
             sessions,
+            manager: b.manager.clone(),
+            port: at.port(),
             home,
             guard,
         };

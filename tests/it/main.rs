@@ -33,3 +33,4 @@ mod setup;
 mod sim_engine;
 mod top;
 mod web_browser;
+mod web_guard;

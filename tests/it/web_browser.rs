@@ -9,6 +9,7 @@
 //! `support::browser`), the plain-HTTP refusals run everywhere.
 
 use crate::support::browser::Browser;
+use crate::support::http::{request, HttpHost};
 use crate::support::{self, Cms};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -19,56 +20,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A read of the dashboard's API.
-const API_READ: &str = "/api/sessions";
+const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 /// How long the page may take to show what the host did.
 const SHOWS: Duration = Duration::from_secs(5);
 
 /// A host with its HTTP face, and the `cms` of its home.
 struct WebHost {
+    /// Dropped first: its drop stops the host gracefully (`cms host stop`).
     cms: Cms,
-    serve: Child,
+    http: HttpHost,
     /// `http://127.0.0.1:PORT`
     base: String,
-    token: String,
 }
 
 impl WebHost {
     /// `cms serve --http 127.0.0.1:0`, once it answers.
     fn start() -> WebHost {
         let cms = Cms::new();
-        let log = std::fs::File::create(cms.dir.path().join("serve.log")).unwrap();
-        let serve = cms
-            .cmd(&["serve", "--http", "127.0.0.1:0"])
-            .env_remove("CMS_NO_HOST")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut host = WebHost {
-            cms,
-            serve,
-            base: String::new(),
-            token: String::new(),
-        };
-        let mut http = String::new();
-        let up = support::eventually(Duration::from_secs(10), || {
-            let out = host.cms.run(&["host", "status", "--json"]);
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            http = v["http"].as_str().unwrap_or_default().to_string();
-            !http.is_empty()
-        });
-        assert!(up, "the host did not serve HTTP: {}", host.log());
-        host.base = format!("http://{http}");
-        host.token = host.cms.ok(&["serve", "--print-token"]).trim().to_string();
-        assert_eq!(host.token.len(), 64, "{}", host.token);
-        host
-    }
-
-    /// What `cms serve` wrote on stderr.
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.cms.dir.path().join("serve.log")).unwrap_or_default()
+        let http = cms.serve_http(&[]);
+        let base = format!("http://{}", http.addr);
+        WebHost { cms, http, base }
     }
 
     fn url(&self, path: &str) -> String {
@@ -79,7 +51,7 @@ impl WebHost {
     fn logged_in(&self, width: u32, height: u32) -> Option<Browser> {
         let b = Browser::start(width, height)?;
         b.goto(&self.url("/login"));
-        b.type_into("input#token", &self.token);
+        b.type_into("input#token", &self.http.token);
         b.click("button#login");
         self.wait_on_dashboard(&b);
         Some(b)
@@ -91,54 +63,6 @@ impl WebHost {
         b.wait_until(SHOWS, "the dashboard, live", |b| {
             b.url() == home && b.text("#live").is_some_and(|t| t.trim() == "live")
         });
-    }
-}
-
-impl Drop for WebHost {
-    fn drop(&mut self) {
-        let _ = self.cms.run(&["host", "stop"]);
-        if !support::eventually(Duration::from_secs(5), || {
-            matches!(self.serve.try_wait(), Ok(Some(_)))
-        }) {
-            let _ = self.serve.kill();
-        }
-        let _ = self.serve.wait();
-    }
-}
-
-/// An HTTP client that follows no redirect and takes any status as an answer.
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-/// An HTTP answer: its status, its headers, its body as text.
-struct Answer {
-    status: u16,
-    headers: ureq::http::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-}
-
-fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
-    let mut r = r.unwrap();
-    let body = r.body_mut().read_to_string().unwrap_or_default();
-    Answer {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body,
     }
 }
 
@@ -233,7 +157,7 @@ fn logging_in_with_the_token_opens_the_dashboard_and_a_wrong_one_does_not() {
     b.goto(&host.url("/"));
     assert_eq!(b.url(), host.url("/login"), "a wrong token logs no one in");
 
-    b.type_into("input#token", &host.token);
+    b.type_into("input#token", &host.http.token);
     b.click("button#login");
     host.wait_on_dashboard(&b);
     assert!(b.find("input#token").is_none());
@@ -249,120 +173,46 @@ fn logging_in_with_the_token_opens_the_dashboard_and_a_wrong_one_does_not() {
     assert_eq!(b.url(), host.url("/login"), "logged out for good");
 }
 
-/// Without the token, with another `Origin`, or with another `Host`, a request is
-/// refused; the login cookie changes nothing without this server's own `Origin`;
-/// a browser that has not logged in gets the refusal and the login page.
+/// A request to the dashboard's API without the token, or with the token but
+/// another site's `Origin`, is refused (plain HTTP); a browser that has not logged
+/// in gets the refusal from the API and the login page for the dashboard.
 #[test]
 fn requests_without_the_token_or_from_another_origin_are_refused() {
     let host = WebHost::start();
-    let agent = http();
-    let bearer = format!("Bearer {}", host.token);
-    let api = host.url(API_READ);
+    let api = host.url("/api/sessions");
+    let bearer = format!("Bearer {}", host.http.token);
 
-    // No token, or a wrong one.
-    let a = answer(agent.get(&api).call());
+    let a = request("GET", &api, &[], None);
     assert_eq!(a.status, 401, "{}", a.body);
     assert!(a.body.contains("cms serve --print-token"), "{}", a.body);
-    let a = answer(
-        agent
-            .post(host.url("/mcp"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
-    );
-    assert_eq!(a.status, 401, "MCP needs the token: {}", a.body);
-    let a = answer(agent.get(host.url("/")).call());
-    assert_eq!((a.status, a.header("location")), (303, "/login"));
-    let a = answer(
-        agent
-            .get(&api)
-            .header("authorization", format!("Bearer {}", "0".repeat(64)))
-            .call(),
-    );
+    let send = host.url("/api/sessions/s1/send");
+    let message = r#"{"message": "hi"}"#;
+    let a = request("POST", &send, &[JSON], Some(message));
     assert_eq!(a.status, 401, "{}", a.body);
 
-    // The token from this server's own origin is let in: the refusals below differ
-    // from it by one header each.
-    let a = answer(
-        agent
-            .get(&api)
-            .header("authorization", &bearer)
-            .header("origin", &host.base)
-            .call(),
-    );
+    // The token from this server's own origin is let in: each refusal below differs
+    // from it by the Origin alone.
+    let own = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", host.base.as_str()),
+    ];
+    let a = request("GET", &api, &own, None);
     assert_eq!(a.status, 200, "{}", a.body);
     for origin in ["http://evil.example", "http://localhost:1", "null"] {
-        let a = answer(
-            agent
-                .get(&api)
-                .header("authorization", &bearer)
-                .header("origin", origin)
-                .call(),
-        );
+        let headers = [("Authorization", bearer.as_str()), ("Origin", origin)];
+        let a = request("GET", &api, &headers, None);
         assert_eq!(a.status, 403, "Origin {origin}: {}", a.body);
         assert!(a.body.contains("other sites"), "{}", a.body);
-        assert!(a.header("access-control-allow-origin").is_empty());
+        assert_eq!(a.header("access-control-allow-origin"), None);
+        let a = request(
+            "POST",
+            &send,
+            &[headers[0], headers[1], JSON],
+            Some(message),
+        );
+        assert_eq!(a.status, 403, "Origin {origin}: {}", a.body);
     }
-    let a = answer(
-        agent
-            .get(&api)
-            .header("authorization", &bearer)
-            .header("host", "evil.example")
-            .call(),
-    );
-    assert_eq!(a.status, 403, "Host evil.example: {}", a.body);
 
-    // The login cookie: it reads, but changes nothing without this server's Origin.
-    let a = answer(
-        agent
-            .post(host.url("/login"))
-            .header("origin", &host.base)
-            .send_form([("token", host.token.as_str())]),
-    );
-    assert_eq!(a.status, 303, "{}", a.body);
-    let cookie = a
-        .header("set-cookie")
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(cookie.starts_with("cms_login="), "{cookie}");
-    let logged_in = || answer(agent.get(&api).header("cookie", &cookie).call()).status == 200;
-    assert!(logged_in());
-    let a = answer(
-        agent
-            .post(host.url("/logout"))
-            .header("cookie", &cookie)
-            .send_empty(),
-    );
-    assert_eq!(a.status, 403, "no Origin: {}", a.body);
-    let a = answer(
-        agent
-            .post(host.url("/logout"))
-            .header("cookie", &cookie)
-            .header("origin", "http://evil.example")
-            .send_empty(),
-    );
-    assert_eq!(a.status, 403, "another Origin: {}", a.body);
-    assert!(logged_in(), "the refused logouts changed nothing");
-    let a = answer(
-        agent
-            .post(host.url("/logout"))
-            .header("cookie", &cookie)
-            .header("origin", &host.base)
-            .send_empty(),
-    );
-    assert_eq!(a.status, 303, "{}", a.body);
-    assert!(!logged_in(), "the own page's logout worked");
-    let a = answer(
-        agent
-            .get(&api)
-            .header("cookie", "cms_login=0123456789abcdef")
-            .call(),
-    );
-    assert_eq!(a.status, 401, "a made-up cookie: {}", a.body);
-
-    // A browser that has not logged in.
     let Some(b) = Browser::start(1280, 800) else {
         return;
     };

@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod fake_api;
+pub mod http;
 pub mod real;
 
 use cms::engine::{Guard, SessionOptions, SpawnRequest, ToolCall};
