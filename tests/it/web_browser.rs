@@ -236,10 +236,10 @@ fn messages(cms: &Cms, name: &str) -> Vec<String> {
 }
 
 /// The requests another site's page tries with the browser's login cookie, as a
-/// script that leaves what each got in `window.results` (`NAME: failed`, or
-/// `NAME: TYPE STATUS BODY-LENGTH`): a read of the API, a message to session `s1`
+/// script that hands what each got (`NAME: failed`, or `NAME: TYPE STATUS
+/// BODY-LENGTH`) to function `then`: a read of the API, a message to session `s1`
 /// (as a "simple" no-cors POST that needs no preflight, and as JSON), a logout.
-fn attempts(base: &str) -> String {
+fn attempts(base: &str, then: &str) -> String {
     format!(
         r#"const base = "{base}";
 async function attempt(name, url, init) {{
@@ -260,24 +260,23 @@ const message = JSON.stringify({{message: "from " + location.origin}});
   await attempt("send-json", "/api/sessions/s1/send",
     {{method: "POST", headers: {{"content-type": "application/json"}}, body: message}}),
   await attempt("logout", "/logout", {{method: "POST", mode: "no-cors"}}),
-])().then(r => {{ window.results = r; }});"#
+])().then({then});"#
     )
 }
 
-/// Run [`attempts`] in the page `b` shows (after loading it, for another site's page);
-/// what each got.
-fn attempted(b: &Browser, run_here: Option<&str>) -> Vec<String> {
-    if let Some(js) = run_here {
-        b.script(js, serde_json::json!([]));
-    }
+/// What the attempts of another site's page (loaded in `b`) got.
+fn attempted(b: &Browser) -> Vec<String> {
     let mut results = Value::Null;
     b.wait_until(SHOWS, "the attempts' results", |b| {
         results = b.script("return window.results || null", serde_json::json!([]));
         results.is_array()
     });
-    results
-        .as_array()
-        .unwrap()
+    strings(&results)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
         .iter()
         .filter_map(|r| r.as_str().map(str::to_string))
         .collect()
@@ -296,12 +295,12 @@ fn a_page_of_another_site_can_neither_read_nor_change_anything() {
     };
     let other = OtherSite::serve(format!(
         "<!doctype html><title>another site</title><p>another site</p><script>{}</script>",
-        attempts(&host.base)
+        attempts(&host.base, "r => { window.results = r; }")
     ));
     b.goto(&other.url());
     // It reads nothing: a CORS request fails, a no-cors one is opaque (no status, no body).
     assert_eq!(
-        attempted(&b, None),
+        attempted(&b),
         [
             "read: failed",
             "send: opaque 0 0",
@@ -315,7 +314,12 @@ fn a_page_of_another_site_can_neither_read_nor_change_anything() {
     host.wait_on_dashboard(&b);
 
     // The same requests from the dashboard's own page do what they say.
-    let results = attempted(&b, Some(&attempts(&host.base)));
+    // (The script hands its results back itself: the page leaves for the login page
+    // once it finds itself logged out.)
+    let results = strings(&b.script_async(
+        &attempts(&host.base, "arguments[arguments.length - 1]"),
+        serde_json::json!([]),
+    ));
     assert!(results[0].starts_with("read: basic 200 "), "{results:?}");
     assert!(results[1].starts_with("send: basic 20"), "{results:?}");
     assert!(
@@ -438,16 +442,14 @@ impl Delegation {
         Delegation(child)
     }
 
-    /// Whether it ended well, within `within`.
-    fn ended_well(&mut self, within: Duration) -> bool {
-        let mut ok = false;
-        support::eventually(within, || match self.0.try_wait() {
-            Ok(Some(status)) => {
-                ok = status.success();
-                true
-            }
-            _ => false,
-        }) && ok
+    /// How it ended (true: well), within `within`; None while it still runs.
+    fn ended(&mut self, within: Duration) -> Option<bool> {
+        let mut ended = None;
+        support::eventually(within, || {
+            ended = self.0.try_wait().ok().flatten().map(|s| s.success());
+            ended.is_some()
+        });
+        ended
     }
 }
 
@@ -483,7 +485,7 @@ fn a_pending_tool_call_is_approved_or_denied_from_the_page() {
             .is_ok_and(|t| t == "ok")),
         "the approved write happened"
     );
-    assert!(first.ended_well(SHOWS), "the delegation completed");
+    assert_eq!(first.ended(SHOWS), Some(true), "the delegation completed");
     b.wait_until(SHOWS, "no call waiting on the page", |b| {
         b.find("#approvals [data-approval]").is_none()
     });
@@ -495,7 +497,7 @@ fn a_pending_tool_call_is_approved_or_denied_from_the_page() {
     b.wait_for(SHOWS, "#approvals [data-approval] .reason");
     b.type_into("#approvals [data-approval] .reason", "not there");
     b.click("#approvals [data-approval] .deny");
-    second.ended_well(SHOWS);
+    assert!(second.ended(SHOWS).is_some(), "the denied delegation ended");
     assert!(!no.exists(), "the denied write did not happen");
     let logs = host.cms.ok(&["logs", "g2"]);
     assert!(logs.contains("not there"), "{logs}");

@@ -331,6 +331,17 @@ impl Browser {
         .unwrap_or_else(|e| panic!("the script failed: {e}\n{js}"))
     }
 
+    /// Run `js` in the page; it ends by calling its last argument
+    /// (`arguments[arguments.length - 1]`) with the result, within 10 s.
+    pub fn script_async(&self, js: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": js, "args": args})),
+        )
+        .unwrap_or_else(|e| panic!("the script failed: {e}\n{js}"))
+    }
+
     /// Wait up to `within` for `ok` to hold, polling; a panic saying `what` was
     /// awaited and what the page shows when it does not.
     pub fn wait_until(&self, within: Duration, what: &str, mut ok: impl FnMut(&Browser) -> bool) {
