@@ -535,3 +535,46 @@ fn screenshots_of_the_dashboard_at_desktop_and_phone_widths() {
     b.wait_for(SHOWS, "#approvals [data-approval]");
     b.screenshot(&dir.join("dashboard-phone.png"));
 }
+
+/// On a phone's screen (390 x 844, as a phone shows pages) the page needs no
+/// sideways scrolling, every session shows in full and a tap on one selects it.
+#[test]
+fn the_dashboard_is_usable_on_a_phone_screen() {
+    let host = WebHost::start();
+    host.cms.ok(&["spawn", "p1", "hello"]);
+    host.cms.ok(&["spawn", "p2", "hello again"]);
+    let Some(b) = host.logged_in(390, 844) else {
+        return;
+    };
+    b.emulate(390, 844, true);
+    b.goto(&host.url("/"));
+    host.wait_on_dashboard(&b);
+    b.wait_for(SHOWS, "#sessions [data-session=\"p2\"]");
+    let wide = b.script(
+        "return document.scrollingElement.scrollWidth - window.innerWidth",
+        serde_json::json!([]),
+    );
+    assert_eq!(wide, 0, "the page is wider than the screen by {wide} px");
+    for name in ["p1", "p2"] {
+        // Scrolled to, as a person would, the item is what a tap on it reaches.
+        let item = format!("#sessions [data-session=\"{name}\"]");
+        let reached = b.script(
+            "const e = document.querySelector(arguments[0]); \
+             e.scrollIntoView({block: 'center'}); \
+             const r = e.getBoundingClientRect(); \
+             const at = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2); \
+             return [r.height, r.left >= 0 && r.right <= window.innerWidth, \
+                     at === e || e.contains(at), at ? at.outerHTML.slice(0, 80) : null];",
+            serde_json::json!([item]),
+        );
+        assert!(
+            reached[0].as_f64().unwrap_or(0.0) >= 30.0 && reached[1] == true && reached[2] == true,
+            "session {name} is not shown in full where a tap reaches it \
+             (height, inside the screen, reached, what a tap reaches): {reached}"
+        );
+    }
+    b.click("#sessions [data-session=\"p1\"]");
+    b.wait_until(SHOWS, "p1's answer after a tap", |b| {
+        text(b, "#output").contains("echo: hello")
+    });
+}

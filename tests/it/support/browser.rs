@@ -100,8 +100,9 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// A new browser whose window (and so the page's viewport) is `width` x `height`
-    /// CSS pixels; None when Chromium is not installed (see [`chromium`]).
+    /// A new browser whose page's viewport is `width` x `height` CSS pixels (a
+    /// desktop's; see [`Browser::emulate`] for a phone's); None when Chromium is not
+    /// installed (see [`chromium`]).
     pub fn start(width: u32, height: u32) -> Option<Browser> {
         let (chrome, driver_bin) = chromium()?;
         let slot = Slot::take();
@@ -185,6 +186,18 @@ impl Browser {
             !b.session.is_empty(),
             "no session id from chromedriver: {v}"
         );
+        // The window holds (invisible) browser chrome: make the page's viewport the size asked.
+        let chrome = b.script(
+            "return [outerWidth - innerWidth, outerHeight - innerHeight]",
+            json!([]),
+        );
+        let extra = |i: usize| chrome[i].as_u64().unwrap_or(0) as u32;
+        b.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width + extra(0), "height": height + extra(1)})),
+        )
+        .unwrap_or_else(|e| panic!("cannot size the window: {e}"));
         Some(b)
     }
 
