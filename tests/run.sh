@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: unit tests, integration tests on the
-# simulator, the benchmark's smoke run, and end-to-end tests against the real
-# Claude Code CLI (installed here from npm; it runs offline against a fake API).
+# simulator, the benchmark's smoke run, end-to-end tests against the real Claude
+# Code CLI (installed here from npm; it runs offline against a fake API), and the
+# MCP conformance suite against the host's HTTP face.
 #
 # The end-to-end tests run twice: on the Claude Code people install today
 # (CLAUDE_CODE_VERSION, npm `latest` when this was written) and on the oldest
@@ -68,6 +69,12 @@ apt_install /usr/sbin/sshd openssh-server "the ssh runner's tests run sessions o
 # below), the host's RSS, and the max_live queue.
 echo "==> cargo test (unit, simulator integration, benchmark smoke runs, end-to-end on $("${versions[0]}" --version))"
 CMS_E2E_CLAUDE="${versions[0]}" cargo test --all-targets
+
+# The official MCP conformance suite against `cms serve --http`, for both revisions
+# (2025-11-25 and 2026-07-28); installed from npm into .ci/conformance/ once.
+# tests/conformance/expected-failures.txt lists what it may find missing, and why.
+echo "==> MCP conformance suite over HTTP (tests/conformance/run.sh)"
+CMS_BIN="$PWD/target/debug/cms" bash tests/conformance/run.sh
 
 # The suite runs with the session host (the default). The frontends' tests run once
 # more in the old in-process mode (--no-host), where a session ends with its command.

@@ -425,8 +425,8 @@ pub struct SetupArgs {
     #[arg(long)]
     pub uninstall: bool,
     /// Register the host's MCP over HTTP (`cms serve --http`) instead of `cms mcp`
-    /// on stdio: its address (the running host's, else 127.0.0.1:7707) and the bearer
-    /// token go into the entry.
+    /// on stdio: its address and the bearer token go into the entry [default: off; the
+    /// running host's address, else 127.0.0.1:7707, when given without one].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
     pub http: Option<String>,
 }
@@ -498,8 +498,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub idle_exit: Option<String>,
     /// Also serve MCP (streamable HTTP, at /mcp) and the web dashboard (at /) on this
-    /// address, behind the token of `--print-token` [default address: 127.0.0.1:7707].
-    /// With --http the host does not exit when idle unless --idle-exit says so.
+    /// address, behind the token of `--print-token`. With --http the host does not exit
+    /// when idle unless --idle-exit says so [default: off; 127.0.0.1:7707 when given
+    /// without an address].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_HTTP)]
     pub http: Option<String>,
     /// Let --http listen on an address other than loopback (other machines can then

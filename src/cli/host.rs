@@ -9,8 +9,8 @@ use crate::engine::Manager;
 use crate::host::{HostInfo, ServeOptions};
 use crate::policy::Attached;
 use futures_util::future::BoxFuture;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How long a host started without `--idle-exit` waits with nothing to do.
 const DEFAULT_IDLE: Duration = Duration::from_secs(15 * 60);
@@ -22,6 +22,8 @@ pub struct Beside<'a> {
     pub manager: &'a Arc<Manager>,
     pub attached: &'a Attached,
     pub handle: tokio::runtime::Handle,
+    /// Set to now on each request the face serves: the host is not idle then.
+    pub activity: Arc<Mutex<Instant>>,
 }
 
 /// Such a face: called once before the host serves, it returns what serves it (or
@@ -65,11 +67,13 @@ pub fn serve_with(cfg: EngineConfig, a: &ServeArgs, face: Option<Face>) -> i32 {
         Ok(a) => a,
         Err(e) => return exit::fail(format!("cannot load the safety policy: {e}")),
     };
+    let activity = Arc::new(Mutex::new(Instant::now()));
     let face = match face {
         Some(f) => match f(Beside {
             manager: &manager,
             attached: &attached,
             handle: app.handle(),
+            activity: activity.clone(),
         }) {
             Ok(serving) => Some(serving),
             Err(e) => return exit::fail(e),
@@ -80,6 +84,7 @@ pub fn serve_with(cfg: EngineConfig, a: &ServeArgs, face: Option<Face>) -> i32 {
     let opts = ServeOptions {
         idle_exit,
         http: a.http.clone(),
+        activity: face.as_ref().map(|_| activity),
     };
     // Only the user's own notify.lua (or the built-in) decides whom to tell.
     let notify_layers = crate::sandbox::Layers::user_only();
@@ -130,6 +135,16 @@ pub fn run(cfg: EngineConfig, cmd: HostCommand, json: bool) -> i32 {
                 Err(e) => return out::fail(json, e),
             };
             drop(rt);
+            // A host with an HTTP face ran in someone's foreground: it is started
+            // again the way it was, by them.
+            if let Some(http) = was.as_ref().and_then(|w| w.http.clone()) {
+                return out::fail(
+                    json,
+                    format!(
+                        "the cms host is stopped; it served HTTP on {http}: start it again with                          `cms serve --http {http}` (it runs in the foreground)"
+                    ),
+                );
+            }
             return match App::open(cfg.clone(), HostUse::Start) {
                 Ok(app) => {
                     let info = app.block_on(crate::host::probe(&cfg)).ok().flatten();

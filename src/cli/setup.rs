@@ -9,6 +9,12 @@
 //! Nothing personal goes in unasked: `CMS_HOME` and `CMS_CLAUDE_BIN` of the shell
 //! are copied only with `--env` or a yes on a terminal, and `./.mcp.json` (a file
 //! teams commit) names `cms` on PATH unless `--absolute` asks for this binary.
+//!
+//! `--http [ADDR]` registers the host's MCP over streamable HTTP instead (`cms serve
+//! --http`), as `claude mcp add --transport http cms URL --header "Authorization:
+//! Bearer TOKEN"` writes it: `{"type": "http", "url", "headers"}`. The token goes
+//! only into `~/.claude.json` (private to you); `./.mcp.json` gets
+//! `Bearer ${CMS_HTTP_TOKEN}`, which Claude Code fills in from its environment.
 
 use super::args::SetupArgs;
 use super::out::{self, errln, outln};
@@ -80,9 +86,26 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig, json: bool) -> Result<Actions, St
     if !a.global && !a.local {
         ask(&mut a, json)?;
     }
-    let env = shell_env(&a, cfg, json)?;
+    let http = match a.http.as_deref() {
+        Some(addr) => Some(http_url(addr, cfg)?),
+        None => None,
+    };
+    let env = if http.is_some() {
+        if a.env {
+            errln!("cms: --env does nothing with --http: the host runs with its own environment");
+        }
+        Map::new()
+    } else {
+        shell_env(&a, cfg, json)?
+    };
     if a.global {
-        let entry = entry(Command::Absolute, &env)?;
+        let entry = match &http {
+            Some(url) => {
+                let token = crate::host::token::get_or_make(&cfg.home)?;
+                http_entry(url, &format!("Bearer {token}"))
+            }
+            None => entry(Command::Absolute, &env)?,
+        };
         actions.push((
             user_file.display().to_string(),
             edit_servers(&user_file, Some(&entry))?,
@@ -95,6 +118,29 @@ fn setup(mut a: SetupArgs, cfg: &EngineConfig, json: bool) -> Result<Actions, St
         }
     }
     if a.local {
+        if let Some(url) = &http {
+            // A file teams commit never holds the token: Claude Code expands the
+            // variable from the environment it runs in.
+            let entry = http_entry(url, &format!("Bearer ${{{TOKEN_VAR}}}"));
+            actions.push((
+                project_file.display().to_string(),
+                edit_servers(&project_file, Some(&entry))?,
+            ));
+            errln!(
+                "cms: ./.mcp.json sends `Authorization: Bearer ${{{TOKEN_VAR}}}`, never the token itself \
+                 (the file is shared): set {TOKEN_VAR} where Claude Code starts, e.g. \
+                 `export {TOKEN_VAR}=$(cms serve --print-token)` (without it Claude Code reports \
+                 \"Missing environment variables: {TOKEN_VAR}\" and the host answers 401). \
+                 `cms setup --global --http` writes the token into ~/.claude.json instead (yours alone)."
+            );
+            if a.guide {
+                actions.push((
+                    project_guide.display().to_string(),
+                    edit_guide(&project_guide, true)?,
+                ));
+            }
+            return Ok(actions);
+        }
         let command = if a.absolute {
             Command::Absolute
         } else {
@@ -231,6 +277,110 @@ fn entry(command: Command, env: &Map<String, Value>) -> Result<Value, String> {
     Ok(entry)
 }
 
+/// The variable `./.mcp.json` names in place of the token (`--local --http`).
+const TOKEN_VAR: &str = "CMS_HTTP_TOKEN";
+
+/// Where the host listens when `cms serve --http` is given this address (the
+/// documented default) and no running host says otherwise.
+const DEFAULT_HTTP: &str = "127.0.0.1:7707";
+
+/// The entry of a server Claude Code reaches over HTTP, in the shape `claude mcp add
+/// --transport http NAME URL --header "Authorization: ..."` writes (2.1.197 and
+/// 2.1.332 alike).
+fn http_entry(url: &str, authorization: &str) -> Value {
+    json!({ "type": "http", "url": url, "headers": { "Authorization": authorization } })
+}
+
+/// The URL of the host's MCP for `--http [ADDR]`: ADDR when given (`HOST:PORT` or a
+/// URL), else the running host's address, else [`DEFAULT_HTTP`]; says on stderr
+/// when no host serves there now.
+fn http_url(addr: &str, cfg: &EngineConfig) -> Result<String, String> {
+    let serving = running_http(cfg);
+    let addr = addr.trim();
+    if !addr.is_empty() {
+        let url = url_of(addr)?;
+        if serving
+            .as_deref()
+            .map(url_of)
+            .and_then(Result::ok)
+            .as_deref()
+            != Some(url.as_str())
+        {
+            errln!(
+                "cms: no host serves MCP at {url} now; Claude Code reaches it once one does: \
+                 `cms serve --http {addr}`"
+            );
+        }
+        return Ok(url);
+    }
+    match serving {
+        Some(at) => url_of(&at),
+        None => {
+            errln!(
+                "cms: no running host serves HTTP, so the entry names http://{DEFAULT_HTTP}/mcp: \
+                 start the host with `cms serve --http {DEFAULT_HTTP}` (or run setup again with \
+                 --http ADDR, or while the host runs, to register its address)"
+            );
+            url_of(DEFAULT_HTTP)
+        }
+    }
+}
+
+/// The HTTP address of the host of this home, when one runs and serves HTTP.
+fn running_http(cfg: &EngineConfig) -> Option<String> {
+    let rt = crate::app::runtime::init_runtime().ok()?;
+    match rt.block_on(crate::host::probe(cfg)) {
+        Ok(info) => info.and_then(|i| i.http),
+        Err(e) => {
+            tracing::debug!("no host to ask for its HTTP address: {e}");
+            None
+        }
+    }
+}
+
+/// `HOST:PORT` (or an `http://` URL) as the URL of its `/mcp`. An address of every
+/// interface (`0.0.0.0`, `[::]`) is reached on loopback.
+fn url_of(addr: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        format!("--http {addr}: {why} (write HOST:PORT, e.g. {DEFAULT_HTTP}, or the URL of /mcp)")
+    };
+    if let Some(rest) = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+    {
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() || rest.contains(char::is_whitespace) {
+            return Err(bad("not a URL"));
+        }
+        return Ok(
+            if rest.len() == authority.len() || rest == format!("{authority}/") {
+                format!("{}/mcp", addr.trim_end_matches('/'))
+            } else {
+                addr.to_string()
+            },
+        );
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+    if port == 0 {
+        return Err(bad(
+            "port 0 picks a free port when the host starts; give the one it picked \
+             (`cms host status`), or leave ADDR out while the host runs",
+        ));
+    }
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(bad("no host name"));
+    }
+    let host = match addr.parse::<std::net::SocketAddr>() {
+        Ok(std::net::SocketAddr::V4(a)) if a.ip().is_unspecified() => "127.0.0.1".to_string(),
+        Ok(std::net::SocketAddr::V6(a)) if a.ip().is_unspecified() => "[::1]".to_string(),
+        _ => host.to_string(),
+    };
+    Ok(format!("http://{host}:{port}/mcp"))
+}
+
 /// The variables setup copies from the shell into the entry (and only those).
 const MANAGED_ENV: &[&str] = &["CMS_HOME", "CMS_CLAUDE_BIN"];
 
@@ -273,7 +423,8 @@ fn edit_servers(file: &Path, entry: Option<&Value>) -> Result<String, String> {
         .unwrap_or_default();
     let carried: Option<Value> = entry.map(|e| {
         let mut e = e.clone();
-        if !kept.is_empty() {
+        // Only a server Claude Code starts has an environment (not one over HTTP).
+        if !kept.is_empty() && e.get("command").is_some() {
             let mut env = kept.clone();
             if let Some(new) = e.get("env").and_then(Value::as_object) {
                 env.extend(new.clone());

@@ -35,12 +35,16 @@ pub struct ServeOptions {
     /// The address of the HTTP face beside it (`cms serve --http`), as clients are
     /// told in `hello` and `status`.
     pub http: Option<String>,
+    /// When a face beside the host (its HTTP clients) last had a request: that
+    /// counts as activity too.
+    pub activity: Option<Arc<Mutex<Instant>>>,
 }
 
 /// What the host shares between its connections.
 struct Host {
     manager: Arc<Manager>,
     http: Option<String>,
+    activity: Option<Arc<Mutex<Instant>>>,
     endpoint: Endpoint,
     started_at: i64,
     idle_exit: Option<Duration>,
@@ -89,7 +93,11 @@ impl Host {
             self.touch();
             return false;
         }
-        self.last_busy.lock().unwrap().elapsed() >= limit
+        let beside = self
+            .activity
+            .as_ref()
+            .is_some_and(|a| a.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < limit);
+        !beside && self.last_busy.lock().unwrap().elapsed() >= limit
     }
 }
 
@@ -134,6 +142,7 @@ pub async fn serve(
         started_at: now_ms(),
         idle_exit: opts.idle_exit,
         http: opts.http,
+        activity: opts.activity,
         clients: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         last_busy: Mutex::new(Instant::now()),

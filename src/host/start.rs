@@ -87,12 +87,18 @@ async fn same_version(
         return Ok((conn, Started::Found));
     }
     let info = conn.info.clone();
-    let idle = info.live.is_empty() && info.in_flight == 0 && info.clients <= 1;
+    // A host serving HTTP was started by hand for its clients there: never replaced
+    // behind their back by one without.
+    let idle =
+        info.live.is_empty() && info.in_flight == 0 && info.clients <= 1 && info.http.is_none();
     if !idle || !autostart {
-        let live = match info.live.len() {
+        let mut live = match info.live.len() {
             0 => "no live session".to_string(),
             n => format!("{n} live session(s): {}", info.live.join(", ")),
         };
+        if let Some(http) = &info.http {
+            live.push_str(&format!(", serves HTTP on {http}"));
+        }
         return Err(EngineError::Host(format!(
             "the running cms host (pid {}) is version {} and this cms is {ours}; it has {live} \
              and {} client(s). Run `cms host restart` when they are done (its sessions stop, \

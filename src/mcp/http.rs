@@ -33,7 +33,7 @@ pub fn service(
         None => config.disable_allowed_hosts().disable_allowed_origins(),
     };
     StreamableHttpService::new(
-        move || Ok(server.clone()),
+        move || Ok(server.for_new_client()),
         Arc::new(LocalSessionManager::default()),
         config,
     )

@@ -12,6 +12,7 @@
 
 mod gates;
 pub mod http;
+mod logging;
 pub mod server;
 mod session_tools;
 pub mod stdio;

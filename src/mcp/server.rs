@@ -1,7 +1,8 @@
 //! The MCP server (rmcp): the seed's 17 tools over the engine, plus plugin tools.
 //! Tool failures come back as tool results with `isError` and a message that says
-//! what to do; only unroutable requests are JSON-RPC errors.
+//! what to do; only unroutable requests (an unknown method or tool) are JSON-RPC errors.
 
+use super::logging;
 use super::tools::{self};
 use crate::engine::Guard;
 use crate::engine::Sessions;
@@ -26,6 +27,8 @@ pub struct CmsServer {
     /// starts is at least as guarded, and it may not approve. Over stdio, the
     /// session this server runs inside; over HTTP, asked per call ([`Asker`]).
     pub(super) parent: Option<Guard>,
+    /// The log level this client asked for (`logging/setLevel`, 2025-11-25).
+    pub(super) log_level: logging::Wanted,
 }
 
 /// Over HTTP: who asks, found when a call needs it (the face puts it in the
@@ -39,7 +42,7 @@ pub(super) struct Inner {
     pub(super) lua: LuaWorker,
     pub(super) plugin_tools: RwLock<Vec<ToolInfo>>,
     pub(super) builtin: Vec<Tool>,
-    pub(super) peers: Mutex<Vec<Peer<RoleServer>>>,
+    pub(super) peers: Mutex<Vec<(Peer<RoleServer>, logging::Wanted)>>,
     /// Open `subscriptions/listen` streams (2026-07-28 clients) that asked for
     /// `tools/list_changed`.
     pub(super) listeners: Mutex<Vec<(u64, SubscriptionSink)>>,
@@ -80,11 +83,22 @@ impl CmsServer {
                 policy,
             }),
             parent: crate::policy::isolation::inherited(),
+            log_level: Default::default(),
+        }
+    }
+
+    /// The server for one more client (an HTTP session): the same tools and
+    /// sessions, its own log level.
+    pub fn for_new_client(&self) -> CmsServer {
+        CmsServer {
+            log_level: Default::default(),
+            ..self.clone()
         }
     }
 
     /// Plugins changed on disk: load them again and, if the tool list changed, tell
     /// every client (`notifications/tools/list_changed`).
+    #[allow(deprecated)] // MCP logging (see `logging`)
     pub async fn plugins_changed(&self) {
         let (tools, errors) = match self.inner.lua.reload().await {
             Ok(t) => t,
@@ -95,6 +109,8 @@ impl CmsServer {
         };
         for e in &errors {
             tracing::error!("plugin disabled: {e}");
+            self.log(logging::Level::Error, &format!("plugin disabled: {e}"))
+                .await;
         }
         let changed = {
             let mut current = self
@@ -107,6 +123,7 @@ impl CmsServer {
             changed
         };
         if changed {
+            self.log(logging::Level::Info, "plugin tools changed").await;
             self.tell_tools_changed().await;
             tracing::info!("plugin tools changed; clients notified");
         }
@@ -116,14 +133,7 @@ impl CmsServer {
     /// (stdio, 2025-11-25 over HTTP) and those listening (2026-07-28). Clients gone
     /// are forgotten.
     async fn tell_tools_changed(&self) {
-        let peers: Vec<_> = match self.inner.peers.lock() {
-            Ok(mut p) => {
-                p.retain(|peer| !peer.is_transport_closed());
-                p.clone()
-            }
-            Err(_) => Vec::new(),
-        };
-        for peer in peers {
+        for (peer, _) in self.peers() {
             if let Err(e) = peer.notify_tool_list_changed().await {
                 tracing::debug!("could not send tools/list_changed: {e}");
             }
@@ -166,6 +176,36 @@ impl CmsServer {
         let mut caller = self.clone();
         caller.parent = (asker.0)()?;
         Ok(caller)
+    }
+
+    /// Whether `name` is one of this server's tools (a built-in or a plugin's).
+    fn has_tool(&self, name: &str) -> bool {
+        self.inner.builtin.iter().any(|t| t.name == name)
+            || self
+                .inner
+                .plugin_tools
+                .read()
+                .map(|t| t.iter().any(|t| t.name == name))
+                .unwrap_or(false)
+    }
+
+    /// The clients with a session (stdio, 2025-11-25 over HTTP); those gone are forgotten.
+    fn peers(&self) -> Vec<(Peer<RoleServer>, logging::Wanted)> {
+        match self.inner.peers.lock() {
+            Ok(mut p) => {
+                p.retain(|(peer, _)| !peer.is_transport_closed());
+                p.clone()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A log message to every client that asked for its level.
+    #[allow(deprecated)] // MCP logging (see `logging`)
+    async fn log(&self, level: logging::Level, text: &str) {
+        for (peer, wanted) in self.peers() {
+            logging::send(&peer, &wanted, level, text).await;
+        }
     }
 
     fn all_tools(&self) -> Vec<Tool> {
@@ -223,10 +263,12 @@ impl CmsServer {
 }
 
 impl ServerHandler for CmsServer {
+    #[allow(deprecated)] // MCP logging (see `logging`)
     fn get_info(&self) -> ServerConfig {
         let caps = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed()
+            .enable_logging()
             .build();
         let mut info = InitializeResult::new(caps);
         info.server_info = Implementation::new("cms", env!("CARGO_PKG_VERSION"));
@@ -241,9 +283,19 @@ impl ServerHandler for CmsServer {
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         if let Ok(mut peers) = self.inner.peers.lock() {
-            peers.retain(|peer| !peer.is_transport_closed());
-            peers.push(context.peer);
+            peers.retain(|(peer, _)| !peer.is_transport_closed());
+            peers.push((context.peer, self.log_level.clone()));
         }
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        logging::set(&self.log_level, request.level);
+        Ok(())
     }
 
     /// 2026-07-28: a client may listen for `tools/list_changed` (plugin tools come
@@ -288,6 +340,14 @@ impl ServerHandler for CmsServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        // An unknown tool is a protocol error (-32602), as the spec has it, not a
+        // failed call: the client asked for something this server does not have.
+        if !self.has_tool(&request.name) {
+            return Err(McpError::invalid_params(
+                format!("Unknown tool: {} (see tools/list)", request.name),
+                None,
+            ));
+        }
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
         let caller = match self.asked_by(&request.name, &context) {
             Ok(c) => c,

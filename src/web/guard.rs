@@ -237,6 +237,7 @@ pub async fn check(
 ) -> Response {
     let g = &state.guard;
     let ip = peer.ip();
+    *state.activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     if !g.admit(ip) {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,

@@ -33,6 +33,8 @@ pub struct WebState {
     pub home: PathBuf,
     /// Who may come in: the token, the login cookies, the allowed names.
     pub guard: Arc<guard::Guard>,
+    /// When the last request came (the host's idle time counts it).
+    pub activity: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 /// `cms serve [--http ADDR] [--print-token]`: the host, with its HTTP face when asked.
@@ -74,6 +76,7 @@ pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
             port: at.port(),
             home,
             guard,
+            activity: b.activity.clone(),
         };
         let serving = listen::serve(bound, state, server)?;
         Ok(serving)

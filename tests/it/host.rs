@@ -434,7 +434,7 @@ fn the_socket_is_private_and_a_peer_of_another_uid_is_refused() {
 
 /// A fake host of another cms version on the test's socket: it answers `hello` and
 /// `status` with `live`, and exits on `shutdown`, as would a real one.
-fn fake_host(cms: &Cms, live: &[&str]) -> std::thread::JoinHandle<()> {
+fn fake_host(cms: &Cms, live: &[&str], http: Option<&str>) -> std::thread::JoinHandle<()> {
     std::fs::create_dir_all(cms.dir.path().join("cms")).unwrap();
     let socket = cms.socket();
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
@@ -447,7 +447,7 @@ fn fake_host(cms: &Cms, live: &[&str]) -> std::thread::JoinHandle<()> {
         "protocol": 1, "version": "0.0.0-other", "pid": stand_in.id(),
         "home": cms.dir.path().join("cms"), "socket": socket, "started_at": 0,
         "claude_bin": support::sim_bin(), "live": live, "clients": 1, "in_flight": 0,
-        "idle_exit_secs": null
+        "idle_exit_secs": null, "http": http
     });
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -488,7 +488,7 @@ fn a_host_of_another_version_is_replaced_when_idle_and_explained_when_busy() {
     if !cms.host_mode() {
         return;
     }
-    let _fake = fake_host(&cms, &["x"]);
+    let _fake = fake_host(&cms, &["x"], None);
     let out = cms.run(&["spawn", "--name", "a", "--prompt", "hi"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
@@ -505,7 +505,7 @@ fn a_host_of_another_version_is_replaced_when_idle_and_explained_when_busy() {
         .socket()
         .exists()));
 
-    let fake = fake_host(&cms, &[]);
+    let fake = fake_host(&cms, &[], None);
     let out = cms.run(&["spawn", "--name", "a", "--prompt", "hi"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -521,6 +521,26 @@ fn a_host_of_another_version_is_replaced_when_idle_and_explained_when_busy() {
         "{st}: {err}"
     );
     assert_eq!(st["live"], json!(["a"]), "{st}");
+}
+
+/// A host of another version that serves HTTP is never replaced behind its HTTP
+/// clients' back, even with no live session: the error says where it serves.
+#[test]
+fn a_host_of_another_version_serving_http_is_not_replaced() {
+    let cms = Cms::new();
+    if !cms.host_mode() {
+        return;
+    }
+    let _fake = fake_host(&cms, &[], Some("127.0.0.1:7707"));
+    let out = cms.run(&["spawn", "--name", "a", "--prompt", "hi"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no live session, serves HTTP on 127.0.0.1:7707")
+            && err.contains("cms host restart"),
+        "{err}"
+    );
+    cms.ok(&["host", "stop"]);
 }
 
 /// With `CMS_HOST_IDLE=1s` the host exits once its last session stopped and no

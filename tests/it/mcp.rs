@@ -426,9 +426,21 @@ async fn every_builtin_tool_works_through_a_real_client() {
     )
     .await
     .contains("unknown preset 'yolo'"));
-    assert!(fails(&client, "no_such_tool", json!({}))
+    // A tool the server does not have is a JSON-RPC error (-32602), not a failed call.
+    match client
+        .call_tool(CallToolRequestParams::new("no_such_tool").with_arguments(args(json!({}))))
         .await
-        .contains("Unknown tool: no_such_tool"));
+    {
+        Err(rmcp::ServiceError::McpError(e)) => {
+            assert_eq!(e.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+            assert!(
+                e.message.contains("Unknown tool: no_such_tool"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("an unknown tool should be a -32602 error: {other:?}"),
+    }
     let dup =
         json!({ "sessions": [{ "name": "q", "prompt": "1" }, { "name": "q", "prompt": "2" }] });
     assert!(fails(&client, "batch_spawn", dup)

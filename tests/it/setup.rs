@@ -1,6 +1,7 @@
 //! `cms setup` on files (the real Claude Code reading them is in e2e_claude.rs):
 //! other keys kept, idempotent, broken JSON refused, symlinks written through,
-//! `--uninstall` undoing exactly what setup did, nothing personal copied unasked.
+//! `--uninstall` undoing exactly what setup did, nothing personal copied unasked,
+//! `--http` registering the host's MCP over HTTP (the token only in user scope).
 
 use crate::support;
 
@@ -333,4 +334,149 @@ fn cms_mcp_on_a_terminal_points_at_setup() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(all.contains(hint) && all.contains("`cms setup`"), "{all}");
+}
+
+/// `--http` writes the entry `claude mcp add --transport http cms URL --header
+/// "Authorization: Bearer TOKEN"` writes (2.1.197 and 2.1.332 alike): the token of
+/// `cms serve --print-token`, the running host's address, else 127.0.0.1:7707 with a
+/// word on how to start it. Setup run again changes nothing; `--uninstall` takes it out.
+#[test]
+fn setup_http_registers_the_hosts_address_and_token() {
+    let cms = Cms::new();
+    let user_file = cms.dir.path().join(".claude.json");
+    let entry = || -> Value {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&user_file).unwrap()).unwrap();
+        v["mcpServers"]["cms"].clone()
+    };
+    // No host runs: the default address, and how to serve it.
+    let out = cms.run(&["setup", "--global", "--http"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`cms serve --http 127.0.0.1:7707`"), "{err}");
+    let token = cms.ok(&["serve", "--print-token"]).trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    assert_eq!(
+        entry(),
+        serde_json::json!({
+            "type": "http",
+            "url": "http://127.0.0.1:7707/mcp",
+            "headers": { "Authorization": format!("Bearer {token}") }
+        })
+    );
+    // The file holding the token stays private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&user_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(cms
+        .ok(&["setup", "--global", "--http"])
+        .contains("unchanged"));
+
+    // A host serving HTTP on a port it picked: its address is registered.
+    let mut host = cms.spawn_piped(&["serve", "--http", "127.0.0.1:0"]);
+    let mut at = String::new();
+    let up = support::eventually(std::time::Duration::from_secs(20), || {
+        let out = cms.run(&["host", "status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        at = v["http"].as_str().unwrap_or_default().to_string();
+        !at.is_empty()
+    });
+    assert!(up, "the host did not report its HTTP address");
+    let out = cms.run(&["setup", "--global", "--http"]);
+    let _ = cms.run(&["host", "stop"]);
+    let _ = host.wait();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("no running host"), "{err}");
+    assert_eq!(entry()["url"], format!("http://{at}/mcp"));
+    assert_eq!(
+        entry()["headers"]["Authorization"],
+        format!("Bearer {token}")
+    );
+
+    // ADDR as given: HOST:PORT or a URL; every interface is reached on loopback.
+    for (addr, url) in [
+        ("localhost:8080", "http://localhost:8080/mcp"),
+        ("0.0.0.0:7000", "http://127.0.0.1:7000/mcp"),
+        ("[::]:7000", "http://[::1]:7000/mcp"),
+        ("http://box.lan:9000", "http://box.lan:9000/mcp"),
+        (
+            "http://127.0.0.1:9000/cms/mcp",
+            "http://127.0.0.1:9000/cms/mcp",
+        ),
+    ] {
+        let out = cms.run(&["setup", "--global", &format!("--http={addr}")]);
+        assert!(
+            out.status.success(),
+            "{addr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(entry()["url"], url, "{addr}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no host serves MCP at"), "{err}");
+    }
+    for bad in [
+        "nowhere",
+        "127.0.0.1:0",
+        "127.0.0.1:http",
+        "http://",
+        ":7707",
+    ] {
+        let err = cms.fails(&["setup", "--global", &format!("--http={bad}")]);
+        assert!(err.contains("write HOST:PORT"), "{bad}: {err}");
+    }
+    // What a failed run leaves: the entry as it was.
+    assert_eq!(entry()["url"], "http://127.0.0.1:9000/cms/mcp");
+
+    // Back out: the file only setup wrote goes.
+    cms.ok(&["setup", "--uninstall"]);
+    assert!(!user_file.exists());
+}
+
+/// `./.mcp.json` is committed by teams, so `--local --http` never writes the token
+/// there: the header names `${CMS_HTTP_TOKEN}`, which Claude Code fills in from its
+/// environment (and reports as missing when unset), and setup says how to set it.
+#[test]
+fn setup_http_keeps_the_token_out_of_the_project_file() {
+    let cms = Cms::new();
+    let project_file = cms.work().join(".mcp.json");
+    let out = cms.run(&["setup", "--local", "--http", "127.0.0.1:7707"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("export CMS_HTTP_TOKEN=$(cms serve --print-token)")
+            && err.contains("cms setup --global --http"),
+        "{err}"
+    );
+    let token = cms.ok(&["serve", "--print-token"]).trim().to_string();
+    let text = std::fs::read_to_string(&project_file).unwrap();
+    assert!(!text.contains(&token), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["mcpServers"]["cms"],
+        serde_json::json!({
+            "type": "http",
+            "url": "http://127.0.0.1:7707/mcp",
+            "headers": { "Authorization": "Bearer ${CMS_HTTP_TOKEN}" }
+        })
+    );
+    // A stdio entry with a variable added by hand becomes an HTTP one: an HTTP
+    // server has no environment, so none is carried over.
+    let user_file = cms.dir.path().join(".claude.json");
+    cms.ok(&["setup", "--global"]);
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&user_file).unwrap()).unwrap();
+    v["mcpServers"]["cms"]["env"] = serde_json::json!({ "RUST_LOG": "debug" });
+    std::fs::write(&user_file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let out = cms.ok(&["setup", "--global", "--http", "127.0.0.1:7707"]);
+    assert!(out.contains("updated"), "{out}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&user_file).unwrap()).unwrap();
+    let entry = &v["mcpServers"]["cms"];
+    assert!(
+        entry.get("env").is_none() && entry.get("command").is_none(),
+        "{entry}"
+    );
+    assert_eq!(entry["headers"]["Authorization"], format!("Bearer {token}"));
+
+    let out = cms.ok(&["setup", "--uninstall"]);
+    assert_eq!(out.matches("removed").count(), 2, "{out}");
+    assert!(!project_file.exists());
 }

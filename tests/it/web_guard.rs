@@ -308,3 +308,43 @@ curl -s -X POST http://{addr}/api/approvals/1 -H "$A" -H "$H1" -d '{{"verdict":"
         "from outside it may"
     );
 }
+
+/// With --http and --idle-exit, requests over HTTP keep the host up; with none it
+/// exits after its idle time.
+#[test]
+fn http_requests_count_as_activity_for_the_idle_exit() {
+    let cms = Cms::new();
+    let mut child = cms
+        .cmd(&["serve", "--http", "127.0.0.1:0", "--idle-exit", "2s"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    assert!(crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        || {
+            let out = cms.cmd(&["host", "status", "--json"]).output().unwrap();
+            addr = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v["http"].as_str().map(str::to_string));
+            addr.is_some()
+        }
+    ));
+    let url = format!("http://{}/login", addr.unwrap());
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(4) {
+        assert_eq!(request("GET", &url, &[], None).status, 200, "still up");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kept up by its HTTP clients"
+    );
+    assert!(
+        crate::support::eventually(std::time::Duration::from_secs(10), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "exits once idle"
+    );
+}

@@ -23,10 +23,16 @@ impl Drop for HttpHost {
 impl Cms {
     /// Start `cms serve --http 127.0.0.1:0 EXTRA...` and wait until it answers.
     pub fn serve_http(&self, extra: &[&str]) -> HttpHost {
+        self.serve_http_with(extra, &[])
+    }
+
+    /// [`Cms::serve_http`] with more environment for the host.
+    pub fn serve_http_with(&self, extra: &[&str], env: &[(&str, &str)]) -> HttpHost {
         let mut args = vec!["serve", "--http", "127.0.0.1:0", "--idle-exit", "120s"];
         args.extend_from_slice(extra);
         let child = self
             .cmd(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -162,4 +168,54 @@ pub fn call_tool(host: &HttpHost, id: &str, name: &str, args: Value) -> Result<V
             .to_string());
     }
     Ok(result["structuredContent"].clone())
+}
+
+/// Lines of an open HTTP response (an SSE stream), read on a thread: `next` waits
+/// for a line that contains `wanted`.
+pub struct Stream {
+    lines: std::sync::mpsc::Receiver<String>,
+    pub status: u16,
+}
+
+impl Stream {
+    /// `method url` with `headers` and `body`, its answer read as it comes.
+    pub fn open(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Stream {
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body.unwrap_or("").to_string()).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let res = agent
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = res.status().as_u16();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let reader = std::io::BufReader::new(res.into_body().into_reader());
+            for line in reader.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Stream { lines, status }
+    }
+
+    /// The first line (from now) that contains `wanted`, within `within`.
+    pub fn next(&self, wanted: &str, within: Duration) -> Option<String> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let left = until.checked_duration_since(std::time::Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(wanted) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
