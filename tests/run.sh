@@ -83,5 +83,5 @@ CMS_TEST_NO_HOST=1 CMS_E2E_CLAUDE="${versions[0]}" cargo test --test it -- cli::
 
 for exe in "${versions[@]:1}"; do
   echo "==> end-to-end again on the oldest supported Claude Code: $("$exe" --version)"
-  CMS_E2E_CLAUDE="$exe" cargo test --test it -- e2e_claude:: e2e_safety:: e2e_host::
+  CMS_E2E_CLAUDE="$exe" cargo test --test it -- e2e_claude:: e2e_safety:: e2e_host:: e2e_http::
 done

@@ -425,8 +425,10 @@ pub struct SetupArgs {
     #[arg(long)]
     pub uninstall: bool,
     /// Register the host's MCP over HTTP (`cms serve --http`) instead of `cms mcp`
-    /// on stdio: its address and the bearer token go into the entry [default: off; the
-    /// running host's address, else 127.0.0.1:7707, when given without one].
+    /// on stdio: its address, and the bearer token into ~/.claude.json (--global);
+    /// ./.mcp.json (--local) gets `Bearer ${CMS_HTTP_TOKEN}`, which Claude Code fills
+    /// in from its environment [default: off; the running host's address, else
+    /// 127.0.0.1:7707, when given without one].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
     pub http: Option<String>,
 }

@@ -186,6 +186,16 @@ pub struct Interaction {
     pub claude_session_id: Option<String>,
 }
 
+/// What the turns of one day cost (see [`Store::cost_by_day`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayCost {
+    /// The local date, `YYYY-MM-DD`.
+    pub day: String,
+    pub cost_usd: f64,
+    /// Messages answered (turns recorded).
+    pub messages: u64,
+}
+
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -541,6 +551,53 @@ impl Store {
             "SELECT COALESCE(SUM(cost_usd), 0) FROM interactions WHERE at >= ?1",
             [at_ms],
             |r| r.get(0),
+        )
+        .map_err(|e| self.err(e))
+    }
+
+    /// The cost of the turns of each of the last `days` days (local time, today
+    /// first), days without a turn included; across sessions (those deleted are no
+    /// longer counted).
+    pub fn cost_by_day(&self, days: u32) -> Result<Vec<DayCost>> {
+        let days = days.clamp(1, 3660);
+        // A day more than asked, so a turn just before the first day's local midnight
+        // (whatever the offset) is among the rows; the join keeps the asked days only.
+        let since = crate::engine::capacity::local_midnight_ms() - i64::from(days) * 86_400_000;
+        let conn = self.conn.lock().unwrap();
+        let mut stmt = conn
+            .prepare_cached(
+                "WITH RECURSIVE d(n, day) AS ( \
+                   SELECT 0, date('now', 'localtime') \
+                   UNION ALL SELECT n + 1, date('now', 'localtime', printf('-%d days', n + 1)) \
+                   FROM d WHERE n + 1 < ?1), \
+                 t(day, cost, turns) AS ( \
+                   SELECT date(at / 1000, 'unixepoch', 'localtime'), SUM(cost_usd), COUNT(*) \
+                   FROM interactions WHERE at >= ?2 GROUP BY 1) \
+                 SELECT d.day, COALESCE(t.cost, 0), COALESCE(t.turns, 0) \
+                 FROM d LEFT JOIN t ON t.day = d.day ORDER BY d.n",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![days, since], |r| {
+                Ok(DayCost {
+                    day: r.get(0)?,
+                    cost_usd: r.get(1)?,
+                    messages: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The cost and number of every turn recorded, across sessions (those deleted
+    /// are no longer counted).
+    pub fn cost_total(&self) -> Result<(f64, u64)> {
+        let conn = self.conn.lock().unwrap();
+        conn.query_row(
+            "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) FROM interactions",
+            [],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
         )
         .map_err(|e| self.err(e))
     }
@@ -999,6 +1056,54 @@ mod tests {
         assert!(store.delete("s").unwrap());
         assert!(store.history("s").unwrap().is_empty());
         assert!(matches!(store.require("s"), Err(EngineError::NotFound(_))));
+    }
+
+    #[test]
+    fn costs_are_summed_per_local_day_with_empty_days_and_a_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .insert_session(&SessionRecord::new(
+                "s",
+                SessionOptions::default(),
+                "/tmp".into(),
+            ))
+            .unwrap();
+        let midnight = crate::engine::capacity::local_midnight_ms();
+        let day = 86_400_000;
+        // (when, cost): two today, one yesterday, one three days ago, one long ago.
+        let turns = [
+            (midnight + 1_000, 0.25),
+            (now_ms(), 0.5),
+            (midnight - 1_000, 0.125),
+            (midnight - 3 * day + day / 2, 2.0),
+            (midnight - 40 * day, 8.0),
+        ];
+        for (at, cost) in turns {
+            store
+                .conn
+                .lock()
+                .unwrap()
+                .execute(
+                    "INSERT INTO interactions (session, at, kind, message, cost_usd) \
+                     VALUES ('s', ?1, 'send', 'hi', ?2)",
+                    params![at, cost],
+                )
+                .unwrap();
+        }
+        let days = store.cost_by_day(7).unwrap();
+        assert_eq!(days.len(), 7, "{days:?}");
+        let costs: Vec<f64> = days.iter().map(|d| d.cost_usd).collect();
+        assert_eq!(costs, [0.75, 0.125, 0.0, 2.0, 0.0, 0.0, 0.0], "{days:?}");
+        assert_eq!(days[0].messages, 2);
+        assert_eq!(days[2].messages, 0);
+        // One row a day, each the day before the one above it.
+        for w in days.windows(2) {
+            assert!(w[0].day > w[1].day, "{days:?}");
+            assert_eq!(w[0].day.len(), 10);
+        }
+        assert_eq!(store.cost_total().unwrap(), (10.875, 5));
+        assert_eq!(store.cost_by_day(0).unwrap().len(), 1, "at least today");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod gates;
 pub mod http;
 mod logging;
+mod resources;
 pub mod server;
 mod session_tools;
 pub mod stdio;

@@ -269,6 +269,7 @@ impl ServerHandler for CmsServer {
             .enable_tools()
             .enable_tool_list_changed()
             .enable_logging()
+            .enable_resources()
             .build();
         let mut info = InitializeResult::new(caps);
         info.server_info = Implementation::new("cms", env!("CARGO_PKG_VERSION"));
@@ -325,6 +326,30 @@ impl ServerHandler for CmsServer {
             l.retain(|(m, _)| *m != n);
         }
         Ok(())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, McpError> {
+        self.session_resources()
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        Ok(self.session_resource_templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        self.read_session_resource(&request.uri).map(Into::into)
     }
 
     async fn list_tools(

@@ -79,7 +79,7 @@ pub fn router(state: WebState, mcp: CmsServer, authorities: Option<&[String]>) -
     Router::new()
         .nest_service("/mcp", crate::mcp::http::service(mcp, authorities))
         .merge(login::routes())
-        .merge(dashboard::routes())
+        .merge(dashboard::routes(&state))
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::mcp::http::MAX_REQUEST_BYTES,
         ))

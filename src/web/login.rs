@@ -4,7 +4,7 @@
 use super::guard::{self, COOKIE, LOGIN_LASTS};
 use super::WebState;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -18,11 +18,19 @@ pub fn routes() -> Router<WebState> {
         .route("/logout", post(logout))
 }
 
-fn page_saying(message: &str) -> Html<String> {
-    Html(PAGE.replace("{{message}}", message))
+/// The login page, saying `message`; no other site may frame it.
+fn page_saying(message: &str) -> Response {
+    let mut r = Html(PAGE.replace("{{message}}", message)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r
 }
 
-async fn page() -> Html<String> {
+async fn page() -> Response {
     page_saying("")
 }
 

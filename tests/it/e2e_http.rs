@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::real::real_env;
+use support::real::{real_env, RealEnv};
 use support::spawn_req;
 
 /// The first Claude Code that probes `server/discover` before `initialize`.
@@ -119,19 +119,7 @@ async fn claude_code_drives_the_host_over_http() {
     let host = Host::start(root.join("inner-cms"), root.join("host.log"));
 
     // Registered as a user would: HOME is the real CLI's, CMS_HOME the host's.
-    let out = Command::new(support::cms_bin())
-        .args(["setup", "--global", "--http"])
-        .current_dir(&env.work)
-        .env("HOME", &env.home)
-        .env("CMS_HOME", &host.home)
-        .env("CMS_CLAUDE_BIN", support::sim_bin())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    setup_http(&env, &host, "--global");
     let url = format!("http://{}/mcp", host.at);
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(env.home.join(".claude.json")).unwrap())
@@ -237,19 +225,7 @@ async fn the_project_scope_takes_the_token_from_the_environment() {
     let claude = support::real_claude().unwrap();
     let root = env.dir.path().to_path_buf();
     let host = Host::start(root.join("inner-cms"), root.join("host.log"));
-    let out = Command::new(support::cms_bin())
-        .args(["setup", "--local", "--http"])
-        .current_dir(&env.work)
-        .env("HOME", &env.home)
-        .env("CMS_HOME", &host.home)
-        .env("CMS_CLAUDE_BIN", support::sim_bin())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    setup_http(&env, &host, "--local");
     let token = std::fs::read_to_string(host.home.join("http-token")).unwrap();
     let text = std::fs::read_to_string(env.work.join(".mcp.json")).unwrap();
     assert!(!text.contains(token.trim()), "{text}");
@@ -286,5 +262,22 @@ async fn the_project_scope_takes_the_token_from_the_environment() {
         without.contains("Missing environment variables: CMS_HTTP_TOKEN")
             && !without.contains("Connected"),
         "without CMS_HTTP_TOKEN:\n{without}"
+    );
+}
+
+/// `cms setup SCOPE --http` as the user of `env` would run it, for `host`.
+fn setup_http(env: &RealEnv, host: &Host, scope: &str) {
+    let out = Command::new(support::cms_bin())
+        .args(["setup", scope, "--http"])
+        .current_dir(&env.work)
+        .env("HOME", &env.home)
+        .env("CMS_HOME", &host.home)
+        .env("CMS_CLAUDE_BIN", support::sim_bin())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

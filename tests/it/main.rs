@@ -34,5 +34,6 @@ mod safety_net;
 mod setup;
 mod sim_engine;
 mod top;
+mod web_api;
 mod web_browser;
 mod web_guard;
