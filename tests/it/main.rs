@@ -35,4 +35,5 @@ mod setup;
 mod sim_engine;
 mod top;
 mod web_api;
+mod web_browser;
 mod web_guard;

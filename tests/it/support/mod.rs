@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod browser;
 pub mod fake_api;
 pub mod http;
 pub mod real;
