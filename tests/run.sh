@@ -61,6 +61,10 @@ apt_install bwrap bubblewrap "the OS sandbox of guarded sessions"
 apt_install tmux tmux "the bash completion test drives a real shell"
 # The ssh runner's tests (tests/it/runners.rs) start two OpenSSH servers on 127.0.0.1.
 apt_install /usr/sbin/sshd openssh-server "the ssh runner's tests run sessions over real sshd"
+# The dashboard's tests (tests/it/web_browser.rs) drive the page in headless Chromium
+# through chromedriver; with CMS_E2E_REQUIRED=1 they fail without them.
+apt_install chromium chromium "the dashboard's tests run in headless Chromium"
+apt_install chromedriver chromium-driver "the dashboard's tests drive Chromium through chromedriver"
 
 # --all-targets runs each benchmark binary (benches/*.rs, harness = false) without
 # `--bench`: its smoke run, small counts in a debug build, figures informational.

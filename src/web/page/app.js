@@ -538,7 +538,7 @@ function approvalItem(a) {
   const allow = el('button', 'allow', 'Allow');
   allow.type = 'button';
   const reason = el('input', 'reason');
-  reason.placeholder = 'Reason for a denial (optional)';
+  reason.placeholder = 'Why deny? (optional)';
   reason.setAttribute('aria-label', 'Reason for a denial');
   const deny = el('button', 'deny', 'Deny');
   deny.type = 'button';
@@ -592,7 +592,7 @@ async function refreshCosts() {
   setText($('#cost-total'), money(c.total_usd));
   setText($('#top-today'), money(today));
   setText($('#top-total'), money(c.total_usd));
-  setText($('#cost-note'), `${c.messages} message${c.messages === 1 ? '' : 's'}`);
+  setText($('#cost-note'), `${c.messages} answered message${c.messages === 1 ? '' : 's'}`);
   const max = Math.max(...c.days.map((d) => d.cost_usd), 0);
   const rows = c.days.map((d, i) => {
     const row = el('div', 'day' + (i === 0 ? ' today' : ''));
