@@ -141,7 +141,8 @@ pub fn run(cfg: EngineConfig, cmd: HostCommand, json: bool) -> i32 {
                 return out::fail(
                     json,
                     format!(
-                        "the cms host is stopped; it served HTTP on {http}: start it again with                          `cms serve --http {http}` (it runs in the foreground)"
+                        "the cms host is stopped; it served HTTP on {http}: start it again with \
+                         `cms serve --http {http}` (it runs in the foreground)"
                     ),
                 );
             }

@@ -851,6 +851,15 @@ fn backup(file: &Path, target: &Path) -> Result<(), String> {
     })
 }
 
+/// Take group and other permissions off `file` (it holds a secret).
+fn close_to_others(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file) {
+        let mode = meta.permissions().mode() & 0o7777 & !0o077;
+        let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode));
+    }
+}
+
 /// Back the file up (when it exists), then replace it atomically, keeping its
 /// permissions; a new file is 0600. A symlink is written through: its target
 /// gets the new text and the link stays. The text is never readable by others
@@ -867,8 +876,17 @@ fn write_file(file: &Path, exists: bool, text: &str) -> Result<(), String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
+    // A bearer token written out (not a `${VAR}` to expand) keeps the file and its
+    // backup closed to others, whatever mode the file had.
+    let secret = text
+        .match_indices("Bearer ")
+        .any(|(i, m)| !text[i + m.len()..].starts_with('$'));
     if exists {
         backup(file, &target)?;
+        if secret {
+            let bak = file.with_file_name(format!("{}.cms.bak", name(file)));
+            close_to_others(&bak);
+        }
     }
     let tmp = target.with_file_name(format!(".{}.cms-{}.tmp", name(&target), std::process::id()));
     let _ = std::fs::remove_file(&tmp);
@@ -887,7 +905,10 @@ fn write_file(file: &Path, exists: bool, text: &str) -> Result<(), String> {
     }
     if exists {
         if let Ok(meta) = std::fs::metadata(&target) {
-            let mode = meta.permissions().mode() & 0o7777;
+            let mut mode = meta.permissions().mode() & 0o7777;
+            if secret {
+                mode &= !0o077;
+            }
             let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode));
         }
     }

@@ -80,20 +80,21 @@ pub fn check(m: &Manager, op: &Op, parent: &(String, Guard)) -> Result<(), Engin
     }
 }
 
-/// The guarded session whose process tree holds the local TCP client at `client`
-/// of the host's HTTP face listening on port `server_port`: the kernel's socket
-/// table (`/proc/net/tcp`, `tcp6`) names the client socket's inode, and the process
-/// holding it is looked for among the live sessions' descendants only, then its
-/// parents walked as for a socket client. A client on another machine is in no
-/// session. Err: with sessions live, the client could not be found (fail closed).
+/// The guarded session whose process tree holds the TCP client at `client` of the
+/// host's HTTP face listening on port `server_port`, asked only while sessions are
+/// live. The kernel's socket tables (`/proc/net/tcp`, `tcp6`) name the client
+/// socket's inode when the client is on this machine; every process holding it is
+/// found (`/proc/*/fd`) and its parents walked as for a socket client.
+///
+/// It fails closed (Err) when the client is on this machine but cannot be placed:
+/// no process holds the socket (it was parked in flight over a Unix socket), or a
+/// process of a live session hides its open files (not dumpable, another uid). A
+/// client whose address no socket here has is on another machine: in no session.
 pub fn guarded_tcp_client(
     m: &Manager,
     client: std::net::SocketAddr,
     server_port: u16,
 ) -> Result<Option<(String, Guard)>, String> {
-    if !client.ip().is_loopback() {
-        return Ok(None);
-    }
     let roots: Vec<u32> = m
         .live_names()
         .into_iter()
@@ -102,65 +103,102 @@ pub fn guarded_tcp_client(
     if roots.is_empty() {
         return Ok(None);
     }
+    // `::ffff:127.0.0.1` (a dual-stack listener) is 127.0.0.1.
+    let client = std::net::SocketAddr::new(client.ip().to_canonical(), client.port());
     let cannot = |why: &str| format!("cms cannot tell which process on this machine asks ({why})");
-    let inode = tcp_inode(client, server_port)
-        .ok_or_else(|| cannot("its socket is not in /proc/net/tcp"))?;
-    let wanted = format!("socket:[{inode}]");
-    for pid in descendants(&roots) {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str())
-        });
-        if holds {
-            return Ok(guarded_ancestor(m, pid));
+    let Some(inode) = tcp_inode(client, server_port) else {
+        if client.ip().is_loopback() {
+            return Err(cannot("its socket is not in /proc/net/tcp"));
         }
+        return Ok(None);
+    };
+    let wanted = format!("socket:[{inode}]");
+    let inside: std::collections::HashSet<u32> = descendants(&roots).into_iter().collect();
+    let mut holders = Vec::new();
+    let mut hidden = false;
+    for pid in all_pids() {
+        match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => {
+                let holds = fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str())
+                });
+                if holds {
+                    holders.push(pid);
+                }
+            }
+            // Gone since listed: not a holder. Unreadable inside a session: hidden.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound && inside.contains(&pid) => {
+                hidden = true
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some(found) = holders.iter().find_map(|pid| guarded_ancestor(m, *pid)) {
+        return Ok(Some(found));
+    }
+    if hidden {
+        return Err(cannot("a process of a live session hides its open files"));
+    }
+    if holders.is_empty() {
+        return Err(cannot("no process holds its socket"));
     }
     Ok(None)
 }
 
-/// The inode of the TCP socket whose local end is `client` and remote port `server_port`.
+/// The inode of the TCP socket whose local end is `client` and remote port
+/// `server_port` (an IPv4 address is looked for as itself and as IPv4-mapped IPv6).
 fn tcp_inode(client: std::net::SocketAddr, server_port: u16) -> Option<u64> {
-    let (table, local) = match client {
-        std::net::SocketAddr::V4(a) => (
-            "/proc/net/tcp",
-            format!(
-                "{:08X}:{:04X}",
-                u32::from_ne_bytes(a.ip().octets()),
-                a.port()
+    let v6_words = |o: [u8; 16]| -> String {
+        o.chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect()
+    };
+    let port = client.port();
+    let forms: Vec<(&str, String)> = match client.ip() {
+        std::net::IpAddr::V4(ip) => vec![
+            (
+                "/proc/net/tcp",
+                format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets())),
             ),
-        ),
-        std::net::SocketAddr::V6(a) => {
-            let o = a.ip().octets();
-            let words: String = o
-                .chunks(4)
-                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
-                .collect();
-            ("/proc/net/tcp6", format!("{words}:{:04X}", a.port()))
-        }
+            (
+                "/proc/net/tcp6",
+                format!("{}:{port:04X}", v6_words(ip.to_ipv6_mapped().octets())),
+            ),
+        ],
+        std::net::IpAddr::V6(ip) => vec![(
+            "/proc/net/tcp6",
+            format!("{}:{port:04X}", v6_words(ip.octets())),
+        )],
     };
     let remote_port = format!(":{server_port:04X}");
-    let text = std::fs::read_to_string(table).ok()?;
-    text.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 9 && f[1] == local && f[2].ends_with(&remote_port))
-            .then(|| f[9].parse().ok())
-            .flatten()
+    forms.iter().find_map(|(table, local)| {
+        let text = std::fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 9 && f[1] == local && f[2].ends_with(&remote_port))
+                .then(|| f[9].parse::<u64>().ok().filter(|i| *i != 0))
+                .flatten()
+        })
     })
+}
+
+/// Every process's pid.
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `roots` and every process under them (read from each process's `stat`).
 fn descendants(roots: &[u32]) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some(parent) = parent_of(pid) {
-                children.entry(parent).or_default().push(pid);
-            }
+    for pid in all_pids() {
+        if let Some(parent) = parent_of(pid) {
+            children.entry(parent).or_default().push(pid);
         }
     }
     let mut out: Vec<u32> = roots.to_vec();

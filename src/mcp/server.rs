@@ -155,7 +155,11 @@ impl CmsServer {
     /// This server as the caller of `tool` sees it: over HTTP, a caller inside a
     /// guarded session is held to that session's guard (tools that only read skip
     /// the look-up).
-    fn asked_by(&self, tool: &str, ctx: &RequestContext<RoleServer>) -> Result<CmsServer, String> {
+    async fn asked_by(
+        &self,
+        tool: &str,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<CmsServer, String> {
         const READ_ONLY: &[&str] = &[
             "list_sessions",
             "get_session_status",
@@ -167,14 +171,30 @@ impl CmsServer {
             .extensions
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Asker>());
-        let Some(asker) = asker else {
+        let Some(asker) = asker.cloned() else {
             return Ok(self.clone());
         };
         if READ_ONLY.contains(&tool) || self.parent.is_some() {
             return Ok(self.clone());
         }
+        // It reads /proc: off the async workers.
+        let found = tokio::task::spawn_blocking(move || (asker.0)())
+            .await
+            .map_err(|e| e.to_string())??;
+        if let Some(guard) = &found {
+            let builtin = self.inner.builtin.iter().any(|t| t.name == tool);
+            if !builtin {
+                // A plugin's tool runs in the host with the host's own powers: it
+                // cannot be held to a caller's guard, so such a caller may not call it.
+                return Err(format!(
+                    "cms refused: plugin tool '{tool}' runs with the host's powers, and this \
+                     client runs inside a guarded session (preset {})",
+                    guard.preset.as_deref().unwrap_or("read-only")
+                ));
+            }
+        }
         let mut caller = self.clone();
-        caller.parent = (asker.0)()?;
+        caller.parent = found;
         Ok(caller)
     }
 
@@ -374,10 +394,14 @@ impl ServerHandler for CmsServer {
             ));
         }
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        let caller = match self.asked_by(&request.name, &context) {
+        let caller = match self.asked_by(&request.name, &context).await {
             Ok(c) => c,
             Err(e) => {
-                let text = format!("Error: {e}; cms refuses calls that could widen a guard when it cannot tell who asks");
+                let text = if e.starts_with("cms refused") {
+                    format!("Error: {e}")
+                } else {
+                    format!("Error: {e}; cms refuses calls that could widen a guard when it cannot tell who asks")
+                };
                 return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
             }
         };

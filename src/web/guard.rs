@@ -31,11 +31,15 @@ pub const FAILURES_PER_MINUTE: u32 = 20;
 /// The login cookie's name.
 pub const COOKIE: &str = "cms_login";
 /// How long a login lasts.
-pub const LOGIN_LASTS: Duration = Duration::from_secs(30 * 24 * 3600);
+/// (A browser sends the cookie to every port of this host, so it is kept short.)
+pub const LOGIN_LASTS: Duration = Duration::from_secs(12 * 3600);
 
 /// The face's gate: its token, the names it answers to, its limits and logins.
 pub struct Guard {
-    token: String,
+    /// The token in force, and the token file's modification time when it was read:
+    /// a token replaced in the file (after a leak) replaces it here at once.
+    token: Mutex<(Option<std::time::SystemTime>, String)>,
+    home: std::path::PathBuf,
     /// `host:port` names a request's `Host` may carry (None: any, with
     /// `--allow-remote` on an address of every interface).
     authorities: Option<Vec<String>>,
@@ -51,9 +55,16 @@ struct Bucket {
 }
 
 impl Guard {
-    pub fn new(token: String, authorities: Option<Vec<String>>, rate: u32) -> Guard {
+    pub fn new(
+        home: &std::path::Path,
+        token: String,
+        authorities: Option<Vec<String>>,
+        rate: u32,
+    ) -> Guard {
+        let at = modified(home);
         Guard {
-            token,
+            token: Mutex::new((at, token)),
+            home: home.to_path_buf(),
             authorities,
             rate,
             buckets: Mutex::default(),
@@ -91,7 +102,7 @@ impl Guard {
     }
 
     /// Whether `ip` sent too many wrong tokens this minute.
-    fn locked_out(&self, ip: IpAddr) -> bool {
+    pub fn locked_out(&self, ip: IpAddr) -> bool {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         matches!(failures.get(&ip), Some((since, n))
             if since.elapsed() < Duration::from_secs(60) && *n >= FAILURES_PER_MINUTE)
@@ -109,7 +120,16 @@ impl Guard {
 
     /// Whether `given` is the token (in time that does not depend on where they differ).
     pub fn is_token(&self, given: &str) -> bool {
-        let (a, b) = (given.as_bytes(), self.token.as_bytes());
+        let mut current = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        let at = modified(&self.home);
+        if at.is_some() && at != current.0 {
+            match crate::host::token::read(&self.home) {
+                Ok(Some(t)) => *current = (at, t),
+                Ok(None) => {}
+                Err(e) => tracing::error!("the HTTP token file: {e}; the token read before stays"),
+            }
+        }
+        let (a, b) = (given.as_bytes(), current.1.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
@@ -144,12 +164,21 @@ impl Guard {
     /// The login cookie of `headers`, when it is a live login.
     pub fn login_of(&self, headers: &HeaderMap) -> Option<String> {
         let id = cookie(headers, COOKIE)?;
-        let logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
-        logins
-            .get(&id)
-            .filter(|until| **until > Instant::now())
-            .map(|_| id)
+        self.is_login(&id).then_some(id)
     }
+
+    /// Whether `id` is a live login (not logged out, not expired).
+    pub fn is_login(&self, id: &str) -> bool {
+        let logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        logins.get(id).is_some_and(|until| *until > Instant::now())
+    }
+}
+
+/// When the token file of `home` was last changed (None: there is none).
+fn modified(home: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(crate::host::token::path(home))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// The value of cookie `name` in `headers`.
@@ -189,6 +218,17 @@ fn turn_away(status: StatusCode, message: impl Into<String>) -> Response {
     r
 }
 
+/// The answer to a wrong token from an address that sent too many this minute.
+pub fn locked_out(ip: IpAddr) -> Response {
+    turn_away(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "more than {FAILURES_PER_MINUTE} wrong tokens from {ip} this minute: wait, then use the \
+             token of `cms serve --print-token`"
+        ),
+    )
+}
+
 /// Pages and forms anyone may load: the login page and what it needs.
 fn open_to_all(path: &str) -> bool {
     matches!(path, "/login" | "/favicon.ico")
@@ -202,6 +242,8 @@ async fn from_where(
     mut req: Request,
     next: Next,
 ) -> Response {
+    // A request with the token (or a login) is the host's activity.
+    *state.activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     let (manager, port) = (state.manager.clone(), state.port);
     let ask = move || -> Result<Option<crate::engine::Guard>, String> {
         crate::host::peer::guarded_tcp_client(&manager, peer, port).map(|g| g.map(|(_, g)| g))
@@ -247,7 +289,6 @@ pub async fn check(
 ) -> Response {
     let g = &state.guard;
     let ip = peer.ip();
-    *state.activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     if !g.admit(ip) {
         return turn_away(
             StatusCode::TOO_MANY_REQUESTS,
@@ -285,22 +326,16 @@ pub async fn check(
         }
     }
     let path = req.uri().path();
-    if g.locked_out(ip) {
-        return turn_away(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "more than {FAILURES_PER_MINUTE} wrong tokens from {ip} this minute: wait, then use the \
-                 token of `cms serve --print-token`"
-            ),
-        );
-    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.strip_prefix("Bearer ").map(str::trim).unwrap_or(""));
     let mcp = path == "/mcp" || path.starts_with("/mcp/");
+    // The right token always passes (an address that guessed wrong cannot lock the
+    // user out); wrong guesses are limited per address.
     match bearer {
         Some(t) if g.is_token(t) => return from_where(&state, peer, mcp, req, next).await,
+        Some(_) if g.locked_out(ip) => return locked_out(ip),
         Some(_) => {
             g.failed(ip);
             return turn_away(

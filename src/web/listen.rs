@@ -63,15 +63,29 @@ fn authorities(addr: SocketAddr) -> Option<Vec<String>> {
     let port = addr.port();
     match addr.ip() {
         ip if ip.is_unspecified() => None,
-        IpAddr::V4(ip) if ip.is_loopback() => {
-            Some(vec![format!("{ip}:{port}"), format!("localhost:{port}")])
-        }
-        IpAddr::V6(ip) if ip.is_loopback() => {
-            Some(vec![format!("[{ip}]:{port}"), format!("localhost:{port}")])
-        }
-        ip @ IpAddr::V4(_) => Some(vec![format!("{ip}:{port}")]),
-        ip @ IpAddr::V6(_) => Some(vec![format!("[{ip}]:{port}")]),
+        IpAddr::V4(ip) if ip.is_loopback() => Some(with_default_port(
+            vec![format!("{ip}:{port}"), format!("localhost:{port}")],
+            port,
+        )),
+        IpAddr::V6(ip) if ip.is_loopback() => Some(with_default_port(
+            vec![format!("[{ip}]:{port}"), format!("localhost:{port}")],
+            port,
+        )),
+        ip @ IpAddr::V4(_) => Some(with_default_port(vec![format!("{ip}:{port}")], port)),
+        ip @ IpAddr::V6(_) => Some(with_default_port(vec![format!("[{ip}]:{port}")], port)),
     }
+}
+
+/// On port 80 a browser's `Host` has no port: the names without it too.
+fn with_default_port(mut names: Vec<String>, port: u16) -> Vec<String> {
+    if port == 80 {
+        let bare: Vec<String> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(":80").map(str::to_string))
+            .collect();
+        names.extend(bare);
+    }
+    names
 }
 
 /// Every route behind the guard.
@@ -80,6 +94,12 @@ pub fn router(state: WebState, mcp: CmsServer, authorities: Option<&[String]>) -
         .nest_service("/mcp", crate::mcp::http::service(mcp, authorities))
         .merge(login::routes())
         .merge(dashboard::routes(&state))
+        .method_not_allowed_fallback(|req: axum::extract::Request| async move {
+            guard::refuse(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} does not take {}", req.uri().path(), req.method()),
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::mcp::http::MAX_REQUEST_BYTES,
         ))

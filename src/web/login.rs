@@ -1,5 +1,5 @@
 //! The login page: it takes the token once and answers with a cookie (HttpOnly,
-//! SameSite=Strict) that lets this browser in for 30 days or until it logs out.
+//! SameSite=Strict) that lets this browser in for 12 hours or until it logs out.
 
 use super::guard::{self, COOKIE, LOGIN_LASTS};
 use super::WebState;
@@ -45,6 +45,9 @@ async fn login(
     Form(form): Form<Login>,
 ) -> Response {
     if !state.guard.is_token(form.token.trim()) {
+        if state.guard.locked_out(peer.ip()) {
+            return super::guard::locked_out(peer.ip());
+        }
         state.guard.failed(peer.ip());
         let page = page_saying(
             "<p class=\"error\">That is not the token. <code>cms serve --print-token</code> prints it.</p>",

@@ -69,7 +69,12 @@ pub fn serve(cfg: EngineConfig, a: &ServeArgs) -> i32 {
         let _inside = b.handle.enter();
         let sessions: Arc<dyn Sessions> = b.manager.clone();
         let server = crate::mcp::build(b.handle.clone(), sessions.clone(), b.attached)?;
-        let guard = Arc::new(guard::Guard::new(token, bound.authorities.clone(), rate));
+        let guard = Arc::new(guard::Guard::new(
+            &home,
+            token,
+            bound.authorities.clone(),
+            rate,
+        ));
         let state = WebState {
             sessions,
             manager: b.manager.clone(),

@@ -91,6 +91,16 @@ fn wrong_tokens_lock_the_address_out() {
         );
         assert_eq!(a.status, 401);
     }
+    // A wrong guess more is refused as such; the right token still passes (an
+    // address that guesses wrong cannot lock the user out).
+    let a = request(
+        "POST",
+        &url,
+        &[JSON, ("Authorization", "Bearer nope")],
+        Some("{}"),
+    );
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.body.contains("wrong tokens"), "{}", a.body);
     let good = format!("Bearer {}", host.token);
     let a = request(
         "POST",
@@ -98,8 +108,7 @@ fn wrong_tokens_lock_the_address_out() {
         &[JSON, ACCEPT, ("Authorization", &good)],
         Some(&init_body()),
     );
-    assert_eq!(a.status, 429, "{}", a.body);
-    assert!(a.body.contains("wrong tokens"), "{}", a.body);
+    assert_eq!(a.status, 200, "{}", a.body);
 }
 
 /// Over its rate an address gets 429 with Retry-After; a body over 4 MiB gets 413.
@@ -259,15 +268,58 @@ fn mcp_over_http_steers_the_same_sessions_as_the_cli() {
 }
 
 /// A process inside a guarded session that found the token is still held to its
-/// guard over HTTP: what it starts through MCP is guarded, and the dashboard
-/// changes nothing for it. The same calls from outside start an unguarded session.
+/// guard over HTTP: over MCP it cannot steer an unguarded session nor call a plugin
+/// tool (those run with the host's powers), the dashboard changes nothing for it,
+/// and parking its socket in a Unix socket while the host looks does not hide it.
+/// The same calls from outside succeed.
 #[test]
 fn a_client_inside_a_guarded_session_is_held_to_its_guard() {
+    held_to_its_guard("127.0.0.1:0", &[]);
+}
+
+/// The same on an address of every interface (`[::]`, so a client on 127.0.0.1
+/// arrives as `::ffff:127.0.0.1`): a client on this machine is not "remote".
+#[test]
+fn on_every_interface_a_local_client_is_still_placed() {
+    held_to_its_guard("[::]:0", &["--allow-remote"]);
+}
+
+const PARK: &str = r#"
+import socket, sys, time
+addr, token, path = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = addr.rsplit(':', 1)
+s = socket.create_connection((host, int(port)))
+body = b'{"message": "hi"}'
+head = (f"POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+s.sendall(head.encode() + body)
+# Out of every process's open files while the host looks: in flight in a Unix socket.
+a, b = socket.socketpair()
+socket.send_fds(a, [b'x'], [s.fileno()])
+s.close()
+time.sleep(1.5)
+_, fds, _, _ = socket.recv_fds(b, 1, 1)
+back = socket.socket(fileno=fds[0])
+answer = b''
+while chunk := back.recv(65536):
+    answer += chunk
+open('parked.txt', 'wb').write(answer)
+"#;
+
+fn held_to_its_guard(bind: &str, extra: &[&str]) {
     let cms = Cms::new();
     if !cms.host_mode() {
         return;
     }
-    let host = cms.serve_http(&[]);
+    let config = cms.dir.path().join("config");
+    crate::support::write_plugin(
+        &config,
+        "relay",
+        r#"return { name = "relay", tools = { { name = "relay", description = "Sends",
+             handler = function(a) cms.get(a.name):send(a.message) return "sent" end } } }"#,
+    );
+    let config_env = config.display().to_string();
+    let host = cms.serve_http_on(bind, extra, &[("CMS_CONFIG_DIR", &config_env)]);
     let probe = format!(
         r#"U=http://{addr}/mcp; A="Authorization: Bearer {token}"
 H1="Content-Type: application/json"; H2="Accept: application/json, text/event-stream"
@@ -276,22 +328,37 @@ S=$(grep -i '^mcp-session-id' h.txt | cut -d' ' -f2 | tr -d '\r')
 V="Mcp-Protocol-Version: 2025-11-25"
 curl -s -o /dev/null -X POST $U -H "$A" -H "$H1" -H "$H2" -H "Mcp-Session-Id: $S" -H "$V" -d '{{"jsonrpc":"2.0","method":"notifications/initialized"}}'
 curl -s -X POST $U -H "$A" -H "$H1" -H "$H2" -H "Mcp-Session-Id: $S" -H "$V" -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"send_message","arguments":{{"name":"free","message":"hi"}}}}}}' > mcp.txt
+curl -s -X POST $U -H "$A" -H "$H1" -H "$H2" -H "Mcp-Session-Id: $S" -H "$V" -d '{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"relay","arguments":{{"name":"free","message":"hi"}}}}}}' > plugin.txt
 curl -s -X POST http://{addr}/api/approvals/1 -H "$A" -H "$H1" -d '{{"verdict":"allow"}}' > web.txt
+python3 park.py {addr} {token} /api/sessions/free/send
 "#,
         addr = host.addr,
         token = host.token,
         init = init_body()
     );
     std::fs::write(cms.work().join("probe.sh"), probe).unwrap();
+    std::fs::write(cms.work().join("park.py"), PARK).unwrap();
     cms.ok(&["spawn", "--name", "free", "--prompt", "hi"]);
     let task = "USE_TOOL Bash {\"command\": \"sh probe.sh; true\"}";
     let (v, _) = cms.delegate(&["--name", "g", "--task", task, "--preset", "supervised"]);
     assert_eq!(v["status"], "completed", "{v}");
-    let web = std::fs::read_to_string(cms.work().join("web.txt")).unwrap();
+    let read = |f: &str| std::fs::read_to_string(cms.work().join(f)).unwrap_or_default();
+    let web = read("web.txt");
     assert!(web.contains("inside guarded session 'g'"), "{web}");
     // 'free' (started by the user, unguarded) may not be steered from inside 'g'.
-    let mcp = std::fs::read_to_string(cms.work().join("mcp.txt")).unwrap();
+    let mcp = read("mcp.txt");
     assert!(mcp.contains("cms refused to steer 'free'"), "{mcp}");
+    let plugin = read("plugin.txt");
+    assert!(
+        plugin.contains("cms refused: plugin tool 'relay'"),
+        "{plugin}"
+    );
+    let parked = read("parked.txt");
+    assert!(
+        parked.starts_with("HTTP/1.1 403") && parked.contains("cannot tell which process"),
+        "{parked}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(cms.json(&["status", "free"])["interaction_count"], 1);
 
     let id = mcp_session(&host);
@@ -309,8 +376,8 @@ curl -s -X POST http://{addr}/api/approvals/1 -H "$A" -H "$H1" -d '{{"verdict":"
     );
 }
 
-/// With --http and --idle-exit, requests over HTTP keep the host up; with none it
-/// exits after its idle time.
+/// With --http and --idle-exit, requests with the token keep the host up (requests
+/// without it do not); with none it exits after its idle time.
 #[test]
 fn http_requests_count_as_activity_for_the_idle_exit() {
     let cms = Cms::new();
@@ -330,10 +397,12 @@ fn http_requests_count_as_activity_for_the_idle_exit() {
             addr.is_some()
         }
     ));
-    let url = format!("http://{}/login", addr.unwrap());
+    let url = format!("http://{}/api/sessions", addr.unwrap());
+    let token = format!("Bearer {}", cms.ok(&["serve", "--print-token"]).trim());
     let start = std::time::Instant::now();
     while start.elapsed() < std::time::Duration::from_secs(4) {
-        assert_eq!(request("GET", &url, &[], None).status, 200, "still up");
+        let a = request("GET", &url, &[("Authorization", &token)], None);
+        assert_eq!(a.status, 200, "still up: {}", a.body);
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
     assert!(
@@ -346,5 +415,55 @@ fn http_requests_count_as_activity_for_the_idle_exit() {
             .unwrap()
             .is_some()),
         "exits once idle"
+    );
+}
+
+/// The dashboard's event stream opened with the login cookie ends with that login:
+/// after logout it carries no more of the sessions' events.
+#[test]
+fn the_event_stream_ends_with_its_login() {
+    let cms = Cms::new();
+    let host = cms.serve_http(&[]);
+    let base = format!("http://{}", host.addr);
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let a = request(
+        "POST",
+        &format!("{base}/login"),
+        &[form],
+        Some(&format!("token={}", host.token)),
+    );
+    let cookie = a
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let events = crate::support::http::Stream::open(
+        "GET",
+        &format!("{base}/api/events"),
+        &[("Cookie", &cookie), ("Accept", "text/event-stream")],
+        None,
+    );
+    assert_eq!(events.status, 200);
+    let five = std::time::Duration::from_secs(5);
+    assert!(events.next("event: hello", five).is_some());
+    cms.ok(&["spawn", "--name", "before", "--prompt", "hi"]);
+    assert!(
+        events.next("\"session\":\"before\"", five).is_some(),
+        "heard while logged in"
+    );
+    let origin = ("Origin", base.as_str());
+    let a = request(
+        "POST",
+        &format!("{base}/logout"),
+        &[("Cookie", &cookie), origin],
+        None,
+    );
+    assert_eq!(a.status, 303);
+    cms.ok(&["spawn", "--name", "after", "--prompt", "hi"]);
+    assert!(
+        events.next("\"session\":\"after\"", five).is_none(),
+        "nothing after logout"
     );
 }

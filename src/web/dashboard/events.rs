@@ -5,8 +5,9 @@
 use super::api::approval_json;
 use super::Dash;
 use crate::views::record_json;
-use crate::web::WebState;
+use crate::web::{guard, WebState};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::stream::{self, Stream, StreamExt};
@@ -22,6 +23,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub async fn events(
     State(st): State<WebState>,
     Extension(dash): Extension<Arc<Dash>>,
+    headers: HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     dash.watch(&st.sessions);
     // Listen before reading the state, so nothing falls between the two.
@@ -29,8 +31,24 @@ pub async fn events(
     let own = relay(dash.own().subscribe(), st.clone());
     let hello = snapshot(&st, None).await;
     let first = stream::once(async move { Ok(Event::default().event("hello").data(hello)) });
-    Sse::new(first.chain(stream::select(host, own)))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    // A stream opened with the login cookie ends when that login does (logout,
+    // expiry), looked at with each event and at each tick.
+    let login = match headers.contains_key(axum::http::header::AUTHORIZATION) {
+        true => None,
+        false => guard::cookie(&headers, guard::COOKIE),
+    };
+    let ticks = stream::unfold((), |()| async {
+        tokio::time::sleep(KEEP_ALIVE).await;
+        Some((Ok(Event::default().comment("")), ()))
+    });
+    let gate = st.guard.clone();
+    let events = first
+        .chain(stream::select(stream::select(host, own), ticks))
+        .take_while(move |_| {
+            let live = login.as_deref().is_none_or(|id| gate.is_login(id));
+            std::future::ready(live)
+        });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 /// Each event of `rx` as an SSE event; a `resync` when some were lost.

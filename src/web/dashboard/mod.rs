@@ -216,9 +216,13 @@ impl Dash {
 fn follow(turns: &Mutex<HashMap<String, Turn>>, e: &SessionEvent) {
     let mut turns = turns.lock().unwrap_or_else(|p| p.into_inner());
     match &e.kind {
+        // A turn that ended keeps nothing here (its text is in the history).
+        EventKind::State { state } if !state.is_busy() => {
+            turns.remove(&e.session);
+        }
         EventKind::State { state } => {
             let t = turns.entry(e.session.clone()).or_default();
-            if state.is_busy() && !t.running {
+            if !t.running {
                 t.text.clear();
             }
             t.running = state.is_busy();

@@ -637,7 +637,8 @@ function init() {
   out.addEventListener('scroll', () => { S.stuck = nearBottom(); });
   new ResizeObserver(() => { if (S.stuck) out.scrollTop = out.scrollHeight; }).observe(out);
   $('#stop').addEventListener('click', () => act('stop'));
-  const wanted = decodeURIComponent(location.hash.slice(1));
+  let wanted = '';
+  try { wanted = decodeURIComponent(location.hash.slice(1)); } catch (_) { /* a bad link: no session */ }
   if (wanted) S.selected = wanted;
   renderHead();
   connect();

@@ -28,7 +28,13 @@ impl Cms {
 
     /// [`Cms::serve_http`] with more environment for the host.
     pub fn serve_http_with(&self, extra: &[&str], env: &[(&str, &str)]) -> HttpHost {
-        let mut args = vec!["serve", "--http", "127.0.0.1:0", "--idle-exit", "120s"];
+        self.serve_http_on("127.0.0.1:0", extra, env)
+    }
+
+    /// [`Cms::serve_http_with`] on address `bind`; `addr` is then where a client on
+    /// this machine reaches it (127.0.0.1 for an address of every interface).
+    pub fn serve_http_on(&self, bind: &str, extra: &[&str], env: &[(&str, &str)]) -> HttpHost {
+        let mut args = vec!["serve", "--http", bind, "--idle-exit", "120s"];
         args.extend_from_slice(extra);
         let child = self
             .cmd(&args)
@@ -46,6 +52,10 @@ impl Cms {
             addr.is_some()
         });
         let addr = addr.expect("the host serves HTTP within 20 s");
+        let addr = match addr.rsplit_once(':') {
+            Some(("[::]" | "0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+            _ => addr,
+        };
         let token = self.ok(&["serve", "--print-token"]).trim().to_string();
         HttpHost { addr, token, child }
     }
