@@ -35,7 +35,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{percentile, request};
+use support::{micros, pct, print_table, request, Row, Verdict};
 
 /// How much each part does.
 struct Sizes {
@@ -223,69 +223,7 @@ fn main() {
         verdict: q.verdict,
     });
 
-    print_table(&table, full);
-    if full && table.iter().any(|r| matches!(r.verdict, Verdict::Fail)) {
-        println!("(at least one goal was missed)");
-    }
-}
-
-// ----- the table -------------------------------------------------------------------
-
-enum Verdict {
-    Pass,
-    Fail,
-    Skipped,
-    NotAvailable,
-}
-
-impl Verdict {
-    fn judged(ok: bool) -> Verdict {
-        if ok {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        }
-    }
-}
-
-struct Row {
-    goal: &'static str,
-    figure: String,
-    verdict: Verdict,
-}
-
-fn print_table(rows: &[Row], full: bool) {
-    println!(
-        "\n{:<58} {:<40} result",
-        if full {
-            "goal (issue 13)"
-        } else {
-            "goal (issue 13; quick run: informational)"
-        },
-        "figure"
-    );
-    println!("{}", "-".repeat(58 + 1 + 40 + 1 + 24));
-    for r in rows {
-        let v = match &r.verdict {
-            Verdict::Pass => "PASS".to_string(),
-            Verdict::Fail => "FAIL".to_string(),
-            Verdict::Skipped => "SKIPPED (no real CLI)".to_string(),
-            Verdict::NotAvailable => "not available yet".to_string(),
-        };
-        let v = if full || !matches!(r.verdict, Verdict::Pass | Verdict::Fail) {
-            v
-        } else {
-            format!("{v} (informational)")
-        };
-        println!("{:<58} {:<40} {v}", r.goal, r.figure);
-    }
-}
-
-fn pct(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    percentile(&mut samples.to_vec(), p)
+    print_table(&table, full, "issue 13");
 }
 
 fn min(v: &[f64]) -> f64 {
@@ -294,10 +232,6 @@ fn min(v: &[f64]) -> f64 {
 
 fn max(v: &[f64]) -> f64 {
     v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 fn millis(d: Duration) -> f64 {

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use support::percentile;
+use support::{micros, pct, print_table, Row, Verdict};
 
 /// How much each part does.
 struct Sizes {
@@ -230,69 +230,7 @@ fn main() {
     });
     drop(host);
 
-    print_table(&table, full);
-    if full && table.iter().any(|r| matches!(r.verdict, Verdict::Fail)) {
-        println!("(at least one goal was missed)");
-    }
-}
-
-// ----- the table -------------------------------------------------------------------
-
-enum Verdict {
-    Pass,
-    Fail,
-}
-
-impl Verdict {
-    fn judged(ok: bool) -> Verdict {
-        if ok {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        }
-    }
-}
-
-struct Row {
-    goal: &'static str,
-    figure: String,
-    verdict: Verdict,
-}
-
-fn print_table(rows: &[Row], full: bool) {
-    println!(
-        "\n{:<54} {:<62} result",
-        if full {
-            "goal (issue 16)"
-        } else {
-            "goal (issue 16; quick run: informational)"
-        },
-        "figure"
-    );
-    println!("{}", "-".repeat(54 + 1 + 62 + 1 + 18));
-    for r in rows {
-        let v = match r.verdict {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-        };
-        let v = if full {
-            v.to_string()
-        } else {
-            format!("{v} (informational)")
-        };
-        println!("{:<54} {:<62} {v}", r.goal, r.figure);
-    }
-}
-
-fn pct(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    percentile(&mut samples.to_vec(), p)
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
+    print_table(&table, full, "issue 16");
 }
 
 // ----- the host ----------------------------------------------------------------------

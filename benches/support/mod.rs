@@ -67,3 +67,82 @@ pub fn banner(what: &str, full: bool) {
         );
     }
 }
+
+/// How a goal of an issue came out.
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Not measured here (say why in the figure).
+    Skipped,
+    NotAvailable,
+}
+
+impl Verdict {
+    pub fn judged(ok: bool) -> Verdict {
+        if ok {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }
+    }
+}
+
+/// One line of a benchmark's table of goals.
+pub struct Row {
+    pub goal: &'static str,
+    pub figure: String,
+    pub verdict: Verdict,
+}
+
+/// The goals of `issue` with their figures; in a quick run a verdict is only
+/// informational.
+pub fn print_table(rows: &[Row], full: bool, issue: &str) {
+    let heading = if full {
+        format!("goal ({issue})")
+    } else {
+        format!("goal ({issue}; quick run: informational)")
+    };
+    let goal_w = rows
+        .iter()
+        .map(|r| r.goal.len())
+        .chain([heading.len()])
+        .max()
+        .unwrap_or(0);
+    let figure_w = rows
+        .iter()
+        .map(|r| r.figure.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    println!("\n{heading:<goal_w$} {:<figure_w$} result", "figure");
+    println!("{}", "-".repeat(goal_w + figure_w + 26));
+    for r in rows {
+        let v = match &r.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "SKIPPED (no real CLI)",
+            Verdict::NotAvailable => "not available yet",
+        };
+        let v = if full || !matches!(r.verdict, Verdict::Pass | Verdict::Fail) {
+            v.to_string()
+        } else {
+            format!("{v} (informational)")
+        };
+        println!("{:<goal_w$} {:<figure_w$} {v}", r.goal, r.figure);
+    }
+    if full && rows.iter().any(|r| matches!(r.verdict, Verdict::Fail)) {
+        println!("(at least one goal was missed)");
+    }
+}
+
+/// The `p` percentile of `samples` (NaN when there are none).
+pub fn pct(samples: &[f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    percentile(&mut samples.to_vec(), p)
+}
+
+pub fn micros(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
