@@ -95,4 +95,9 @@ fn main() {
         }
         client.cancel().await.unwrap();
     });
+    // `cms batch` started a host for this home, its 20 sessions live: end it.
+    let _ = std::process::Command::new(&cms)
+        .args(["host", "stop"])
+        .env("CMS_HOME", dir.path().join("cms"))
+        .output();
 }
