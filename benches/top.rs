@@ -14,14 +14,13 @@
 mod support;
 
 use cms::cli::top::{model::Model, view};
-use cms::engine::{EngineConfig, EventKind, SessionEvent, SessionRecord, SessionState, Sessions};
-use cms::host::{Endpoint, HostClient};
+use cms::engine::{EventKind, SessionEvent, SessionRecord, SessionState, Sessions};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::host::{same_version_cms, Host};
 use support::{banner, goal, percentile};
 
 struct Sizes {
@@ -178,7 +177,7 @@ async fn stream(cms: &Path, sim: &Path, dir: &Path, sizes: &Sizes) -> Streamed {
         &safety[at..]
     );
     std::fs::write(dir.join("config/cms/safety.lua"), script).unwrap();
-    let host = Host::start(cms, sim, dir).await;
+    let host = Host::start(cms, sim, dir, &[]).await;
     let client: Arc<dyn Sessions> = host.client.clone();
     let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -262,90 +261,4 @@ fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz.max(1.0)
-}
-
-/// A copy of the built `cms` whose version matches this benchmark's (a client refuses
-/// a host of another version; the version includes the executable's time).
-fn same_version_cms(bin: &Path) -> PathBuf {
-    std::fs::create_dir_all(bin).unwrap();
-    let copy = bin.join("cms");
-    std::fs::copy(env!("CARGO_BIN_EXE_cms"), &copy).unwrap();
-    let me = std::env::current_exe().unwrap();
-    let built = std::fs::metadata(me).unwrap().modified().unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&copy)
-        .unwrap()
-        .set_modified(built)
-        .unwrap();
-    copy
-}
-
-/// A `cms serve` started by this benchmark (its child, so its pid is known).
-struct Host {
-    child: std::process::Child,
-    cfg: EngineConfig,
-    client: Arc<HostClient>,
-}
-
-impl Host {
-    async fn start(cms: &Path, claude: &Path, dir: &Path) -> Host {
-        let home = dir.join("cms-home");
-        std::fs::create_dir_all(&home).unwrap();
-        let log = std::fs::File::create(dir.join("host.log")).unwrap();
-        let mut child = std::process::Command::new(cms)
-            .arg("serve")
-            .current_dir(dir)
-            .env("CMS_HOST_IDLE", "never")
-            .env_remove("CMS_NO_HOST")
-            .env("CMS_HOME", &home)
-            .env("CMS_CLAUDE_BIN", claude)
-            .env("HOME", dir)
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env("CMS_CONFIG_DIR", dir.join("config/cms"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut cfg = EngineConfig::from_env();
-        cfg.home = home.clone();
-        cfg.claude_bin = claude.to_path_buf();
-        let socket = Endpoint::for_home(&home).socket;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("host.log")).unwrap_or_default();
-                panic!("cms serve exited at start ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "cms serve did not listen");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let client = loop {
-            if let Some((client, _)) = cms::host::connect(&cfg, "bench", false).await.unwrap() {
-                break client;
-            }
-            assert!(Instant::now() < deadline, "cms serve did not answer");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        Host { child, cfg, client }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn stop(mut self) {
-        let _ = cms::host::stop(&self.cfg).await;
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

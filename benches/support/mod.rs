@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmarks.
 #![allow(dead_code)]
 
+pub mod host;
+
 use cms::engine::{EngineConfig, Manager, SessionOptions, SpawnRequest};
 use std::path::Path;
 use std::sync::Arc;

@@ -147,16 +147,7 @@ pub fn place(layers: &Layers, req: &PlaceRequest) -> Result<Option<String>, Runn
         .or_else(|| builtin("placement.lua"))
         .ok_or_else(|| RunnerError::Script("no placement.lua".into()))?;
     let lua = state()?;
-    let f = match load(&lua, &src)? {
-        Value::Function(f) => f,
-        other => {
-            return Err(RunnerError::Script(format!(
-                "{} returns a {}, not a function(req)",
-                src.origin,
-                other.type_name()
-            )))
-        }
-    };
+    let f = load_function(&lua, &src)?;
     let script = |e: mlua::Error| RunnerError::Script(error_text(&e));
     let views: BTreeMap<String, PlaceView> = all
         .iter()
@@ -251,16 +242,7 @@ pub fn launch(layers: &Layers, req: &RunRequest) -> Result<Launch, RunnerError> 
         }
     }
     let lua = state()?;
-    let f = match load(&lua, &src)? {
-        Value::Function(f) => f,
-        other => {
-            return Err(RunnerError::Script(format!(
-                "{} returns a {}, not a function(req)",
-                src.origin,
-                other.type_name()
-            )))
-        }
-    };
+    let f = load_function(&lua, &src)?;
     let script = |e: mlua::Error| RunnerError::Script(error_text(&e));
     let t: Table = lua.create_table().map_err(script)?;
     t.set("session", req.session.as_str()).map_err(script)?;
@@ -335,6 +317,18 @@ fn state() -> Result<Lua, RunnerError> {
         confine_files: true,
     })
     .map_err(|e| RunnerError::Script(error_text(&e)))
+}
+
+/// The function a placement or runner script returns (`function(req)`).
+fn load_function(lua: &Lua, src: &Source) -> Result<mlua::Function, RunnerError> {
+    match load(lua, src)? {
+        Value::Function(f) => Ok(f),
+        other => Err(RunnerError::Script(format!(
+            "{} returns a {}, not a function(req)",
+            src.origin,
+            other.type_name()
+        ))),
+    }
 }
 
 fn load(lua: &Lua, src: &Source) -> Result<Value, RunnerError> {
