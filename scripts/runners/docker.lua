@@ -3,6 +3,7 @@
 --- hosts.lua:
 ---   box = { runner = "docker", address = "my-container" }     -- docker exec -i into it
 ---   img = { runner = "docker", image = "me/claude:latest" }   -- docker run -i --rm of it
+---   pod = { runner = "docker", program = "podman", address = "c" }  -- the same with podman
 ---
 --- With `address` (a running container's name), cms runs
 ---   docker exec -i CONTAINER setsid -w sh -c 'SCRIPT'
@@ -20,10 +21,6 @@
 --- ends the whole container. Unlike ssh there is no watcher for a dead client: a
 --- `docker exec` whose client is gone gets EOF on stdin, and claude ends with it.
 ---
---- `podman.lua` is this file with another program name.
-
-local PROGRAM = "docker"
-
 ---@param s any
 ---@return string
 local function quote(s)
@@ -34,6 +31,8 @@ end
 ---@return cms.Launch
 return function(req)
   local host = req.config
+  -- docker, or a program with its command line (podman).
+  local PROGRAM = host.program or "docker"
   local exec = { "exec", "env" }
   local names = {}
   for k in pairs(req.env) do names[#names + 1] = k end

@@ -511,7 +511,7 @@ function cms.shell.parse(line) end
 
 --- A machine of `hosts.lua` that sessions can run on (`cms spawn --on NAME`).
 ---@class cms.Host
----@field runner? string `ssh` (default), `local`, `docker`, `podman`, `kubectl`, or `runners/NAME.lua` of yours.
+---@field runner? string `ssh` (default), `local`, `docker`, `kubectl`, or `runners/NAME.lua` of yours.
 ---@field address? string `user@host`, or an alias of `~/.ssh/config` (default: the host's name).
 ---@field work_dir_map? table<string, string> Local folder prefix → the same folder on the host.
 ---@field max_live? integer Most live sessions on the host (its own cap: parked, then queued, at it).
@@ -519,7 +519,8 @@ function cms.shell.parse(line) end
 ---@field claude? string The `claude` executable on the host (default `claude`).
 ---@field env? table<string, string> The remote child's environment; nothing else of yours crosses.
 ---@field ssh_options? string[] Extra client options, e.g. `{ "-F", "/path/ssh_config" }`.
----@field image? string docker/podman: an image to `run` (instead of a container to `exec` into, `address`).
+---@field image? string docker: an image to `run` (instead of a container to `exec` into, `address`).
+---@field program? string docker: the program run instead of `docker`, one with its command line (`podman`).
 ---@field namespace? string kubectl: the pod's namespace (`-n`).
 ---@field context? string kubectl: the kubeconfig context (`--context`).
 

@@ -32,7 +32,7 @@ const FORWARDED: &[&str] = &["CMS_GUARD"];
 pub enum RunnerError {
     #[error("no host '{0}' in hosts.lua (known: {1}); add it to ~/.config/cms/hosts.lua")]
     UnknownHost(String, String),
-    #[error("no runner '{0}': add runners/{0}.lua to ~/.config/cms/ (shipped: local, ssh, docker, podman, kubectl)")]
+    #[error("no runner '{0}': add runners/{0}.lua to ~/.config/cms/ (shipped: local, ssh, docker (podman with program = \"podman\"), kubectl)")]
     UnknownRunner(String),
     #[error("{0}")]
     Script(String),
@@ -65,10 +65,14 @@ pub struct Host {
     pub env: BTreeMap<String, String>,
     /// Extra client options (`{"-F", "/path/ssh_config"}`, `{"-p", "2222"}`).
     pub ssh_options: Vec<String>,
-    /// docker/podman: an image to run (`docker run`) instead of a container to
-    /// exec into (`address`).
+    /// docker: an image to run (`docker run`) instead of a container to exec into
+    /// (`address`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// docker: the program run instead of `docker`, one with the same command line
+    /// (`podman`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
     /// kubectl: the pod's namespace (`-n`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,

@@ -42,10 +42,6 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../scripts/runners/docker.lua"),
     ),
     (
-        "runners/podman.lua",
-        include_str!("../../scripts/runners/podman.lua"),
-    ),
-    (
         "runners/kubectl.lua",
         include_str!("../../scripts/runners/kubectl.lua"),
     ),

@@ -146,7 +146,7 @@ fn policy_show_and_init() {
     let err = cms.fails(&["policy", "show", "nope"]);
     assert!(
         err.contains(
-            "no script 'nope' (known: safety, protected_paths, presets, notify, hosts, placement, runners/local, runners/ssh, runners/docker, runners/podman, runners/kubectl, strategies/correction_loop"
+            "no script 'nope' (known: safety, protected_paths, presets, notify, hosts, placement, runners/local, runners/ssh, runners/docker, runners/kubectl, strategies/correction_loop"
         ),
         "{err}"
     );

@@ -739,7 +739,7 @@ fn docker_podman_and_kubectl_run_through_a_shim() {
         format!(
             "return {{\n  dk = {{ runner = 'docker', address = 'box', claude = {claude:?} }},\n  \
              img = {{ runner = 'docker', image = 'me/claude:1', claude = {claude:?} }},\n  \
-             pm = {{ runner = 'podman', address = 'pbox', claude = {claude:?} }},\n  \
+             pm = {{ runner = 'docker', program = 'podman', address = 'pbox', claude = {claude:?} }},\n  \
              k8s = {{ runner = 'kubectl', address = 'pod-1', namespace = 'agents', \
              context = 'prod', claude = {claude:?} }},\n}}\n"
         ),
