@@ -191,10 +191,9 @@ async fn always_for_session_approves_that_tool_without_asking_again() {
 /// nor start a session less guarded than itself: the host knows its process tree.
 #[test]
 fn a_guarded_session_can_neither_approve_nor_start_an_unguarded_session() {
-    let cms = support::Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = support::Cms::hosted() else {
         return;
-    }
+    };
     let bin = support::cms_bin().display().to_string();
     let task = format!(
         "USE_TOOL Bash {{\"command\": \"env -u CMS_GUARD {bin} approve g > out.txt 2>&1; \

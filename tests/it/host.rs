@@ -183,10 +183,9 @@ fn two_clients_sending_at_once_get_their_own_answers_in_arrival_order() {
 /// `--no-wait` on a session in a turn in the host fails at once and says why.
 #[test]
 fn no_wait_on_a_session_in_a_turn_fails_at_once() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     cms.ok(&["spawn", "--name", "x", "--prompt", "start"]);
     let slow = cms.spawn_piped(&["send", "--name", "x", "--message", "SLOW 2000 long"]);
     cms.busy_pid("x");
@@ -209,10 +208,9 @@ fn no_wait_on_a_session_in_a_turn_fails_at_once() {
 /// ready for the next message.
 #[test]
 fn a_timed_out_send_leaves_the_session_live_in_the_host() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     cms.ok(&["spawn", "--name", "t", "--prompt", "before"]);
     let pid = session(&cms, "t")["pid"].clone();
     let err = cms.fails(&[
@@ -261,10 +259,9 @@ fn a_client_killed_mid_turn_does_not_stop_the_turn() {
 /// recorded as interrupted and the session stays live, on the same process.
 #[test]
 fn ctrl_c_on_send_interrupts_the_turn_in_the_host() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     cms.ok(&["spawn", "--name", "h", "--prompt", "before"]);
     let child = cms.spawn_piped(&["send", "--name", "h", "--message", "HANG"]);
     let pid = cms.busy_pid("h");
@@ -297,10 +294,9 @@ fn ctrl_c_on_send_interrupts_the_turn_in_the_host() {
 /// is intact, and the next send starts a new host that resumes the conversation.
 #[test]
 fn kill_9_of_the_host_ends_its_sessions_and_the_next_send_starts_a_new_host() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     cms.ok(&["spawn", "--name", "a", "--prompt", "remember me"]);
     cms.ok(&["spawn", "--name", "b", "--prompt", "me too"]);
     let host = host_pid(&cms);
@@ -364,10 +360,9 @@ fn kill_9_of_the_host_ends_its_sessions_and_the_next_send_starts_a_new_host() {
 fn the_socket_is_private_and_a_peer_of_another_uid_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     cms.ok(&["spawn", "--name", "a", "--prompt", "x"]);
     let mode = std::fs::metadata(cms.socket())
         .unwrap()
@@ -484,10 +479,9 @@ fn fake_host(cms: &Cms, live: &[&str], http: Option<&str>) -> std::thread::JoinH
 /// sessions is left alone, with an error naming both versions and the way out.
 #[test]
 fn a_host_of_another_version_is_replaced_when_idle_and_explained_when_busy() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     let _fake = fake_host(&cms, &["x"], None);
     let out = cms.run(&["spawn", "--name", "a", "--prompt", "hi"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -527,10 +521,9 @@ fn a_host_of_another_version_is_replaced_when_idle_and_explained_when_busy() {
 /// clients' back, even with no live session: the error says where it serves.
 #[test]
 fn a_host_of_another_version_serving_http_is_not_replaced() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     let _fake = fake_host(&cms, &[], Some("127.0.0.1:7707"));
     let out = cms.run(&["spawn", "--name", "a", "--prompt", "hi"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -547,10 +540,9 @@ fn a_host_of_another_version_serving_http_is_not_replaced() {
 /// client is connected; `cms host status` then exits 1.
 #[test]
 fn the_host_exits_when_idle() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     let out = cms
         .cmd(&["spawn", "--name", "a", "--prompt", "x"])
         .env("CMS_HOST_IDLE", "1s")
@@ -575,10 +567,9 @@ fn the_host_exits_when_idle() {
 /// stopped and resume with their conversation.
 #[test]
 fn host_status_restart_and_stop() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     let out = cms.run(&["host", "status", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(support::parse_json(&out), json!({"running": false}));
@@ -649,10 +640,9 @@ fn no_host_sessions_end_with_the_command() {
 /// A command that asks for another claude than the running host's is refused.
 #[test]
 fn a_different_claude_bin_than_the_hosts_is_refused() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     cms.ok(&["spawn", "--name", "a", "--prompt", "x"]);
     let out = cms
         .cmd(&["spawn", "--name", "b", "--prompt", "x"])
@@ -673,10 +663,9 @@ fn a_different_claude_bin_than_the_hosts_is_refused() {
 /// once are served.
 #[test]
 fn garbage_huge_lines_and_many_connections_do_not_kill_the_host() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     cms.ok(&["spawn", "--name", "a", "--prompt", "x"]);
     let pid = host_pid(&cms);
     let mut conn = UnixStream::connect(cms.socket()).unwrap();
@@ -753,10 +742,9 @@ fn garbage_huge_lines_and_many_connections_do_not_kill_the_host() {
 /// Clients that all start a host at the same instant end with one host.
 #[test]
 fn clients_starting_a_host_at_once_end_with_one_host() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     let names = ["a", "b", "c", "d"];
     let children: Vec<_> = names
         .iter()

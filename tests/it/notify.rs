@@ -6,10 +6,9 @@ use std::time::Duration;
 
 #[test]
 fn the_host_runs_the_users_command_for_each_notice_at_most_once_per_interval() {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     let out = cms.dir.path().join("told.txt");
     let config = cms.dir.path().join(".config/cms");
     std::fs::create_dir_all(&config).unwrap();

@@ -307,10 +307,9 @@ open('parked.txt', 'wb').write(answer)
 "#;
 
 fn held_to_its_guard(bind: &str, extra: &[&str]) {
-    let cms = Cms::new();
-    if !cms.host_mode() {
+    let Some(cms) = Cms::hosted() else {
         return;
-    }
+    };
     let config = cms.dir.path().join("config");
     crate::support::write_plugin(
         &config,

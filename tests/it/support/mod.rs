@@ -244,6 +244,12 @@ impl Cms {
         }
     }
 
+    /// A `cms` that reaches the session host, for a test of the host itself (None
+    /// when the run keeps sessions in process, `CMS_TEST_NO_HOST`: skip the test).
+    pub fn hosted() -> Option<Cms> {
+        Some(Cms::new()).filter(Cms::host_mode)
+    }
+
     /// A `cms` whose every command keeps its sessions in process (`CMS_NO_HOST=1`):
     /// for a test of what `--no-host` does (a session's process ends with its command).
     pub fn in_process() -> Cms {
