@@ -280,9 +280,9 @@ fn entry(command: Command, env: &Map<String, Value>) -> Result<Value, String> {
 /// The variable `./.mcp.json` names in place of the token (`--local --http`).
 const TOKEN_VAR: &str = "CMS_HTTP_TOKEN";
 
-/// Where the host listens when `cms serve --http` is given this address (the
-/// documented default) and no running host says otherwise.
-const DEFAULT_HTTP: &str = "127.0.0.1:7707";
+/// Where `cms serve --http` listens when given no address: the entry names it when
+/// no running host says otherwise.
+use super::args::DEFAULT_HTTP;
 
 /// The entry of a server Claude Code reaches over HTTP, in the shape `claude mcp add
 /// --transport http NAME URL --header "Authorization: ..."` writes (2.1.197 and
